@@ -1,0 +1,2 @@
+//! The pymatris command.
+fn main() {}

@@ -1,0 +1,236 @@
+//! One error type for every protocol, so the scheduler can decide what to
+//! retry without knowing which client library produced the failure.
+//!
+//! Each protocol crate maps its client's errors into an [`Error`] in one
+//! place; the kind says what went wrong, the retryable flag says whether
+//! trying again could help, and the source chain keeps the details.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What went wrong, coarsely enough for a user or a script to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The URL does not parse, or lacks a part the protocol needs.
+    InvalidUrl,
+    /// No protocol of this build handles the URL's scheme.
+    UnsupportedScheme,
+    /// The server says the file does not exist.
+    NotFound,
+    /// The server refuses access to the file.
+    PermissionDenied,
+    /// Login or authentication failed.
+    Auth,
+    /// The SSH host key is unknown or changed.
+    HostKey,
+    /// The TLS handshake or certificate check failed.
+    Tls,
+    /// The server answered a range request in a way that cannot be trusted.
+    RangeUnsupported,
+    /// Connecting, or the connection itself, failed.
+    Network,
+    /// No byte arrived within the idle timeout.
+    Timeout,
+    /// The server broke the protocol or answered with an error status.
+    Protocol,
+    /// The body ended before (or went past) the announced size.
+    Truncated,
+    /// The remote file changed while it was being downloaded.
+    Changed,
+    /// Reading or writing the local file failed.
+    Io,
+    /// The downloaded bytes do not match the expected checksum.
+    Checksum,
+    /// The download was cancelled (Ctrl-C).
+    Cancelled,
+}
+
+impl ErrorKind {
+    /// Whether an error of this kind is worth retrying when the protocol did
+    /// not say otherwise.
+    pub fn default_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Network | ErrorKind::Timeout | ErrorKind::Truncated
+        )
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidUrl => "invalid URL",
+            ErrorKind::UnsupportedScheme => "unsupported scheme",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::PermissionDenied => "permission denied",
+            ErrorKind::Auth => "authentication failed",
+            ErrorKind::HostKey => "host key check failed",
+            ErrorKind::Tls => "TLS error",
+            ErrorKind::RangeUnsupported => "bad range response",
+            ErrorKind::Network => "network error",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::Truncated => "transfer incomplete",
+            ErrorKind::Changed => "remote file changed",
+            ErrorKind::Io => "local I/O error",
+            ErrorKind::Checksum => "checksum mismatch",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure of one download, or of one attempt at it.
+///
+/// Displays as `<kind>: <message>`; the source chain is reachable through
+/// [`std::error::Error::source`] and printed whole by `--show-errors`.
+pub struct Error {
+    kind: ErrorKind,
+    retryable: bool,
+    message: String,
+    retry_after: Option<Duration>,
+    source: Option<Source>,
+}
+
+impl Error {
+    /// An error of `kind` with a message for the user; retryable when the
+    /// kind usually is.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            retryable: kind.default_retryable(),
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl Into<Source>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Overrides whether trying again could help.
+    pub fn retryable(mut self, retryable: bool) -> Self {
+        self.retryable = retryable;
+        self
+    }
+
+    /// Asks the scheduler to wait at least this long before the next attempt
+    /// (an HTTP `Retry-After`).
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether another attempt could succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The message, without the kind.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error and every source under it, joined by `: `.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(err) = cur {
+            let text = err.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            cur = err.source();
+        }
+        out
+    }
+
+    pub(crate) fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
+        Error::new(ErrorKind::Io, format!("{context}: {err}")).retryable(false)
+    }
+
+    pub(crate) fn cancelled() -> Self {
+        Error::new(ErrorKind::Cancelled, "interrupted by the user")
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "{}: {}", self.kind, self.message)
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("retryable", &self.retryable)
+            .field("message", &self.message)
+            .field("retry_after", &self.retry_after)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The result type of pymatris.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_default_to_the_right_retry_policy() {
+        assert!(Error::new(ErrorKind::Network, "reset").is_retryable());
+        assert!(Error::new(ErrorKind::Timeout, "idle").is_retryable());
+        assert!(!Error::new(ErrorKind::NotFound, "404").is_retryable());
+        assert!(!Error::new(ErrorKind::Checksum, "x").is_retryable());
+        assert!(
+            Error::new(ErrorKind::Protocol, "503")
+                .retryable(true)
+                .is_retryable()
+        );
+    }
+
+    #[test]
+    fn chain_includes_sources_once() {
+        let io = std::io::Error::other("disk on fire");
+        let err = Error::new(ErrorKind::Io, "writing a.bin").with_source(io);
+        assert_eq!(
+            err.chain(),
+            "local I/O error: writing a.bin: disk on fire"
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! pymatris-core: the engine of pymatris, a parallel downloader.
+//!
+//! A [`Downloader`] takes requests (a URL and where to put it), finds the
+//! [`Protocol`] of each URL's scheme among the protocol crates linked into
+//! the program, fetches several files at once and large files in parts,
+//! retries what can be retried from the last byte written, and returns
+//! [`Results`] in which every request ends up exactly once, as a success or
+//! as an error.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), pymatris_core::Error> {
+//! use pymatris_core::{Config, Downloader};
+//! let mut dl = Downloader::new(Config::default());
+//! dl.enqueue_file("https://example.org/a.parquet", "./")?;
+//! let results = dl.download().await;
+//! println!("{results}");
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod config;
+mod downloader;
+mod error;
+mod naming;
+mod protocol;
+mod redact;
+pub mod registry;
+mod reporter;
+mod results;
+mod writer;
+
+pub use camino;
+pub use config::{Config, ProtocolConfig};
+pub use downloader::{Downloader, Request};
+pub use error::{Error, ErrorKind, Result};
+pub use naming::{filename_from_url, sanitize_filename};
+pub use protocol::{ByteRange, ByteStream, Fetched, Protocol, ProtocolPlugin, RemoteMeta, Validator};
+pub use redact::{redact_url, redact_url_str};
+pub use reporter::{NoReporter, ReportId, Reporter};
+pub use results::{Failed, Results, Succeeded};
+pub use tokio_util::sync::CancellationToken;
+pub use url::Url;
+
+#[doc(hidden)]
+pub use inventory;

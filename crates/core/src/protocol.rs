@@ -1,0 +1,149 @@
+//! The seam between the engine and the protocol crates.
+//!
+//! A protocol knows how to learn about a remote file and how to stream a
+//! range of its bytes; it knows nothing of local files, retries or progress.
+//! Each protocol crate registers a [`ProtocolPlugin`] with
+//! `inventory::submit!`, and the [`registry`](crate::registry) finds it by the
+//! URL's scheme.
+
+use std::fmt::Debug;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use url::Url;
+
+use crate::config::ProtocolConfig;
+use crate::error::Result;
+
+/// A range of bytes of a remote file: `start..end`, `end` exclusive, or
+/// open-ended (to the end of the file) when `end` is `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// The first byte wanted.
+    pub start: u64,
+    /// One past the last byte wanted, or `None` for "to the end".
+    pub end: Option<u64>,
+}
+
+impl ByteRange {
+    /// `start..end`.
+    pub fn new(start: u64, end: u64) -> Self {
+        ByteRange {
+            start,
+            end: Some(end),
+        }
+    }
+
+    /// `start..` to the end of the file.
+    pub fn from(start: u64) -> Self {
+        ByteRange { start, end: None }
+    }
+
+    /// Whether this range asks for the whole file.
+    pub fn is_whole(&self) -> bool {
+        self.start == 0 && self.end.is_none()
+    }
+}
+
+/// What identifies one version of a remote file, so that a resumed or
+/// split download never mixes bytes of two versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Validator {
+    /// An HTTP entity tag (strong or weak, as the server sent it).
+    pub etag: Option<String>,
+    /// A modification time, as the server sent it (HTTP date, FTP `MDTM`,
+    /// SFTP mtime in seconds).
+    pub modified: Option<String>,
+}
+
+impl Validator {
+    /// Whether there is anything to compare.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.modified.is_none()
+    }
+
+    /// Whether `other` may be the same version: fields both sides know must
+    /// be equal.
+    pub fn matches(&self, other: &Validator) -> bool {
+        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        same(&self.etag, &other.etag) && same(&self.modified, &other.modified)
+    }
+}
+
+/// What a protocol learned about a remote file.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteMeta {
+    /// The size of the whole file, when known.
+    pub size: Option<u64>,
+    /// Whether the server serves byte ranges of this file.
+    pub ranges: bool,
+    /// The version of the file.
+    pub validator: Validator,
+    /// A file name the server suggested (HTTP `Content-Disposition`),
+    /// unsanitised: the engine sanitises it.
+    pub filename: Option<String>,
+    /// The URL after redirects, when it differs from the one asked for.
+    pub final_url: Option<Url>,
+}
+
+/// A stream of the bytes of a file, in order.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// The answer to [`Protocol::fetch`]: what the server said of the file and
+/// a stream of its bytes from `offset` on.
+pub struct Fetched {
+    /// What this response told of the file.
+    pub meta: RemoteMeta,
+    /// The offset of the first byte of `body` in the file. Equal to the
+    /// range's start when the server honoured the range; 0 when it sent the
+    /// whole file instead.
+    pub offset: u64,
+    /// The bytes. It may end before the range's end (the engine checks
+    /// lengths) and may go past it (the engine stops reading).
+    pub body: ByteStream,
+}
+
+impl Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("meta", &self.meta)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A transfer protocol: HTTP, FTP, SFTP…
+#[async_trait::async_trait]
+pub trait Protocol: Send + Sync + Debug {
+    /// Size, range support, validators and a suggested name, without the
+    /// body. Used to check a file that may already be complete on disk.
+    async fn stat(&self, url: &Url) -> Result<RemoteMeta>;
+
+    /// The bytes of `range` of the file (the whole file for `0..`).
+    ///
+    /// When `validator` is given and the remote file is no longer that
+    /// version, fail with [`ErrorKind::Changed`](crate::ErrorKind::Changed)
+    /// rather than serve bytes of another version.
+    async fn fetch(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+    ) -> Result<Fetched>;
+}
+
+/// How a protocol crate makes itself known to the engine.
+#[derive(Debug)]
+pub struct ProtocolPlugin {
+    /// The URL schemes it serves, lower case (`"http"`, `"https"`).
+    pub schemes: &'static [&'static str],
+    /// Builds the protocol (its connection pools) for one download batch.
+    pub build: fn(&ProtocolConfig) -> Result<Arc<dyn Protocol>>,
+}
+
+inventory::collect!(ProtocolPlugin);
