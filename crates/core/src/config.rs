@@ -67,7 +67,10 @@ impl fmt::Debug for ProtocolConfig {
             .field("user_agent", &self.user_agent)
             .field("ca_certs", &self.ca_certs)
             .field("insecure", &self.insecure)
-            .field("proxy", &self.proxy.as_deref().map(crate::redact::redact_url_str))
+            .field(
+                "proxy",
+                &self.proxy.as_deref().map(crate::redact::redact_url_str),
+            )
             .field("netrc", &self.netrc)
             .field("identity", &self.identity)
             .field("known_hosts", &self.known_hosts)

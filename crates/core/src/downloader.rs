@@ -1,1 +1,900 @@
-//! todo
+//! The scheduler: files at once, parts of a file at once, retries from the
+//! last byte written, work stealing at the tail, and the atomic rename that
+//! makes a download visible only when it is complete.
+//!
+//! A file's download starts with one request for the whole file (`0..`):
+//! its answer tells the size and whether ranges work, so a small file costs
+//! one round trip. When the file is large enough, the first response keeps
+//! streaming the first part while the other parts are requested. Each part
+//! is a [`Span`] whose end other workers may pull in: a worker that finishes
+//! early splits the largest remaining span and takes its second half.
+
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use camino::{Utf8Path, Utf8PathBuf};
+use futures_util::{FutureExt, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::naming::{self, NameTable};
+use crate::protocol::{ByteRange, ByteStream, Fetched, Protocol, Validator};
+use crate::redact::{redact_url, redact_url_str};
+use crate::registry::Protocols;
+use crate::reporter::{NoReporter, ReportId, Reporter};
+use crate::results::{Failed, Results, Succeeded};
+use crate::writer::PartFile;
+
+/// How many bytes a part gathers before one positional write.
+const WRITE_BUF: usize = 512 * 1024;
+
+/// The longest `Retry-After` honoured; a server asking for more is waited
+/// on for this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// One file to download and where to put it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    url: String,
+    dir: Utf8PathBuf,
+    filename: Option<String>,
+    sha256: Option<String>,
+}
+
+impl Request {
+    /// A request for `url`, saved in the current directory under the name
+    /// the server or URL suggests.
+    pub fn new(url: impl Into<String>) -> Self {
+        Request {
+            url: url.into(),
+            dir: Utf8PathBuf::from("."),
+            filename: None,
+            sha256: None,
+        }
+    }
+
+    /// The directory to save into (created if missing).
+    pub fn dir(mut self, dir: impl Into<Utf8PathBuf>) -> Self {
+        self.dir = dir.into();
+        self
+    }
+
+    /// The file name to save under (sanitised to one path component).
+    pub fn filename(mut self, name: impl Into<String>) -> Self {
+        self.filename = Some(name.into());
+        self
+    }
+
+    /// The expected SHA-256 of the file, in hex; a mismatch fails the
+    /// download and the file is not kept.
+    pub fn sha256(mut self, hex: impl Into<String>) -> Self {
+        self.sha256 = Some(hex.into().trim().to_ascii_lowercase());
+        self
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Downloads batches of files. See the [crate documentation](crate).
+pub struct Downloader {
+    config: Config,
+    queue: Vec<Request>,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Downloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downloader")
+            .field("config", &self.config)
+            .field("queued", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Downloader {
+    /// A downloader with these settings and no reporter.
+    pub fn new(config: Config) -> Self {
+        Downloader {
+            config,
+            queue: Vec::new(),
+            reporter: Arc::new(NoReporter),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Reports progress to `reporter`.
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
+        self.reporter = reporter;
+        self
+    }
+
+    /// The token that cancels the batch (the CLI cancels it on Ctrl-C).
+    /// Cancelled downloads end as errors of kind
+    /// [`ErrorKind::Cancelled`], and leave no temporary file behind.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Queues `url`, to be saved in `dir`. Any URL is accepted here: one
+    /// that does not parse, or whose scheme no protocol serves, ends up in
+    /// the errors of the results.
+    pub fn enqueue_file(&mut self, url: &str, dir: impl AsRef<Utf8Path>) -> Result<()> {
+        self.enqueue(Request::new(url).dir(dir.as_ref()))
+    }
+
+    /// Queues a request with per-file options.
+    pub fn enqueue(&mut self, request: Request) -> Result<()> {
+        self.queue.push(request);
+        Ok(())
+    }
+
+    /// How many requests wait for the next [`download`](Self::download).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Downloads every queued request and empties the queue. Never panics
+    /// on a bad URL or a bad server: every request ends in the results,
+    /// once, in the order it was enqueued.
+    pub async fn download(&mut self) -> Results {
+        let requests = std::mem::take(&mut self.queue);
+        let batch = Arc::new(Batch {
+            config: self.config.clone(),
+            protocols: Protocols::new(self.config.protocol.clone()),
+            names: NameTable::default(),
+            reporter: self.reporter.clone(),
+            cancel: self.cancel.clone(),
+        });
+        let total = requests.len();
+        let mut outcomes: Vec<Option<std::result::Result<Succeeded, Failed>>> =
+            (0..total).map(|_| None).collect();
+        let mut pending = requests.into_iter().enumerate();
+        let mut running = JoinSet::new();
+        let max_parallel = self.config.max_parallel.max(1);
+        loop {
+            while running.len() < max_parallel {
+                let Some((index, request)) = pending.next() else {
+                    break;
+                };
+                let batch = batch.clone();
+                running.spawn(async move {
+                    let fallback = failed_early(&request, internal_error());
+                    let outcome = AssertUnwindSafe(batch.download_one(request))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or(Err(fallback));
+                    (index, outcome)
+                });
+            }
+            match running.join_next().await {
+                Some(Ok((index, outcome))) => outcomes[index] = Some(outcome),
+                // Tasks catch their own panics and are never aborted, so a
+                // join error cannot name its request; the slot stays empty
+                // and is reported below.
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
+        let mut results = Results::default();
+        for outcome in outcomes {
+            match outcome {
+                Some(Ok(ok)) => results.success.push(ok),
+                Some(Err(failed)) => results.errors.push(failed),
+                None => results.errors.push(Failed {
+                    filepath_partial: Utf8PathBuf::new(),
+                    url: String::new(),
+                    error: internal_error(),
+                }),
+            }
+        }
+        results
+    }
+
+    /// [`download`](Self::download) for callers without a tokio runtime.
+    ///
+    /// # Panics
+    /// When called from within a tokio runtime, or when no runtime can be
+    /// built (out of threads or file descriptors).
+    pub fn download_blocking(&mut self) -> Results {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("cannot start the tokio runtime");
+        runtime.block_on(self.download())
+    }
+}
+
+fn internal_error() -> Error {
+    Error::new(ErrorKind::Protocol, "internal error (a bug in pymatris)").retryable(false)
+}
+
+/// A failure before the file's name is known.
+fn failed_early(request: &Request, error: Error) -> Failed {
+    let name = request
+        .filename
+        .as_deref()
+        .and_then(naming::sanitize_filename)
+        .or_else(|| {
+            Url::parse(&request.url)
+                .ok()
+                .and_then(|u| naming::filename_from_url(&u))
+        })
+        .unwrap_or_default();
+    Failed {
+        filepath_partial: request.dir.join(name),
+        url: redact_url_str(&request.url),
+        error,
+    }
+}
+
+/// What the files of one batch share.
+struct Batch {
+    config: Config,
+    protocols: Protocols,
+    names: NameTable,
+    reporter: Arc<dyn Reporter>,
+    cancel: CancellationToken,
+}
+
+impl Batch {
+    async fn download_one(
+        self: Arc<Self>,
+        request: Request,
+    ) -> std::result::Result<Succeeded, Failed> {
+        if self.cancel.is_cancelled() {
+            return Err(failed_early(&request, Error::cancelled()));
+        }
+        let url = match Url::parse(&request.url) {
+            Ok(url) => url,
+            Err(e) => {
+                let err = Error::new(ErrorKind::InvalidUrl, e.to_string()).retryable(false);
+                return Err(failed_early(&request, err));
+            }
+        };
+        let protocol = match self.protocols.get(url.scheme()) {
+            Ok(p) => p,
+            Err(e) => return Err(failed_early(&request, e)),
+        };
+        if let Err(e) = tokio::fs::create_dir_all(&request.dir).await {
+            let err = Error::io(format_args!("cannot create directory {}", request.dir), e);
+            return Err(failed_early(&request, err));
+        }
+        let shown = redact_url(&url);
+        tracing::debug!(url = %shown, "starting");
+
+        let first = match self
+            .attempts(None, || {
+                self.fetch(&protocol, &url, ByteRange::from(0), None)
+            })
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => return Err(failed_early(&request, e)),
+        };
+        let name = request
+            .filename
+            .as_deref()
+            .and_then(naming::sanitize_filename)
+            .or_else(|| {
+                first
+                    .meta
+                    .filename
+                    .as_deref()
+                    .and_then(naming::sanitize_filename)
+            })
+            .or_else(|| {
+                first
+                    .meta
+                    .final_url
+                    .as_ref()
+                    .and_then(naming::filename_from_url)
+            })
+            .or_else(|| naming::filename_from_url(&url))
+            .unwrap_or_else(|| naming::fallback_name(&url));
+        let target = self
+            .names
+            .reserve(&request.dir, &name, self.config.overwrite);
+        let id = self.reporter.on_start(&shown, &name, first.meta.size);
+
+        let job = FileJob {
+            batch: self.clone(),
+            protocol,
+            url,
+            temp: naming::part_path(&target),
+            id,
+            size: first.meta.size,
+            validator: Some(first.meta.validator.clone()).filter(|v| !v.is_empty()),
+            spans: Mutex::new(Vec::new()),
+            cancel: self.cancel.child_token(),
+        };
+        let result = job.run(first, &target, request.sha256.as_deref()).await;
+        self.reporter.on_finish(id, result.as_ref().err());
+        match result {
+            Ok((path, size)) => Ok(Succeeded {
+                path,
+                url: shown,
+                size,
+            }),
+            Err(error) => Err(Failed {
+                filepath_partial: target,
+                url: shown,
+                error,
+            }),
+        }
+    }
+
+    /// One call to the protocol, bounded by the idle timeout and the
+    /// batch's cancellation.
+    async fn fetch(
+        &self,
+        protocol: &Arc<dyn Protocol>,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+    ) -> Result<Fetched> {
+        let timeout = self.config.protocol.timeout;
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(Error::cancelled()),
+            r = tokio::time::timeout(timeout, protocol.fetch(url, range, validator)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("no answer within {}s", timeout.as_secs_f32()),
+                )),
+            },
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or runs out of
+    /// attempts, waiting between attempts.
+    async fn attempts<T, F, Fut>(&self, id: Option<ReportId>, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => self.before_retry(id, attempt, e).await?,
+            }
+        }
+    }
+
+    /// Decides whether failed attempt number `attempt` may be followed by
+    /// another, and waits before it. Returns the error when not.
+    async fn before_retry(&self, id: Option<ReportId>, attempt: u32, error: Error) -> Result<()> {
+        if !error.is_retryable() || attempt >= self.config.max_tries.max(1) {
+            return Err(error);
+        }
+        let wait = backoff(
+            self.config.backoff_base,
+            self.config.backoff_max,
+            attempt,
+            error.retry_after(),
+            fastrand::f64(),
+        );
+        tracing::debug!(attempt, ?wait, error = %error.chain(), "retrying");
+        if let Some(id) = id {
+            self.reporter.on_retry(id, attempt, &error);
+        }
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(Error::cancelled()),
+            () = tokio::time::sleep(wait) => Ok(()),
+        }
+    }
+}
+
+/// The wait before attempt `attempt + 1`: exponential from `base`, capped at
+/// `max`, with "equal jitter" (half fixed, half random, from `unit` in
+/// 0..1) so parts that failed together do not retry together; never shorter
+/// than what the server asked for.
+fn backoff(
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+    retry_after: Option<Duration>,
+    unit: f64,
+) -> Duration {
+    let exp = base.saturating_mul(1u32 << (attempt - 1).min(16)).min(max);
+    let jittered = exp.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0));
+    match retry_after {
+        Some(asked) => jittered.max(asked.min(MAX_RETRY_AFTER)),
+        None => jittered,
+    }
+}
+
+/// A range of the file that one worker fills: `pos` is the next byte to
+/// receive, `end` one past the last, and other workers may lower `end` to
+/// take over the rest.
+#[derive(Debug)]
+struct Span {
+    start: u64,
+    pos: u64,
+    end: u64,
+}
+
+type SharedSpan = Arc<Mutex<Span>>;
+
+fn lock(span: &SharedSpan) -> std::sync::MutexGuard<'_, Span> {
+    span.lock().expect("span poisoned")
+}
+
+/// The download of one file, shared by its workers.
+struct FileJob {
+    batch: Arc<Batch>,
+    protocol: Arc<dyn Protocol>,
+    url: Url,
+    temp: Utf8PathBuf,
+    id: ReportId,
+    /// The size of the file, when known.
+    size: Option<u64>,
+    /// The version of the file the first response described.
+    validator: Option<Validator>,
+    spans: Mutex<Vec<SharedSpan>>,
+    /// Cancels this file's workers (a child of the batch's token).
+    cancel: CancellationToken,
+}
+
+impl FileJob {
+    async fn run(
+        self,
+        first: Fetched,
+        target: &Utf8Path,
+        sha256: Option<&str>,
+    ) -> Result<(Utf8PathBuf, u64)> {
+        let temp = self.temp.clone();
+        let result = self.transfer(first, target, sha256).await;
+        if result.is_err() {
+            // The temp file holds an incomplete or unverified download:
+            // never leave it behind, and never rename it.
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        result
+    }
+
+    async fn transfer(
+        self,
+        first: Fetched,
+        target: &Utf8Path,
+        sha256: Option<&str>,
+    ) -> Result<(Utf8PathBuf, u64)> {
+        if first.offset != 0 {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "asked for the file from byte 0, got bytes from {}",
+                    first.offset
+                ),
+            )
+            .retryable(false));
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.temp)
+            .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e))?;
+        let file = PartFile::new(file);
+        let config = &self.batch.config;
+        let ranges = first.meta.ranges;
+
+        let plan = plan_parts(self.size, ranges, config.max_splits, config.min_split_size);
+        let spans: Vec<SharedSpan> = plan
+            .iter()
+            .map(|&(start, end)| {
+                Arc::new(Mutex::new(Span {
+                    start,
+                    pos: start,
+                    end,
+                }))
+            })
+            .collect();
+        *self.spans.lock().expect("spans poisoned") = spans.clone();
+
+        let job = Arc::new(self);
+        let mut workers = JoinSet::new();
+        let mut spans = spans.into_iter();
+        let first_span = spans.next().expect("a plan has at least one part");
+        {
+            let job = job.clone();
+            let file = file.clone();
+            workers.spawn(async move { job.worker(file, first_span, Some(first.body)).await });
+        }
+        for span in spans {
+            let job = job.clone();
+            let file = file.clone();
+            workers.spawn(async move { job.worker(file, span, None).await });
+        }
+        let mut failure: Option<Error> = None;
+        while let Some(joined) = workers.join_next().await {
+            let outcome = joined.unwrap_or_else(|_| Err(internal_error()));
+            if let Err(e) = outcome {
+                // The first failure decides; the others are its echoes
+                // (mostly `Cancelled`).
+                if failure.is_none() {
+                    job.cancel.cancel();
+                    failure = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+
+        let received = job.received();
+        if let Some(size) = job.size
+            && received != size
+        {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!("received {received} of {size} bytes"),
+            ));
+        }
+        let fsync = job.batch.config.fsync;
+        file.with(move |f| {
+            f.set_len(received)?;
+            if fsync {
+                f.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io(format_args!("cannot finish {}", job.temp), e))?;
+
+        if let Some(expected) = sha256 {
+            let actual = file
+                .with(|f| {
+                    use std::io::{Read, Seek};
+                    let mut f = f;
+                    f.seek(io::SeekFrom::Start(0))?;
+                    let mut hasher = Sha256::new();
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = f.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        hasher.update(&buf[..n]);
+                    }
+                    Ok(hex::encode(hasher.finalize()))
+                })
+                .await
+                .map_err(|e| Error::io(format_args!("cannot read {}", job.temp), e))?;
+            if actual != expected {
+                return Err(Error::new(
+                    ErrorKind::Checksum,
+                    format!("sha256 is {actual}, expected {expected}"),
+                )
+                .retryable(false));
+            }
+        }
+        drop(file);
+        let target = job.finish_name(target);
+        tokio::fs::rename(&job.temp, &target)
+            .await
+            .map_err(|e| Error::io(format_args!("cannot rename {} to {target}", job.temp), e))?;
+        Ok((target, received))
+    }
+
+    /// The name to rename to: the reserved one, unless a file of that name
+    /// appeared meanwhile and may not be replaced.
+    fn finish_name(&self, target: &Utf8Path) -> Utf8PathBuf {
+        let overwrite = self.batch.config.overwrite;
+        if overwrite || target.symlink_metadata().is_err() {
+            return target.to_owned();
+        }
+        let dir = target.parent().unwrap_or(Utf8Path::new("."));
+        let name = target.file_name().unwrap_or("download");
+        self.batch.names.reserve(dir, name, false)
+    }
+
+    /// Bytes received over all spans (they tile the file).
+    fn received(&self) -> u64 {
+        let spans = self.spans.lock().expect("spans poisoned");
+        spans
+            .iter()
+            .map(|span| {
+                let s = lock(span);
+                s.pos.min(s.end).saturating_sub(s.start)
+            })
+            .sum()
+    }
+
+    /// Fills `span`, then helps with the others until nothing is left
+    /// worth splitting.
+    async fn worker(
+        self: Arc<Self>,
+        file: PartFile,
+        span: SharedSpan,
+        body: Option<ByteStream>,
+    ) -> Result<()> {
+        self.fill(&file, &span, body).await?;
+        while let Some(stolen) = self.steal() {
+            self.fill(&file, &stolen, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Splits the span with the most bytes left, if it is worth it, and
+    /// returns its second half.
+    fn steal(&self) -> Option<SharedSpan> {
+        if self.size.is_none() || self.cancel.is_cancelled() {
+            return None;
+        }
+        let min = self.batch.config.min_split_size.max(1);
+        let mut spans = self.spans.lock().expect("spans poisoned");
+        let victim = spans
+            .iter()
+            .max_by_key(|s| {
+                let s = lock(s);
+                s.end.saturating_sub(s.pos)
+            })?
+            .clone();
+        let mut v = lock(&victim);
+        let left = v.end.saturating_sub(v.pos);
+        if left < 2 * min {
+            return None;
+        }
+        let mid = v.pos + left / 2;
+        let stolen = Arc::new(Mutex::new(Span {
+            start: mid,
+            pos: mid,
+            end: v.end,
+        }));
+        v.end = mid;
+        drop(v);
+        tracing::debug!(url = %redact_url(&self.url), from = mid, "taking over the rest of a part");
+        spans.push(stolen.clone());
+        Some(stolen)
+    }
+
+    /// Fills one span, retrying from the last byte received.
+    async fn fill(
+        &self,
+        file: &PartFile,
+        span: &SharedSpan,
+        mut body: Option<ByteStream>,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let body = match body.take() {
+                    Some(body) => body,
+                    None => match self.refetch(span).await? {
+                        Some(body) => body,
+                        None => return Ok(()),
+                    },
+                };
+                self.pump(file, span, body).await
+            }
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) => self.batch.before_retry(Some(self.id), attempt, e).await?,
+            }
+        }
+    }
+
+    /// Requests the rest of `span`. Returns `None` when nothing is left.
+    async fn refetch(&self, span: &SharedSpan) -> Result<Option<ByteStream>> {
+        let (pos, end) = {
+            let s = lock(span);
+            (s.pos, s.end)
+        };
+        if pos >= end {
+            return Ok(None);
+        }
+        let range = match self.size {
+            Some(_) => ByteRange::new(pos, end),
+            None => ByteRange::from(pos),
+        };
+        let fetched = self
+            .batch
+            .fetch(&self.protocol, &self.url, range, self.validator.as_ref())
+            .await?;
+        if let Some(ours) = &self.validator
+            && !ours.matches(&fetched.meta.validator)
+        {
+            return Err(Error::new(
+                ErrorKind::Changed,
+                "the file changed on the server during the download",
+            )
+            .retryable(false));
+        }
+        if let (Some(ours), Some(theirs)) = (self.size, fetched.meta.size)
+            && ours != theirs
+        {
+            return Err(Error::new(
+                ErrorKind::Changed,
+                format!("the file's size changed from {ours} to {theirs} bytes"),
+            )
+            .retryable(false));
+        }
+        if fetched.offset != pos {
+            let single = self.spans.lock().expect("spans poisoned").len() == 1;
+            if fetched.offset == 0 && single {
+                // The server no longer serves ranges (or never did): start
+                // the one stream again from the beginning.
+                self.batch.reporter.on_rewind(self.id, pos);
+                let mut s = lock(span);
+                s.start = 0;
+                s.pos = 0;
+            } else {
+                return Err(Error::new(
+                    ErrorKind::RangeUnsupported,
+                    format!(
+                        "asked for bytes from {pos}, the server sent bytes from {}",
+                        fetched.offset
+                    ),
+                )
+                .retryable(false));
+            }
+        }
+        Ok(Some(fetched.body))
+    }
+
+    /// Copies a body into the span until the span is full or the body ends.
+    async fn pump(&self, file: &PartFile, span: &SharedSpan, mut body: ByteStream) -> Result<()> {
+        let timeout = self.batch.config.protocol.timeout;
+        let mut buf = BytesMut::with_capacity(WRITE_BUF);
+        let mut buf_start = lock(span).pos;
+        let outcome: Result<()> = loop {
+            let next = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => break Err(Error::cancelled()),
+                next = tokio::time::timeout(timeout, body.next()) => next,
+            };
+            match next {
+                Err(_) => {
+                    break Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("no data for {}s", timeout.as_secs_f32()),
+                    ));
+                }
+                Ok(None) => {
+                    let s = lock(span);
+                    break match self.size {
+                        Some(_) if s.pos < s.end => Err(Error::new(
+                            ErrorKind::Truncated,
+                            format!("the server closed the body at byte {} of {}", s.pos, s.end),
+                        )),
+                        _ => Ok(()),
+                    };
+                }
+                Ok(Some(Err(e))) => break Err(e),
+                Ok(Some(Ok(chunk))) => {
+                    let (take, full, past_file_end) = {
+                        let mut s = lock(span);
+                        let room = s.end.saturating_sub(s.pos);
+                        let take = (chunk.len() as u64).min(room) as usize;
+                        s.pos += take as u64;
+                        let full = s.pos >= s.end;
+                        let past = take < chunk.len() && Some(s.end) == self.size;
+                        (take, full, past)
+                    };
+                    buf.extend_from_slice(&chunk[..take]);
+                    if past_file_end {
+                        break Err(Error::new(
+                            ErrorKind::Protocol,
+                            "the server sent more bytes than the file's announced size",
+                        )
+                        .retryable(true));
+                    }
+                    if full {
+                        break Ok(());
+                    }
+                    if buf.len() >= WRITE_BUF {
+                        let n = buf.len() as u64;
+                        self.write(file, buf_start, &mut buf).await?;
+                        buf_start += n;
+                    }
+                }
+            }
+        };
+        // Whatever happened, what was received is written, so a retry
+        // resumes after it.
+        self.write(file, buf_start, &mut buf).await?;
+        outcome
+    }
+
+    async fn write(&self, file: &PartFile, offset: u64, buf: &mut BytesMut) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = buf.split().freeze();
+        let n = bytes.len() as u64;
+        file.write_at(offset, bytes)
+            .await
+            .map_err(|e| Error::io(format_args!("cannot write {}", self.temp), e))?;
+        self.batch.reporter.on_progress(self.id, n);
+        Ok(())
+    }
+}
+
+/// Cuts `0..size` into at most `max_splits` parts of at least `min_split`
+/// bytes when ranges work; otherwise one part (open-ended when the size is
+/// unknown).
+fn plan_parts(
+    size: Option<u64>,
+    ranges: bool,
+    max_splits: usize,
+    min_split: u64,
+) -> Vec<(u64, u64)> {
+    let Some(size) = size else {
+        return vec![(0, u64::MAX)];
+    };
+    let parts = if ranges {
+        (size / min_split.max(1)).clamp(1, max_splits.max(1) as u64)
+    } else {
+        1
+    };
+    let base = size / parts;
+    let extra = size % parts;
+    let mut out = Vec::with_capacity(parts as usize);
+    let mut start = 0;
+    for i in 0..parts {
+        let len = base + u64::from(i < extra);
+        out.push((start, start + len));
+        start += len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_tile_the_file_and_respect_the_minimum() {
+        assert_eq!(plan_parts(Some(0), true, 5, 10), vec![(0, 0)]);
+        assert_eq!(plan_parts(Some(10), true, 5, 10), vec![(0, 10)]);
+        assert_eq!(plan_parts(Some(25), true, 5, 10), vec![(0, 13), (13, 25)]);
+        assert_eq!(plan_parts(Some(100), false, 5, 10), vec![(0, 100)]);
+        assert_eq!(plan_parts(None, true, 5, 10), vec![(0, u64::MAX)]);
+        let plan = plan_parts(Some(1003), true, 5, 1);
+        assert_eq!(plan.len(), 5);
+        assert_eq!(plan.first().unwrap().0, 0);
+        assert_eq!(plan.last().unwrap().1, 1003);
+        assert!(plan.windows(2).all(|w| w[0].1 == w[1].0));
+        assert_eq!(plan_parts(Some(100), true, 0, 0), vec![(0, 100)]);
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_honours_retry_after() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        assert_eq!(backoff(base, max, 1, None, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(base, max, 1, None, 0.0), Duration::from_millis(50));
+        assert_eq!(backoff(base, max, 3, None, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff(base, max, 30, None, 1.0), max);
+        assert_eq!(
+            backoff(base, max, 1, Some(Duration::from_secs(7)), 0.5),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            backoff(base, max, 1, Some(Duration::from_secs(9999)), 0.5),
+            MAX_RETRY_AFTER
+        );
+    }
+}

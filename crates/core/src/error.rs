@@ -228,9 +228,6 @@ mod tests {
     fn chain_includes_sources_once() {
         let io = std::io::Error::other("disk on fire");
         let err = Error::new(ErrorKind::Io, "writing a.bin").with_source(io);
-        assert_eq!(
-            err.chain(),
-            "local I/O error: writing a.bin: disk on fire"
-        );
+        assert_eq!(err.chain(), "local I/O error: writing a.bin: disk on fire");
     }
 }

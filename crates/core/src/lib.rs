@@ -35,7 +35,9 @@ pub use config::{Config, ProtocolConfig};
 pub use downloader::{Downloader, Request};
 pub use error::{Error, ErrorKind, Result};
 pub use naming::{filename_from_url, sanitize_filename};
-pub use protocol::{ByteRange, ByteStream, Fetched, Protocol, ProtocolPlugin, RemoteMeta, Validator};
+pub use protocol::{
+    ByteRange, ByteStream, Fetched, Protocol, ProtocolPlugin, RemoteMeta, Validator,
+};
 pub use redact::{redact_url, redact_url_str};
 pub use reporter::{NoReporter, ReportId, Reporter};
 pub use results::{Failed, Results, Succeeded};

@@ -31,11 +31,9 @@ pub fn redact_url_str(text: &str) -> String {
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
     match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{scheme}{}:***{}",
-            &authority[..colon],
-            &rest[at..]
-        ),
+        (Some(at), Some(colon)) if colon < at => {
+            format!("{scheme}{}:***{}", &authority[..colon], &rest[at..])
+        }
         _ => text.to_owned(),
     }
 }
