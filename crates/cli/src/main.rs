@@ -1,2 +1,144 @@
-//! The pymatris command.
-fn main() {}
+//! The `pymatris` command: parses flags, runs a batch with progress bars,
+//! prints the account of what failed, and exits 0 (all fetched), 1 (some
+//! failed), 2 (usage error) or 130 (interrupted).
+
+// The CLI is the one place that writes to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+// Each protocol crate registers itself with `inventory`, and rustc links
+// only crates that something names: name every enabled one.
+#[cfg(feature = "http")]
+extern crate pymatris_proto_http as _;
+
+mod args;
+mod progress;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use pymatris_core::{Downloader, ErrorKind, Results};
+
+use crate::args::{Args, Plan};
+use crate::progress::Bars;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let plan = match args.into_plan(std::io::stdin().lock()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("pymatris: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if plan.verbose {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "pymatris=debug,pymatris_core=debug,pymatris_proto_http=debug,warn".into()),
+            )
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pymatris: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(plan))
+}
+
+async fn run(plan: Plan) -> ExitCode {
+    let total = plan.requests.len();
+    // Bars and logs would interleave, and bars on a pipe are noise.
+    let show_bars = !plan.quiet && !plan.verbose && std::io::stderr().is_terminal();
+    let bars = show_bars.then(|| Arc::new(Bars::new(total)));
+    let mut downloader = Downloader::new(plan.config);
+    if let Some(bars) = &bars {
+        downloader = downloader.with_reporter(bars.clone());
+    }
+    for request in plan.requests {
+        // Enqueueing never fails: bad URLs end up among the results' errors.
+        let _ = downloader.enqueue(request);
+    }
+    let cancel = downloader.cancel_token();
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                cancel.cancel();
+            }
+        });
+    }
+    let started = std::time::Instant::now();
+    let results = downloader.download().await;
+    if let Some(bars) = &bars {
+        bars.finish();
+    }
+    report(&results, plan.json, plan.show_errors, plan.quiet, started.elapsed());
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else if results.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn report(results: &Results, json: bool, show_errors: bool, quiet: bool, elapsed: std::time::Duration) {
+    if json {
+        match serde_json::to_string_pretty(results) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("pymatris: cannot write JSON: {e}"),
+        }
+    }
+    let bytes: u64 = results.success.iter().map(|s| s.size).sum();
+    if !quiet {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        eprintln!(
+            "Downloaded {} file(s), {} bytes in {:.2}s ({:.1} MB/s).",
+            results.success.len(),
+            bytes,
+            secs,
+            bytes as f64 / secs / 1e6
+        );
+    }
+    // The account of failures goes to stderr even with --quiet.
+    let failed: Vec<_> = results
+        .errors
+        .iter()
+        .filter(|e| e.error.kind() != ErrorKind::Cancelled || show_errors)
+        .collect();
+    let cancelled = results.errors.len() - failed.len();
+    if !results.errors.is_empty() {
+        eprintln!("{} of {} download(s) failed:", results.errors.len(), results.errors.len() + results.success.len());
+        for e in failed {
+            let text = if show_errors { e.error.chain() } else { e.error.to_string() };
+            eprintln!("  {}: {}", e.url, text);
+        }
+        if cancelled > 0 {
+            eprintln!("  {cancelled} cancelled by the user.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every enabled protocol feature must register its schemes, and no
+    /// other scheme may appear: a protocol crate that is enabled but not
+    /// linked would otherwise vanish without a word.
+    #[test]
+    fn registered_schemes_match_enabled_features() {
+        #[allow(unused_mut)]
+        let mut expected: Vec<&str> = Vec::new();
+        #[cfg(feature = "http")]
+        expected.extend(["http", "https"]);
+        expected.sort_unstable();
+        assert_eq!(pymatris_core::registry::schemes(), expected);
+    }
+}
