@@ -11,6 +11,7 @@
 
 use std::io;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -321,6 +322,7 @@ impl Batch {
             size: first.meta.size,
             validator: Some(first.meta.validator.clone()).filter(|v| !v.is_empty()),
             spans: Mutex::new(Vec::new()),
+            workers: AtomicUsize::new(0),
             cancel: self.cancel.child_token(),
         };
         let result = job.run(first, &target, request.sha256.as_deref()).await;
@@ -339,8 +341,10 @@ impl Batch {
         }
     }
 
-    /// One call to the protocol, bounded by the idle timeout and the
-    /// batch's cancellation.
+    /// One call to the protocol, bounded by the batch's cancellation. The
+    /// protocol bounds connecting and waiting for an answer by the timeout
+    /// itself: only it can tell waiting for a connection slot (which may
+    /// rightly take long under `max_per_host`) from waiting on the network.
     async fn fetch(
         &self,
         protocol: &Arc<dyn Protocol>,
@@ -348,17 +352,10 @@ impl Batch {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> Result<Fetched> {
-        let timeout = self.config.protocol.timeout;
         tokio::select! {
             biased;
             () = self.cancel.cancelled() => Err(Error::cancelled()),
-            r = tokio::time::timeout(timeout, protocol.fetch(url, range, validator)) => match r {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!("no answer within {}s", timeout.as_secs_f32()),
-                )),
-            },
+            r = protocol.fetch(url, range, validator) => r,
         }
     }
 
@@ -430,9 +427,21 @@ struct Span {
     start: u64,
     pos: u64,
     end: u64,
+    /// Whether a worker is filling it; a span left by a worker that the
+    /// server refused is taken over whole by the next idle worker.
+    active: bool,
 }
 
 type SharedSpan = Arc<Mutex<Span>>;
+
+/// How a worker stopped filling a span.
+#[derive(Debug, PartialEq, Eq)]
+enum Filled {
+    /// The span is complete.
+    Done,
+    /// The server refused the connection; the span is left to others.
+    Left,
+}
 
 fn lock(span: &SharedSpan) -> std::sync::MutexGuard<'_, Span> {
     span.lock().expect("span poisoned")
@@ -450,6 +459,8 @@ struct FileJob {
     /// The version of the file the first response described.
     validator: Option<Validator>,
     spans: Mutex<Vec<SharedSpan>>,
+    /// Workers running.
+    workers: AtomicUsize,
     /// Cancels this file's workers (a child of the batch's token).
     cancel: CancellationToken,
 }
@@ -506,6 +517,7 @@ impl FileJob {
                     start,
                     pos: start,
                     end,
+                    active: true,
                 }))
             })
             .collect();
@@ -515,26 +527,31 @@ impl FileJob {
         let mut workers = JoinSet::new();
         let mut spans = spans.into_iter();
         let first_span = spans.next().expect("a plan has at least one part");
-        {
-            let job = job.clone();
-            let file = file.clone();
-            workers.spawn(async move { job.worker(file, first_span, Some(first.body)).await });
-        }
+        job.spawn_worker(&mut workers, &file, first_span, Some(first.body));
         for span in spans {
-            let job = job.clone();
-            let file = file.clone();
-            workers.spawn(async move { job.worker(file, span, None).await });
+            job.spawn_worker(&mut workers, &file, span, None);
         }
         let mut failure: Option<Error> = None;
-        while let Some(joined) = workers.join_next().await {
-            let outcome = joined.unwrap_or_else(|_| Err(internal_error()));
-            if let Err(e) = outcome {
-                // The first failure decides; the others are its echoes
-                // (mostly `Cancelled`).
-                if failure.is_none() {
-                    job.cancel.cancel();
-                    failure = Some(e);
+        loop {
+            while let Some(joined) = workers.join_next().await {
+                let outcome = joined.unwrap_or_else(|_| Err(internal_error()));
+                if let Err(e) = outcome {
+                    // The first failure decides; the others are its echoes
+                    // (mostly `Cancelled`).
+                    if failure.is_none() {
+                        job.cancel.cancel();
+                        failure = Some(e);
+                    }
                 }
+            }
+            if failure.is_some() {
+                break;
+            }
+            // A worker that the server refused may have left its span as
+            // the others were finishing: give it a worker of its own.
+            match job.steal_orphan() {
+                Some(span) => job.spawn_worker(&mut workers, &file, span, None),
+                None => break,
             }
         }
         if let Some(e) = failure {
@@ -635,16 +652,51 @@ impl FileJob {
         Ok(())
     }
 
-    /// Splits the span with the most bytes left, if it is worth it, and
-    /// returns its second half.
+    fn spawn_worker(
+        self: &Arc<Self>,
+        workers: &mut JoinSet<Result<()>>,
+        file: &PartFile,
+        span: SharedSpan,
+        body: Option<ByteStream>,
+    ) {
+        self.workers.fetch_add(1, Ordering::SeqCst);
+        let job = self.clone();
+        let file = file.clone();
+        workers.spawn(async move { job.worker(file, span, body).await });
+    }
+
+    /// A span no worker fills, taken whole.
+    fn steal_orphan(&self) -> Option<SharedSpan> {
+        let spans = self.spans.lock().expect("spans poisoned");
+        spans
+            .iter()
+            .find(|span| {
+                let mut s = lock(span);
+                let orphan = !s.active && s.pos < s.end;
+                if orphan {
+                    s.active = true;
+                }
+                orphan
+            })
+            .cloned()
+    }
+
+    /// Takes a span no worker fills, or splits the span with the most bytes
+    /// left, if it is worth it, and returns its second half.
     fn steal(&self) -> Option<SharedSpan> {
-        if self.size.is_none() || self.cancel.is_cancelled() {
+        if self.cancel.is_cancelled() {
             return None;
         }
+        if let Some(orphan) = self.steal_orphan() {
+            return Some(orphan);
+        }
+        // Without a known size there is no range to split.
+        self.size?;
         let min = self.batch.config.min_split_size.max(1);
         let mut spans = self.spans.lock().expect("spans poisoned");
         let victim = spans
             .iter()
+            .filter(|s| lock(s).active)
             .max_by_key(|s| {
                 let s = lock(s);
                 s.end.saturating_sub(s.pos)
@@ -660,6 +712,7 @@ impl FileJob {
             start: mid,
             pos: mid,
             end: v.end,
+            active: true,
         }));
         v.end = mid;
         drop(v);
@@ -674,7 +727,7 @@ impl FileJob {
         file: &PartFile,
         span: &SharedSpan,
         mut body: Option<ByteStream>,
-    ) -> Result<()> {
+    ) -> Result<Filled> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -690,7 +743,16 @@ impl FileJob {
             }
             .await;
             match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Filled::Done),
+                Err(e)
+                    if e.kind() == ErrorKind::Busy && self.workers.load(Ordering::SeqCst) > 1 =>
+                {
+                    // The server will not give this file another
+                    // connection: leave the span to the ones it has.
+                    tracing::debug!(url = %redact_url(&self.url), error = %e, "server busy, leaving the part to other connections");
+                    lock(span).active = false;
+                    return Ok(Filled::Left);
+                }
                 Err(e) => self.batch.before_retry(Some(self.id), attempt, e).await?,
             }
         }

@@ -44,6 +44,10 @@ pub enum ErrorKind {
     Checksum,
     /// The download was cancelled (Ctrl-C).
     Cancelled,
+    /// The server refused one more connection (FTP 421, a refused connect
+    /// while others are open). A part that meets it leaves its range to the
+    /// connections the file already has.
+    Busy,
 }
 
 impl ErrorKind {
@@ -52,7 +56,7 @@ impl ErrorKind {
     pub fn default_retryable(self) -> bool {
         matches!(
             self,
-            ErrorKind::Network | ErrorKind::Timeout | ErrorKind::Truncated
+            ErrorKind::Network | ErrorKind::Timeout | ErrorKind::Truncated | ErrorKind::Busy
         )
     }
 
@@ -74,6 +78,7 @@ impl ErrorKind {
             ErrorKind::Io => "local I/O error",
             ErrorKind::Checksum => "checksum mismatch",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Busy => "server busy",
         }
     }
 }
