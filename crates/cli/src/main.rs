@@ -9,6 +9,8 @@
 // only crates that something names: name every enabled one.
 #[cfg(feature = "http")]
 extern crate pymatris_proto_http as _;
+#[cfg(feature = "ftp")]
+extern crate pymatris_proto_ftp as _;
 
 mod args;
 mod progress;
@@ -138,6 +140,8 @@ mod tests {
         let mut expected: Vec<&str> = Vec::new();
         #[cfg(feature = "http")]
         expected.extend(["http", "https"]);
+        #[cfg(feature = "ftp")]
+        expected.extend(["ftp", "ftps"]);
         expected.sort_unstable();
         assert_eq!(pymatris_core::registry::schemes(), expected);
     }
