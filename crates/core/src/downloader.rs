@@ -11,7 +11,7 @@
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -323,7 +323,8 @@ impl Batch {
             validator: Some(first.meta.validator.clone()).filter(|v| !v.is_empty()),
             spans: Mutex::new(Vec::new()),
             workers: AtomicUsize::new(0),
-            cancel: self.cancel.child_token(),
+            cancel: Mutex::new(self.cancel.child_token()),
+            single: AtomicBool::new(false),
         };
         let result = job.run(first, &target, request.sha256.as_deref()).await;
         self.reporter.on_finish(id, result.as_ref().err());
@@ -461,8 +462,12 @@ struct FileJob {
     spans: Mutex<Vec<SharedSpan>>,
     /// Workers running.
     workers: AtomicUsize,
-    /// Cancels this file's workers (a child of the batch's token).
-    cancel: CancellationToken,
+    /// Cancels this file's workers (a child of the batch's token); a new
+    /// one replaces it when the file starts over as one stream.
+    cancel: Mutex<CancellationToken>,
+    /// Set when the server stopped honouring ranges: the file is fetched as
+    /// one stream from then on.
+    single: AtomicBool,
 }
 
 impl FileJob {
@@ -539,10 +544,23 @@ impl FileJob {
                     // The first failure decides; the others are its echoes
                     // (mostly `Cancelled`).
                     if failure.is_none() {
-                        job.cancel.cancel();
+                        job.cancel_token().cancel();
                         failure = Some(e);
                     }
                 }
+            }
+            if let Some(e) = &failure
+                && e.kind() == ErrorKind::RangeUnsupported
+                && !job.single.swap(true, Ordering::SeqCst)
+            {
+                // The server answered a part's range with something else
+                // (a 200, a wrong Content-Range): trust no more ranges and
+                // fetch the file again as one stream from byte 0.
+                tracing::debug!(url = %redact_url(&job.url), error = %e, "ranges failed, falling back to one stream");
+                let span = job.restart_as_one_stream();
+                failure = None;
+                job.spawn_worker(&mut workers, &file, span, None);
+                continue;
             }
             if failure.is_some() {
                 break;
@@ -652,6 +670,25 @@ impl FileJob {
         Ok(())
     }
 
+    fn cancel_token(&self) -> CancellationToken {
+        self.cancel.lock().expect("cancel poisoned").clone()
+    }
+
+    /// Replaces every span by one covering the whole file, with a fresh
+    /// cancellation token, and takes back the progress reported so far.
+    fn restart_as_one_stream(&self) -> SharedSpan {
+        *self.cancel.lock().expect("cancel poisoned") = self.batch.cancel.child_token();
+        self.batch.reporter.on_rewind(self.id, self.received());
+        let span = Arc::new(Mutex::new(Span {
+            start: 0,
+            pos: 0,
+            end: self.size.unwrap_or(u64::MAX),
+            active: true,
+        }));
+        *self.spans.lock().expect("spans poisoned") = vec![span.clone()];
+        span
+    }
+
     fn spawn_worker(
         self: &Arc<Self>,
         workers: &mut JoinSet<Result<()>>,
@@ -684,14 +721,18 @@ impl FileJob {
     /// Takes a span no worker fills, or splits the span with the most bytes
     /// left, if it is worth it, and returns its second half.
     fn steal(&self) -> Option<SharedSpan> {
-        if self.cancel.is_cancelled() {
+        if self.cancel_token().is_cancelled() {
             return None;
         }
         if let Some(orphan) = self.steal_orphan() {
             return Some(orphan);
         }
-        // Without a known size there is no range to split.
+        // Without a known size, or when ranges failed, there is no range
+        // to split.
         self.size?;
+        if self.single.load(Ordering::SeqCst) {
+            return None;
+        }
         let min = self.batch.config.min_split_size.max(1);
         let mut spans = self.spans.lock().expect("spans poisoned");
         let victim = spans
@@ -819,12 +860,13 @@ impl FileJob {
     /// Copies a body into the span until the span is full or the body ends.
     async fn pump(&self, file: &PartFile, span: &SharedSpan, mut body: ByteStream) -> Result<()> {
         let timeout = self.batch.config.protocol.timeout;
+        let cancel = self.cancel_token();
         let mut buf = BytesMut::with_capacity(WRITE_BUF);
         let mut buf_start = lock(span).pos;
         let outcome: Result<()> = loop {
             let next = tokio::select! {
                 biased;
-                () = self.cancel.cancelled() => break Err(Error::cancelled()),
+                () = cancel.cancelled() => break Err(Error::cancelled()),
                 next = tokio::time::timeout(timeout, body.next()) => next,
             };
             match next {

@@ -1,0 +1,1075 @@
+//! Faults a real server will not produce on demand, served by the
+//! in-process [`FaultServer`]: broken and stalled transfers, `503`s,
+//! servers that ignore or break ranges or lie about lengths, redirects,
+//! hostile names, and the outcomes users see (names on disk, errors and
+//! their kinds, exit statuses, redacted passwords).
+//!
+//! Each test uses a fresh directory `ROOT/outer/dl` and checks, besides the
+//! bytes and the outcome, that nothing was left or written outside `dl`
+//! (no `*.pymatris-part`, nothing in `ROOT` or `ROOT/outer` but the
+//! directories themselves).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pymatris_core::{Config, Downloader, ErrorKind, Request, Results};
+use pymatris_tests::fault_server::{Behaviour, FaultServer, RequestLog, Route};
+use pymatris_tests::{list_dir, random_bytes, run_pymatris, sha256_hex};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// A fresh `ROOT/outer/dl`.
+struct Sandbox {
+    _root: tempfile::TempDir,
+    root: PathBuf,
+    outer: PathBuf,
+    dir: PathBuf,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let root = tempfile::tempdir().expect("tempdir");
+        let outer = root.path().join("outer");
+        let dir = outer.join("dl");
+        std::fs::create_dir_all(&dir).expect("create dl");
+        Sandbox {
+            root: root.path().to_owned(),
+            outer,
+            dir,
+            _root: root,
+        }
+    }
+
+    /// The download directory, as the engine takes it.
+    fn dir_str(&self) -> String {
+        self.dir.to_str().expect("UTF-8 temp dir").to_owned()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+    }
+
+    fn files(&self) -> Vec<String> {
+        list_dir(&self.dir)
+    }
+
+    /// Nothing outside `dl`, no temporary file inside, no directory inside.
+    fn assert_clean(&self) {
+        assert_eq!(
+            list_dir(&self.root),
+            ["outer"],
+            "something was written beside outer/"
+        );
+        assert_eq!(
+            list_dir(&self.outer),
+            ["dl"],
+            "something was written beside dl/"
+        );
+        for name in self.files() {
+            assert!(
+                !name.ends_with(".pymatris-part"),
+                "temporary file left behind: {name} (dir holds {:?})",
+                self.files()
+            );
+            assert!(
+                self.path(&name).is_file(),
+                "{name} in the download dir is not a regular file"
+            );
+        }
+    }
+}
+
+/// Small files, short timeouts, short backoff: retries cost milliseconds.
+fn config() -> Config {
+    Config::default()
+        .max_tries(3)
+        .max_splits(4)
+        .min_split_size(256 * KIB as u64)
+        .timeout(Duration::from_secs(5))
+        .backoff_base(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(100))
+}
+
+async fn download(config: Config, requests: Vec<Request>) -> Results {
+    let mut dl = Downloader::new(config);
+    for r in requests {
+        dl.enqueue(r).expect("enqueue");
+    }
+    dl.download().await
+}
+
+/// One request into the sandbox.
+async fn fetch_one(sb: &Sandbox, config: Config, url: String) -> Results {
+    download(config, vec![Request::new(url).dir(sb.dir_str())]).await
+}
+
+/// The one success of `results`, with a readable failure otherwise.
+fn only_success(results: &Results, log: &[RequestLog]) -> String {
+    assert!(
+        results.errors.is_empty() && results.success.len() == 1,
+        "expected one success, got {results}\nerrors: {:#?}\nrequests: {}",
+        results.errors,
+        show(log)
+    );
+    results.success[0]
+        .path
+        .file_name()
+        .expect("file name")
+        .to_owned()
+}
+
+/// The one error of `results`.
+fn only_error<'a>(results: &'a Results, log: &[RequestLog]) -> &'a pymatris_core::Failed {
+    assert!(
+        results.success.is_empty() && results.errors.len() == 1,
+        "expected one error, got {results}\nrequests: {}",
+        show(log)
+    );
+    &results.errors[0]
+}
+
+/// A request log, one line a request, for failure messages.
+fn show(log: &[RequestLog]) -> String {
+    let t0 = log.first().map(|r| r.at);
+    log.iter()
+        .map(|r| {
+            format!(
+                "\n  +{:>5}ms conn {} {} {} range={:?} if-range={:?} -> {} ({} body bytes{})",
+                t0.map_or(0, |t| r.at.duration_since(t).as_millis()),
+                r.connection,
+                r.method,
+                r.target,
+                r.range,
+                r.if_range,
+                r.status,
+                r.body_bytes,
+                if r.fault { ", FAULT" } else { "" }
+            )
+        })
+        .collect()
+}
+
+fn assert_bytes(actual: &[u8], expected: &[u8], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    assert!(
+        sha256_hex(actual) == sha256_hex(expected),
+        "{what}: wrong bytes (first difference at {:?})",
+        actual.iter().zip(expected).position(|(a, b)| a != b)
+    );
+}
+
+// 1. Connection dropped mid-body: the retries resume where the data stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_resume_where_the_data_stopped() {
+    const CUT: u64 = 100_000;
+    let body = random_bytes(3 * MIB, 1);
+    let server = FaultServer::start([(
+        "/big.bin",
+        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
+            bytes: CUT,
+            times: 2,
+        }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config(), server.url("/big.bin")).await;
+    let log = server.requests("/big.bin");
+    let name = only_success(&results, &log);
+    assert_eq!(name, "big.bin");
+    assert_eq!(results.success[0].size, body.len() as u64);
+    assert_bytes(&sb.read("big.bin"), &body, "big.bin");
+    assert_eq!(sb.files(), ["big.bin"]);
+    sb.assert_clean();
+
+    assert_eq!(log[0].range.as_deref(), Some("bytes=0-"), "{}", show(&log));
+    assert!(
+        log.iter().skip(1).all(|r| r.range_start() != Some(0)),
+        "a later request started again from byte 0: {}",
+        show(&log)
+    );
+    let faults: Vec<&RequestLog> = log.iter().filter(|r| r.fault).collect();
+    assert_eq!(faults.len(), 2, "{}", show(&log));
+    for f in &faults {
+        let start = f.range_start().expect("dropped responses answered ranges");
+        assert!(
+            log.iter()
+                .any(|r| r.at >= f.at && r.range_start() == Some(start + CUT)),
+            "no retry resumed at byte {} after the drop at {start}+{CUT}: {}",
+            start + CUT,
+            show(&log)
+        );
+    }
+    let served = server.body_bytes("/big.bin");
+    assert!(
+        served < 2 * body.len() as u64,
+        "{served} bytes served for a file of {}: {}",
+        body.len(),
+        show(&log)
+    );
+}
+
+// 2. A stall past the idle timeout is an attempt that failed: retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_past_the_idle_timeout_is_retried() {
+    const CUT: u64 = 200_000;
+    let body = random_bytes(600 * KIB, 2);
+    let server = FaultServer::start([(
+        "/slow.bin",
+        Route::new(body.clone()).behaviour(Behaviour::StallAfter {
+            bytes: CUT,
+            times: 1,
+        }),
+    )]);
+    let sb = Sandbox::new();
+    let started = std::time::Instant::now();
+    let results = fetch_one(
+        &sb,
+        config().timeout(Duration::from_secs(1)),
+        server.url("/slow.bin"),
+    )
+    .await;
+    let log = server.requests("/slow.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("slow.bin"), &body, "slow.bin");
+    sb.assert_clean();
+    assert!(log[0].fault, "{}", show(&log));
+    assert!(
+        log.iter().any(|r| r.range_start() == Some(CUT)),
+        "no retry resumed at byte {CUT}: {}",
+        show(&log)
+    );
+    // The stall was detected by the idle timeout (1 s), not the server
+    // closing the connection (after 120 s).
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+// 2b. A server that accepts and never answers: the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_within_the_timeout_is_retried() {
+    let body = random_bytes(10 * KIB, 3);
+    let server = FaultServer::start([(
+        "/hang.bin",
+        Route::new(body.clone()).behaviour(Behaviour::Hang { times: 1 }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(
+        &sb,
+        config().timeout(Duration::from_secs(1)),
+        server.url("/hang.bin"),
+    )
+    .await;
+    let log = server.requests("/hang.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("hang.bin"), &body, "hang.bin");
+    sb.assert_clean();
+    assert_eq!(log.len(), 2, "{}", show(&log));
+}
+
+// 3. 503 with Retry-After: retried, after at least the wait asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_unavailable_is_retried_after_the_wait_asked_for() {
+    let body = random_bytes(50 * KIB, 4);
+    let server = FaultServer::start([(
+        "/busy.bin",
+        Route::new(body.clone()).behaviour(Behaviour::ServiceUnavailable {
+            times: 2,
+            retry_after_secs: Some(1),
+        }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config(), server.url("/busy.bin")).await;
+    let log = server.requests("/busy.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("busy.bin"), &body, "busy.bin");
+    sb.assert_clean();
+    assert_eq!(log.len(), 3, "{}", show(&log));
+    assert_eq!(
+        log.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 503, 206]
+    );
+    for pair in log.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(990),
+            "Retry-After: 1 not honoured, next attempt after {gap:?}: {}",
+            show(&log)
+        );
+    }
+}
+
+// 3b. Other retryable statuses are retried up to max_tries, then reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_then_reported() {
+    let server = FaultServer::start([("/err.bin", Route::status(500))]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_tries(3), server.url("/err.bin")).await;
+    let log = server.requests("/err.bin");
+    let failed = only_error(&results, &log);
+    assert_eq!(failed.error.kind(), ErrorKind::Protocol, "{}", failed.error);
+    assert!(failed.error.is_retryable());
+    assert!(failed.error.to_string().contains("500"), "{}", failed.error);
+    assert_eq!(log.len(), 3, "max_tries 3 means 3 attempts: {}", show(&log));
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+    sb.assert_clean();
+}
+
+// 4. 200 to a range request: one stream, never a full body at an offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_ranges_fall_back_to_one_stream() {
+    let body = random_bytes(3 * MIB, 5);
+    let server = FaultServer::start([(
+        "/noranges.bin",
+        Route::new(body.clone()).behaviour(Behaviour::IgnoreRange),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_splits(4), server.url("/noranges.bin")).await;
+    let log = server.requests("/noranges.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("noranges.bin"), &body, "noranges.bin");
+    sb.assert_clean();
+    assert_eq!(log.len(), 1, "one stream expected: {}", show(&log));
+}
+
+// 4b. A server that answers the first range request with 206 and the
+// others with 200 (whole body): the download must not write whole bodies
+// at the parts' offsets. The contract says a 200 means "no ranges" and the
+// download falls back to one stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_refused_midway_fall_back_to_one_stream() {
+    let body = random_bytes(3 * MIB, 6);
+    let server = FaultServer::start([(
+        "/flaky-ranges.bin",
+        Route::new(body.clone()).behaviour(Behaviour::IgnoreRangeAfter { after: 1 }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_splits(4), server.url("/flaky-ranges.bin")).await;
+    let log = server.requests("/flaky-ranges.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("flaky-ranges.bin"), &body, "flaky-ranges.bin");
+    sb.assert_clean();
+}
+
+// 4c. Whatever happens to 4b, a 200 to a range request never yields a file
+// with a full body written at an offset, and never leaves a temp file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_refused_midway_never_corrupt_the_file() {
+    let body = random_bytes(3 * MIB, 6);
+    let server = FaultServer::start([(
+        "/flaky-ranges.bin",
+        Route::new(body.clone()).behaviour(Behaviour::IgnoreRangeAfter { after: 1 }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_splits(4), server.url("/flaky-ranges.bin")).await;
+    sb.assert_clean();
+    match results.success.first() {
+        Some(_) => assert_bytes(&sb.read("flaky-ranges.bin"), &body, "flaky-ranges.bin"),
+        None => {
+            assert!(sb.files().is_empty(), "{:?}", sb.files());
+            assert_eq!(results.errors.len(), 1);
+        }
+    }
+}
+
+// 4d. A 206 whose Content-Range is not the range asked for: those bytes
+// are never written where they do not belong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatched_content_range_is_never_written() {
+    let body = random_bytes(2 * MIB, 7);
+    let server = FaultServer::start([(
+        "/shifted.bin",
+        Route::new(body.clone()).behaviour(Behaviour::WrongContentRange { shift: 1000 }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_splits(4), server.url("/shifted.bin")).await;
+    let log = server.requests("/shifted.bin");
+    sb.assert_clean();
+    // Every response to a range not starting at 0 is wrong: the file
+    // cannot be fetched in parts. Either the engine refuses (the contract:
+    // "a response to a range request must be 206 with a matching
+    // Content-Range") or it gets the bytes right some other way.
+    match results.success.first() {
+        Some(_) => assert_bytes(&sb.read("shifted.bin"), &body, "shifted.bin"),
+        None => {
+            let failed = only_error(&results, &log);
+            assert_eq!(
+                failed.error.kind(),
+                ErrorKind::RangeUnsupported,
+                "{}",
+                failed.error
+            );
+            assert!(sb.files().is_empty(), "{:?}", sb.files());
+        }
+    }
+}
+
+// 4e. The file changes on the server between the parts' requests: never a
+// file mixing two versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_changing_midway_is_never_mixed() {
+    let old = random_bytes(2 * MIB, 8);
+    let new = random_bytes(2 * MIB, 9);
+    let server = FaultServer::start([(
+        "/moving.bin",
+        Route::new(old.clone()).behaviour(Behaviour::ChangeAfter {
+            after: 1,
+            body: new.clone().into(),
+        }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_splits(4), server.url("/moving.bin")).await;
+    let log = server.requests("/moving.bin");
+    sb.assert_clean();
+    match results.success.first() {
+        Some(_) => {
+            let got = sb.read("moving.bin");
+            assert!(
+                got == old || got == new,
+                "the file mixes two versions: {}",
+                show(&log)
+            );
+        }
+        None => {
+            let failed = only_error(&results, &log);
+            assert_eq!(failed.error.kind(), ErrorKind::Changed, "{}", failed.error);
+            assert!(!failed.error.is_retryable());
+            assert!(sb.files().is_empty(), "{:?}", sb.files());
+        }
+    }
+    // The parts asked for the version they started with.
+    assert!(
+        log.iter().skip(1).all(|r| r.if_range.is_some()),
+        "later parts were requested without If-Range: {}",
+        show(&log)
+    );
+}
+
+// 5. A body shorter than its Content-Length, every time: fails as
+// truncated, after max_tries attempts, leaving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_shorter_than_content_length_fails_as_truncated() {
+    let body = random_bytes(100 * KIB, 10);
+    let server = FaultServer::start([(
+        "/short.bin",
+        Route::new(body.clone()).behaviour(Behaviour::LongContentLength {
+            extra: 1000,
+            times: usize::MAX,
+        }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_tries(2), server.url("/short.bin")).await;
+    let log = server.requests("/short.bin");
+    let failed = only_error(&results, &log);
+    assert_eq!(
+        failed.error.kind(),
+        ErrorKind::Truncated,
+        "{}",
+        failed.error
+    );
+    assert!(failed.error.is_retryable(), "{}", failed.error);
+    assert_eq!(log.len(), 2, "max_tries 2: {}", show(&log));
+    // The retry asked for the bytes still missing, not the whole file again.
+    assert_eq!(
+        log[1].range_start(),
+        Some(body.len() as u64),
+        "{}",
+        show(&log)
+    );
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+    sb.assert_clean();
+}
+
+// 5b. A body cut short of its Content-Length once, on a server without
+// ranges: retried (from zero, there is no other way), succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_cut_short_once_without_ranges_is_retried() {
+    let body = random_bytes(300 * KIB, 11);
+    let server = FaultServer::start([(
+        "/once.bin",
+        Route::new(body.clone())
+            .ranges(false)
+            .behaviour(Behaviour::DropAfter {
+                bytes: 50_000,
+                times: 1,
+            }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config(), server.url("/once.bin")).await;
+    let log = server.requests("/once.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("once.bin"), &body, "once.bin");
+    assert_eq!(sb.files(), ["once.bin"]);
+    sb.assert_clean();
+    assert_eq!(log.len(), 2, "{}", show(&log));
+}
+
+// 5c. A response that overstates the size once (later ones are honest):
+// either the engine recovers with the right bytes, or it reports the size
+// change; it never keeps a file of the wrong size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_overstated_once_never_keeps_a_wrong_file() {
+    let body = random_bytes(100 * KIB, 12);
+    let server = FaultServer::start([(
+        "/liar.bin",
+        Route::new(body.clone()).behaviour(Behaviour::LongContentLength {
+            extra: 1000,
+            times: 1,
+        }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config(), server.url("/liar.bin")).await;
+    let log = server.requests("/liar.bin");
+    sb.assert_clean();
+    match results.success.first() {
+        Some(_) => assert_bytes(&sb.read("liar.bin"), &body, "liar.bin"),
+        None => {
+            let failed = only_error(&results, &log);
+            assert!(
+                matches!(
+                    failed.error.kind(),
+                    ErrorKind::Changed | ErrorKind::Truncated | ErrorKind::Network
+                ),
+                "{}",
+                failed.error
+            );
+            assert!(sb.files().is_empty(), "{:?}", sb.files());
+        }
+    }
+}
+
+// 6. No Content-Length (close-delimited body): one stream to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_delimited_body_is_downloaded_whole() {
+    let body = random_bytes(700 * KIB, 13);
+    let server = FaultServer::start([(
+        "/stream.bin",
+        Route::new(body.clone()).behaviour(Behaviour::NoContentLength),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config(), server.url("/stream.bin")).await;
+    let log = server.requests("/stream.bin");
+    only_success(&results, &log);
+    assert_eq!(results.success[0].size, body.len() as u64);
+    assert_bytes(&sb.read("stream.bin"), &body, "stream.bin");
+    sb.assert_clean();
+    assert_eq!(log.len(), 1, "{}", show(&log));
+}
+
+// 7. A chain of redirects: the file is named after the final URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_chain_names_the_file_after_the_final_url() {
+    let body = random_bytes(20 * KIB, 14);
+    let server = FaultServer::start([
+        ("/start", Route::redirect(302, "/hop/two")),
+        ("/hop/two", Route::redirect(301, "three")),
+        (
+            "/hop/three",
+            Route::redirect(307, "/files/final%20name.bin?token=1"),
+        ),
+        ("/files/final%20name.bin", Route::new(body.clone())),
+    ]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config(), server.url("/start")).await;
+    let log = server.all_requests();
+    let name = only_success(&results, &log);
+    assert_eq!(name, "final name.bin");
+    assert_bytes(&sb.read("final name.bin"), &body, "final name.bin");
+    assert_eq!(sb.files(), ["final name.bin"]);
+    sb.assert_clean();
+    for path in [
+        "/start",
+        "/hop/two",
+        "/hop/three",
+        "/files/final%20name.bin",
+    ] {
+        assert_eq!(server.hits(path), 1, "{path}: {}", show(&log));
+    }
+    // Success reports the URL the user asked for.
+    assert_eq!(results.success[0].url, server.url("/start"));
+}
+
+// 7b. A redirect loop ends in an error, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_loop_is_an_error() {
+    let server = FaultServer::start([
+        ("/loop/a", Route::redirect(302, "/loop/b")),
+        ("/loop/b", Route::redirect(302, "/loop/a")),
+    ]);
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config(), server.url("/loop/a")).await;
+    let log = server.all_requests();
+    let failed = only_error(&results, &log);
+    assert!(!failed.error.is_retryable(), "{}", failed.error);
+    assert!(
+        log.len() <= 30,
+        "{} requests for a redirect loop",
+        log.len()
+    );
+    assert!(sb.files().is_empty());
+    sb.assert_clean();
+}
+
+// 8. Hostile Content-Disposition names stay inside the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_content_disposition_stays_inside_the_dir() {
+    let cases = [
+        ("/cd/dotdot", "attachment; filename=\"../../x\"", "x"),
+        ("/cd/abs", "attachment; filename=\"/etc/passwd\"", "passwd"),
+        (
+            "/cd/ext",
+            "attachment; filename=\"fallback.txt\"; filename*=UTF-8''..%2F..%2Fevil.txt",
+            "evil.txt",
+        ),
+        (
+            "/cd/backslash",
+            "attachment; filename=\"..\\\\..\\\\win.ini\"",
+            "win.ini",
+        ),
+    ];
+    let bodies: Vec<Vec<u8>> = (0..cases.len())
+        .map(|i| random_bytes(1000 + i, 20 + i as u64))
+        .collect();
+    let server = FaultServer::start(cases.iter().zip(&bodies).map(|((path, cd, _), body)| {
+        (
+            path.to_string(),
+            Route::new(body.clone()).header("Content-Disposition", *cd),
+        )
+    }));
+    let sb = Sandbox::new();
+    let requests = cases
+        .iter()
+        .map(|(path, _, _)| Request::new(server.url(path)).dir(sb.dir_str()))
+        .collect();
+    let results = download(config(), requests).await;
+    let log = server.all_requests();
+    assert!(
+        results.errors.is_empty(),
+        "{results}\nrequests: {}",
+        show(&log)
+    );
+    sb.assert_clean();
+    let mut expected: Vec<String> = cases.iter().map(|(_, _, n)| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(sb.files(), expected);
+    for ((_, _, name), body) in cases.iter().zip(&bodies) {
+        assert_bytes(&sb.read(name), body, name);
+    }
+    for ok in &results.success {
+        assert!(
+            ok.path.starts_with(sb.dir_str()),
+            "{} is outside {}",
+            ok.path,
+            sb.dir_str()
+        );
+    }
+}
+
+// 9. Zero-byte files, as servers answer them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_byte_files_are_downloaded() {
+    let server = FaultServer::start([
+        // RFC 9110: `bytes=0-` of an empty file is unsatisfiable (416 */0).
+        ("/e416/empty.txt", Route::new(Vec::new())),
+        // nginx 1.22: 200 with Content-Length: 0.
+        (
+            "/e200/empty.txt",
+            Route::new(Vec::new()).behaviour(Behaviour::IgnoreRange),
+        ),
+        // No length at all, the connection closes at once.
+        (
+            "/eclose/empty.txt",
+            Route::new(Vec::new()).behaviour(Behaviour::NoContentLength),
+        ),
+    ]);
+    for path in ["/e416/empty.txt", "/e200/empty.txt", "/eclose/empty.txt"] {
+        let sb = Sandbox::new();
+        let results = fetch_one(&sb, config(), server.url(path)).await;
+        let log = server.requests(path);
+        let name = only_success(&results, &log);
+        assert_eq!(name, "empty.txt", "{path}");
+        assert_eq!(results.success[0].size, 0, "{path}");
+        assert_eq!(sb.files(), ["empty.txt"], "{path}");
+        assert_eq!(sb.read("empty.txt").len(), 0, "{path}");
+        sb.assert_clean();
+    }
+}
+
+// 10. 404 and 403: the right kinds, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_and_forbidden_are_not_retried() {
+    let server = FaultServer::start([
+        ("/gone.bin", Route::status(404)),
+        ("/secret.bin", Route::status(403)),
+    ]);
+    for (path, kind) in [
+        ("/gone.bin", ErrorKind::NotFound),
+        ("/secret.bin", ErrorKind::PermissionDenied),
+    ] {
+        let sb = Sandbox::new();
+        let results = fetch_one(&sb, config().max_tries(3), server.url(path)).await;
+        let log = server.requests(path);
+        let failed = only_error(&results, &log);
+        assert_eq!(failed.error.kind(), kind, "{path}: {}", failed.error);
+        assert!(!failed.error.is_retryable(), "{path}");
+        assert_eq!(log.len(), 1, "{path} retried: {}", show(&log));
+        assert_eq!(failed.url, server.url(path));
+        assert!(sb.files().is_empty(), "{path}: {:?}", sb.files());
+        sb.assert_clean();
+    }
+}
+
+/// Runs the CLI from an async test without holding a runtime worker.
+async fn cli(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || run_pymatris(args))
+        .await
+        .expect("pymatris runner")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn cli_args(sb: &Sandbox, extra: &[&str], urls: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--dir".into(), sb.dir_str(), "--quiet".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(urls.iter().cloned());
+    args
+}
+
+// 10b. Through the CLI: exit status 1, the URL named on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_reports_a_missing_file() {
+    let server = FaultServer::start([("/gone.bin", Route::status(404))]);
+    let sb = Sandbox::new();
+    let url = server.url("/gone.bin");
+    let out = cli(cli_args(
+        &sb,
+        &["--max-tries", "3"],
+        std::slice::from_ref(&url),
+    ))
+    .await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&url),
+        "stderr does not name {url}: {stderr}"
+    );
+    assert!(stderr.contains("404"), "stderr: {stderr}");
+    assert_eq!(server.hits("/gone.bin"), 1);
+    assert!(sb.files().is_empty());
+    sb.assert_clean();
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--json output is not JSON ({e}): {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    })
+}
+
+// 11. A batch with bad URLs among good ones: nothing lost, exit status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_batch_with_bad_urls_reports_each_one() {
+    let one = random_bytes(30 * KIB, 30);
+    let two = random_bytes(40 * KIB, 31);
+    let server = FaultServer::start([
+        ("/one.bin", Route::new(one.clone())),
+        ("/two.bin", Route::new(two.clone())),
+        ("/missing.bin", Route::status(404)),
+    ]);
+    let sb = Sandbox::new();
+    let urls = vec![
+        server.url("/one.bin"),
+        server.url("/missing.bin"),
+        "not-a-url".to_owned(),
+        server.url("/two.bin"),
+        "gopher://x/y".to_owned(),
+    ];
+    let out = cli(cli_args(&sb, &["--json", "--max-tries", "1"], &urls)).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(sb.files(), ["one.bin", "two.bin"]);
+    assert_bytes(&sb.read("one.bin"), &one, "one.bin");
+    assert_bytes(&sb.read("two.bin"), &two, "two.bin");
+    sb.assert_clean();
+
+    let json = json_of(&out);
+    let success = json["success"].as_array().expect("success array");
+    let errors = json["errors"].as_array().expect("errors array");
+    assert_eq!(success.len(), 2, "{json:#}");
+    assert_eq!(errors.len(), 3, "{json:#}");
+    let error_of = |url: &str| {
+        errors
+            .iter()
+            .find(|e| e["url"].as_str().is_some_and(|u| u.contains(url)))
+            .unwrap_or_else(|| panic!("{url} missing from the errors: {json:#}"))
+    };
+    assert_eq!(error_of("/missing.bin")["kind"], "NotFound", "{json:#}");
+    assert_eq!(error_of("not-a-url")["kind"], "InvalidUrl", "{json:#}");
+    assert_eq!(
+        error_of("gopher://x/y")["kind"],
+        "UnsupportedScheme",
+        "{json:#}"
+    );
+    for e in errors {
+        assert!(
+            e["error"].as_str().is_some_and(|s| !s.is_empty()),
+            "error without a message: {e}"
+        );
+    }
+    for url in ["/missing.bin", "not-a-url", "gopher://x/y"] {
+        assert!(stderr.contains(url), "stderr does not name {url}: {stderr}");
+    }
+}
+
+// 12. Names clash: within a batch, and with a file already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_names_never_overwrite_each_other() {
+    let first = random_bytes(20 * KIB, 40);
+    let second = random_bytes(25 * KIB, 41);
+    let server = FaultServer::start([
+        ("/x/a.bin", Route::new(first.clone())),
+        ("/y/a.bin", Route::new(second.clone())),
+    ]);
+    let urls = [server.url("/x/a.bin"), server.url("/y/a.bin")];
+
+    // Two URLs of one batch, with or without --overwrite: both kept.
+    for extra in [
+        &["--json", "--max-tries", "1"][..],
+        &["--json", "--max-tries", "1", "--overwrite"],
+    ] {
+        let sb = Sandbox::new();
+        let out = cli(cli_args(&sb, extra, &urls)).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(sb.files(), ["a.1.bin", "a.bin"], "{extra:?}");
+        sb.assert_clean();
+        // Each URL's reported path holds that URL's bytes.
+        let json = json_of(&out);
+        for ok in json["success"].as_array().expect("success") {
+            let url = ok["url"].as_str().expect("url");
+            let path = ok["path"].as_str().expect("path");
+            let expected = if url.ends_with("/x/a.bin") {
+                &first
+            } else {
+                &second
+            };
+            let got = std::fs::read(path).expect("reported path exists");
+            assert_bytes(&got, expected, path);
+        }
+    }
+
+    // A file already there is untouched without --overwrite.
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("a.bin"), b"old").unwrap();
+    let out = cli(cli_args(&sb, &["--max-tries", "1"], &urls[..1])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(sb.files(), ["a.1.bin", "a.bin"]);
+    assert_eq!(sb.read("a.bin"), b"old");
+    assert_bytes(&sb.read("a.1.bin"), &first, "a.1.bin");
+    sb.assert_clean();
+
+    // ... and replaced with it.
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("a.bin"), b"old").unwrap();
+    let out = cli(cli_args(
+        &sb,
+        &["--max-tries", "1", "--overwrite"],
+        &urls[..1],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(sb.files(), ["a.bin"]);
+    assert_bytes(&sb.read("a.bin"), &first, "a.bin");
+    sb.assert_clean();
+}
+
+// 12b. --overwrite never touches the old file when the new one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_overwrite_keeps_the_old_file() {
+    let body = random_bytes(300 * KIB, 42);
+    let server = FaultServer::start([(
+        "/a.bin",
+        Route::new(body).behaviour(Behaviour::DropAfter {
+            bytes: 1000,
+            times: usize::MAX,
+        }),
+    )]);
+    let sb = Sandbox::new();
+    std::fs::write(sb.path("a.bin"), b"old").unwrap();
+    let results = download(
+        config().overwrite(true).max_tries(2),
+        vec![Request::new(server.url("/a.bin")).dir(sb.dir_str())],
+    )
+    .await;
+    let log = server.requests("/a.bin");
+    only_error(&results, &log);
+    assert_eq!(sb.files(), ["a.bin"]);
+    assert_eq!(sb.read("a.bin"), b"old");
+    sb.assert_clean();
+}
+
+// 13. Checksums: a mismatch is an error and the file is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_mismatch_keeps_nothing() {
+    let body = random_bytes(600 * KIB, 50);
+    let server = FaultServer::start([("/sum.bin", Route::new(body.clone()))]);
+
+    let sb = Sandbox::new();
+    let wrong = sha256_hex(b"something else");
+    let results = download(
+        config(),
+        vec![
+            Request::new(server.url("/sum.bin"))
+                .dir(sb.dir_str())
+                .sha256(wrong),
+        ],
+    )
+    .await;
+    let log = server.requests("/sum.bin");
+    let failed = only_error(&results, &log);
+    assert_eq!(failed.error.kind(), ErrorKind::Checksum, "{}", failed.error);
+    assert!(!failed.error.is_retryable());
+    assert!(sb.files().is_empty(), "{:?}", sb.files());
+    sb.assert_clean();
+    let first_run = log.len();
+
+    let sb = Sandbox::new();
+    let results = download(
+        config(),
+        vec![
+            Request::new(server.url("/sum.bin"))
+                .dir(sb.dir_str())
+                .sha256(sha256_hex(&body).to_uppercase()),
+        ],
+    )
+    .await;
+    let log = server.requests("/sum.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("sum.bin"), &body, "sum.bin");
+    sb.assert_clean();
+    // The mismatch was not retried: the second run's requests are all new
+    // (a 600 KiB file in parts of 256 KiB+ takes at most 2 requests).
+    assert!(first_run <= 2, "checksum mismatch retried: {}", show(&log));
+}
+
+// 14. Passwords never show: not in stderr, not in --json, not in --verbose
+// logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_redacted_everywhere() {
+    let server = FaultServer::start([
+        ("/missing", Route::status(404)),
+        ("/denied", Route::status(401)),
+    ]);
+    let port = server.addr().port();
+    let urls = vec![
+        format!("http://user:secret@127.0.0.1:{port}/missing"),
+        format!("http://user:secret@127.0.0.1:{port}/denied"),
+    ];
+    // base64("user:secret"), as an Authorization header would carry it.
+    let encoded = "dXNlcjpzZWNyZXQ=";
+    for extra in [
+        &["--json", "--max-tries", "1"][..],
+        &["--json", "--max-tries", "1", "--show-errors", "--verbose"],
+    ] {
+        let sb = Sandbox::new();
+        let out = cli(cli_args(&sb, extra, &urls)).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        for leak in ["secret", encoded] {
+            assert!(
+                !stdout.contains(leak),
+                "{extra:?}: stdout leaks {leak}: {stdout}"
+            );
+            assert!(
+                !stderr.contains(leak),
+                "{extra:?}: stderr leaks {leak}: {stderr}"
+            );
+        }
+        let json = json_of(&out);
+        let errors = json["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 2, "{json:#}");
+        for e in errors {
+            let url = e["url"].as_str().expect("url");
+            assert!(url.contains("user:***@"), "{url}");
+        }
+        assert!(stderr.contains("user:***@"), "{stderr}");
+        sb.assert_clean();
+    }
+    // The credentials did reach the server, as Basic auth.
+    let log = server.requests("/missing");
+    assert!(
+        log.iter()
+            .all(|r| r.authorization.as_deref() == Some(&format!("Basic {encoded}"))),
+        "{}",
+        show(&log)
+    );
+
+    // The library's results too.
+    let sb = Sandbox::new();
+    let results = fetch_one(&sb, config().max_tries(1), urls[0].clone()).await;
+    let failed = only_error(&results, &server.requests("/missing"));
+    assert!(!failed.url.contains("secret"), "{}", failed.url);
+    assert!(
+        !failed.error.chain().contains("secret"),
+        "{}",
+        failed.error.chain()
+    );
+    assert!(!results.to_string().contains("secret"), "{results}");
+    assert!(
+        !format!("{:?}", results.errors).contains("secret"),
+        "{:?}",
+        results.errors
+    );
+}
+
+// Credentials stay on the origin they were given for, across redirects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_do_not_follow_a_redirect_to_another_host() {
+    let body = random_bytes(5 * KIB, 60);
+    let other = FaultServer::start([("/file.bin", Route::new(body.clone()))]);
+    let server = FaultServer::start([
+        ("/same", Route::redirect(302, "/file.bin")),
+        ("/file.bin", Route::new(body.clone())),
+        ("/away", Route::redirect(302, other.url("/file.bin"))),
+    ]);
+    let port = server.addr().port();
+    for path in ["/same", "/away"] {
+        let sb = Sandbox::new();
+        let url = format!("http://user:secret@127.0.0.1:{port}{path}");
+        let results = fetch_one(&sb, config(), url).await;
+        let log = server.all_requests();
+        only_success(&results, &log);
+        assert_bytes(&sb.read("file.bin"), &body, path);
+        sb.assert_clean();
+    }
+    assert!(
+        server
+            .requests("/file.bin")
+            .iter()
+            .all(|r| r.authorization.is_some()),
+        "same-origin redirect dropped the credentials"
+    );
+    assert!(
+        other
+            .requests("/file.bin")
+            .iter()
+            .all(|r| r.authorization.is_none()),
+        "credentials sent to another host: {}",
+        show(&other.all_requests())
+    );
+    assert_eq!(other.hits("/file.bin"), 1);
+}
+
+/// The process-wide helpers above need the directories to be UTF-8.
+#[test]
+fn sandbox_layout() {
+    let sb = Sandbox::new();
+    sb.assert_clean();
+    assert!(Path::new(&sb.dir_str()).is_dir());
+}

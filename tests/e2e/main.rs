@@ -1,0 +1,6 @@
+//! End-to-end tests of pymatris: the CLI and the library against real
+//! servers started on loopback by `pymatris-harness`, and against an
+//! in-process server that misbehaves on demand.
+
+mod faults;
+mod http;
