@@ -27,7 +27,10 @@ fn a_mixed_batch_lands_byte_for_byte_and_large_files_come_in_parts() {
     let servers = nginx();
     let big = std::fs::read(servers.write_random("big.bin", 24 << 20, 1)).unwrap();
     let mut urls = vec![servers.http_url("big.bin"), servers.https_url("big.bin")];
-    let mut expected = vec![("big.bin".to_owned(), sha256_hex(&big)), ("big.1.bin".to_owned(), sha256_hex(&big))];
+    let mut expected = vec![
+        ("big.bin".to_owned(), sha256_hex(&big)),
+        ("big.1.bin".to_owned(), sha256_hex(&big)),
+    ];
     for i in 0..40 {
         let name = format!("small-{i:02}.txt");
         let bytes = format!("file {i}\n").repeat(i * 10 + 1);
@@ -66,7 +69,10 @@ fn a_mixed_batch_lands_byte_for_byte_and_large_files_come_in_parts() {
         })
         .collect();
     got.sort();
-    assert_eq!(got, expected, "every file, and nothing else (no temp files)");
+    assert_eq!(
+        got, expected,
+        "every file, and nothing else (no temp files)"
+    );
 
     let json: serde_json::Value = serde_json::from_slice(&result.stdout).expect("--json output");
     assert_eq!(json["success"].as_array().unwrap().len(), urls.len());
@@ -77,7 +83,11 @@ fn a_mixed_batch_lands_byte_for_byte_and_large_files_come_in_parts() {
         .lines()
         .filter(|l| l.contains("GET /big.bin") && l.contains("\" 206 "))
         .count();
-    assert!(ranged >= 4, "expected >= 4 ranged requests for big.bin over http+https, log:\n{}", access_log(&servers));
+    assert!(
+        ranged >= 4,
+        "expected >= 4 ranged requests for big.bin over http+https, log:\n{}",
+        access_log(&servers)
+    );
 }
 
 #[test]
@@ -97,7 +107,10 @@ fn a_bad_url_fails_alone_with_its_cause_and_exit_status_1() {
     assert_eq!(result.status.code(), Some(1));
     assert_eq!(list_dir(out.path()), ["a.txt", "b.txt"]);
     let err = stderr(&result);
-    assert!(err.contains(&servers.http_url("missing.txt")), "stderr names the URL: {err}");
+    assert!(
+        err.contains(&servers.http_url("missing.txt")),
+        "stderr names the URL: {err}"
+    );
     assert!(err.contains("404"), "stderr names the cause: {err}");
 }
 
@@ -111,11 +124,24 @@ fn https_needs_a_trusted_certificate() {
 
     let untrusted = run_pymatris(["--quiet", "--max-tries", "3", "--dir", dir, &url]);
     assert_eq!(untrusted.status.code(), Some(1));
-    assert!(stderr(&untrusted).contains("TLS"), "stderr: {}", stderr(&untrusted));
-    assert!(list_dir(out.path()).is_empty(), "nothing written: {:?}", list_dir(out.path()));
+    assert!(
+        stderr(&untrusted).contains("TLS"),
+        "stderr: {}",
+        stderr(&untrusted)
+    );
+    assert!(
+        list_dir(out.path()).is_empty(),
+        "nothing written: {:?}",
+        list_dir(out.path())
+    );
 
     let insecure = run_pymatris(["--quiet", "--insecure", "--dir", dir, &url]);
-    assert_eq!(insecure.status.code(), Some(0), "stderr: {}", stderr(&insecure));
+    assert_eq!(
+        insecure.status.code(),
+        Some(0),
+        "stderr: {}",
+        stderr(&insecure)
+    );
     assert_eq!(std::fs::read(out.path().join("t.txt")).unwrap(), b"tls");
 }
 
@@ -140,11 +166,24 @@ fn input_file_from_stdin_with_checksums() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(list.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(list.as_bytes())
+        .unwrap();
     let result = child.wait_with_output().unwrap();
     assert_eq!(result.status.code(), Some(1));
-    assert_eq!(list_dir(out.path()), ["x.bin"], "the file with the wrong checksum is not kept");
-    assert!(stderr(&result).contains("checksum"), "stderr: {}", stderr(&result));
+    assert_eq!(
+        list_dir(out.path()),
+        ["x.bin"],
+        "the file with the wrong checksum is not kept"
+    );
+    assert!(
+        stderr(&result).contains("checksum"),
+        "stderr: {}",
+        stderr(&result)
+    );
 }
 
 /// Peak resident memory of a running process, in KiB (Linux).
@@ -155,7 +194,10 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn same_contents(a: &Path, b: &Path) -> bool {
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
     if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
         return false;
     }
@@ -178,7 +220,12 @@ fn a_1_gib_download_keeps_peak_memory_under_64_mib() {
     let source = servers.write_random("huge.bin", 1 << 30, 7);
     let out = tempfile::tempdir().unwrap();
     let mut child = Command::new(pymatris_bin())
-        .args(["--quiet", "--dir", out.path().to_str().unwrap(), &servers.http_url("huge.bin")])
+        .args([
+            "--quiet",
+            "--dir",
+            out.path().to_str().unwrap(),
+            &servers.http_url("huge.bin"),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -196,7 +243,12 @@ fn a_1_gib_download_keeps_peak_memory_under_64_mib() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(status.success(), "stderr: {err}");
     assert!(peak > 0, "could not read the peak RSS");
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
