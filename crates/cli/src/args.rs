@@ -130,7 +130,9 @@ impl Args {
         }
         if let Some(checksum) = &self.checksum {
             if lines.len() != 1 {
-                bail!("--checksum applies to one URL; for several, give a sha256 column in --input-file");
+                bail!(
+                    "--checksum applies to one URL; for several, give a sha256 column in --input-file"
+                );
             }
             lines[0].1 = Some(parse_checksum(checksum)?);
         }
@@ -192,12 +194,15 @@ fn parse_input(reader: impl BufRead) -> anyhow::Result<Vec<(String, Option<Strin
         let url = cols.next().unwrap_or_default().to_owned();
         let sha = match cols.next() {
             None => None,
-            Some(col) => Some(
-                parse_checksum(col).with_context(|| format!("line {}: {line:?}", n + 1))?,
-            ),
+            Some(col) => {
+                Some(parse_checksum(col).with_context(|| format!("line {}: {line:?}", n + 1))?)
+            }
         };
         if let Some(extra) = cols.next() {
-            bail!("line {}: unexpected {extra:?} after the URL and checksum", n + 1);
+            bail!(
+                "line {}: unexpected {extra:?} after the URL and checksum",
+                n + 1
+            );
         }
         out.push((url, sha));
     }
@@ -257,7 +262,10 @@ mod tests {
     #[test]
     fn input_files_skip_comments_and_read_checksums() {
         let hex = "ab".repeat(32);
-        let text = format!("# list\n\nhttp://a/x\n  http://a/y sha256={hex}\nhttp://a/z {}\n", hex.to_uppercase());
+        let text = format!(
+            "# list\n\nhttp://a/x\n  http://a/y sha256={hex}\nhttp://a/z {}\n",
+            hex.to_uppercase()
+        );
         let got = parse_input(text.as_bytes()).unwrap();
         assert_eq!(
             got,
@@ -273,10 +281,14 @@ mod tests {
 
     #[test]
     fn flags_become_a_plan() {
-        let args = Args::try_parse_from(["pymatris", "--dir", "out", "-H", "X-A: 1", "http://h/a"]).unwrap();
+        let args = Args::try_parse_from(["pymatris", "--dir", "out", "-H", "X-A: 1", "http://h/a"])
+            .unwrap();
         let plan = args.into_plan(&b""[..]).unwrap();
         assert_eq!(plan.requests.len(), 1);
-        assert_eq!(plan.config.protocol.headers, vec![("X-A".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            plan.config.protocol.headers,
+            vec![("X-A".to_owned(), "1".to_owned())]
+        );
         let args = Args::try_parse_from(["pymatris", "-i", "-"]).unwrap();
         let plan = args.into_plan(&b"http://h/a\nhttp://h/b\n"[..]).unwrap();
         assert_eq!(plan.requests.len(), 2);

@@ -7,10 +7,12 @@
 
 // Each protocol crate registers itself with `inventory`, and rustc links
 // only crates that something names: name every enabled one.
-#[cfg(feature = "http")]
-extern crate pymatris_proto_http as _;
 #[cfg(feature = "ftp")]
 extern crate pymatris_proto_ftp as _;
+#[cfg(feature = "sftp")]
+extern crate pymatris_proto_sftp as _;
+#[cfg(feature = "http")]
+extern crate pymatris_proto_http as _;
 
 mod args;
 mod progress;
@@ -38,12 +40,16 @@ fn main() -> ExitCode {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "pymatris=debug,pymatris_core=debug,pymatris_proto_http=debug,warn".into()),
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                    "pymatris=debug,pymatris_core=debug,pymatris_proto_http=debug,warn".into()
+                }),
             )
             .init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pymatris: cannot start: {e}");
@@ -82,7 +88,13 @@ async fn run(plan: Plan) -> ExitCode {
     if let Some(bars) = &bars {
         bars.finish();
     }
-    report(&results, plan.json, plan.show_errors, plan.quiet, started.elapsed());
+    report(
+        &results,
+        plan.json,
+        plan.show_errors,
+        plan.quiet,
+        started.elapsed(),
+    );
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         ExitCode::from(130)
     } else if results.is_ok() {
@@ -92,7 +104,13 @@ async fn run(plan: Plan) -> ExitCode {
     }
 }
 
-fn report(results: &Results, json: bool, show_errors: bool, quiet: bool, elapsed: std::time::Duration) {
+fn report(
+    results: &Results,
+    json: bool,
+    show_errors: bool,
+    quiet: bool,
+    elapsed: std::time::Duration,
+) {
     if json {
         match serde_json::to_string_pretty(results) {
             Ok(text) => println!("{text}"),
@@ -118,9 +136,17 @@ fn report(results: &Results, json: bool, show_errors: bool, quiet: bool, elapsed
         .collect();
     let cancelled = results.errors.len() - failed.len();
     if !results.errors.is_empty() {
-        eprintln!("{} of {} download(s) failed:", results.errors.len(), results.errors.len() + results.success.len());
+        eprintln!(
+            "{} of {} download(s) failed:",
+            results.errors.len(),
+            results.errors.len() + results.success.len()
+        );
         for e in failed {
-            let text = if show_errors { e.error.chain() } else { e.error.to_string() };
+            let text = if show_errors {
+                e.error.chain()
+            } else {
+                e.error.to_string()
+            };
             eprintln!("  {}: {}", e.url, text);
         }
         if cancelled > 0 {
@@ -142,6 +168,8 @@ mod tests {
         expected.extend(["http", "https"]);
         #[cfg(feature = "ftp")]
         expected.extend(["ftp", "ftps"]);
+        #[cfg(feature = "sftp")]
+        expected.push("sftp");
         expected.sort_unstable();
         assert_eq!(pymatris_core::registry::schemes(), expected);
     }

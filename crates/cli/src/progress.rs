@@ -63,8 +63,10 @@ impl Bars {
     }
 
     fn file_style() -> ProgressStyle {
-        ProgressStyle::with_template("  {msg:30!} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}")
-            .expect("valid template")
+        ProgressStyle::with_template(
+            "  {msg:30!} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
+        )
+        .expect("valid template")
     }
 }
 
@@ -93,7 +95,8 @@ impl Reporter for Bars {
     }
 
     fn on_rewind(&self, id: ReportId, bytes: u64) {
-        self.overall.set_position(self.overall.position().saturating_sub(bytes));
+        self.overall
+            .set_position(self.overall.position().saturating_sub(bytes));
         if let Some(bar) = self.files.lock().expect("bars poisoned").get(&id) {
             bar.set_position(bar.position().saturating_sub(bytes));
         }
