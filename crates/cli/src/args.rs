@@ -94,6 +94,42 @@ pub(crate) struct Args {
     /// Print the results as JSON on standard output.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Connections to one host at once, all files together.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) max_per_host: Option<u32>,
+
+    /// HTTP(S) proxy URL (`http://[user:pass@]host:port`). Without it,
+    /// HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY are honoured.
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+
+    /// Take credentials for URLs without any from ~/.netrc.
+    #[arg(long)]
+    pub(crate) netrc: bool,
+
+    /// Take credentials from this netrc file (implies --netrc).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) netrc_file: Option<PathBuf>,
+
+    /// Require TLS (AUTH TLS) on ftp:// URLs; ftps:// is always implicit TLS.
+    #[arg(long)]
+    pub(crate) ftp_tls: bool,
+
+    /// SSH private key for SFTP (ssh-agent and ~/.ssh/id_ed25519, id_ecdsa,
+    /// id_rsa are tried too).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) identity: Option<PathBuf>,
+
+    /// The known_hosts file to check SFTP host keys against (default
+    /// ~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) known_hosts: Option<PathBuf>,
+
+    /// Add the keys of unknown SFTP hosts to known_hosts (a changed key is
+    /// still refused).
+    #[arg(long)]
+    pub(crate) accept_new_host_keys: bool,
 }
 
 /// What to do, checked.
@@ -160,6 +196,21 @@ impl Args {
         if let Some(ua) = self.user_agent {
             config = config.user_agent(ua);
         }
+        let netrc = match (self.netrc_file, self.netrc) {
+            (Some(file), _) => Some(file),
+            (None, true) => {
+                Some(home_file(".netrc").context("--netrc: cannot find the home directory")?)
+            }
+            (None, false) => None,
+        };
+        config = config
+            .max_per_host(self.max_per_host.map(|n| n as usize))
+            .proxy(self.proxy)
+            .netrc(netrc)
+            .ftp_tls(self.ftp_tls)
+            .identity(self.identity)
+            .known_hosts(self.known_hosts)
+            .accept_new_host_keys(self.accept_new_host_keys);
         let requests = lines
             .into_iter()
             .map(|(url, sha)| {
@@ -179,6 +230,13 @@ impl Args {
             json: self.json,
         })
     }
+}
+
+/// `~/name`.
+fn home_file(name: &str) -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .map(|home| PathBuf::from(home).join(name))
 }
 
 /// `URL [sha256=HEX]` lines; blank lines and `#` comments skipped.

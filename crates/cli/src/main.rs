@@ -9,10 +9,10 @@
 // only crates that something names: name every enabled one.
 #[cfg(feature = "ftp")]
 extern crate pymatris_proto_ftp as _;
-#[cfg(feature = "sftp")]
-extern crate pymatris_proto_sftp as _;
 #[cfg(feature = "http")]
 extern crate pymatris_proto_http as _;
+#[cfg(feature = "sftp")]
+extern crate pymatris_proto_sftp as _;
 
 mod args;
 mod progress;

@@ -26,6 +26,7 @@ use url::Url;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming::{self, NameTable};
+use crate::netrc::Netrc;
 use crate::protocol::{ByteRange, ByteStream, Fetched, Protocol, Validator};
 use crate::redact::{redact_url, redact_url_str};
 use crate::registry::Protocols;
@@ -155,8 +156,14 @@ impl Downloader {
     /// once, in the order it was enqueued.
     pub async fn download(&mut self) -> Results {
         let requests = std::mem::take(&mut self.queue);
+        let netrc = self.config.protocol.netrc.as_deref().and_then(|path| {
+            Netrc::load(path)
+                .inspect_err(|e| tracing::warn!("cannot read {}: {e}", path.display()))
+                .ok()
+        });
         let batch = Arc::new(Batch {
             config: self.config.clone(),
+            netrc,
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
@@ -247,6 +254,8 @@ fn failed_early(request: &Request, error: Error) -> Failed {
 /// What the files of one batch share.
 struct Batch {
     config: Config,
+    /// Credentials for URLs without any (`--netrc`), read once per batch.
+    netrc: Option<Netrc>,
     protocols: Protocols,
     names: NameTable,
     reporter: Arc<dyn Reporter>,
@@ -262,7 +271,12 @@ impl Batch {
             return Err(failed_early(&request, Error::cancelled()));
         }
         let url = match Url::parse(&request.url) {
-            Ok(url) => url,
+            Ok(mut url) => {
+                if let Some(netrc) = &self.netrc {
+                    netrc.apply(&mut url);
+                }
+                url
+            }
             Err(e) => {
                 let err = Error::new(ErrorKind::InvalidUrl, e.to_string()).retryable(false);
                 return Err(failed_early(&request, err));

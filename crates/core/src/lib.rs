@@ -23,6 +23,7 @@ mod config;
 mod downloader;
 mod error;
 mod naming;
+mod netrc;
 mod protocol;
 mod redact;
 pub mod registry;
