@@ -1,1 +1,533 @@
-//! Starts real servers (nginx, vsftpd, sshd) on loopback for tests, benchmarks and the demo.
+//! Starts real servers (nginx, vsftpd, sshd) on loopback for the end-to-end
+//! tests, the benchmark and the demo.
+//!
+//! Each [`Servers`] owns a fresh temp dir holding private configs, logs,
+//! keys and one data directory that every server serves, and listens on its
+//! own free high ports of 127.0.0.1, so several can run at once in one test
+//! process. Dropping it kills the servers and removes the temp dir; if the
+//! process dies first, the kernel kills them (see `process.rs`).
+//!
+//! Linux only, and FTP and SFTP need root: vsftpd and sshd log in real
+//! system users, which the harness creates with a fixed password.
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod nginx;
+mod process;
+mod sshd;
+mod tls;
+mod users;
+mod vsftpd;
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+
+use anyhow::{Context as _, Result, bail};
+
+/// Which servers to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Which {
+    /// nginx, HTTP and HTTPS.
+    pub http: bool,
+    /// vsftpd, FTP and explicit FTPS.
+    pub ftp: bool,
+    /// OpenSSH's sshd, SFTP.
+    pub sftp: bool,
+}
+
+impl Which {
+    /// Every server.
+    pub fn all() -> Which {
+        Which {
+            http: true,
+            ftp: true,
+            sftp: true,
+        }
+    }
+
+    /// nginx only (needs no root).
+    pub fn http_only() -> Which {
+        Which {
+            http: true,
+            ftp: false,
+            sftp: false,
+        }
+    }
+
+    /// vsftpd only.
+    pub fn ftp_only() -> Which {
+        Which {
+            http: false,
+            ftp: true,
+            sftp: false,
+        }
+    }
+
+    /// sshd only.
+    pub fn sftp_only() -> Which {
+        Which {
+            http: false,
+            ftp: false,
+            sftp: true,
+        }
+    }
+}
+
+/// Knobs for [`Servers::start_with`]; `Options::default()` is what
+/// [`Servers::start`] uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// vsftpd's `max_per_ip`: how many clients (control connections) one
+    /// address may have at once; vsftpd answers the next with "421 There are
+    /// too many connections from your internet address". `None` means
+    /// unlimited.
+    pub ftp_max_per_ip: Option<u32>,
+}
+
+/// Running servers over one shared data directory.
+///
+/// URL helpers panic when the server they name was not started.
+#[derive(Debug)]
+pub struct Servers {
+    nginx: Option<nginx::Nginx>,
+    vsftpd: Option<vsftpd::Vsftpd>,
+    sshd: Option<sshd::Sshd>,
+    data: PathBuf,
+    ca_cert: PathBuf,
+    // Dropped last, after the servers are dead.
+    dir: tempfile::TempDir,
+}
+
+impl Servers {
+    /// Starts the requested servers on free high loopback ports, each with a
+    /// private config, logs and data under a fresh temp dir.
+    ///
+    /// Fails with a message naming the missing binary and the apt package
+    /// to install when a server is not installed.
+    pub fn start(which: Which) -> Result<Servers> {
+        Servers::start_with(which, Options::default())
+    }
+
+    /// [`Servers::start`] with options.
+    pub fn start_with(which: Which, options: Options) -> Result<Servers> {
+        remove_stale_dirs();
+        let dir = tempfile::Builder::new()
+            .prefix(DIR_PREFIX)
+            .tempdir()
+            .context("creating the harness temp dir")?;
+        let root = dir.path().to_owned();
+        fs::write(root.join(OWNER_FILE), std::process::id().to_string())?;
+        // vsftpd's anonymous user and the FTP and SFTP users read the data
+        // as themselves, so it must be reachable from /.
+        if which.ftp || which.sftp {
+            check_traversable(&root)?;
+        }
+        let mkdir = |name: &str| -> Result<PathBuf> {
+            let p = root.join(name);
+            fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+            set_mode(&p, 0o755)?;
+            Ok(p)
+        };
+        set_mode(&root, 0o755)?;
+        let data = mkdir("data")?;
+        let tls_dir = mkdir("tls")?;
+        tls::generate(&tls_dir).context("generating TLS certificates")?;
+
+        let mut servers = Servers {
+            nginx: None,
+            vsftpd: None,
+            sshd: None,
+            data: data.clone(),
+            ca_cert: tls_dir.join("ca.pem"),
+            dir,
+        };
+        // On an error below, dropping `servers` kills what did start.
+        if which.http {
+            let d = mkdir("nginx")?;
+            servers.nginx = Some(nginx::start(&d, &data, &tls_dir).context("starting nginx")?);
+        }
+        if which.ftp {
+            let d = mkdir("vsftpd")?;
+            // vsftpd chroots into this before dropping privileges: it must
+            // be empty and not writable by anyone but root.
+            let empty = mkdir("empty")?;
+            let config = vsftpd::FtpConfig {
+                dir: &d,
+                data: &data,
+                empty: &empty,
+                tls: &tls_dir,
+                max_per_ip: options.ftp_max_per_ip,
+            };
+            servers.vsftpd = Some(vsftpd::start(&config).context("starting vsftpd")?);
+        }
+        if which.sftp {
+            let d = mkdir("sshd")?;
+            servers.sshd = Some(sshd::start(&d).context("starting sshd")?);
+        }
+        Ok(servers)
+    }
+
+    /// The directory every server serves; files placed here appear on all.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The temp dir holding configs and logs (`nginx/error.log`,
+    /// `nginx/access.log`, `vsftpd/vsftpd.log`, `sshd/sshd.log`).
+    pub fn root_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `bytes` to `rel` under the data dir, creating parent dirs,
+    /// readable by every server. Panics on I/O errors (a test helper).
+    pub fn write_file(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.prepare(rel);
+        let mut f = create_public(&path);
+        f.write_all(bytes)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    /// Writes `size` bytes of [`random_bytes`]`(…, seed)` to `rel`, streamed
+    /// in 1 MiB blocks so that gigabytes need no memory. Panics on I/O errors.
+    pub fn write_random(&self, rel: &str, size: u64, seed: u64) -> PathBuf {
+        let path = self.prepare(rel);
+        let mut f = create_public(&path);
+        // Generating costs about as much as writing (in dev builds), so one
+        // thread fills blocks while this one writes, with a few blocks in
+        // flight and recycled.
+        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(2);
+        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+        for _ in 0..3 {
+            let _ = empty_tx.send(vec![0u8; BLOCK]);
+        }
+        thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let mut left = size;
+                while left > 0 {
+                    let Ok(mut buf) = empty_rx.recv() else { return };
+                    let n = left.min(BLOCK as u64) as usize;
+                    buf.truncate(n);
+                    rng.fill(&mut buf);
+                    if full_tx.send(buf).is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+            });
+            for mut buf in full_rx {
+                f.write_all(&buf)
+                    .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+                buf.resize(BLOCK, 0);
+                let _ = empty_tx.send(buf);
+            }
+        });
+        path
+    }
+
+    /// Makes the parent dirs of `rel` (mode 0755) and returns its path.
+    fn prepare(&self, rel: &str) -> PathBuf {
+        let rel = rel.trim_start_matches('/');
+        assert!(
+            !rel.is_empty() && !rel.split('/').any(|c| c == ".."),
+            "bad relative path {rel:?}"
+        );
+        let path = self.data.join(rel);
+        let parent = path.parent().expect("a file under the data dir");
+        fs::create_dir_all(parent).unwrap_or_else(|e| panic!("creating {}: {e}", parent.display()));
+        for dir in parent.ancestors().take_while(|d| d.starts_with(&self.data)) {
+            set_mode(dir, 0o755).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        path
+    }
+
+    fn nginx(&self) -> &nginx::Nginx {
+        self.nginx
+            .as_ref()
+            .expect("the HTTP server was not started (Which { http: true, .. })")
+    }
+
+    fn vsftpd(&self) -> &vsftpd::Vsftpd {
+        self.vsftpd
+            .as_ref()
+            .expect("the FTP server was not started (Which { ftp: true, .. })")
+    }
+
+    fn sshd(&self) -> &sshd::Sshd {
+        self.sshd
+            .as_ref()
+            .expect("the SFTP server was not started (Which { sftp: true, .. })")
+    }
+
+    /// `http://127.0.0.1:PORT/rel`.
+    pub fn http_url(&self, rel: &str) -> String {
+        format!("http://127.0.0.1:{}/{}", self.http_port(), strip(rel))
+    }
+
+    /// `https://localhost:PORT/rel`; the certificate is valid for
+    /// `localhost` and `127.0.0.1` and signed by [`Servers::ca_cert`].
+    pub fn https_url(&self, rel: &str) -> String {
+        format!("https://localhost:{}/{}", self.https_port(), strip(rel))
+    }
+
+    /// nginx's plain HTTP port.
+    pub fn http_port(&self) -> u16 {
+        self.nginx().http_port
+    }
+
+    /// nginx's HTTPS port.
+    pub fn https_port(&self) -> u16 {
+        self.nginx().https_port
+    }
+
+    /// PEM of the CA that signed the HTTPS and FTPS server certificate.
+    pub fn ca_cert(&self) -> &Path {
+        &self.ca_cert
+    }
+
+    /// `ftp://USER:PASS@127.0.0.1:PORT/rel`, a local user's login. The same
+    /// server offers explicit FTPS (AUTH TLS) with the certificate of
+    /// [`Servers::ca_cert`].
+    pub fn ftp_url(&self, rel: &str) -> String {
+        let (user, pass) = self.ftp_user();
+        format!(
+            "ftp://{user}:{pass}@127.0.0.1:{}/{}",
+            self.ftp_port(),
+            strip(rel)
+        )
+    }
+
+    /// `ftp://127.0.0.1:PORT/rel`, anonymous, same data.
+    pub fn ftp_anon_url(&self, rel: &str) -> String {
+        format!("ftp://127.0.0.1:{}/{}", self.ftp_port(), strip(rel))
+    }
+
+    /// vsftpd's control port.
+    pub fn ftp_port(&self) -> u16 {
+        self.vsftpd().port
+    }
+
+    /// The FTP user and password.
+    pub fn ftp_user(&self) -> (&str, &str) {
+        (users::FTP_USER, users::PASSWORD)
+    }
+
+    /// `sftp://USER@127.0.0.1:PORT/ABSOLUTE-PATH-OF-DATA-DIR/rel`.
+    pub fn sftp_url(&self, rel: &str) -> String {
+        format!(
+            "sftp://{}@127.0.0.1:{}{}/{}",
+            self.sftp_user(),
+            self.sftp_port(),
+            self.data.display(),
+            strip(rel)
+        )
+    }
+
+    /// sshd's port.
+    pub fn sftp_port(&self) -> u16 {
+        self.sshd().port
+    }
+
+    /// The SFTP user.
+    pub fn sftp_user(&self) -> &str {
+        users::SFTP_USER
+    }
+
+    /// The SFTP user's password (password authentication is enabled too).
+    pub fn sftp_password(&self) -> &str {
+        users::PASSWORD
+    }
+
+    /// An unencrypted ed25519 private key authorised for the SFTP user.
+    pub fn ssh_client_key(&self) -> &Path {
+        &self.sshd().client_key
+    }
+
+    /// A known_hosts file holding the server's host key as `[127.0.0.1]:PORT`.
+    pub fn ssh_known_hosts(&self) -> &Path {
+        &self.sshd().known_hosts
+    }
+
+    /// The server's host key, `ssh-ed25519 AAAA…`.
+    pub fn ssh_host_key_pub(&self) -> &str {
+        &self.sshd().host_key_pub
+    }
+
+    /// Human text listing each URL base and the credentials.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "data dir:  {}", self.data.display());
+        let _ = writeln!(s, "logs:      {}", self.dir.path().display());
+        if self.nginx.is_some() {
+            let _ = writeln!(s, "http:      {}", self.http_url(""));
+            let _ = writeln!(s, "https:     {}", self.https_url(""));
+            let _ = writeln!(s, "  CA cert: {}", self.ca_cert.display());
+        }
+        if self.vsftpd.is_some() {
+            let (user, pass) = self.ftp_user();
+            let _ = writeln!(s, "ftp:       {}", self.ftp_url(""));
+            let _ = writeln!(s, "  anon:    {}", self.ftp_anon_url(""));
+            let (lo, hi) = self.vsftpd().pasv;
+            let _ = writeln!(s, "  passive: ports {lo}-{hi}");
+            let _ = writeln!(s, "  user:    {user} / password: {pass}");
+            let _ = writeln!(
+                s,
+                "  FTPS:    explicit (AUTH TLS) on the same port, CA cert {}",
+                self.ca_cert.display()
+            );
+        }
+        if self.sshd.is_some() {
+            let _ = writeln!(s, "sftp:      {}", self.sftp_url(""));
+            let _ = writeln!(
+                s,
+                "  user:    {} / password: {}",
+                self.sftp_user(),
+                self.sftp_password()
+            );
+            let _ = writeln!(s, "  key:     {}", self.ssh_client_key().display());
+            let _ = writeln!(s, "  known_hosts: {}", self.ssh_known_hosts().display());
+            let _ = writeln!(s, "  host key: {}", self.ssh_host_key_pub());
+            let _ = writeln!(
+                s,
+                "  try:     sftp -i {} -o UserKnownHostsFile={} -P {} {}@127.0.0.1",
+                self.ssh_client_key().display(),
+                self.ssh_known_hosts().display(),
+                self.sftp_port(),
+                self.sftp_user()
+            );
+        }
+        s
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let procs = [
+            self.nginx.as_mut().map(|s| &mut s.proc),
+            self.vsftpd.as_mut().map(|s| &mut s.proc),
+            self.sshd.as_mut().map(|s| &mut s.proc),
+        ];
+        for p in procs.into_iter().flatten() {
+            p.kill();
+        }
+    }
+}
+
+// Tests keep one `Servers` in a `static` and share it across threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Servers>();
+};
+
+const BLOCK: usize = 1 << 20;
+
+/// The first `len` bytes that [`Servers::write_random`] writes for `seed`,
+/// for tests that need the expected bytes without reading the file back.
+///
+/// The bytes come from `fastrand`'s seeded generator (wyrand), in 1 MiB
+/// blocks. A dependency is built with `opt-level = 1` even in dev builds
+/// (see the root `Cargo.toml`), which halves the cost of a hand-written
+/// generator in this unoptimised crate (measured: about 2.7 s against 5.5 s
+/// per GiB). A test pins the stream, so a change in `fastrand` shows up
+/// as a failing test here.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for block in buf.chunks_mut(BLOCK) {
+        rng.fill(block);
+    }
+    buf
+}
+
+const DIR_PREFIX: &str = "pymatris-harness-";
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the temp dirs of harness processes that died without running
+/// `Drop` (killed tests, Ctrl-C'd benchmarks), which may hold gigabytes.
+fn remove_stale_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(DIR_PREFIX) {
+            continue;
+        }
+        // A dir without an owner is being created right now: leave it.
+        let Ok(pid) = fs::read_to_string(entry.path().join(OWNER_FILE)) else {
+            continue;
+        };
+        if !pid.trim().parse().is_ok_and(process_alive) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether `pid` runs; a zombie (dead, not yet reaped) does not.
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S …": the state follows the last ')'.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X') | None)
+}
+
+fn strip(rel: &str) -> &str {
+    rel.trim_start_matches('/')
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", path.display()))
+}
+
+/// Creates (or truncates) a 0644 file, whatever the umask.
+fn create_public(path: &Path) -> File {
+    let f = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    f.set_permissions(fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+    f
+}
+
+/// Writes a file only its owner can read (private keys).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+/// Fails when some parent of `dir` cannot be traversed by other users.
+fn check_traversable(dir: &Path) -> Result<()> {
+    for parent in dir.ancestors().skip(1) {
+        let mode = fs::metadata(parent)
+            .with_context(|| format!("stat {}", parent.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            bail!(
+                "{} is not traversable by other users (mode {:o}), so the FTP and SFTP users \
+                 could not reach the data: point TMPDIR elsewhere (e.g. /tmp)",
+                parent.display(),
+                mode & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
