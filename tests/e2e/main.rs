@@ -3,4 +3,6 @@
 //! in-process server that misbehaves on demand.
 
 mod faults;
+mod ftp;
 mod http;
+mod resume;

@@ -247,6 +247,16 @@ impl FaultServer {
         I: IntoIterator<Item = (P, Route)>,
         P: Into<String>,
     {
+        FaultServer::start_at("127.0.0.1:0".parse().expect("address"), routes)
+    }
+
+    /// [`FaultServer::start`] on a given address (to stand in for a server
+    /// that was stopped, at the same URLs).
+    pub fn start_at<I, P>(addr: SocketAddr, routes: I) -> FaultServer
+    where
+        I: IntoIterator<Item = (P, Route)>,
+        P: Into<String>,
+    {
         let routes = routes
             .into_iter()
             .map(|(path, route)| {
@@ -266,7 +276,8 @@ impl FaultServer {
             log: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener =
+            std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");

@@ -54,6 +54,11 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) overwrite: bool,
 
+    /// Resume partial downloads left by an earlier run (kept with a
+    /// `.pymatris-part.state` file), and skip files already complete.
+    #[arg(short = 'c', long = "continue")]
+    pub(crate) resume: bool,
+
     /// No progress bars.
     #[arg(long)]
     pub(crate) quiet: bool,
@@ -190,6 +195,7 @@ impl Args {
             .timeout(Duration::from_secs_f64(self.timeouts))
             .min_split_size(self.min_split_size.max(1))
             .overwrite(self.overwrite)
+            .resume(self.resume)
             .headers(headers)
             .ca_certs(self.ca_cert.clone())
             .insecure(self.insecure);

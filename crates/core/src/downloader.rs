@@ -9,7 +9,6 @@
 //! is a [`Span`] whose end other workers may pull in: a worker that finishes
 //! early splits the largest remaining span and takes its second half.
 
-use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use camino::{Utf8Path, Utf8PathBuf};
 use futures_util::{FutureExt, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -27,11 +25,12 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming::{self, NameTable};
 use crate::netrc::Netrc;
-use crate::protocol::{ByteRange, ByteStream, Fetched, Protocol, Validator};
+use crate::protocol::{ByteRange, ByteStream, Fetched, Protocol, RemoteMeta, Validator};
 use crate::redact::{redact_url, redact_url_str};
 use crate::registry::Protocols;
 use crate::reporter::{NoReporter, ReportId, Reporter};
 use crate::results::{Failed, Results, Succeeded};
+use crate::resume;
 use crate::writer::PartFile;
 
 /// How many bytes a part gathers before one positional write.
@@ -293,54 +292,85 @@ impl Batch {
         let shown = redact_url(&url);
         tracing::debug!(url = %shown, "starting");
 
-        let first = match self
-            .attempts(None, || {
+        // With --continue, a HEAD-like `stat` tells whether a file on disk
+        // is complete or resumable before any body is asked for; otherwise
+        // the first GET both describes the file and starts its transfer.
+        let first = if self.config.resume {
+            self.attempts(None, || self.stat(&protocol, &url))
+                .await
+                .map(|meta| (meta, None))
+        } else {
+            self.attempts(None, || {
                 self.fetch(&protocol, &url, ByteRange::from(0), None)
             })
             .await
-        {
-            Ok(f) => f,
+            .and_then(|f| {
+                if f.offset != 0 {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "asked for the file from byte 0, got bytes from {}",
+                            f.offset
+                        ),
+                    )
+                    .retryable(false));
+                }
+                Ok((f.meta, Some(f.body)))
+            })
+        };
+        let (meta, body) = match first {
+            Ok(first) => first,
             Err(e) => return Err(failed_early(&request, e)),
         };
         let name = request
             .filename
             .as_deref()
             .and_then(naming::sanitize_filename)
-            .or_else(|| {
-                first
-                    .meta
-                    .filename
-                    .as_deref()
-                    .and_then(naming::sanitize_filename)
-            })
-            .or_else(|| {
-                first
-                    .meta
-                    .final_url
-                    .as_ref()
-                    .and_then(naming::filename_from_url)
-            })
+            .or_else(|| meta.filename.as_deref().and_then(naming::sanitize_filename))
+            .or_else(|| meta.final_url.as_ref().and_then(naming::filename_from_url))
             .or_else(|| naming::filename_from_url(&url))
             .unwrap_or_else(|| naming::fallback_name(&url));
+
+        if self.config.resume
+            && let Some(done) = self.already_complete(&request, &name, &meta, &shown).await
+        {
+            return Ok(done);
+        }
         let target = self
             .names
             .reserve(&request.dir, &name, self.config.overwrite);
-        let id = self.reporter.on_start(&shown, &name, first.meta.size);
+        let temp = naming::part_path(&target);
+        let resumed = if self.config.resume {
+            resume::load(&temp, &meta)
+        } else {
+            None
+        };
+        let id = self.reporter.on_start(&shown, &name, meta.size);
+        if let Some(spans) = &resumed {
+            let have: u64 = spans.iter().map(|[start, pos, _]| pos - start).sum();
+            tracing::debug!(url = %shown, have, "resuming");
+            self.reporter.on_progress(id, have);
+        }
 
         let job = FileJob {
             batch: self.clone(),
             protocol,
             url,
-            temp: naming::part_path(&target),
+            temp,
             id,
-            size: first.meta.size,
-            validator: Some(first.meta.validator.clone()).filter(|v| !v.is_empty()),
+            size: meta.size,
+            validator: Some(meta.validator.clone()).filter(|v| !v.is_empty()),
             spans: Mutex::new(Vec::new()),
             workers: AtomicUsize::new(0),
             cancel: Mutex::new(self.cancel.child_token()),
             single: AtomicBool::new(false),
         };
-        let result = job.run(first, &target, request.sha256.as_deref()).await;
+        let start = Start {
+            body,
+            ranges: meta.ranges,
+            resumed,
+        };
+        let result = job.run(start, &target, request.sha256.as_deref()).await;
         self.reporter.on_finish(id, result.as_ref().err());
         match result {
             Ok((path, size)) => Ok(Succeeded {
@@ -353,6 +383,50 @@ impl Batch {
                 url: shown,
                 error,
             }),
+        }
+    }
+
+    /// With `--continue`: the file is already on disk, of the remote size
+    /// (and checksum, when given), so it is kept as it is.
+    async fn already_complete(
+        &self,
+        request: &Request,
+        name: &str,
+        meta: &RemoteMeta,
+        shown: &str,
+    ) -> Option<Succeeded> {
+        let path = request.dir.join(name);
+        let size = meta.size?;
+        let on_disk = tokio::fs::metadata(&path).await.ok()?;
+        if !on_disk.is_file() || on_disk.len() != size {
+            return None;
+        }
+        if let Some(expected) = request.sha256.as_deref() {
+            let file = std::fs::File::open(&path).ok()?;
+            let actual = PartFile::new(file).sha256().await.ok()?;
+            if actual != expected {
+                return None;
+            }
+        }
+        if !self.names.claim(&path) {
+            return None;
+        }
+        tracing::debug!(url = %shown, %path, "already complete");
+        let id = self.reporter.on_start(shown, name, Some(size));
+        self.reporter.on_finish(id, None);
+        Some(Succeeded {
+            path,
+            url: shown.to_owned(),
+            size,
+        })
+    }
+
+    /// `Protocol::stat`, bounded by the batch's cancellation.
+    async fn stat(&self, protocol: &Arc<dyn Protocol>, url: &Url) -> Result<RemoteMeta> {
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Err(Error::cancelled()),
+            r = protocol.stat(url) => r,
         }
     }
 
@@ -449,6 +523,16 @@ struct Span {
 
 type SharedSpan = Arc<Mutex<Span>>;
 
+/// How a file's transfer begins.
+struct Start {
+    /// The body of the first response, streaming from byte 0.
+    body: Option<ByteStream>,
+    /// Whether the server serves ranges of the file.
+    ranges: bool,
+    /// `[start, pos, end]` of the parts of an earlier run (`--continue`).
+    resumed: Option<Vec<[u64; 3]>>,
+}
+
 /// How a worker stopped filling a span.
 #[derive(Debug, PartialEq, Eq)]
 enum Filled {
@@ -487,54 +571,90 @@ struct FileJob {
 impl FileJob {
     async fn run(
         self,
-        first: Fetched,
+        start: Start,
         target: &Utf8Path,
         sha256: Option<&str>,
     ) -> Result<(Utf8PathBuf, u64)> {
         let temp = self.temp.clone();
-        let result = self.transfer(first, target, sha256).await;
-        if result.is_err() {
+        let url = redact_url(&self.url);
+        let (size, validator) = (self.size, self.validator.clone().unwrap_or_default());
+        let keep_partial = self.batch.config.resume;
+        let job = Arc::new(self);
+        let result = job.clone().transfer(start, target, sha256).await;
+        match &result {
+            Ok(_) => resume::remove(&temp),
+            // Under --continue, what may be resumed is kept with its state.
+            Err(e)
+                if keep_partial
+                    && (e.is_retryable() || e.kind() == ErrorKind::Cancelled)
+                    && tokio::fs::metadata(&temp).await.is_ok() =>
+            {
+                let state = resume::State {
+                    url,
+                    size,
+                    validator,
+                    spans: job.span_list(),
+                };
+                if let Err(io) = resume::save(&temp, &state) {
+                    tracing::warn!("cannot save the state of {temp}: {io}");
+                    let _ = tokio::fs::remove_file(&temp).await;
+                }
+            }
             // The temp file holds an incomplete or unverified download:
             // never leave it behind, and never rename it.
-            let _ = tokio::fs::remove_file(&temp).await;
+            Err(_) => {
+                let _ = tokio::fs::remove_file(&temp).await;
+                resume::remove(&temp);
+            }
         }
         result
     }
 
+    /// `[start, pos, end]` of every span.
+    fn span_list(&self) -> Vec<[u64; 3]> {
+        let spans = self.spans.lock().expect("spans poisoned");
+        spans
+            .iter()
+            .map(|span| {
+                let s = lock(span);
+                [s.start, s.pos.min(s.end), s.end]
+            })
+            .collect()
+    }
+
     async fn transfer(
-        self,
-        first: Fetched,
+        self: Arc<Self>,
+        start: Start,
         target: &Utf8Path,
         sha256: Option<&str>,
     ) -> Result<(Utf8PathBuf, u64)> {
-        if first.offset != 0 {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "asked for the file from byte 0, got bytes from {}",
-                    first.offset
-                ),
-            )
-            .retryable(false));
-        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .read(true)
             .create(true)
-            .truncate(true)
+            .truncate(start.resumed.is_none())
             .open(&self.temp)
             .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e))?;
         let file = PartFile::new(file);
         let config = &self.batch.config;
-        let ranges = first.meta.ranges;
-
-        let plan = plan_parts(self.size, ranges, config.max_splits, config.min_split_size);
+        let plan: Vec<[u64; 3]> = match start.resumed {
+            Some(spans) => spans,
+            None => plan_parts(
+                self.size,
+                start.ranges,
+                config.max_splits,
+                config.min_split_size,
+            )
+            .into_iter()
+            .map(|(start, end)| [start, start, end])
+            .collect(),
+        };
         let spans: Vec<SharedSpan> = plan
             .iter()
-            .map(|&(start, end)| {
+            .map(|&[start, pos, end]| {
                 Arc::new(Mutex::new(Span {
                     start,
-                    pos: start,
+                    pos,
                     end,
                     active: true,
                 }))
@@ -542,11 +662,11 @@ impl FileJob {
             .collect();
         *self.spans.lock().expect("spans poisoned") = spans.clone();
 
-        let job = Arc::new(self);
+        let job = self;
         let mut workers = JoinSet::new();
         let mut spans = spans.into_iter();
         let first_span = spans.next().expect("a plan has at least one part");
-        job.spawn_worker(&mut workers, &file, first_span, Some(first.body));
+        job.spawn_worker(&mut workers, &file, first_span, start.body);
         for span in spans {
             job.spawn_worker(&mut workers, &file, span, None);
         }
@@ -612,21 +732,7 @@ impl FileJob {
 
         if let Some(expected) = sha256 {
             let actual = file
-                .with(|f| {
-                    use std::io::{Read, Seek};
-                    let mut f = f;
-                    f.seek(io::SeekFrom::Start(0))?;
-                    let mut hasher = Sha256::new();
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        let n = f.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buf[..n]);
-                    }
-                    Ok(hex::encode(hasher.finalize()))
-                })
+                .sha256()
                 .await
                 .map_err(|e| Error::io(format_args!("cannot read {}", job.temp), e))?;
             if actual != expected {

@@ -29,6 +29,7 @@ mod redact;
 pub mod registry;
 mod reporter;
 mod results;
+mod resume;
 mod writer;
 
 pub use camino;

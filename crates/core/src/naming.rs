@@ -120,6 +120,16 @@ impl NameTable {
     }
 }
 
+impl NameTable {
+    /// Takes exactly `path`, unless another download of the batch has it.
+    pub(crate) fn claim(&self, path: &Utf8Path) -> bool {
+        self.taken
+            .lock()
+            .expect("name table poisoned")
+            .insert(path.to_owned())
+    }
+}
+
 /// The temporary file beside `target`.
 pub(crate) fn part_path(target: &Utf8Path) -> Utf8PathBuf {
     let mut s = target.as_str().to_owned();

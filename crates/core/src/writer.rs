@@ -34,6 +34,20 @@ fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     }
 }
 
+/// Reads at `offset` without moving a cursor; 0 at the end.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_at(buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::FileExt;
+        file.seek_read(buf, offset)
+    }
+}
+
 /// The temporary file of one download, shared by its parts.
 #[derive(Debug, Clone)]
 pub(crate) struct PartFile {
@@ -53,6 +67,26 @@ impl PartFile {
         tokio::task::spawn_blocking(move || write_all_at(&file, &bytes, offset))
             .await
             .map_err(io::Error::other)?
+    }
+
+    /// The SHA-256 of the file's contents, in lower-case hex.
+    pub(crate) async fn sha256(&self) -> io::Result<String> {
+        self.with(|file| {
+            use sha2::{Digest, Sha256};
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut offset = 0;
+            loop {
+                let n = read_at(file, &mut buf, offset)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Ok(hex::encode(hasher.finalize()))
+        })
+        .await
     }
 
     /// Runs a blocking operation on the file.

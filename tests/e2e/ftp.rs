@@ -1,0 +1,397 @@
+//! `pymatris` against a real vsftpd on loopback (started by
+//! `pymatris-harness`; needs root and Debian's vsftpd): whole files, parts
+//! on several connections, a zero-byte file, a missing file, a wrong
+//! password, anonymous login, a server that allows two connections per
+//! client, and transfers broken mid-way.
+//!
+//! Logins and connections are counted in vsftpd's own log. The broken
+//! transfers go through [`FtpCutter`], a small relay between the client and
+//! vsftpd that forwards everything unchanged except that it cuts the first
+//! data connection (and, if asked, its control connection) after a set
+//! number of bytes: the server is real, the fault is a real broken TCP
+//! connection.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pymatris_harness::{Options, Servers, Which, random_bytes};
+use pymatris_tests::{list_dir, run_pymatris, sha256_hex};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+const MIB: u64 = 1024 * 1024;
+
+/// What vsftpd's log says.
+#[derive(Debug, Default)]
+struct Log {
+    connects: usize,
+    logins: usize,
+    failed_logins: usize,
+    /// Transfers, complete or cut.
+    downloads: usize,
+}
+
+fn log(s: &Servers) -> Log {
+    let text = std::fs::read_to_string(s.root_dir().join("vsftpd/vsftpd.log")).unwrap_or_default();
+    Log {
+        connects: text.matches("CONNECT: Client").count(),
+        logins: text.matches("OK LOGIN: Client").count(),
+        failed_logins: text.matches("FAIL LOGIN: Client").count(),
+        downloads: text.matches("DOWNLOAD: Client").count(),
+    }
+}
+
+fn ftp_servers() -> Servers {
+    Servers::start(Which::ftp_only()).expect("starting vsftpd")
+}
+
+/// Runs `pymatris --quiet --json --dir DIR ARGS…`; returns the exit code,
+/// the JSON results and stderr.
+fn pymatris(dir: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut all = vec![
+        "--quiet",
+        "--json",
+        "--dir",
+        dir.to_str().expect("UTF-8 dir"),
+    ];
+    all.extend_from_slice(args);
+    let out = run_pymatris(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("JSON results ({e}):\n{stdout}\nstderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn assert_success(code: i32, json: &serde_json::Value, stderr: &str) {
+    assert_eq!(code, 0, "{json:#}\n{stderr}");
+    assert_eq!(json["errors"].as_array().map(Vec::len), Some(0), "{json:#}");
+}
+
+fn assert_same(path: &Path, want: &[u8]) {
+    let got = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(got.len(), want.len(), "{}", path.display());
+    assert_eq!(sha256_hex(&got), sha256_hex(want), "{}", path.display());
+}
+
+#[test]
+fn whole_file_and_anonymous_login() {
+    let s = ftp_servers();
+    let want = random_bytes(300_000, 1);
+    s.write_file("pub/one file.bin", &want);
+    let out = tempfile::tempdir().unwrap();
+
+    let (code, json, stderr) = pymatris(out.path(), &[&s.ftp_url("pub/one%20file.bin")]);
+    assert_success(code, &json, &stderr);
+    assert_same(&out.path().join("one file.bin"), &want);
+    let url = json["success"][0]["url"].as_str().unwrap();
+    let (_, password) = s.ftp_user();
+    assert!(url.contains(":***@") && !url.contains(password), "{url}");
+
+    let anon = tempfile::tempdir().unwrap();
+    let (code, json, stderr) = pymatris(anon.path(), &[&s.ftp_anon_url("pub/one%20file.bin")]);
+    assert_success(code, &json, &stderr);
+    assert_same(&anon.path().join("one file.bin"), &want);
+    let text = std::fs::read_to_string(s.root_dir().join("vsftpd/vsftpd.log")).unwrap();
+    assert!(text.contains("[ftp] OK LOGIN"), "anonymous login:\n{text}");
+}
+
+#[test]
+fn parts_use_several_connections() {
+    let s = ftp_servers();
+    let size = 8 * MIB;
+    s.write_random("big.bin", size, 2);
+    let out = tempfile::tempdir().unwrap();
+    let (code, json, stderr) = pymatris(
+        out.path(),
+        &[
+            "--max-splits",
+            "4",
+            "--min-split-size",
+            "1M",
+            &s.ftp_url("big.bin"),
+        ],
+    );
+    assert_success(code, &json, &stderr);
+    assert_same(&out.path().join("big.bin"), &random_bytes(size as usize, 2));
+    let l = log(&s);
+    assert!(
+        l.logins >= 2 && l.downloads >= 4,
+        "one connection per part: {l:?}"
+    );
+    assert_eq!(list_dir(out.path()), ["big.bin"]);
+}
+
+#[test]
+fn zero_byte_file() {
+    let s = ftp_servers();
+    s.write_file("empty.dat", b"");
+    let out = tempfile::tempdir().unwrap();
+    let (code, json, stderr) = pymatris(out.path(), &[&s.ftp_url("empty.dat")]);
+    assert_success(code, &json, &stderr);
+    assert_same(&out.path().join("empty.dat"), b"");
+    assert_eq!(json["success"][0]["size"], 0);
+}
+
+#[test]
+fn missing_file_is_not_found_and_leaves_nothing() {
+    let s = ftp_servers();
+    let out = tempfile::tempdir().unwrap();
+    let url = s.ftp_url("no/such.bin");
+    let (code, json, stderr) = pymatris(out.path(), &["--max-tries", "3", &url]);
+    assert_eq!(code, 1, "{json:#}");
+    let err = &json["errors"][0];
+    assert_eq!(err["kind"], "NotFound", "{err:#}");
+    assert_eq!(err["retryable"], false);
+    let text = err["error"].as_str().unwrap();
+    assert!(
+        text.contains("550") && text.contains("no/such.bin"),
+        "{text}"
+    );
+    let (_, password) = s.ftp_user();
+    assert!(!stderr.contains(password) && !json.to_string().contains(password));
+    assert!(
+        stderr.contains("such.bin"),
+        "the summary names the URL: {stderr}"
+    );
+    assert!(
+        list_dir(out.path()).is_empty(),
+        "{:?}",
+        list_dir(out.path())
+    );
+    // Not retried: one login, one refused RETR (vsftpd logs it as a
+    // failed download).
+    let l = log(&s);
+    assert_eq!((l.logins, l.downloads), (1, 1), "{l:?}");
+}
+
+#[test]
+fn wrong_password_is_an_auth_error_not_retried() {
+    let s = ftp_servers();
+    s.write_file("a.txt", b"a\n");
+    let out = tempfile::tempdir().unwrap();
+    let (user, _) = s.ftp_user();
+    let secret = "Wr0ng-pass%21";
+    let url = format!("ftp://{user}:{secret}@127.0.0.1:{}/a.txt", s.ftp_port());
+    let (code, json, stderr) = pymatris(out.path(), &["--max-tries", "4", &url]);
+    assert_eq!(code, 1, "{json:#}");
+    let err = &json["errors"][0];
+    assert_eq!(err["kind"], "Auth", "{err:#}");
+    assert_eq!(err["retryable"], false);
+    assert!(err["error"].as_str().unwrap().contains("530"), "{err:#}");
+    for hidden in [secret, "Wr0ng-pass!"] {
+        assert!(!stderr.contains(hidden), "{stderr}");
+        assert!(!json.to_string().contains(hidden), "{json:#}");
+    }
+    let l = log(&s);
+    assert_eq!((l.failed_logins, l.logins), (1, 0), "{l:?}");
+    assert!(list_dir(out.path()).is_empty());
+}
+
+#[test]
+fn server_allowing_two_connections_with_eight_splits() {
+    let s = Servers::start_with(
+        Which::ftp_only(),
+        Options {
+            ftp_max_per_ip: Some(2),
+        },
+    )
+    .expect("starting vsftpd");
+    let size = 16 * MIB;
+    s.write_random("big.bin", size, 3);
+    let out = tempfile::tempdir().unwrap();
+    let (code, json, stderr) = pymatris(
+        out.path(),
+        &[
+            "--max-splits",
+            "8",
+            "--min-split-size",
+            "1M",
+            &s.ftp_url("big.bin"),
+        ],
+    );
+    assert_success(code, &json, &stderr);
+    assert_same(&out.path().join("big.bin"), &random_bytes(size as usize, 3));
+    let l = log(&s);
+    // The refused connections were asked for (vsftpd logs them) but the
+    // file went on with the two it had.
+    assert!(l.connects > 2 && l.logins >= 1, "{l:?}");
+}
+
+#[test]
+fn data_connection_cut_mid_transfer_resumes_from_the_last_byte() {
+    broken_transfer(false);
+}
+
+#[test]
+fn session_cut_mid_transfer_resumes_on_a_new_connection() {
+    broken_transfer(true);
+}
+
+fn broken_transfer(cut_control: bool) {
+    let s = ftp_servers();
+    let size = 4 * MIB;
+    s.write_random("cut.bin", size, 4);
+    let cut_at = 1_234_567;
+    let cutter = FtpCutter::start(s.ftp_port(), cut_at, cut_control);
+    let (user, password) = s.ftp_user();
+    let url = format!("ftp://{user}:{password}@127.0.0.1:{}/cut.bin", cutter.port);
+    let out = tempfile::tempdir().unwrap();
+    let (code, json, stderr) =
+        pymatris(out.path(), &["--max-splits", "1", "--max-tries", "3", &url]);
+    assert!(cutter.cut.load(Ordering::SeqCst), "the fault happened");
+    assert_success(code, &json, &stderr);
+    assert_same(&out.path().join("cut.bin"), &random_bytes(size as usize, 4));
+    // The second attempt asked for the rest only, from the exact byte.
+    let rests = cutter.rests.lock().unwrap().clone();
+    assert_eq!(rests, [cut_at], "REST commands seen");
+    let l = log(&s);
+    let want_logins = if cut_control { 2 } else { 1 };
+    assert_eq!(l.logins, want_logins, "{l:?}");
+}
+
+/// A relay in front of vsftpd that cuts one transfer: it forwards the
+/// control connection, rewrites `229` (EPSV) answers to a data port of its
+/// own, and forwards data connections; the first one is closed after
+/// `cut_at` bytes, and with `cut_control` its control connection too.
+/// It records the `REST` commands the client sends.
+struct FtpCutter {
+    port: u16,
+    rests: Arc<Mutex<Vec<u64>>>,
+    cut: Arc<AtomicBool>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl FtpCutter {
+    fn start(upstream: u16, cut_at: u64, cut_control: bool) -> FtpCutter {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the relay");
+        let port = listener.local_addr().unwrap().port();
+        let rests = Arc::new(Mutex::new(Vec::new()));
+        let cut = Arc::new(AtomicBool::new(false));
+        let (r, c) = (rests.clone(), cut.clone());
+        rt.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (r, c) = (r.clone(), c.clone());
+                tokio::spawn(async move {
+                    let _ = relay_control(client, upstream, cut_at, cut_control, r, c).await;
+                });
+            }
+        });
+        FtpCutter {
+            port,
+            rests,
+            cut,
+            _rt: rt,
+        }
+    }
+}
+
+async fn relay_control(
+    client: TcpStream,
+    upstream: u16,
+    cut_at: u64,
+    cut_control: bool,
+    rests: Arc<Mutex<Vec<u64>>>,
+    cut: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    let server = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    let (cr, mut cw) = client.into_split();
+    let (sr, mut sw) = server.into_split();
+    let kill = Arc::new(Notify::new());
+
+    let to_server = async {
+        let mut lines = BufReader::new(cr);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            if let Some(n) = line.strip_prefix("REST ") {
+                rests
+                    .lock()
+                    .unwrap()
+                    .push(n.trim().parse().unwrap_or(u64::MAX));
+            }
+            sw.write_all(line.as_bytes()).await?;
+        }
+    };
+    let to_client = async {
+        let mut lines = BufReader::new(sr);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line).await? == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            let mut out = line.clone();
+            if line.starts_with("229 ")
+                && let Some(port) = epsv_port(&line)
+            {
+                let data = TcpListener::bind("127.0.0.1:0").await?;
+                let ours = data.local_addr()?.port();
+                out = format!("229 Entering Extended Passive Mode (|||{ours}|)\r\n");
+                let (cut, kill) = (cut.clone(), kill.clone());
+                tokio::spawn(async move {
+                    let _ = relay_data(data, port, cut_at, cut_control, cut, kill).await;
+                });
+            }
+            cw.write_all(out.as_bytes()).await?;
+        }
+    };
+    tokio::select! {
+        r = to_server => r,
+        r = to_client => r,
+        () = kill.notified() => Ok(()),
+    }
+}
+
+fn epsv_port(line: &str) -> Option<u16> {
+    let start = line.find("(|||")? + 4;
+    let end = start + line[start..].find('|')?;
+    line[start..end].parse().ok()
+}
+
+async fn relay_data(
+    listener: TcpListener,
+    upstream: u16,
+    cut_at: u64,
+    cut_control: bool,
+    cut: Arc<AtomicBool>,
+    kill: Arc<Notify>,
+) -> std::io::Result<()> {
+    let (mut client, _) = listener.accept().await?;
+    let mut server = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    let faulty = !cut.swap(true, Ordering::SeqCst);
+    let limit = if faulty { cut_at } else { u64::MAX };
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    while sent < limit {
+        let n = server.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let n = (n as u64).min(limit - sent) as usize;
+        client.write_all(&buf[..n]).await?;
+        sent += n as u64;
+    }
+    if faulty {
+        // Both sides of the data connection go; the server sees its
+        // writes fail, the client a short body.
+        drop(client);
+        drop(server);
+        if cut_control {
+            kill.notify_one();
+        }
+    }
+    Ok(())
+}

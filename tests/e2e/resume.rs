@@ -1,0 +1,272 @@
+//! `--continue` and Ctrl-C through the CLI: what an interrupted or failed
+//! run leaves on disk, and what the next run makes of it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pymatris_tests::fault_server::{Behaviour, FaultServer, Route};
+use pymatris_tests::{list_dir, pymatris_bin, random_bytes, run_pymatris};
+
+const MIB: usize = 1 << 20;
+
+fn gets(server: &FaultServer, path: &str) -> Vec<pymatris_tests::fault_server::RequestLog> {
+    server
+        .requests(path)
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect()
+}
+
+#[test]
+fn continue_resumes_a_failed_run_and_then_skips_the_complete_file() {
+    let body = random_bytes(2 * MIB, 11);
+    let server = FaultServer::start([(
+        "/r.bin",
+        // The HEAD of --continue counts as the first response.
+        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
+            bytes: 300_000,
+            times: 2,
+        }),
+    )]);
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let url = server.url("/r.bin");
+    // One part in the first run, so what it leaves is known exactly; the
+    // resumed run may split the rest.
+    let first_args = [
+        "--quiet",
+        "--continue",
+        "--max-tries",
+        "1",
+        "--max-splits",
+        "1",
+        "--dir",
+        dir,
+        &url,
+    ];
+    let args = [
+        "--quiet",
+        "--continue",
+        "--max-tries",
+        "1",
+        "--max-splits",
+        "4",
+        "--min-split-size",
+        "256K",
+        "--dir",
+        dir,
+        &url,
+    ];
+
+    let first = run_pymatris(first_args);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "the dropped part fails the first run"
+    );
+    assert_eq!(
+        list_dir(out.path()),
+        ["r.bin.pymatris-part", "r.bin.pymatris-part.state"]
+    );
+    let served_first = server.body_bytes("/r.bin");
+    let gets_first = gets(&server, "/r.bin").len();
+
+    let second = run_pymatris(args);
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(list_dir(out.path()), ["r.bin"]);
+    assert!(
+        std::fs::read(out.path().join("r.bin")).unwrap() == body,
+        "bytes differ"
+    );
+    let resumed: Vec<_> = gets(&server, "/r.bin")
+        .into_iter()
+        .skip(gets_first)
+        .collect();
+    assert!(!resumed.is_empty());
+    assert!(
+        resumed
+            .iter()
+            .all(|r| r.range_start().is_some_and(|s| s > 0)),
+        "the second run asked for bytes already on disk: {:?}",
+        resumed.iter().map(|r| r.range.clone()).collect::<Vec<_>>()
+    );
+    let served_second = server.body_bytes("/r.bin") - served_first;
+    assert!(
+        served_second < body.len() as u64,
+        "served {served_second} bytes again"
+    );
+
+    let modified = std::fs::metadata(out.path().join("r.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let gets_before = gets(&server, "/r.bin").len();
+    let third = run_pymatris(args);
+    assert_eq!(third.status.code(), Some(0));
+    assert_eq!(
+        gets(&server, "/r.bin").len(),
+        gets_before,
+        "a complete file is not fetched again"
+    );
+    assert_eq!(
+        std::fs::metadata(out.path().join("r.bin"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        modified
+    );
+}
+
+#[test]
+fn continue_starts_over_when_the_remote_file_changed() {
+    let old = random_bytes(MIB, 1);
+    let new = random_bytes(MIB, 2);
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap().to_owned();
+    {
+        let server = FaultServer::start([(
+            "/c.bin",
+            Route::new(old).behaviour(Behaviour::DropAfter {
+                bytes: 200_000,
+                times: 2,
+            }),
+        )]);
+        let url = server.url("/c.bin");
+        let run = run_pymatris([
+            "--quiet",
+            "-c",
+            "--max-tries",
+            "1",
+            "--max-splits",
+            "1",
+            "--dir",
+            &dir,
+            &url,
+        ]);
+        assert_eq!(run.status.code(), Some(1));
+        assert!(list_dir(out.path()).contains(&"c.bin.pymatris-part.state".to_owned()));
+        // The new server must listen where the old one did for the state to
+        // apply; the URL is what matters, so reuse it below.
+        drop(server);
+        let server = FaultServer::start_at(url_addr(&url), [("/c.bin", Route::new(new.clone()))]);
+        let run = run_pymatris(["--quiet", "-c", "--max-splits", "1", "--dir", &dir, &url]);
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            std::fs::read(out.path().join("c.bin")).unwrap() == new,
+            "old and new bytes mixed"
+        );
+        assert_eq!(list_dir(out.path()), ["c.bin"]);
+        drop(server);
+    }
+}
+
+fn url_addr(url: &str) -> std::net::SocketAddr {
+    let rest = url.strip_prefix("http://").unwrap();
+    rest[..rest.find('/').unwrap()].parse().unwrap()
+}
+
+fn wait_for_file(dir: &Path, name: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join(name).exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pymatris ended before it started writing"
+        );
+        assert!(Instant::now() < deadline, "{name} never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let some bytes land.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn stalled_server() -> FaultServer {
+    FaultServer::start([(
+        "/s.bin",
+        Route::new(random_bytes(4 * MIB, 5)).behaviour(Behaviour::StallAfter {
+            bytes: 700_000,
+            times: 100,
+        }),
+    )])
+}
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(pymatris_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
+    let server = stalled_server();
+    let out = tempfile::tempdir().unwrap();
+    let url = server.url("/s.bin");
+    let mut child = spawn(&[
+        "--timeouts",
+        "30",
+        "--dir",
+        out.path().to_str().unwrap(),
+        &url,
+    ]);
+    wait_for_file(out.path(), "s.bin.pymatris-part", &mut child);
+    interrupt(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        list_dir(out.path()).is_empty(),
+        "left: {:?}",
+        list_dir(out.path())
+    );
+}
+
+#[test]
+fn ctrl_c_under_continue_leaves_a_resumable_part() {
+    let server = stalled_server();
+    let out = tempfile::tempdir().unwrap();
+    let url = server.url("/s.bin");
+    let mut child = spawn(&[
+        "-c",
+        "--timeouts",
+        "30",
+        "--dir",
+        out.path().to_str().unwrap(),
+        &url,
+    ]);
+    wait_for_file(out.path(), "s.bin.pymatris-part", &mut child);
+    interrupt(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    assert_eq!(
+        list_dir(out.path()),
+        ["s.bin.pymatris-part", "s.bin.pymatris-part.state"]
+    );
+    let state = std::fs::read_to_string(out.path().join("s.bin.pymatris-part.state")).unwrap();
+    assert!(state.contains("\"spans\""), "state: {state}");
+}
