@@ -1,8 +1,11 @@
-//! Developer tasks, run as `cargo xtask <task>`: real test servers, and the
-//! entry points (still stubs) for the demo, CI and the benchmark.
+//! Developer tasks, run as `cargo xtask <task>`: real test servers on
+//! loopback, the demo, the CI checks and the benchmark.
 // A command-line tool: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
+mod ci;
+mod demo;
 mod servers;
 
 use std::process::ExitCode;
@@ -23,20 +26,23 @@ enum Task {
         #[command(subcommand)]
         action: servers::Action,
     },
-    /// Downloads from every protocol with the CLI, for show (not yet implemented).
+    /// Starts the local servers and downloads a mixed batch from them with
+    /// the CLI, progress bars showing.
     Demo,
-    /// fmt, clippy and the tests, as CI runs them (not yet implemented).
+    /// `cargo fmt --check`, clippy with `-D warnings`, every test, and a
+    /// smoke run of the benchmark: what CI runs.
     Ci,
-    /// Compares pymatris with curl and aria2 on the real servers (not yet implemented).
-    Bench,
+    /// Compares pymatris with aria2c, curl, wget, lftp and OpenSSH sftp on
+    /// the local servers.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Servers { action } => servers::run(action),
-        Task::Demo => demo(),
-        Task::Ci => ci(),
-        Task::Bench => bench(),
+        Task::Demo => demo::run(),
+        Task::Ci => ci::run(),
+        Task::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,19 +51,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-// TODO(lead): the demo.
-fn demo() -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask demo` is not yet implemented")
-}
-
-// TODO(lead): fmt --check, clippy -D warnings, the tests.
-fn ci() -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask ci` is not yet implemented")
-}
-
-// TODO(lead): the benchmark.
-fn bench() -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask bench` is not yet implemented")
 }
