@@ -74,6 +74,13 @@ fn a_mixed_batch_lands_byte_for_byte_and_large_files_come_in_parts() {
         "every file, and nothing else (no temp files)"
     );
 
+    // stderr is a pipe here, not a terminal: no progress bars on it.
+    let err = stderr(&result);
+    assert!(
+        !err.contains("ETA") && !err.contains('█'),
+        "progress bars on a pipe: {err}"
+    );
+
     let json: serde_json::Value = serde_json::from_slice(&result.stdout).expect("--json output");
     assert_eq!(json["success"].as_array().unwrap().len(), urls.len());
     assert!(json["errors"].as_array().unwrap().is_empty());
