@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use camino::{Utf8Path, Utf8PathBuf};
 use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinSet;
@@ -31,10 +30,11 @@ use crate::registry::Protocols;
 use crate::reporter::{NoReporter, ReportId, Reporter};
 use crate::results::{Failed, Results, Succeeded};
 use crate::resume;
-use crate::writer::PartFile;
+use crate::writer::{PartFile, WriteBehind};
 
-/// How many bytes a part gathers before one positional write.
-const WRITE_BUF: usize = 512 * 1024;
+/// How many bytes a part gathers before writing them (in the background,
+/// while it gathers the next as many).
+const WRITE_BUF: usize = 1024 * 1024;
 
 /// The longest `Retry-After` honoured; a server asking for more is waited
 /// on for this long.
@@ -981,8 +981,7 @@ impl FileJob {
     async fn pump(&self, file: &PartFile, span: &SharedSpan, mut body: ByteStream) -> Result<()> {
         let timeout = self.batch.config.protocol.timeout;
         let cancel = self.cancel_token();
-        let mut buf = BytesMut::with_capacity(WRITE_BUF);
-        let mut buf_start = lock(span).pos;
+        let mut out = WriteBehind::new(file.clone(), lock(span).pos, WRITE_BUF);
         let outcome: Result<()> = loop {
             let next = tokio::select! {
                 biased;
@@ -1017,7 +1016,11 @@ impl FileJob {
                         let past = take < chunk.len() && Some(s.end) == self.size;
                         (take, full, past)
                     };
-                    buf.extend_from_slice(&chunk[..take]);
+                    let written = out
+                        .push(chunk.slice(..take))
+                        .await
+                        .map_err(|e| Error::io(format_args!("cannot write {}", self.temp), e))?;
+                    self.batch.reporter.on_progress(self.id, written);
                     if past_file_end {
                         break Err(Error::new(
                             ErrorKind::Protocol,
@@ -1028,31 +1031,17 @@ impl FileJob {
                     if full {
                         break Ok(());
                     }
-                    if buf.len() >= WRITE_BUF {
-                        let n = buf.len() as u64;
-                        self.write(file, buf_start, &mut buf).await?;
-                        buf_start += n;
-                    }
                 }
             }
         };
         // Whatever happened, what was received is written, so a retry
         // resumes after it.
-        self.write(file, buf_start, &mut buf).await?;
-        outcome
-    }
-
-    async fn write(&self, file: &PartFile, offset: u64, buf: &mut BytesMut) -> Result<()> {
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let bytes = buf.split().freeze();
-        let n = bytes.len() as u64;
-        file.write_at(offset, bytes)
+        let written = out
+            .finish()
             .await
             .map_err(|e| Error::io(format_args!("cannot write {}", self.temp), e))?;
-        self.batch.reporter.on_progress(self.id, n);
-        Ok(())
+        self.batch.reporter.on_progress(self.id, written);
+        outcome
     }
 }
 

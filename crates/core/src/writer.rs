@@ -1,12 +1,15 @@
 //! Positional writes into the temporary file of a download, so that parts
 //! fetched at once write their bytes at their own offsets without a shared
-//! cursor. Writes run on tokio's blocking pool, a buffer at a time.
+//! cursor. Writes run on tokio's blocking pool, a batch of chunks at a time,
+//! while the next batch is received ([`WriteBehind`]): the network never
+//! waits for the disk unless the disk is behind by a whole batch.
 
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::task::JoinHandle;
 
 /// Writes all of `buf` at `offset`, whatever the platform.
 fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -61,14 +64,6 @@ impl PartFile {
         }
     }
 
-    /// Writes `bytes` at `offset`.
-    pub(crate) async fn write_at(&self, offset: u64, bytes: Bytes) -> io::Result<()> {
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || write_all_at(&file, &bytes, offset))
-            .await
-            .map_err(io::Error::other)?
-    }
-
     /// The SHA-256 of the file's contents, in lower-case hex.
     pub(crate) async fn sha256(&self) -> io::Result<String> {
         self.with(|file| {
@@ -98,5 +93,80 @@ impl PartFile {
         tokio::task::spawn_blocking(move || op(&file))
             .await
             .map_err(io::Error::other)?
+    }
+}
+
+/// Gathers the chunks of one part and writes them behind the transfer: a
+/// batch of at least `batch` bytes is written in the background while the
+/// next is gathered. The chunks are written as they came (no copy), so a
+/// part holds at most about two batches in memory.
+#[derive(Debug)]
+pub(crate) struct WriteBehind {
+    file: PartFile,
+    batch: usize,
+    offset: u64,
+    chunks: Vec<Bytes>,
+    gathered: usize,
+    pending: Option<JoinHandle<io::Result<u64>>>,
+}
+
+impl WriteBehind {
+    /// Writes from `offset` on.
+    pub(crate) fn new(file: PartFile, offset: u64, batch: usize) -> Self {
+        WriteBehind {
+            file,
+            batch,
+            offset,
+            chunks: Vec::new(),
+            gathered: 0,
+            pending: None,
+        }
+    }
+
+    /// Adds the next chunk. Returns how many bytes reached the file since
+    /// the last call (for progress).
+    pub(crate) async fn push(&mut self, chunk: Bytes) -> io::Result<u64> {
+        self.gathered += chunk.len();
+        self.chunks.push(chunk);
+        if self.gathered < self.batch {
+            return Ok(0);
+        }
+        let done = self.wait().await?;
+        self.start();
+        Ok(done)
+    }
+
+    /// Writes everything gathered and waits for it. Returns how many bytes
+    /// reached the file since the last call.
+    pub(crate) async fn finish(&mut self) -> io::Result<u64> {
+        let done = self.wait().await?;
+        self.start();
+        Ok(done + self.wait().await?)
+    }
+
+    fn start(&mut self) {
+        if self.chunks.is_empty() {
+            return;
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        let (file, mut offset) = (self.file.file.clone(), self.offset);
+        self.offset += self.gathered as u64;
+        self.gathered = 0;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut written = 0;
+            for chunk in chunks {
+                write_all_at(&file, &chunk, offset)?;
+                offset += chunk.len() as u64;
+                written += chunk.len() as u64;
+            }
+            Ok(written)
+        }));
+    }
+
+    async fn wait(&mut self) -> io::Result<u64> {
+        match self.pending.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(0),
+        }
     }
 }
