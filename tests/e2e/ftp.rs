@@ -33,7 +33,10 @@ struct Log {
     downloads: usize,
 }
 
+/// Reads the log once vsftpd had time to write it: its session processes
+/// log a transfer after they answer for it, so a client may be gone first.
 fn log(s: &Servers) -> Log {
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let text = std::fs::read_to_string(s.root_dir().join("vsftpd/vsftpd.log")).unwrap_or_default();
     Log {
         connects: text.matches("CONNECT: Client").count(),
@@ -161,7 +164,7 @@ fn missing_file_is_not_found_and_leaves_nothing() {
         "{:?}",
         list_dir(out.path())
     );
-    // Not retried: one login, one refused RETR (vsftpd logs it as a
+    // Not retried: one login, one refused RETR (which vsftpd logs as a
     // failed download).
     let l = log(&s);
     assert_eq!((l.logins, l.downloads), (1, 1), "{l:?}");
@@ -221,6 +224,67 @@ fn server_allowing_two_connections_with_eight_splits() {
 }
 
 #[test]
+fn explicit_ftps_needs_the_ca() {
+    let s = ftp_servers();
+    let size = 3 * MIB;
+    s.write_random("tls.bin", size, 5);
+    let url = s.ftp_url("tls.bin");
+    let ca = s.ca_cert().to_str().unwrap().to_owned();
+
+    let out = tempfile::tempdir().unwrap();
+    let (code, json, stderr) = pymatris(
+        out.path(),
+        &["--ftp-tls", "--ca-cert", &ca, "--max-splits", "3", &url],
+    );
+    assert_success(code, &json, &stderr);
+    assert_same(&out.path().join("tls.bin"), &random_bytes(size as usize, 5));
+
+    let out = tempfile::tempdir().unwrap();
+    let (code, json, _) = pymatris(out.path(), &["--ftp-tls", "--max-tries", "3", &url]);
+    assert_eq!(code, 1, "{json:#}");
+    let err = &json["errors"][0];
+    assert_eq!(err["kind"], "Tls", "{err:#}");
+    assert_eq!(err["retryable"], false);
+    assert!(list_dir(out.path()).is_empty());
+}
+
+#[test]
+fn many_small_files_with_max_per_host() {
+    let s = ftp_servers();
+    let n = 200;
+    let mut list = String::new();
+    for i in 0..n {
+        let name = format!("many/f{i:03}.txt");
+        s.write_file(&name, format!("file {i}\n").as_bytes());
+        list.push_str(&s.ftp_url(&name));
+        list.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("urls.txt");
+    std::fs::write(&input, list).unwrap();
+    let out = dir.path().join("out");
+    let (code, json, stderr) = pymatris(
+        &out,
+        &[
+            "--max-parallel",
+            "8",
+            "--max-per-host",
+            "3",
+            "-i",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_success(code, &json, &stderr);
+    assert_eq!(list_dir(&out).len(), n);
+    for i in (0..n).step_by(17) {
+        let got = std::fs::read_to_string(out.join(format!("f{i:03}.txt"))).unwrap();
+        assert_eq!(got, format!("file {i}\n"));
+    }
+    let l = log(&s);
+    assert!(l.logins <= 3 && l.connects <= 3, "{l:?}");
+}
+
+#[test]
 fn data_connection_cut_mid_transfer_resumes_from_the_last_byte() {
     broken_transfer(false);
 }
@@ -250,6 +314,54 @@ fn broken_transfer(cut_control: bool) {
     let l = log(&s);
     let want_logins = if cut_control { 2 } else { 1 };
     assert_eq!(l.logins, want_logins, "{l:?}");
+}
+
+#[test]
+fn continue_resumes_a_run_broken_mid_transfer() {
+    let s = ftp_servers();
+    let size = 3 * MIB;
+    s.write_random("resume.bin", size, 6);
+    let cut_at = 777_777;
+    let cutter = FtpCutter::start(s.ftp_port(), cut_at, true);
+    let (user, password) = s.ftp_user();
+    let url = format!(
+        "ftp://{user}:{password}@127.0.0.1:{}/resume.bin",
+        cutter.port
+    );
+    let out = tempfile::tempdir().unwrap();
+    let once = ["--continue", "--max-tries", "1", "--max-splits", "1", &url];
+
+    let (code, json, _) = pymatris(out.path(), &once);
+    assert_eq!(code, 1, "the only attempt is cut: {json:#}");
+    assert_eq!(json["errors"][0]["retryable"], true, "{json:#}");
+    let left = list_dir(out.path());
+    assert!(
+        left.iter().any(|n| n == "resume.bin.pymatris-part"),
+        "kept for --continue: {left:?}"
+    );
+
+    let (code, json, stderr) = pymatris(
+        out.path(),
+        &[
+            "--continue",
+            "--max-splits",
+            "3",
+            "--min-split-size",
+            "256K",
+            &url,
+        ],
+    );
+    assert_success(code, &json, &stderr);
+    assert_same(
+        &out.path().join("resume.bin"),
+        &random_bytes(size as usize, 6),
+    );
+    assert_eq!(list_dir(out.path()), ["resume.bin"]);
+    let rests = cutter.rests.lock().unwrap().clone();
+    assert!(
+        rests.contains(&cut_at) && rests.iter().all(|&r| r >= cut_at),
+        "the second run only asked for bytes it lacked: {rests:?}"
+    );
 }
 
 /// A relay in front of vsftpd that cuts one transfer: it forwards the

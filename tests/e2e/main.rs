@@ -6,3 +6,4 @@ mod faults;
 mod ftp;
 mod http;
 mod resume;
+mod sftp;

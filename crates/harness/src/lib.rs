@@ -461,7 +461,11 @@ fn remove_stale_dirs() {
         let Ok(pid) = fs::read_to_string(entry.path().join(OWNER_FILE)) else {
             continue;
         };
-        if !pid.trim().parse().is_ok_and(process_alive) {
+        // An empty or half-written owner file is being written right now.
+        let Ok(pid) = pid.trim().parse::<u32>() else {
+            continue;
+        };
+        if !process_alive(pid) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

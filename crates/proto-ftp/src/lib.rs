@@ -1,1 +1,286 @@
-//! FTP and FTPS for pymatris.
+//! FTP and FTPS for pymatris, on [`suppaftp`].
+//!
+//! - `ftp://[user[:password]@]host[:port]/path`: anonymous login
+//!   (`anonymous` / `anonymous@`) when the URL names no user; the path is
+//!   relative to the login directory (`%2F` at its start makes it
+//!   absolute, RFC 1738); binary mode; passive mode, `EPSV` first and
+//!   `PASV` when the server refuses it (the address of a `PASV` answer is
+//!   ignored for the control connection's, as curl does).
+//! - `ftps://` is implicit TLS (port 990); `ftp://` with
+//!   [`ProtocolConfig::ftp_tls`] requires explicit `AUTH TLS`. Certificates
+//!   are checked against the system roots plus `ca_certs`, unless
+//!   `insecure`.
+//! - The size comes from `SIZE` (else `MLST`), the version from `MDTM`;
+//!   ranges are `REST` + `RETR` on a control connection of their own.
+//! - Control connections are pooled per server and login, reused across
+//!   files, and bounded per server by `max_per_host`. A server that refuses
+//!   one more connection gets a [`ErrorKind::Busy`], and a lower limit.
+//! - One transfer per control connection. A body dropped before its end
+//!   (the engine stops at the end of its range) closes the data connection;
+//!   a background task reads the server's `426`/`226` and pools the session
+//!   again (no `ABOR`: vsftpd answers it in a way suppaftp rejects).
+//! - With TLS, each control connection has a TLS session cache of its own,
+//!   which its data connections resume: vsftpd's `require_ssl_reuse`
+//!   refuses a data connection that resumes another connection's session.
+
+#![warn(missing_docs, missing_debug_implementations)]
+
+mod body;
+mod error;
+mod pool;
+mod session;
+mod target;
+mod tls;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pymatris_core::{
+    ByteRange, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url, Validator,
+};
+use rustls::ClientConfig;
+use suppaftp::{FtpError, Mode};
+
+use crate::body::Body;
+use crate::error::{ftp_error, is_unsupported, keeps_session, reply_error, reply_text};
+use crate::pool::{Acquired, Caps, Host, Pool, Session};
+use crate::session::{Probe, within};
+use crate::target::Target;
+
+pymatris_core::inventory::submit! {
+    pymatris_core::ProtocolPlugin {
+        schemes: &["ftp", "ftps"],
+        build: |cfg| Ok(Arc::new(FtpProtocol::new(cfg)?)),
+    }
+}
+
+/// FTP and FTPS: one per download batch, holding its connection pools.
+pub struct FtpProtocol {
+    timeout: Duration,
+    ftp_tls: bool,
+    config: ProtocolConfig,
+    /// Built on first use: plain FTP never reads the CA stores.
+    tls: OnceLock<Result<Arc<ClientConfig>, String>>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for FtpProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FtpProtocol")
+            .field("timeout", &self.timeout)
+            .field("ftp_tls", &self.ftp_tls)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FtpProtocol {
+    /// The FTP protocol for a batch configured by `cfg`.
+    pub fn new(cfg: &ProtocolConfig) -> Result<FtpProtocol, Error> {
+        Ok(FtpProtocol {
+            timeout: cfg.timeout,
+            ftp_tls: cfg.ftp_tls,
+            config: cfg.clone(),
+            tls: OnceLock::new(),
+            pool: Pool::new(cfg.max_per_host),
+        })
+    }
+
+    fn tls_config(&self) -> Result<Arc<ClientConfig>, Error> {
+        self.tls
+            .get_or_init(|| {
+                tls::client_config(&self.config)
+                    .map(Arc::new)
+                    .map_err(|e| e.chain())
+            })
+            .clone()
+            .map_err(|chain| Error::new(ErrorKind::Tls, chain).retryable(false))
+    }
+
+    /// A logged-in session for `target`: pooled, or new.
+    async fn session(&self, host: &Arc<Host>, target: &Target) -> Result<Session, Error> {
+        match host.acquire(&target.login).await {
+            Acquired::Idle(session) => Ok(*session),
+            Acquired::Fresh(slot) => {
+                let tls = match target.login.security.is_tls() {
+                    true => Some(self.tls_config()?),
+                    false => None,
+                };
+                session::connect(host, target, slot, tls, self.timeout).await
+            }
+        }
+    }
+
+    /// A session and what the server says of the file. A pooled session
+    /// that the server dropped while it was idle is replaced silently.
+    async fn prepare(
+        &self,
+        host: &Arc<Host>,
+        target: &Target,
+        want_mtime: bool,
+    ) -> Result<(Session, Probe), Error> {
+        loop {
+            let mut session = self.session(host, target).await?;
+            match session::probe(&mut session, host, &target.path, want_mtime, self.timeout).await {
+                Ok(probe) => return Ok((session, probe)),
+                Err(e) if session.reused && !keeps_session(&e) => {
+                    tracing::debug!(host = %host.id, error = %e, "a pooled session went stale");
+                }
+                Err(e) => {
+                    let err = ftp_error(e, &target.shown);
+                    drop(session);
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// `REST` (when `start` > 0) and `RETR`, trying `PASV` when the server
+    /// refuses `EPSV`. A failure says whether the session is still usable.
+    async fn retr(
+        &self,
+        session: &mut Session,
+        host: &Host,
+        target: &Target,
+        start: u64,
+    ) -> Result<body::Transfer, (Error, bool)> {
+        let what = format!("RETR {}", target.shown);
+        let fail = |e: FtpError| {
+            let keep = keeps_session(&e);
+            (ftp_error(e, &what), keep)
+        };
+        let mut tried_pasv = false;
+        loop {
+            if start > 0 {
+                let offset = usize::try_from(start).map_err(|_| {
+                    let e = Error::new(
+                        ErrorKind::RangeUnsupported,
+                        format!("{what}: offset too large"),
+                    )
+                    .retryable(false);
+                    (e, true)
+                })?;
+                within(self.timeout, session.ftp.resume_transfer(offset))
+                    .await
+                    .map_err(fail)?;
+            }
+            let err = match within(self.timeout, session.ftp.retr_as_stream(&target.path)).await {
+                Ok(transfer) => {
+                    if tried_pasv {
+                        Caps::set(&host.caps.no_epsv, true);
+                    } else if !session.passive {
+                        Caps::set(&host.caps.epsv_ok, true);
+                    }
+                    return Ok(transfer);
+                }
+                Err(e) => e,
+            };
+            if is_unsupported(&err) {
+                if !session.passive && !Caps::get(&host.caps.epsv_ok) {
+                    // Maybe `EPSV` was refused: try `PASV` once.
+                    session.passive = true;
+                    session.ftp.set_mode(Mode::Passive);
+                    tried_pasv = true;
+                    continue;
+                }
+                if tried_pasv {
+                    // `PASV` failed alike: `EPSV` was not the culprit.
+                    session.passive = false;
+                    session.ftp.set_mode(Mode::ExtendedPassive);
+                }
+                if start > 0
+                    && let FtpError::UnexpectedResponse(reply) = &err
+                {
+                    Caps::set(&host.caps.no_rest, true);
+                    let e = Error::new(
+                        ErrorKind::RangeUnsupported,
+                        format!(
+                            "REST {start} {}: the server refused to resume: {}",
+                            target.shown,
+                            reply_text(reply)
+                        ),
+                    )
+                    .retryable(false);
+                    return Err((e, true));
+                }
+            }
+            return Err(fail(err));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Protocol for FtpProtocol {
+    async fn stat(&self, url: &Url) -> pymatris_core::Result<RemoteMeta> {
+        let target = target::parse(url, self.ftp_tls)?;
+        let host = self.pool.host(&target.host);
+        let (session, probe) = self.prepare(&host, &target, true).await?;
+        session.release();
+        if probe.size.is_none()
+            && let Some(reply) = &probe.size_refused
+        {
+            return Err(reply_error(reply, &format!("SIZE {}", target.shown)));
+        }
+        Ok(meta(&host, probe))
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+    ) -> pymatris_core::Result<Fetched> {
+        let target = target::parse(url, self.ftp_tls)?;
+        let host = self.pool.host(&target.host);
+        if range.start > 0 && Caps::get(&host.caps.no_rest) {
+            return Err(Error::new(
+                ErrorKind::RangeUnsupported,
+                format!("{}: the server does not resume transfers", target.shown),
+            )
+            .retryable(false));
+        }
+        // A part only needs the time when the first response had one.
+        let want_mtime = validator.is_none_or(|v| v.modified.is_some());
+        let (mut session, probe) = self.prepare(&host, &target, want_mtime).await?;
+        let meta = meta(&host, probe);
+        if let Some(ours) = validator
+            && !ours.matches(&meta.validator)
+        {
+            session.release();
+            return Err(Error::new(
+                ErrorKind::Changed,
+                format!("{}: the file changed on the server", target.shown),
+            )
+            .retryable(false));
+        }
+        let transfer = match self.retr(&mut session, &host, &target, range.start).await {
+            Ok(t) => t,
+            Err((e, keep)) => {
+                if keep {
+                    session.release();
+                }
+                return Err(e);
+            }
+        };
+        tracing::debug!(url = %target.shown, start = range.start, "transfer started");
+        let what = format!("RETR {}", target.shown);
+        Ok(Fetched {
+            meta,
+            offset: range.start,
+            body: Box::pin(Body::new(transfer, session, self.timeout, what)),
+        })
+    }
+}
+
+fn meta(host: &Host, probe: Probe) -> RemoteMeta {
+    RemoteMeta {
+        size: probe.size,
+        ranges: probe.size.is_some() && !Caps::get(&host.caps.no_rest),
+        validator: Validator {
+            etag: None,
+            modified: probe.modified,
+        },
+        filename: None,
+        final_url: None,
+    }
+}

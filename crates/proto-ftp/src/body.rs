@@ -1,0 +1,172 @@
+//! The bytes of a `RETR`, as the engine's [`ByteStream`](pymatris_core::ByteStream).
+//!
+//! At the end of the data the server's final reply is read (`226`, or a
+//! `426`/`451` that makes the transfer a retryable failure) and the
+//! session goes back to the pool. The engine drops a body as soon as it
+//! has the bytes of its range: then the data connection is closed and
+//! the reply (`426` for the cut transfer, or `226` when the server had sent
+//! everything) is read by a background task, which pools the session
+//! again. Sending `ABOR` is not needed, and fails against vsftpd.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use pymatris_core::{Error, ErrorKind};
+use suppaftp::FtpError;
+use suppaftp::tokio::{AsyncRustlsStream, TransferStream};
+
+use crate::error::{io_error, keeps_session, timeout_error, transfer_reply_error};
+use crate::pool::{Draining, Session};
+
+/// Bytes read from the data connection at most at once.
+const CHUNK: usize = 256 * 1024;
+/// Below this much free room, the buffer is renewed before a read.
+const MIN_ROOM: usize = 32 * 1024;
+
+pub(crate) type Transfer = TransferStream<AsyncRustlsStream>;
+type Finish = Pin<Box<dyn Future<Output = Option<Error>> + Send>>;
+
+/// A running transfer and the session it belongs to.
+struct Live {
+    transfer: Transfer,
+    session: Session,
+}
+
+/// The body of a `RETR`.
+pub(crate) struct Body {
+    live: Option<Live>,
+    finishing: Option<Finish>,
+    done: bool,
+    buf: BytesMut,
+    timeout: Duration,
+    /// `RETR <url>`, for messages.
+    what: String,
+}
+
+impl Body {
+    pub(crate) fn new(
+        transfer: Transfer,
+        session: Session,
+        timeout: Duration,
+        what: String,
+    ) -> Body {
+        Body {
+            live: Some(Live { transfer, session }),
+            finishing: None,
+            done: false,
+            buf: BytesMut::new(),
+            timeout,
+            what,
+        }
+    }
+}
+
+/// Reads the final reply of a transfer whose data ended, and pools the
+/// session when the control connection is still in step.
+async fn finish(live: Live, timeout: Duration, what: String) -> Option<Error> {
+    let Live { transfer, session } = live;
+    match tokio::time::timeout(timeout, transfer.finish()).await {
+        Ok(Ok(())) => {
+            session.release();
+            None
+        }
+        Ok(Err(FtpError::UnexpectedResponse(reply))) => {
+            let err = transfer_reply_error(&reply, &what);
+            if keeps_session(&FtpError::UnexpectedResponse(reply)) {
+                session.release();
+            }
+            Some(err)
+        }
+        Ok(Err(FtpError::ConnectionError(e))) => {
+            // The data ended and the control connection broke: the server
+            // died or cut us off, maybe before the end of the file.
+            let err = io_error(e, &format!("{what}: after the data"));
+            Some(Error::new(ErrorKind::Truncated, err.message().to_owned()).with_source(err))
+        }
+        Ok(Err(e)) => Some(crate::error::ftp_error(e, &what)),
+        Err(_) => Some(timeout_error(
+            timeout,
+            &format!("{what}: waiting for the final reply"),
+        )),
+    }
+}
+
+/// Closes a transfer the engine no longer wants and pools its session once
+/// the server has answered for it.
+async fn drain(live: Live, timeout: Duration, draining: Draining) {
+    let _draining = draining;
+    let Live { transfer, session } = live;
+    match tokio::time::timeout(timeout, transfer.finish()).await {
+        Ok(Ok(())) => session.release(),
+        Ok(Err(e)) if keeps_session(&e) => session.release(),
+        Ok(Err(e)) => tracing::debug!(error = %e, "closing a session after a cut transfer"),
+        Err(_) => tracing::debug!("no reply after a cut transfer; closing the session"),
+    }
+}
+
+impl Stream for Body {
+    type Item = pymatris_core::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(fut) = this.finishing.as_mut() {
+                let outcome = std::task::ready!(fut.as_mut().poll(cx));
+                this.finishing = None;
+                this.done = true;
+                return Poll::Ready(outcome.map(Err));
+            }
+            let Some(live) = this.live.as_mut() else {
+                this.done = true;
+                continue;
+            };
+            if this.buf.capacity() - this.buf.len() < MIN_ROOM {
+                // Reuses the last allocation when the engine has let go of
+                // the chunks cut from it.
+                this.buf.reserve(CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut live.transfer), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    let live = this.live.take().expect("live transfer");
+                    this.finishing = Some(Box::pin(finish(live, this.timeout, this.what.clone())));
+                }
+                Poll::Ready(Ok(_)) => return Poll::Ready(Some(Ok(this.buf.split().freeze()))),
+                Poll::Ready(Err(e)) => {
+                    // The data connection broke: so may have the control
+                    // connection; it is closed rather than pooled.
+                    this.live = None;
+                    this.done = true;
+                    let err = io_error(e, &format!("{}: reading the data", this.what));
+                    return Poll::Ready(Some(Err(err)));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                // Counted before the task runs, so that the next transfer
+                // (often asked for right away) waits for this session
+                // rather than log in anew.
+                let draining = Draining::new(&live.session);
+                rt.spawn(drain(live, self.timeout, draining));
+            }
+            // No runtime to finish it on: the connection is just closed.
+            Err(_) => drop(live),
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! Control connections, pooled per server and reused across files.
+//!
+//! Each server ([`Host`]) has a semaphore whose permits bound its live
+//! control connections (`max_per_host`); a permit lives in its session's
+//! [`Slot`] for as long as the connection is open, idle or busy. Idle
+//! sessions wait in the host's list, each tagged with its login, and are
+//! handed to the next transfer of the same login. When a server refuses a
+//! connection, the host's limit drops to the connections open at that
+//! moment, so later files stop knocking.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use suppaftp::tokio::{AsyncRustlsStream, ImplAsyncFtpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::target::{HostId, Login};
+
+/// The FTP client of one control connection (plain or TLS).
+pub(crate) type Ftp = ImplAsyncFtpStream<AsyncRustlsStream>;
+
+/// How long an idle session is trusted: servers drop idle clients (vsftpd
+/// after 300 s by default, others sooner), and a stale one costs a failed
+/// command before a new login.
+const IDLE_MAX: Duration = Duration::from_secs(30);
+
+/// How long to wait for a session that is finishing a transfer in the
+/// background rather than log in anew.
+const DRAIN_WAIT: Duration = Duration::from_millis(250);
+
+/// The servers of one batch.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    hosts: Mutex<HashMap<HostId, Arc<Host>>>,
+    max_per_host: Option<usize>,
+}
+
+impl Pool {
+    pub(crate) fn new(max_per_host: Option<usize>) -> Pool {
+        Pool {
+            hosts: Mutex::new(HashMap::new()),
+            max_per_host,
+        }
+    }
+
+    /// The state of server `id`.
+    pub(crate) fn host(&self, id: &HostId) -> Arc<Host> {
+        let mut hosts = self.hosts.lock().expect("hosts poisoned");
+        hosts
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Host::new(id.clone(), self.max_per_host)))
+            .clone()
+    }
+}
+
+/// What a server turned out to support, learnt from its answers.
+#[derive(Debug, Default)]
+pub(crate) struct Caps {
+    /// `EPSV` is refused: use `PASV`.
+    pub(crate) no_epsv: AtomicBool,
+    /// A transfer over `EPSV` worked.
+    pub(crate) epsv_ok: AtomicBool,
+    pub(crate) no_size: AtomicBool,
+    pub(crate) no_mdtm: AtomicBool,
+    pub(crate) no_mlst: AtomicBool,
+    /// `REST` is refused: no ranges.
+    pub(crate) no_rest: AtomicBool,
+}
+
+impl Caps {
+    pub(crate) fn get(flag: &AtomicBool) -> bool {
+        flag.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(flag: &AtomicBool, value: bool) {
+        flag.store(value, Ordering::Relaxed);
+    }
+}
+
+/// One server: its connection limit, its idle sessions, what it supports.
+#[derive(Debug)]
+pub(crate) struct Host {
+    pub(crate) id: HostId,
+    sem: Arc<Semaphore>,
+    state: Mutex<HostState>,
+    /// Fired when a session goes idle or a background drain ends.
+    changed: Notify,
+    pub(crate) caps: Caps,
+}
+
+#[derive(Debug)]
+struct HostState {
+    /// The number of connections allowed at once.
+    limit: usize,
+    /// Connections that got past the greeting and are not closed.
+    open: usize,
+    /// Permits to forget as they come back (the limit was lowered while
+    /// they were in use).
+    debt: usize,
+    /// Sessions finishing a dropped transfer in the background.
+    draining: usize,
+    idle: Vec<Session>,
+}
+
+/// What [`Host::acquire`] got.
+pub(crate) enum Acquired {
+    /// A logged-in session of the same login.
+    Idle(Box<Session>),
+    /// The right to open a new connection.
+    Fresh(Slot),
+}
+
+impl Host {
+    fn new(id: HostId, max: Option<usize>) -> Host {
+        let limit = max
+            .unwrap_or(Semaphore::MAX_PERMITS)
+            .clamp(1, Semaphore::MAX_PERMITS);
+        Host {
+            id,
+            sem: Arc::new(Semaphore::new(limit)),
+            state: Mutex::new(HostState {
+                limit,
+                open: 0,
+                debt: 0,
+                draining: 0,
+                idle: Vec::new(),
+            }),
+            changed: Notify::new(),
+            caps: Caps::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HostState> {
+        self.state.lock().expect("host state poisoned")
+    }
+
+    /// A session for `login`: an idle one if there is one, else a slot for
+    /// a new connection, waiting for one when the host is at its limit
+    /// (closing idle sessions of other logins to make room).
+    pub(crate) async fn acquire(self: &Arc<Self>, login: &Login) -> Acquired {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+
+            let (session, stale, draining) = self.take_idle(login);
+            drop(stale);
+            if let Some(session) = session {
+                return Acquired::Idle(Box::new(session));
+            }
+            if draining {
+                // A session is about to come back: it beats a new login.
+                if tokio::time::timeout(DRAIN_WAIT, changed.as_mut())
+                    .await
+                    .is_ok()
+                {
+                    continue;
+                }
+            }
+            match self.sem.clone().try_acquire_owned() {
+                Ok(permit) => return Acquired::Fresh(Slot::new(permit, self)),
+                Err(TryAcquireError::NoPermits) => {}
+                Err(TryAcquireError::Closed) => unreachable!("host semaphores are never closed"),
+            }
+            let evicted = self.lock_and_pop_oldest_idle();
+            if evicted.is_some() {
+                drop(evicted);
+                continue;
+            }
+            tokio::select! {
+                permit = self.sem.clone().acquire_owned() => {
+                    let permit = permit.expect("host semaphores are never closed");
+                    return Acquired::Fresh(Slot::new(permit, self));
+                }
+                () = changed.as_mut() => {}
+            }
+        }
+    }
+
+    /// The most recently used idle session of `login`, the stale idle
+    /// sessions (to be dropped by the caller, outside the lock), and
+    /// whether a session is draining.
+    fn take_idle(&self, login: &Login) -> (Option<Session>, Vec<Session>, bool) {
+        let mut st = self.lock();
+        let now = Instant::now();
+        let mut stale = Vec::new();
+        let mut i = 0;
+        while i < st.idle.len() {
+            if now.duration_since(st.idle[i].idle_since) > IDLE_MAX {
+                stale.push(st.idle.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let found = st
+            .idle
+            .iter()
+            .rposition(|s| s.login == *login)
+            .map(|i| st.idle.remove(i));
+        (found, stale, st.draining > 0)
+    }
+
+    fn lock_and_pop_oldest_idle(&self) -> Option<Session> {
+        let mut st = self.lock();
+        (!st.idle.is_empty()).then(|| st.idle.remove(0))
+    }
+
+    /// Takes back a session whose transfer is over.
+    fn put_idle(&self, mut session: Session) {
+        session.reused = true;
+        session.idle_since = Instant::now();
+        let mut st = self.lock();
+        if st.debt > 0 {
+            // Over the (lowered) limit: close it rather than keep it.
+            drop(st);
+            drop(session);
+        } else {
+            st.idle.push(session);
+            drop(st);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The server refused a connection: allow only as many as are open.
+    pub(crate) fn lower_limit(&self) {
+        let mut st = self.lock();
+        let new = st.open.max(1);
+        if new < st.limit {
+            let cut = st.limit - new;
+            let forgotten = self.sem.forget_permits(cut);
+            st.debt += cut - forgotten;
+            tracing::debug!(
+                host = %self.id,
+                from = st.limit,
+                to = new,
+                "the server refused a connection; lowering its connection limit"
+            );
+            st.limit = new;
+        }
+    }
+
+    /// Connections open to this server.
+    pub(crate) fn open(&self) -> usize {
+        self.lock().open
+    }
+
+    /// The current connection limit.
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    fn begin_drain(&self) {
+        self.lock().draining += 1;
+    }
+
+    fn end_drain(&self) {
+        self.lock().draining -= 1;
+        self.changed.notify_waiters();
+    }
+}
+
+/// The right to one connection to a host: a semaphore permit, and the
+/// connection's place in the host's count of open connections.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    host: Weak<Host>,
+    counted: bool,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, host: &Arc<Host>) -> Slot {
+        Slot {
+            permit: Some(permit),
+            host: Arc::downgrade(host),
+            counted: false,
+        }
+    }
+
+    /// The connection got past the greeting: it counts as open.
+    pub(crate) fn count_open(&mut self) {
+        if !self.counted
+            && let Some(host) = self.host.upgrade()
+        {
+            host.lock().open += 1;
+            self.counted = true;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(host) = self.host.upgrade() else {
+            return;
+        };
+        let mut st = host.lock();
+        if self.counted {
+            st.open -= 1;
+        }
+        if st.debt > 0 {
+            st.debt -= 1;
+            if let Some(permit) = self.permit.take() {
+                permit.forget();
+            }
+        }
+    }
+}
+
+/// A logged-in control connection.
+pub(crate) struct Session {
+    pub(crate) ftp: Ftp,
+    pub(crate) login: Login,
+    /// It served a transfer before (so a failure of its first command may
+    /// just mean the server dropped it while idle).
+    pub(crate) reused: bool,
+    /// `PASV` rather than `EPSV`.
+    pub(crate) passive: bool,
+    idle_since: Instant,
+    // Dropped after `ftp`: the permit is given back once the socket is
+    // closed.
+    slot: Slot,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("login", &self.login)
+            .field("reused", &self.reused)
+            .field("passive", &self.passive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(ftp: Ftp, login: Login, slot: Slot, passive: bool) -> Session {
+        Session {
+            ftp,
+            login,
+            reused: false,
+            passive,
+            idle_since: Instant::now(),
+            slot,
+        }
+    }
+
+    /// Gives the session back to its host's pool (or closes it when the
+    /// batch is over).
+    pub(crate) fn release(self) {
+        if let Some(host) = self.slot.host.upgrade() {
+            host.put_idle(self);
+        }
+    }
+
+    /// The host, while the batch lives.
+    pub(crate) fn host(&self) -> Option<Arc<Host>> {
+        self.slot.host.upgrade()
+    }
+}
+
+/// Marks a session as finishing a transfer in the background, so that a
+/// transfer of the same login waits for it rather than log in anew.
+#[derive(Debug)]
+pub(crate) struct Draining(Option<Arc<Host>>);
+
+impl Draining {
+    pub(crate) fn new(session: &Session) -> Draining {
+        let host = session.host();
+        if let Some(h) = &host {
+            h.begin_drain();
+        }
+        Draining(host)
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.end_drain();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::Security;
+
+    fn host(max: Option<usize>) -> Arc<Host> {
+        Arc::new(Host::new(
+            HostId {
+                host: "h".into(),
+                port: 21,
+            },
+            max,
+        ))
+    }
+
+    fn login() -> Login {
+        Login {
+            user: "u".into(),
+            password: "p".into(),
+            security: Security::Plain,
+        }
+    }
+
+    async fn fresh(h: &Arc<Host>) -> Slot {
+        match h.acquire(&login()).await {
+            Acquired::Fresh(slot) => slot,
+            Acquired::Idle(_) => panic!("no idle session expected"),
+        }
+    }
+
+    #[tokio::test]
+    async fn slots_are_bounded_by_max_per_host() {
+        let h = host(Some(2));
+        let mut a = fresh(&h).await;
+        let b = fresh(&h).await;
+        a.count_open();
+        assert_eq!(h.open(), 1);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), fresh(&h)).await;
+        assert!(waiting.is_err(), "a third slot must wait");
+        drop(a);
+        assert_eq!(h.open(), 0);
+        let c = tokio::time::timeout(Duration::from_secs(1), fresh(&h))
+            .await
+            .expect("a slot freed");
+        drop((b, c));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_lowers_the_limit_to_what_is_open() {
+        let h = host(Some(8));
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut s = fresh(&h).await;
+            s.count_open();
+            held.push(s);
+        }
+        let refused = fresh(&h).await;
+        h.lower_limit();
+        drop(refused);
+        assert_eq!(h.limit(), 3);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), fresh(&h)).await;
+        assert!(waiting.is_err(), "the limit is now 3, all in use");
+        held.pop();
+        let s = tokio::time::timeout(Duration::from_secs(1), fresh(&h))
+            .await
+            .expect("one came back");
+        drop(s);
+        drop(held);
+        // Exactly three permits remain.
+        let slots = [fresh(&h).await, fresh(&h).await, fresh(&h).await];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), fresh(&h))
+                .await
+                .is_err()
+        );
+        drop(slots);
+    }
+
+    #[tokio::test]
+    async fn lowering_while_slots_are_out_takes_them_back_as_they_return() {
+        let h = host(None);
+        let mut a = fresh(&h).await;
+        a.count_open();
+        let b = fresh(&h).await; // connecting
+        let c = fresh(&h).await; // connecting, then refused
+        h.lower_limit();
+        assert_eq!(h.limit(), 1);
+        drop(c);
+        drop(b);
+        // Only `a`'s permit is left in the semaphore.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), fresh(&h))
+                .await
+                .is_err()
+        );
+        drop(a);
+        let _d = fresh(&h).await;
+    }
+}

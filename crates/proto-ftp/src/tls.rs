@@ -1,0 +1,184 @@
+//! The rustls client configuration of FTPS: system roots plus `--ca-cert`,
+//! or no verification at all under `--insecure`; always the ring provider,
+//! so nothing depends on a process-wide default being installed. The same
+//! configuration (and so the same session cache) serves the control and
+//! the data connections, which servers that demand TLS session reuse on
+//! data connections (vsftpd's `require_ssl_reuse`) need.
+
+use std::sync::Arc;
+
+use pymatris_core::{Error, ErrorKind, ProtocolConfig};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+/// The TLS configuration for `cfg`.
+pub(crate) fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| {
+            Error::new(ErrorKind::Tls, "setting up TLS")
+                .retryable(false)
+                .with_source(e)
+        })?;
+    let verifier: Arc<dyn ServerCertVerifier> = if cfg.insecure {
+        tracing::debug!("TLS certificate verification is off (--insecure)");
+        Arc::new(AcceptAnyCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        })
+    } else {
+        let roots = root_store(cfg)?;
+        if roots.is_empty() {
+            // No trust anchor at all (no system store, no --ca-cert): every
+            // certificate fails, but plain ftp:// still works.
+            tracing::warn!("no trusted CA certificates found; FTPS downloads will fail");
+            Arc::new(NoTrustAnchors {
+                algorithms: provider.signature_verification_algorithms,
+            })
+        } else {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| {
+                    Error::new(ErrorKind::Tls, "setting up certificate verification")
+                        .retryable(false)
+                        .with_source(e)
+                })?
+        }
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// The system's roots plus every certificate of every `--ca-cert` file.
+fn root_store(cfg: &ProtocolConfig) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for err in &native.errors {
+        tracing::debug!("loading system CA certificates: {err}");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!("{added} system CA certificates loaded, {ignored} unparsable ones ignored");
+
+    for path in &cfg.ca_certs {
+        let shown = path.display();
+        let io_err = |e: rustls::pki_types::pem::Error| {
+            Error::new(
+                ErrorKind::Tls,
+                format!("reading CA certificates from {shown}"),
+            )
+            .retryable(false)
+            .with_source(e)
+        };
+        let mut count = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(io_err)? {
+            let cert = cert.map_err(io_err)?;
+            roots.add(cert).map_err(|e| {
+                Error::new(ErrorKind::Tls, format!("bad CA certificate in {shown}"))
+                    .retryable(false)
+                    .with_source(e)
+            })?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(Error::new(
+                ErrorKind::Tls,
+                format!("no PEM certificate found in {shown}"),
+            )
+            .retryable(false));
+        }
+        tracing::debug!("{count} CA certificates loaded from {shown}");
+    }
+    Ok(roots)
+}
+
+/// `--insecure`: any certificate for any name is accepted, but the
+/// handshake signatures are still checked, so the peer must hold the key
+/// of the certificate it sent.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// No trust anchor: every certificate is of an unknown issuer.
+#[derive(Debug)]
+struct NoTrustAnchors {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for NoTrustAnchors {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
