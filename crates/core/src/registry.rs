@@ -61,3 +61,23 @@ impl Protocols {
         Ok(p)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// core's own test binary links no protocol crate: every scheme is one
+    /// this "build" lacks, and the error must say so plainly.
+    #[test]
+    fn a_scheme_of_a_protocol_not_built_in_is_reported_clearly() {
+        let protocols = Protocols::new(ProtocolConfig::default());
+        let err = protocols.get("ftp").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnsupportedScheme);
+        assert!(!err.is_retryable());
+        assert!(
+            err.to_string()
+                .contains("`ftp://` is not supported by this build of pymatris"),
+            "{err}"
+        );
+    }
+}
