@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                    "pymatris=debug,pymatris_core=debug,pymatris_proto_http=debug,warn".into()
+                    "pymatris=debug,pymatris_core=debug,pymatris_proto_http=debug,pymatris_proto_ftp=debug,pymatris_proto_sftp=debug,warn".into()
                 }),
             )
             .init();

@@ -1,35 +1,41 @@
-//! Credentials from a netrc file (`--netrc`), for URLs that carry none.
+//! Credentials from a netrc file (`--netrc`), as curl and ftp read it, for
+//! URLs of any protocol that carry no password: the engine puts them into
+//! the URL before a protocol sees it.
 //!
-//! The format is curl's and ftp(1)'s: whitespace-separated tokens,
-//! `machine NAME` (or `default`) followed by `login`, `password`, `account`,
-//! and `macdef NAME` bodies that run to the next blank line. No crate of the
-//! field is both maintained and small; this is the whole of it.
+//! The crates.io `netrc` crate was last released in 2017 (edition 2015), so
+//! this is the small parser of the format: `machine NAME`, `default`,
+//! `login`, `password`, `account` tokens, double-quoted tokens with `\`
+//! escapes, `macdef` bodies skipped up to the next blank line.
 
+use std::fmt;
 use std::path::Path;
 
+use percent_encoding::percent_decode_str;
 use url::Url;
 
-/// Login and password for one machine.
-#[derive(Clone, PartialEq, Eq)]
+/// One `machine` (or `default`) entry.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct Entry {
-    login: Option<String>,
-    password: Option<String>,
+    /// `None` for the `default` entry.
+    pub(crate) machine: Option<String>,
+    pub(crate) login: Option<String>,
+    pub(crate) password: Option<String>,
 }
 
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
+            .field("machine", &self.machine)
             .field("login", &self.login)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .finish()
     }
 }
 
-/// A parsed netrc file.
-#[derive(Debug, Default)]
+/// The entries of a netrc file, in order.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Netrc {
-    machines: Vec<(String, Entry)>,
-    default: Option<Entry>,
+    entries: Vec<Entry>,
 }
 
 impl Netrc {
@@ -42,142 +48,187 @@ impl Netrc {
         }
     }
 
-    pub(crate) fn parse(text: &str) -> Netrc {
-        let mut netrc = Netrc::default();
-        // (machine name or None for `default`, entry)
-        let mut current: Option<(Option<String>, Entry)> = None;
-        let mut lines = text.lines();
-        let mut pending: Vec<String> = Vec::new();
-        let finish = |cur: Option<(Option<String>, Entry)>, netrc: &mut Netrc| match cur {
-            Some((Some(name), entry)) => netrc.machines.push((name, entry)),
-            Some((None, entry)) => netrc.default = netrc.default.take().or(Some(entry)),
-            None => {}
-        };
-        loop {
-            if pending.is_empty() {
-                let Some(line) = lines.next() else { break };
-                pending = line.split_whitespace().rev().map(str::to_owned).collect();
-                continue;
-            }
-            let token = pending.pop().unwrap_or_default();
-            let mut value = || pending.pop();
-            match token.as_str() {
-                "machine" => {
-                    finish(current.take(), &mut netrc);
-                    current = value().map(|name| {
-                        (
-                            Some(name),
-                            Entry {
-                                login: None,
-                                password: None,
-                            },
-                        )
-                    });
-                }
-                "default" => {
-                    finish(current.take(), &mut netrc);
-                    current = Some((
-                        None,
-                        Entry {
-                            login: None,
-                            password: None,
-                        },
-                    ));
-                }
-                "login" => {
-                    let v = value();
-                    if let Some((_, e)) = current.as_mut() {
-                        e.login = v;
-                    }
-                }
-                "password" => {
-                    let v = value();
-                    if let Some((_, e)) = current.as_mut() {
-                        e.password = v;
-                    }
-                }
-                "account" => {
-                    value();
-                }
-                "macdef" => {
-                    // The macro body runs to the next blank line.
-                    pending.clear();
-                    for line in lines.by_ref() {
-                        if line.trim().is_empty() {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        finish(current.take(), &mut netrc);
-        netrc
-    }
-
-    fn lookup(&self, host: &str) -> Option<&Entry> {
-        self.machines
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(host))
-            .map(|(_, e)| e)
-            .or(self.default.as_ref())
-    }
-
-    /// Puts the credentials for the URL's host into a URL that has none.
+    /// Puts the login and password for the URL's host (and user, when the
+    /// URL names one) into a URL that has no password.
     pub(crate) fn apply(&self, url: &mut Url) {
-        if !url.username().is_empty() || url.password().is_some() {
+        if url.password().is_some() {
             return;
         }
-        let Some(entry) = url.host_str().and_then(|h| self.lookup(h)) else {
+        let user = match url.username() {
+            "" => None,
+            u => Some(percent_decode_str(u).decode_utf8_lossy().into_owned()),
+        };
+        let Some(entry) = url.host_str().and_then(|h| self.lookup(h, user.as_deref())) else {
             return;
         };
         let entry = entry.clone();
-        if let Some(login) = &entry.login {
+        if user.is_none()
+            && let Some(login) = &entry.login
+        {
             let _ = url.set_username(login);
         }
         if let Some(password) = &entry.password {
             let _ = url.set_password(Some(password));
         }
     }
+
+    /// Parses netrc text. Unknown tokens are skipped, like curl does.
+    pub(crate) fn parse(text: &str) -> Netrc {
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut in_macdef = false;
+        // A keyword waiting for its value, across line ends.
+        let mut expect: Option<String> = None;
+        for line in text.lines() {
+            if in_macdef {
+                if line.trim().is_empty() {
+                    in_macdef = false;
+                }
+                continue;
+            }
+            for token in tokens(line) {
+                if let Some(key) = expect.take() {
+                    match key.as_str() {
+                        "machine" => entries.push(Entry {
+                            machine: Some(token),
+                            ..Entry::default()
+                        }),
+                        "login" => {
+                            if let Some(e) = entries.last_mut() {
+                                e.login = Some(token);
+                            }
+                        }
+                        "password" => {
+                            if let Some(e) = entries.last_mut() {
+                                e.password = Some(token);
+                            }
+                        }
+                        _ => {}
+                    }
+                    continue;
+                }
+                match token.as_str() {
+                    "default" => entries.push(Entry::default()),
+                    "macdef" => {
+                        // The macro's name is on this line; its body follows.
+                        in_macdef = true;
+                        break;
+                    }
+                    "machine" | "login" | "password" | "account" => expect = Some(token),
+                    _ => {}
+                }
+            }
+        }
+        Netrc { entries }
+    }
+
+    /// The entry for `host` (and `user`, when the URL names one), else the
+    /// `default` entry.
+    pub(crate) fn lookup(&self, host: &str, user: Option<&str>) -> Option<&Entry> {
+        let user_ok = |e: &&Entry| match (user, &e.login) {
+            (Some(u), Some(l)) => u == l,
+            _ => true,
+        };
+        self.entries
+            .iter()
+            .filter(|e| {
+                e.machine
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(host))
+            })
+            .find(user_ok)
+            .or_else(|| {
+                self.entries
+                    .iter()
+                    .filter(|e| e.machine.is_none())
+                    .find(user_ok)
+            })
+    }
+}
+
+/// The whitespace-separated tokens of a line; `"…"` quotes spaces, `\`
+/// escapes the next character inside quotes.
+fn tokens(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(&first) = chars.peek() else { break };
+        let mut tok = String::new();
+        if first == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => tok.extend(chars.next()),
+                    c => tok.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                tok.push(c);
+            }
+        }
+        out.push(tok);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TEXT: &str = "machine files.example.org login alice password s3cret\n\
-        macdef init\ncd /pub\n\n\
-        machine other\n  login bob\n  password pw\n  account x\n\
-        default login anonymous password guest@\n";
+    #[test]
+    fn machines_default_quotes_and_macros() {
+        let n = Netrc::parse(
+            "machine a.example login alice password \"p w\\\"x\"\n\
+             macdef init\n  machine evil login mallory password no\n\n\
+             machine b.example\n  login bob\n  password\n  secret account acct\n\
+             default login anonymous password me@example.org\n",
+        );
+        let a = n.lookup("A.example", None).unwrap();
+        assert_eq!(a.login.as_deref(), Some("alice"));
+        assert_eq!(a.password.as_deref(), Some("p w\"x"));
+        let b = n.lookup("b.example", Some("bob")).unwrap();
+        assert_eq!(b.password.as_deref(), Some("secret"));
+        assert!(n.lookup("evil", None).unwrap().machine.is_none());
+        // Other hosts fall to `default`; a user no entry names gets nothing
+        // (another login's password is not theirs).
+        let d = n.lookup("c.example", None);
+        assert_eq!(d.and_then(|e| e.login.as_deref()), Some("anonymous"));
+        assert!(n.lookup("b.example", Some("carol")).is_none());
+        assert!(!format!("{n:?}").contains("secret"));
+    }
 
     #[test]
-    fn machines_then_default() {
-        let netrc = Netrc::parse(TEXT);
-        let mut url = Url::parse("ftp://files.example.org/a").unwrap();
-        netrc.apply(&mut url);
+    fn credentials_go_into_urls_without_a_password() {
+        let n = Netrc::parse(
+            "machine h login alice password s3cret\ndefault login anonymous password a@b\n",
+        );
+        let mut url = Url::parse("ftp://h/f").unwrap();
+        n.apply(&mut url);
         assert_eq!((url.username(), url.password()), ("alice", Some("s3cret")));
-        let mut url = Url::parse("sftp://OTHER:2222/a").unwrap();
-        netrc.apply(&mut url);
-        assert_eq!((url.username(), url.password()), ("bob", Some("pw")));
-        let mut url = Url::parse("ftp://elsewhere/a").unwrap();
-        netrc.apply(&mut url);
+        let mut url = Url::parse("sftp://alice@h:2222/f").unwrap();
+        n.apply(&mut url);
+        assert_eq!(url.password(), Some("s3cret"));
+        let mut url = Url::parse("ftp://carol:mine@h/f").unwrap();
+        n.apply(&mut url);
+        assert_eq!((url.username(), url.password()), ("carol", Some("mine")));
         // Userinfo is stored percent-encoded; protocols decode it.
+        let mut url = Url::parse("ftp://elsewhere/f").unwrap();
+        n.apply(&mut url);
         assert_eq!(
             (url.username(), url.password()),
-            ("anonymous", Some("guest%40"))
+            ("anonymous", Some("a%40b"))
         );
     }
 
     #[test]
-    fn urls_with_credentials_are_left_alone() {
-        let netrc = Netrc::parse(TEXT);
-        let mut url = Url::parse("ftp://carol@files.example.org/a").unwrap();
-        netrc.apply(&mut url);
-        assert_eq!((url.username(), url.password()), ("carol", None));
-        let netrc = Netrc::parse("machine a login x");
-        let mut url = Url::parse("ftp://b/a").unwrap();
-        netrc.apply(&mut url);
-        assert_eq!(url.username(), "");
-        assert!(!format!("{:?}", Netrc::parse(TEXT)).contains("s3cret"));
+    fn empty_and_garbage_files_have_no_entries() {
+        assert!(Netrc::parse("").lookup("h", None).is_none());
+        assert!(
+            Netrc::parse("login x password y")
+                .lookup("h", None)
+                .is_none()
+        );
     }
 }

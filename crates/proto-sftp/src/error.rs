@@ -1,0 +1,300 @@
+//! Every failure of russh and russh-sftp becomes a `pymatris_core::Error`
+//! here, and nowhere else, so the rules of what is retried live in one
+//! place.
+//!
+//! The rules: a missing file and a refused permission are permanent;
+//! authentication and host-key failures are permanent; resets, timeouts,
+//! disconnects and channel failures are retried (the engine resumes from
+//! the last byte written).
+
+use std::io;
+use std::time::Duration;
+
+use pymatris_core::{Error, ErrorKind};
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::StatusCode;
+
+/// What a failure did to the SSH connection it happened on.
+pub(crate) fn breaks_connection(err: &Error) -> bool {
+    matches!(err.kind(), ErrorKind::Network | ErrorKind::Timeout)
+}
+
+/// An error of the SSH transport (connecting, key exchange, channels).
+/// `what` says what was being done, e.g. "connecting to host:22".
+pub(crate) fn ssh(what: &str, err: russh::Error) -> Error {
+    use russh::Error as E;
+    let (kind, retry) = match &err {
+        // The network: a reset, a closed socket, a dead peer. Another
+        // attempt on a new connection may well work.
+        E::IO(io) => return io_error(what, io, err.to_string()),
+        E::Disconnect
+        | E::HUP
+        | E::SendError
+        | E::RecvError
+        | E::Pending
+        | E::Join(_)
+        | E::PacketAuth
+        | E::DecryptionError => (ErrorKind::Network, true),
+        E::ConnectionTimeout | E::KeepaliveTimeout | E::InactivityTimeout | E::Elapsed(_) => {
+            (ErrorKind::Timeout, true)
+        }
+        // The server would not open a channel (MaxSessions, resource
+        // shortage): other connections may go on; this one may retry.
+        E::ChannelOpenFailure(_) | E::WrongChannel => (ErrorKind::Busy, true),
+        // A handshake that went wrong half-way can go right next time.
+        E::Kex | E::KexInit | E::Inconsistent | E::StrictKeyExchangeViolation { .. } => {
+            (ErrorKind::Protocol, true)
+        }
+        // A server whose signature does not verify against its own key is
+        // either broken or an impostor: never retried.
+        E::WrongServerSig | E::UnknownKey | E::KeyChanged { .. } => (ErrorKind::HostKey, false),
+        E::NotAuthenticated | E::NoAuthMethod | E::UnsupportedAuthMethod => {
+            (ErrorKind::Auth, false)
+        }
+        // No common algorithm, a bad version string, a bad key: the same
+        // server will answer the same way.
+        _ => (ErrorKind::Protocol, false),
+    };
+    Error::new(kind, format!("{what}: {err}"))
+        .retryable(retry)
+        .with_source(err)
+}
+
+fn io_error(what: &str, io: &io::Error, text: String) -> Error {
+    let kind = match io.kind() {
+        io::ErrorKind::TimedOut => ErrorKind::Timeout,
+        _ => ErrorKind::Network,
+    };
+    Error::new(kind, format!("{what}: {text}")).retryable(true)
+}
+
+/// An error of an SFTP request. `what` names the request and the path,
+/// e.g. "opening /srv/a.bin".
+pub(crate) fn sftp(what: &str, err: SftpError) -> Error {
+    let (kind, retry) = match &err {
+        SftpError::Status(status) => match status.status_code {
+            StatusCode::NoSuchFile => (ErrorKind::NotFound, false),
+            StatusCode::PermissionDenied => (ErrorKind::PermissionDenied, false),
+            // OpenSSH's sftp-server answers a plain "Failure" both for
+            // reading a directory and for transient trouble (EIO, its handle
+            // table full): worth one more try, which the engine bounds.
+            StatusCode::Failure => (ErrorKind::Protocol, true),
+            StatusCode::NoConnection | StatusCode::ConnectionLost => (ErrorKind::Network, true),
+            // EOF never reaches here (reads handle it); the rest are a
+            // server that does not speak our SFTP.
+            StatusCode::Eof
+            | StatusCode::Ok
+            | StatusCode::BadMessage
+            | StatusCode::OpUnsupported => (ErrorKind::Protocol, false),
+        },
+        SftpError::Timeout => (ErrorKind::Timeout, true),
+        // `limits@openssh.com` caps the open handles of a session: the
+        // server will take no more now, but will later.
+        SftpError::Limited(_) => (ErrorKind::Busy, true),
+        // "session closed", "sender dropped", an I/O error of the channel:
+        // the SSH connection under the SFTP session went away.
+        SftpError::IO(_) | SftpError::UnexpectedBehavior(_) => (ErrorKind::Network, true),
+        SftpError::UnexpectedPacket => (ErrorKind::Protocol, true),
+    };
+    // russh-sftp shows a status as "code: message", and OpenSSH's messages
+    // repeat the code ("No such file: No such file"): say it once.
+    let text = match &err {
+        SftpError::Status(s) if s.error_message.is_empty() => s.status_code.to_string(),
+        SftpError::Status(s) if s.error_message == s.status_code.to_string() => {
+            s.error_message.clone()
+        }
+        _ => err.to_string(),
+    };
+    Error::new(kind, format!("{what}: {text}"))
+        .retryable(retry)
+        .with_source(err)
+}
+
+/// A step that took longer than the timeout.
+pub(crate) fn timed_out(what: &str, after: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("{what}: no answer within {}s", after.as_secs_f32()),
+    )
+}
+
+/// The server's key is not in `known_hosts`.
+pub(crate) fn unknown_host(host_port: &str, key_desc: &str, files: &str) -> Error {
+    Error::new(
+        ErrorKind::HostKey,
+        format!(
+            "the host key of {host_port} is not known: the server offered {key_desc}, which is \
+             not in {files}. If that fingerprint is right (ask the server's administrator, or \
+             compare with `ssh-keygen -lf` of the server's key), run again with \
+             --accept-new-host-keys to add it"
+        ),
+    )
+    .retryable(false)
+}
+
+/// The server's key differs from the one recorded for it.
+pub(crate) fn host_key_changed(host_port: &str, key_desc: &str, recorded_at: &str) -> Error {
+    Error::new(
+        ErrorKind::HostKey,
+        format!(
+            "HOST KEY CHANGED for {host_port}! The server offered {key_desc}, but {recorded_at} \
+             records a different key for it. Someone may be intercepting the connection (a \
+             possible man-in-the-middle attack), or the server's key was replaced. pymatris will \
+             not connect; if the change is expected, remove the old entry (ssh-keygen -R) and \
+             check the new fingerprint"
+        ),
+    )
+    .retryable(false)
+}
+
+/// The server's key is listed as `@revoked`.
+pub(crate) fn host_key_revoked(host_port: &str, key_desc: &str, recorded_at: &str) -> Error {
+    Error::new(
+        ErrorKind::HostKey,
+        format!(
+            "the host key of {host_port} ({key_desc}) is REVOKED ({recorded_at}): pymatris will \
+             not connect"
+        ),
+    )
+    .retryable(false)
+}
+
+/// `known_hosts` could not be read or written.
+pub(crate) fn known_hosts_io(what: &str, err: io::Error) -> Error {
+    Error::new(ErrorKind::HostKey, format!("{what}: {err}"))
+        .retryable(false)
+        .with_source(err)
+}
+
+/// No method got the user in. `tried` names each method (never a secret).
+pub(crate) fn auth_failed(
+    who: &str,
+    tried: &[String],
+    notes: &[String],
+    server_accepts: Option<&str>,
+) -> Error {
+    let mut msg = if tried.is_empty() {
+        format!(
+            "no way to log in as {who}: give a password (in the URL or with --netrc), a key with \
+             --identity, or load a key into ssh-agent"
+        )
+    } else {
+        format!("{who} refused; tried {}", tried.join(", "))
+    };
+    if let Some(methods) = server_accepts {
+        msg.push_str(&format!("; the server accepts: {methods}"));
+    }
+    for note in notes {
+        msg.push_str("; ");
+        msg.push_str(note);
+    }
+    Error::new(ErrorKind::Auth, msg).retryable(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use russh_sftp::protocol::Status;
+
+    fn status(code: StatusCode) -> SftpError {
+        SftpError::Status(Status {
+            id: 1,
+            status_code: code,
+            error_message: format!("{code}"),
+            language_tag: "en".into(),
+        })
+    }
+
+    #[test]
+    fn sftp_statuses_map_to_kinds_and_retry_policies() {
+        let cases = [
+            (status(StatusCode::NoSuchFile), ErrorKind::NotFound, false),
+            (
+                status(StatusCode::PermissionDenied),
+                ErrorKind::PermissionDenied,
+                false,
+            ),
+            (status(StatusCode::Failure), ErrorKind::Protocol, true),
+            (
+                status(StatusCode::OpUnsupported),
+                ErrorKind::Protocol,
+                false,
+            ),
+            (status(StatusCode::ConnectionLost), ErrorKind::Network, true),
+            (SftpError::Timeout, ErrorKind::Timeout, true),
+            (
+                SftpError::UnexpectedBehavior("session closed".into()),
+                ErrorKind::Network,
+                true,
+            ),
+            (SftpError::Limited("handles".into()), ErrorKind::Busy, true),
+        ];
+        for (err, kind, retry) in cases {
+            let text = err.to_string();
+            let e = sftp("opening /x", err);
+            assert_eq!(e.kind(), kind, "{text}");
+            assert_eq!(e.is_retryable(), retry, "{text}");
+            assert!(e.to_string().starts_with(&format!("{kind}: opening /x: ")));
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_retried_and_trust_failures_are_not() {
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        let cases = [
+            (russh::Error::IO(reset), ErrorKind::Network, true),
+            (russh::Error::HUP, ErrorKind::Network, true),
+            (russh::Error::Disconnect, ErrorKind::Network, true),
+            (russh::Error::KeepaliveTimeout, ErrorKind::Timeout, true),
+            (russh::Error::WrongServerSig, ErrorKind::HostKey, false),
+            (russh::Error::Version, ErrorKind::Protocol, false),
+        ];
+        for (err, kind, retry) in cases {
+            let text = err.to_string();
+            let e = ssh("connecting to h:22", err);
+            assert_eq!((e.kind(), e.is_retryable()), (kind, retry), "{text}");
+        }
+        let timed = io::Error::new(io::ErrorKind::TimedOut, "slow");
+        assert_eq!(ssh("x", russh::Error::IO(timed)).kind(), ErrorKind::Timeout);
+        assert!(breaks_connection(&ssh("x", russh::Error::HUP)));
+        assert!(!breaks_connection(&sftp(
+            "x",
+            status(StatusCode::NoSuchFile)
+        )));
+    }
+
+    #[test]
+    fn auth_messages_name_methods_not_secrets() {
+        let e = auth_failed(
+            "u@h:22",
+            &["password".into(), "publickey (ssh-agent, 1 key)".into()],
+            &["/k is encrypted".into()],
+            Some("publickey,password"),
+        );
+        assert_eq!(e.kind(), ErrorKind::Auth);
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains("tried password, publickey (ssh-agent, 1 key)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the server accepts: publickey,password"),
+            "{text}"
+        );
+        let none = auth_failed("u@h:22", &[], &[], None).to_string();
+        assert!(none.contains("--identity"), "{none}");
+    }
+
+    #[test]
+    fn host_key_messages_are_loud_and_name_the_flag() {
+        let changed = host_key_changed("h:22", "ssh-ed25519 SHA256:abc", "kh line 3");
+        assert!(changed.to_string().contains("HOST KEY CHANGED for h:22"));
+        assert!(changed.to_string().contains("man-in-the-middle"));
+        assert!(!changed.is_retryable());
+        let unknown = unknown_host("h:22", "ssh-ed25519 SHA256:abc", "kh");
+        assert!(unknown.to_string().contains("--accept-new-host-keys"));
+        assert!(unknown.to_string().contains("SHA256:abc"));
+        assert_eq!(unknown.kind(), ErrorKind::HostKey);
+    }
+}

@@ -1,0 +1,183 @@
+//! Pipelined reads of one remote file: many SFTP read requests in flight,
+//! each as large as the server serves, answered in order, and none past the
+//! end of the range asked for.
+//!
+//! One request at a time would wait a round trip per 255 KiB; with a window
+//! of requests in flight the server streams. russh-sftp's `File` pipelines
+//! too, but reads ahead past the range's end (the engine then drops the
+//! stream, and the server still sends every byte asked for), so the
+//! requests are issued here on the raw session.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use pymatris_core::{ByteStream, Result};
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{Data, StatusCode};
+
+use crate::conn::Lease;
+use crate::error;
+
+/// Read requests in flight per open file: 32 x 255 KiB = 8 MiB, half the
+/// SSH channel window.
+pub(crate) const MAX_IN_FLIGHT: usize = 32;
+
+/// Read requests in flight when a file is opened without a known end (the
+/// first request of a file, before its size is known): enough to start
+/// streaming, few enough that a small file does not ask for megabytes
+/// past its end.
+const PROBE: usize = 1;
+
+/// An open remote file, closed when the last user drops it.
+pub(crate) struct OpenFile {
+    pub(crate) sftp: Arc<RawSftpSession>,
+    pub(crate) handle: String,
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        // The close needs a round trip; nobody waits for it. Outside a
+        // runtime (at exit) the connection goes away anyway.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let sftp = self.sftp.clone();
+            let handle = std::mem::take(&mut self.handle);
+            rt.spawn(async move {
+                let _ = sftp.close(handle).await;
+            });
+        }
+    }
+}
+
+type ReadFuture = Pin<Box<dyn Future<Output = (u64, u32, Result<Data, SftpError>)> + Send>>;
+
+/// The reads of one range of one open file.
+pub(crate) struct Reader {
+    lease: Lease,
+    file: Arc<OpenFile>,
+    /// The offset of the next request to send.
+    next: u64,
+    /// One past the last byte wanted, once known.
+    end: Option<u64>,
+    /// The size of each request.
+    chunk: u32,
+    in_flight: FuturesOrdered<ReadFuture>,
+    done: bool,
+    /// The remote path, for messages.
+    path: String,
+}
+
+impl Reader {
+    pub(crate) fn new(
+        lease: Lease,
+        file: Arc<OpenFile>,
+        start: u64,
+        end: Option<u64>,
+        path: &str,
+    ) -> Reader {
+        let chunk = lease.read_len;
+        let mut r = Reader {
+            lease,
+            file,
+            next: start,
+            end,
+            chunk,
+            in_flight: FuturesOrdered::new(),
+            done: false,
+            path: path.to_owned(),
+        };
+        let first = if end.is_some() { MAX_IN_FLIGHT } else { PROBE };
+        r.fill(first);
+        r
+    }
+
+    /// Stops at `size`: a file is read up to the size it had when opened.
+    pub(crate) fn limit_to(&mut self, size: u64) {
+        self.end = Some(self.end.map_or(size, |e| e.min(size)));
+    }
+
+    /// Sends requests until `window` are in flight or the end is reached.
+    fn fill(&mut self, window: usize) {
+        while !self.done && self.in_flight.len() < window {
+            let len = match self.end {
+                Some(end) if self.next >= end => break,
+                Some(end) => (end - self.next).min(u64::from(self.chunk)) as u32,
+                None => self.chunk,
+            };
+            let offset = self.next;
+            let sftp = self.file.sftp.clone();
+            let handle = self.file.handle.clone();
+            self.in_flight.push_back(Box::pin(async move {
+                (offset, len, sftp.read(handle, offset, len).await)
+            }));
+            self.next += u64::from(len);
+        }
+    }
+
+    /// The next chunk of the range, `None` at its end (or the file's).
+    pub(crate) async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
+        if self.done {
+            return None;
+        }
+        self.fill(MAX_IN_FLIGHT);
+        let Some((offset, len, result)) = self.in_flight.next().await else {
+            self.done = true;
+            return None;
+        };
+        match result {
+            Ok(data) if data.data.is_empty() => self.finish(),
+            Ok(mut data) => {
+                let n = data.data.len();
+                if n > len as usize {
+                    data.data.truncate(len as usize);
+                } else if n < len as usize {
+                    // A short read: the server serves less per request than
+                    // asked. The requests in flight assumed otherwise; drop
+                    // them, ask from here on in the server's size.
+                    self.in_flight = FuturesOrdered::new();
+                    self.next = offset + n as u64;
+                    if n >= 1024 {
+                        self.chunk = n as u32;
+                    }
+                }
+                Some(Ok(Bytes::from(data.data)))
+            }
+            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => self.finish(),
+            Err(e) => {
+                self.done = true;
+                self.in_flight = FuturesOrdered::new();
+                let err = error::sftp(&format!("reading {} at byte {offset}", self.path), e);
+                if error::breaks_connection(&err) {
+                    self.lease.mark_dead();
+                }
+                Some(Err(err))
+            }
+        }
+    }
+
+    /// End of file: whatever is in flight asked past it.
+    fn finish(&mut self) -> Option<Result<Bytes>> {
+        self.done = true;
+        self.in_flight = FuturesOrdered::new();
+        None
+    }
+
+    /// The body: `first` (a chunk already read), then the rest.
+    pub(crate) fn into_stream(self, first: Option<Result<Bytes>>) -> ByteStream {
+        let state = (first, self);
+        Box::pin(futures_util::stream::unfold(
+            state,
+            |(first, mut reader)| async move {
+                let item = match first {
+                    Some(item) => Some(item),
+                    None => reader.next_chunk().await,
+                };
+                item.map(|item| (item, (None, reader)))
+            },
+        ))
+    }
+}

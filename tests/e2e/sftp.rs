@@ -1,0 +1,558 @@
+//! `pymatris` against a real OpenSSH sshd on loopback (started by the
+//! harness with its own host key, client key, password and known_hosts):
+//! whole files, parts, empty and missing files, every way of logging in,
+//! host keys unknown, accepted and changed, a server that never answers,
+//! and 200 small files over one connection.
+//!
+//! Every run gets an empty `HOME` (no default keys, no `~/.ssh/known_hosts`,
+//! no `~/.netrc` but the test's own) and no ssh-agent unless the test starts
+//! one, so only what the test gives can log in. Kinds and retry policies are
+//! read from `--json`. A connection killed mid-transfer is tested in
+//! `crates/proto-sftp/tests/loopback.rs`, where a reporter sees the bytes
+//! arrive.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pymatris_harness::{Servers, Which};
+use pymatris_tests::{list_dir, pymatris_bin, sha256_hex};
+use serde_json::Value;
+
+fn sshd() -> Servers {
+    Servers::start(Which::sftp_only()).expect("start sshd (apt-get install openssh-server)")
+}
+
+/// `pymatris ARGS` with `HOME` set to `home` and no ssh-agent unless
+/// `agent` names its socket.
+fn run(args: &[&str], home: &Path, agent: Option<&Path>) -> Output {
+    let mut cmd = Command::new(pymatris_bin());
+    cmd.args(args)
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null());
+    if let Some(sock) = agent {
+        cmd.env("SSH_AUTH_SOCK", sock);
+    }
+    cmd.output().expect("run pymatris")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The `--json` results on stdout.
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--json output: {e}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
+    })
+}
+
+/// The one error of a `--json` result: (kind, retryable, chain).
+fn one_error(out: &Output) -> (String, bool, String) {
+    let v = json(out);
+    let errors = v["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{v:#}");
+    let e = &errors[0];
+    (
+        e["kind"].as_str().unwrap_or_default().to_owned(),
+        e["retryable"].as_bool().expect("retryable"),
+        e["chain"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+/// The `SHA256:…` fingerprint of the harness's host key, from ssh-keygen.
+fn host_key_fingerprint(servers: &Servers, dir: &Path) -> String {
+    let pubfile = dir.join("host_key.pub");
+    std::fs::write(&pubfile, format!("{}\n", servers.ssh_host_key_pub())).unwrap();
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(&pubfile)
+        .output()
+        .expect("ssh-keygen");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let fp = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(fp.starts_with("SHA256:"), "ssh-keygen -l said {text:?}");
+    fp
+}
+
+/// A fresh ed25519 key pair at `path` and `path.pub`.
+fn keygen(path: &Path, passphrase: &str) {
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(made.status.success(), "ssh-keygen: {}", stderr(&made));
+}
+
+#[test]
+fn whole_files_parts_empty_and_missing() {
+    let servers = sshd();
+    let big = std::fs::read(servers.write_random("d/big.bin", 16 << 20, 11)).unwrap();
+    let small = std::fs::read(servers.write_random("d/small.bin", 100_000, 12)).unwrap();
+    servers.write_file("d/empty.bin", b"");
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("dl");
+    let key = servers.ssh_client_key().to_str().unwrap();
+    let kh = servers.ssh_known_hosts().to_str().unwrap();
+    let urls =
+        ["d/big.bin", "d/small.bin", "d/empty.bin", "d/missing.bin"].map(|f| servers.sftp_url(f));
+    let mut args = vec![
+        "--json",
+        "--identity",
+        key,
+        "--known-hosts",
+        kh,
+        "--max-splits",
+        "4",
+        "--min-split-size",
+        "1M",
+        "--max-tries",
+        "5",
+        "--dir",
+        s(&dir),
+    ];
+    args.extend(urls.iter().map(String::as_str));
+    let t = Instant::now();
+    let result = run(&args, home.path(), None);
+    let took = t.elapsed();
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+
+    assert_eq!(list_dir(&dir), ["big.bin", "empty.bin", "small.bin"]);
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.join("big.bin")).unwrap()),
+        sha256_hex(&big)
+    );
+    assert_eq!(std::fs::read(dir.join("small.bin")).unwrap(), small);
+    assert_eq!(std::fs::read(dir.join("empty.bin")).unwrap(), b"");
+
+    // The missing file: not found, permanent, so not retried (four
+    // retries would wait over 1.8 s of backoff).
+    let (kind, retryable, chain) = one_error(&result);
+    assert_eq!(kind, "NotFound", "{chain}");
+    assert!(!retryable);
+    assert!(chain.contains("missing.bin"), "{chain}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let err = stderr(&result);
+    assert!(err.contains(&urls[3]), "stderr names the URL: {err}");
+}
+
+#[test]
+fn passwords_and_netrc_log_in_and_wrong_passwords_never_show() {
+    let servers = sshd();
+    servers.write_file("pw.txt", b"by password");
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let kh = servers.ssh_known_hosts().to_str().unwrap();
+    let (user, port) = (servers.sftp_user(), servers.sftp_port());
+    let path = format!("{}/pw.txt", servers.data_dir().display());
+
+    let good = format!(
+        "sftp://{user}:{}@127.0.0.1:{port}{path}",
+        servers.sftp_password()
+    );
+    let a = out.path().join("a");
+    let result = run(
+        &["--quiet", "--known-hosts", kh, "--dir", s(&a), &good],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_eq!(std::fs::read(a.join("pw.txt")).unwrap(), b"by password");
+
+    // --netrc: the URL names neither user nor password.
+    std::fs::write(
+        home.path().join(".netrc"),
+        format!(
+            "machine 127.0.0.1\n  login {user}\n  password {}\n",
+            servers.sftp_password()
+        ),
+    )
+    .unwrap();
+    let bare = format!("sftp://127.0.0.1:{port}{path}");
+    let b = out.path().join("b");
+    let result = run(
+        &[
+            "--quiet",
+            "--netrc",
+            "--known-hosts",
+            kh,
+            "--dir",
+            s(&b),
+            &bare,
+        ],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_eq!(std::fs::read(b.join("pw.txt")).unwrap(), b"by password");
+
+    // A wrong password: permanent, named as the method tried, and shown
+    // nowhere, not even with --verbose and --show-errors.
+    let secret = "Wr0ng-S3cret";
+    let bad = format!("sftp://{user}:{secret}@127.0.0.1:{port}{path}");
+    let c = out.path().join("c");
+    let result = run(
+        &[
+            "--json",
+            "--verbose",
+            "--show-errors",
+            "--max-tries",
+            "5",
+            "--known-hosts",
+            kh,
+            "--dir",
+            s(&c),
+            &bad,
+        ],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let (kind, retryable, chain) = one_error(&result);
+    assert_eq!(kind, "Auth", "{chain}");
+    assert!(!retryable);
+    assert!(chain.contains("password"), "names the method: {chain}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        stderr(&result)
+    );
+    assert!(!all.contains(secret), "the password leaked: {all}");
+    assert!(all.contains(&format!("{user}:***@")), "{all}");
+    assert!(list_dir(&c).is_empty());
+}
+
+/// An `ssh-agent` of our own, holding one key; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    sock: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(key: &Path) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (apt-get install openssh-client)");
+        let agent = Agent {
+            child,
+            sock,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.sock.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let added = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &agent.sock)
+            .output()
+            .expect("ssh-add");
+        assert!(added.status.success(), "ssh-add: {}", stderr(&added));
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn key_auth_agent_auth_and_nothing_to_log_in_with() {
+    let servers = sshd();
+    let bytes = std::fs::read(servers.write_random("k.bin", 300_000, 5)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let kh = servers.ssh_known_hosts().to_str().unwrap();
+    let key = servers.ssh_client_key().to_str().unwrap();
+    let url = servers.sftp_url("k.bin");
+
+    let a = out.path().join("a");
+    let result = run(
+        &[
+            "--quiet",
+            "--identity",
+            key,
+            "--known-hosts",
+            kh,
+            "--dir",
+            s(&a),
+            &url,
+        ],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_eq!(std::fs::read(a.join("k.bin")).unwrap(), bytes);
+
+    // No key, password or agent: the error says what to give.
+    let b = out.path().join("b");
+    let result = run(
+        &["--json", "--known-hosts", kh, "--dir", s(&b), &url],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let (kind, retryable, chain) = one_error(&result);
+    assert_eq!(kind, "Auth", "{chain}");
+    assert!(!retryable);
+    assert!(chain.contains("--identity"), "{chain}");
+
+    // The same run with an agent holding the key: the agent logs in.
+    let agent = Agent::start(servers.ssh_client_key());
+    let result = run(
+        &["--quiet", "--known-hosts", kh, "--dir", s(&b), &url],
+        home.path(),
+        Some(&agent.sock),
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_eq!(std::fs::read(b.join("k.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn an_encrypted_key_without_passphrase_fails_clearly_and_fast() {
+    let servers = sshd();
+    servers.write_file("e.txt", b"e");
+    let home = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("locked");
+    keygen(&key, "a passphrase");
+    let t = Instant::now();
+    let result = run(
+        &[
+            "--json",
+            "--identity",
+            s(&key),
+            "--known-hosts",
+            servers.ssh_known_hosts().to_str().unwrap(),
+            "--dir",
+            s(&tmp.path().join("dl")),
+            &servers.sftp_url("e.txt"),
+        ],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let (kind, retryable, chain) = one_error(&result);
+    assert_eq!(kind, "Auth", "{chain}");
+    assert!(!retryable);
+    assert!(chain.contains("encrypted"), "{chain}");
+    assert!(chain.contains(s(&key)), "{chain}");
+    assert!(chain.contains("ssh-add"), "says how to use it: {chain}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[test]
+fn an_unknown_host_is_refused_then_accepted_then_known() {
+    let servers = sshd();
+    servers.write_file("h.txt", b"host");
+    let home = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let fingerprint = host_key_fingerprint(&servers, tmp.path());
+    let key = servers.ssh_client_key().to_str().unwrap();
+    let url = servers.sftp_url("h.txt");
+    let dir = tmp.path().join("out");
+    let with = |extra: &[&str]| {
+        let mut args = vec!["--identity", key, "--known-hosts", s(&kh), "--dir", s(&dir)];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        run(&args, home.path(), None)
+    };
+
+    let refused = with(&["--json"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let (kind, retryable, chain) = one_error(&refused);
+    assert_eq!(kind, "HostKey", "{chain}");
+    assert!(!retryable);
+    let text = stderr(&refused);
+    assert!(text.contains("--accept-new-host-keys"), "{text}");
+    assert!(text.contains(&fingerprint), "{text} lacks {fingerprint}");
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), "", "nothing added");
+    assert!(list_dir(&dir).is_empty());
+
+    let accepted = with(&["--quiet", "--accept-new-host-keys"]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(
+        recorded,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            servers.sftp_port(),
+            servers.ssh_host_key_pub()
+        )
+    );
+
+    let known = with(&["--quiet"]);
+    assert_eq!(known.status.code(), Some(0), "{}", stderr(&known));
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), recorded);
+    assert_eq!(list_dir(&dir), ["h.1.txt", "h.txt"]);
+}
+
+#[test]
+fn a_changed_host_key_is_always_fatal() {
+    let servers = sshd();
+    servers.write_file("c.txt", b"changed");
+    let home = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // Another ed25519 key recorded for the server's [127.0.0.1]:port.
+    let other = tmp.path().join("other");
+    keygen(&other, "");
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let kh = tmp.path().join("known_hosts");
+    let line = format!("[127.0.0.1]:{} {}\n", servers.sftp_port(), other_pub.trim());
+    std::fs::write(&kh, &line).unwrap();
+    let key = servers.ssh_client_key().to_str().unwrap();
+    let url = servers.sftp_url("c.txt");
+    let dir = tmp.path().join("out");
+
+    for accept in [false, true] {
+        let mut args = vec![
+            "--json",
+            "--max-tries",
+            "3",
+            "--identity",
+            key,
+            "--known-hosts",
+            s(&kh),
+            "--dir",
+            s(&dir),
+        ];
+        if accept {
+            args.push("--accept-new-host-keys");
+        }
+        args.push(&url);
+        let result = run(&args, home.path(), None);
+        assert_eq!(result.status.code(), Some(1));
+        let (kind, retryable, chain) = one_error(&result);
+        assert_eq!(kind, "HostKey", "{chain}");
+        assert!(!retryable);
+        assert!(chain.contains("HOST KEY CHANGED"), "{chain}");
+        assert!(chain.contains("man-in-the-middle"), "{chain}");
+        assert!(stderr(&result).contains("HOST KEY CHANGED"));
+        assert_eq!(
+            std::fs::read_to_string(&kh).unwrap(),
+            line,
+            "file untouched"
+        );
+        assert!(list_dir(&dir).is_empty());
+    }
+
+    // --insecure skips the check.
+    let result = run(
+        &[
+            "--quiet",
+            "--insecure",
+            "--identity",
+            key,
+            "--known-hosts",
+            s(&kh),
+            "--dir",
+            s(&dir),
+            &url,
+        ],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    assert_eq!(std::fs::read(dir.join("c.txt")).unwrap(), b"changed");
+}
+
+#[test]
+fn a_server_that_never_answers_times_out() {
+    // The kernel completes TCP handshakes for a listener that never
+    // accepts: the connection opens, and no SSH banner ever comes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let home = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let result = run(
+        &[
+            "--json",
+            "--timeouts",
+            "1",
+            "--max-tries",
+            "2",
+            "--dir",
+            s(&home.path().join("dl")),
+            &format!("sftp://u@127.0.0.1:{port}/x.bin"),
+        ],
+        home.path(),
+        None,
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let (kind, retryable, chain) = one_error(&result);
+    assert_eq!(kind, "Timeout", "{chain}");
+    assert!(retryable);
+    assert!(chain.contains(&format!("127.0.0.1:{port}")), "{chain}");
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    drop(listener);
+}
+
+#[test]
+fn two_hundred_small_files_over_one_connection() {
+    let servers = sshd();
+    let mut expected = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..200u64 {
+        let name = format!("f{i:03}.bin");
+        let path = servers.write_random(&format!("many/{name}"), 16 << 10, i);
+        let bytes = std::fs::read(path).unwrap();
+        expected.push((name.clone(), sha256_hex(&bytes)));
+        urls.push(servers.sftp_url(&format!("many/{name}")));
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--quiet",
+        "--max-parallel",
+        "32",
+        "--identity",
+        servers.ssh_client_key().to_str().unwrap(),
+        "--known-hosts",
+        servers.ssh_known_hosts().to_str().unwrap(),
+        "--dir",
+        s(out.path()),
+    ];
+    args.extend(urls.iter().map(String::as_str));
+    let result = run(&args, home.path(), None);
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    let got: Vec<(String, String)> = list_dir(out.path())
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(out.path().join(&name)).unwrap();
+            (name, sha256_hex(&bytes))
+        })
+        .collect();
+    assert_eq!(got, expected);
+    // One SSH connection (one login) served all 200.
+    let log = std::fs::read_to_string(servers.root_dir().join("sshd/sshd.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+}
