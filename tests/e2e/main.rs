@@ -2,6 +2,7 @@
 //! servers started on loopback by `pymatris-harness`, and against an
 //! in-process server that misbehaves on demand.
 
+mod conformance;
 mod faults;
 mod ftp;
 mod http;
