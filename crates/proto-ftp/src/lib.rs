@@ -30,7 +30,6 @@ mod error;
 mod pool;
 mod session;
 mod target;
-mod tls;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -89,7 +88,7 @@ impl FtpProtocol {
     fn tls_config(&self) -> Result<Arc<ClientConfig>, Error> {
         self.tls
             .get_or_init(|| {
-                tls::client_config(&self.config)
+                pymatris_tls::client_config(&self.config)
                     .map(Arc::new)
                     .map_err(|e| e.chain())
             })

@@ -32,7 +32,6 @@ mod body;
 mod connector;
 mod error;
 mod headers;
-mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -146,7 +145,11 @@ impl HttpProtocol {
             })?)
         };
         let proxy = proxy_matcher(cfg)?;
-        let tls = tls::client_config(cfg)?;
+        let mut tls = pymatris_tls::client_config(cfg)?;
+        // HTTP/1.1 only: for parallel bulk downloads, one TCP connection per
+        // part beats HTTP/2 multiplexing all parts over one connection (one
+        // congestion window, one socket buffer, head-of-line blocking).
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         let mut http = HttpConnector::new();
         // https:// URLs pass through it on their way to TLS.

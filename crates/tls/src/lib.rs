@@ -1,6 +1,10 @@
-//! The rustls client configuration: system roots plus `--ca-cert`, or no
-//! verification at all under `--insecure`; always the ring provider, so
-//! nothing depends on a process-wide default being installed.
+//! pymatris-tls: the rustls client configuration that HTTPS and FTPS share:
+//! system roots plus `--ca-cert`, or no verification at all under
+//! `--insecure`; always the ring provider, so nothing depends on a
+//! process-wide default being installed. Each protocol adds what is its own
+//! (ALPN for HTTP, a session cache per control connection for FTPS).
+
+#![warn(missing_docs, missing_debug_implementations)]
 
 use std::sync::Arc;
 
@@ -13,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The TLS configuration for `cfg`.
-pub(crate) fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
+pub fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -31,8 +35,8 @@ pub(crate) fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error>
         let roots = root_store(cfg)?;
         if roots.is_empty() {
             // No trust anchor at all (no system store, no --ca-cert): every
-            // certificate fails, but plain http:// still works.
-            tracing::warn!("no trusted CA certificates found; HTTPS downloads will fail");
+            // certificate fails, but plain http:// and ftp:// still work.
+            tracing::warn!("no trusted CA certificates found; TLS downloads will fail");
             Arc::new(NoTrustAnchors {
                 algorithms: provider.signature_verification_algorithms,
             })
@@ -46,15 +50,10 @@ pub(crate) fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error>
                 })?
         }
     };
-    let mut config = builder
+    Ok(builder
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    // HTTP/1.1 only: for parallel bulk downloads, one TCP connection per
-    // part beats HTTP/2 multiplexing all parts over one connection (one
-    // congestion window, one socket buffer, head-of-line blocking).
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+        .with_no_client_auth())
 }
 
 /// The system's roots plus every certificate of every `--ca-cert` file.
