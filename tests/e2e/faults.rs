@@ -247,6 +247,44 @@ async fn stall_past_the_idle_timeout_is_retried() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+// 2c. A part that stalls while the others finish is taken over by an idle
+// connection: with one attempt and an idle timeout of 60 s, only a takeover
+// can finish the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_part_is_taken_over_by_an_idle_connection() {
+    const CUT: u64 = 100_000;
+    let body = random_bytes(4 * MIB, 8);
+    let server = FaultServer::start([(
+        "/tail.bin",
+        Route::new(body.clone()).behaviour(Behaviour::StallAfter {
+            bytes: CUT,
+            times: 1,
+        }),
+    )]);
+    let sb = Sandbox::new();
+    let results = fetch_one(
+        &sb,
+        config()
+            .max_tries(1)
+            .max_splits(4)
+            .min_split_size(256 * KIB as u64)
+            .timeout(Duration::from_secs(60))
+            .takeover_after(Duration::from_millis(500)),
+        server.url("/tail.bin"),
+    )
+    .await;
+    let log = server.requests("/tail.bin");
+    only_success(&results, &log);
+    assert_bytes(&sb.read("tail.bin"), &body, "tail.bin");
+    sb.assert_clean();
+    assert!(log[0].fault, "{}", show(&log));
+    assert!(
+        log.iter().any(|r| r.range_start() == Some(CUT)),
+        "nothing took over at byte {CUT}: {}",
+        show(&log)
+    );
+}
+
 // 2b. A server that accepts and never answers: the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_answer_within_the_timeout_is_retried() {

@@ -102,6 +102,9 @@ pub struct Config {
     pub backoff_base: Duration,
     /// The longest wait between attempts.
     pub backoff_max: Duration,
+    /// A part that has received nothing for this long is taken over by an
+    /// idle connection of the same file (when ranges work).
+    pub takeover_after: Duration,
     /// What the protocols are built with.
     pub protocol: ProtocolConfig,
 }
@@ -118,6 +121,7 @@ impl Default for Config {
             fsync: false,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            takeover_after: Duration::from_secs(3),
             protocol: ProtocolConfig::default(),
         }
     }
@@ -152,6 +156,9 @@ impl Config {
         backoff_base: Duration => backoff_base);
     setter!(/// The longest backoff between attempts.
         backoff_max: Duration => backoff_max);
+    setter!(/// How long a part may receive nothing before an idle connection
+        /// takes over its rest.
+        takeover_after: Duration => takeover_after);
     setter!(/// Connect, handshake and idle timeout.
         timeout: Duration => protocol.timeout);
     setter!(/// Connections to one host at once.

@@ -12,7 +12,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use futures_util::{FutureExt, StreamExt};
@@ -35,6 +35,9 @@ use crate::writer::{PartFile, WriteBehind};
 /// How many bytes a part gathers before writing them (in the background,
 /// while it gathers the next as many).
 const WRITE_BUF: usize = 1024 * 1024;
+
+/// How often a worker with nothing left to split looks for a stalled part.
+const TAIL_POLL: Duration = Duration::from_millis(250);
 
 /// The longest `Retry-After` honoured; a server asking for more is waited
 /// on for this long.
@@ -519,6 +522,29 @@ struct Span {
     /// Whether a worker is filling it; a span left by a worker that the
     /// server refused is taken over whole by the next idle worker.
     active: bool,
+    /// When a byte last arrived (or the span was made).
+    progressed: Instant,
+    /// Cancelled when an idle worker takes over the rest of this span
+    /// because it stalled: its own worker then stops.
+    taken: CancellationToken,
+    /// How many stalled spans this one continues: bounded, so a server that
+    /// stalls every connection fails by the idle timeout rather than being
+    /// asked again every few seconds forever.
+    takeovers: u32,
+}
+
+impl Span {
+    fn new(start: u64, pos: u64, end: u64) -> SharedSpan {
+        Arc::new(Mutex::new(Span {
+            start,
+            pos,
+            end,
+            active: true,
+            progressed: Instant::now(),
+            taken: CancellationToken::new(),
+            takeovers: 0,
+        }))
+    }
 }
 
 type SharedSpan = Arc<Mutex<Span>>;
@@ -651,14 +677,7 @@ impl FileJob {
         };
         let spans: Vec<SharedSpan> = plan
             .iter()
-            .map(|&[start, pos, end]| {
-                Arc::new(Mutex::new(Span {
-                    start,
-                    pos,
-                    end,
-                    active: true,
-                }))
-            })
+            .map(|&[start, pos, end]| Span::new(start, pos, end))
             .collect();
         *self.spans.lock().expect("spans poisoned") = spans.clone();
 
@@ -783,11 +802,39 @@ impl FileJob {
         span: SharedSpan,
         body: Option<ByteStream>,
     ) -> Result<()> {
-        self.fill(&file, &span, body).await?;
-        while let Some(stolen) = self.steal() {
-            self.fill(&file, &stolen, None).await?;
+        if self.fill(&file, &span, body).await? == Filled::Left {
+            return Ok(());
         }
-        Ok(())
+        loop {
+            if let Some(next) = self.steal() {
+                if self.fill(&file, &next, None).await? == Filled::Left {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Nothing worth splitting: stay near the tail while other parts
+            // run, to take over one that stalls.
+            if !self.others_running() {
+                return Ok(());
+            }
+            let cancel = self.cancel_token();
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(TAIL_POLL) => {}
+            }
+        }
+    }
+
+    /// Whether some span is still being filled and could stall.
+    fn others_running(&self) -> bool {
+        if self.size.is_none() || self.single.load(Ordering::SeqCst) {
+            return false;
+        }
+        let spans = self.spans.lock().expect("spans poisoned");
+        spans.iter().any(|span| {
+            let s = lock(span);
+            s.active && s.pos < s.end
+        })
     }
 
     fn cancel_token(&self) -> CancellationToken {
@@ -799,12 +846,7 @@ impl FileJob {
     fn restart_as_one_stream(&self) -> SharedSpan {
         *self.cancel.lock().expect("cancel poisoned") = self.batch.cancel.child_token();
         self.batch.reporter.on_rewind(self.id, self.received());
-        let span = Arc::new(Mutex::new(Span {
-            start: 0,
-            pos: 0,
-            end: self.size.unwrap_or(u64::MAX),
-            active: true,
-        }));
+        let span = Span::new(0, 0, self.size.unwrap_or(u64::MAX));
         *self.spans.lock().expect("spans poisoned") = vec![span.clone()];
         span
     }
@@ -866,20 +908,42 @@ impl FileJob {
         let mut v = lock(&victim);
         let left = v.end.saturating_sub(v.pos);
         if left < 2 * min {
-            return None;
+            drop(v);
+            return self.take_over_stalled(&mut spans);
         }
         let mid = v.pos + left / 2;
-        let stolen = Arc::new(Mutex::new(Span {
-            start: mid,
-            pos: mid,
-            end: v.end,
-            active: true,
-        }));
+        let stolen = Span::new(mid, mid, v.end);
         v.end = mid;
         drop(v);
         tracing::debug!(url = %redact_url(&self.url), from = mid, "taking over the rest of a part");
         spans.push(stolen.clone());
         Some(stolen)
+    }
+
+    /// Takes the whole rest of a span that has received nothing for
+    /// `Config::takeover_after`, and stops its worker: a connection that
+    /// stalled near the end must not hold the file until the idle timeout.
+    fn take_over_stalled(&self, spans: &mut Vec<SharedSpan>) -> Option<SharedSpan> {
+        let after = self.batch.config.takeover_after;
+        let victim = spans
+            .iter()
+            .find(|span| {
+                let s = lock(span);
+                s.active
+                    && s.pos < s.end
+                    && s.takeovers < self.batch.config.max_tries
+                    && s.progressed.elapsed() >= after
+            })?
+            .clone();
+        let mut v = lock(&victim);
+        let rest = Span::new(v.pos, v.pos, v.end);
+        lock(&rest).takeovers = v.takeovers + 1;
+        tracing::debug!(url = %redact_url(&self.url), from = v.pos, to = v.end, "a part stalled: taking over its rest");
+        v.end = v.pos;
+        v.taken.cancel();
+        drop(v);
+        spans.push(rest.clone());
+        Some(rest)
     }
 
     /// Fills one span, retrying from the last byte received.
@@ -892,13 +956,22 @@ impl FileJob {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let taken = lock(span).taken.clone();
             let result = async {
                 let body = match body.take() {
                     Some(body) => body,
-                    None => match self.refetch(span).await? {
-                        Some(body) => body,
-                        None => return Ok(()),
-                    },
+                    None => {
+                        // Nothing is received yet, so nothing is lost if the
+                        // request is dropped when another worker takes over.
+                        let next = tokio::select! {
+                            () = taken.cancelled() => return Ok(()),
+                            next = self.refetch(span) => next?,
+                        };
+                        match next {
+                            Some(body) => body,
+                            None => return Ok(()),
+                        }
+                    }
                 };
                 self.pump(file, span, body).await
             }
@@ -981,11 +1054,18 @@ impl FileJob {
     async fn pump(&self, file: &PartFile, span: &SharedSpan, mut body: ByteStream) -> Result<()> {
         let timeout = self.batch.config.protocol.timeout;
         let cancel = self.cancel_token();
-        let mut out = WriteBehind::new(file.clone(), lock(span).pos, WRITE_BUF);
+        let (start, taken) = {
+            let s = lock(span);
+            (s.pos, s.taken.clone())
+        };
+        let mut out = WriteBehind::new(file.clone(), start, WRITE_BUF);
         let outcome: Result<()> = loop {
             let next = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break Err(Error::cancelled()),
+                // Another worker took over the rest: what was received is
+                // written below, and the span is complete up to its new end.
+                () = taken.cancelled() => break Ok(()),
                 next = tokio::time::timeout(timeout, body.next()) => next,
             };
             match next {
@@ -1012,6 +1092,7 @@ impl FileJob {
                         let room = s.end.saturating_sub(s.pos);
                         let take = (chunk.len() as u64).min(room) as usize;
                         s.pos += take as u64;
+                        s.progressed = Instant::now();
                         let full = s.pos >= s.end;
                         let past = take < chunk.len() && Some(s.end) == self.size;
                         (take, full, past)
