@@ -261,3 +261,30 @@ fn a_1_gib_download_keeps_peak_memory_under_64_mib() {
     assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
     assert!(same_contents(&source, &out.path().join("huge.bin")));
 }
+
+#[test]
+fn max_speed_caps_the_whole_batch() {
+    let servers = nginx();
+    servers.write_random("a.bin", 1536 << 10, 3);
+    servers.write_random("b.bin", 1536 << 10, 4);
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let result = run_pymatris([
+        "--quiet",
+        "--max-speed",
+        "1M",
+        "--dir",
+        out.path().to_str().unwrap(),
+        &servers.http_url("a.bin"),
+        &servers.http_url("b.bin"),
+    ]);
+    let took = started.elapsed();
+    assert_eq!(result.status.code(), Some(0), "stderr: {}", stderr(&result));
+    assert_eq!(list_dir(out.path()), ["a.bin", "b.bin"]);
+    // 3 MiB at 1 MiB/s, both files together: about 3 s. Only a lower bound
+    // is asserted; a busy machine can only make it slower.
+    assert!(
+        took >= Duration::from_millis(2500),
+        "3 MiB took {took:?} under a 1 MiB/s cap"
+    );
+}

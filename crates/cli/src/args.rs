@@ -100,6 +100,10 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) json: bool,
 
+    /// Overall bandwidth cap, bytes per second (e.g. 500K, 50M).
+    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    pub(crate) max_speed: Option<u64>,
+
     /// Connections to one host at once, all files together.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) max_per_host: Option<u32>,
@@ -196,6 +200,7 @@ impl Args {
             .min_split_size(self.min_split_size.max(1))
             .overwrite(self.overwrite)
             .resume(self.resume)
+            .max_speed(self.max_speed.filter(|&r| r > 0))
             .headers(headers)
             .ca_certs(self.ca_cert.clone())
             .insecure(self.insecure);

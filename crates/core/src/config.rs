@@ -96,6 +96,8 @@ pub struct Config {
     pub overwrite: bool,
     /// Resume partial files and skip complete ones.
     pub resume: bool,
+    /// The overall bandwidth cap, in bytes per second.
+    pub max_speed: Option<u64>,
     /// `fsync` each file before renaming it into place.
     pub fsync: bool,
     /// The first wait between attempts; it doubles each time, with jitter.
@@ -118,6 +120,7 @@ impl Default for Config {
             min_split_size: 1 << 20,
             overwrite: false,
             resume: false,
+            max_speed: None,
             fsync: false,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
@@ -150,6 +153,8 @@ impl Config {
         overwrite: bool => overwrite);
     setter!(/// Resume partial downloads, skip complete files.
         resume: bool => resume);
+    setter!(/// The overall bandwidth cap, in bytes per second.
+        max_speed: Option<u64> => max_speed);
     setter!(/// `fsync` before the final rename.
         fsync: bool => fsync);
     setter!(/// The first backoff between attempts.

@@ -30,6 +30,7 @@ use crate::registry::Protocols;
 use crate::reporter::{NoReporter, ReportId, Reporter};
 use crate::results::{Failed, Results, Succeeded};
 use crate::resume;
+use crate::throttle::Throttle;
 use crate::writer::{PartFile, WriteBehind};
 
 /// How many bytes a part gathers before writing them (in the background,
@@ -166,6 +167,7 @@ impl Downloader {
         let batch = Arc::new(Batch {
             config: self.config.clone(),
             netrc,
+            throttle: self.config.max_speed.map(Throttle::new),
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
@@ -258,6 +260,8 @@ struct Batch {
     config: Config,
     /// Credentials for URLs without any (`--netrc`), read once per batch.
     netrc: Option<Netrc>,
+    /// The bandwidth cap shared by every transfer (`--max-speed`).
+    throttle: Option<Throttle>,
     protocols: Protocols,
     names: NameTable,
     reporter: Arc<dyn Reporter>,
@@ -1102,6 +1106,9 @@ impl FileJob {
                         .await
                         .map_err(|e| Error::io(format_args!("cannot write {}", self.temp), e))?;
                     self.batch.reporter.on_progress(self.id, written);
+                    if let Some(throttle) = &self.batch.throttle {
+                        throttle.take(take as u64).await;
+                    }
                     if past_file_end {
                         break Err(Error::new(
                             ErrorKind::Protocol,

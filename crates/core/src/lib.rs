@@ -30,6 +30,7 @@ pub mod registry;
 mod reporter;
 mod results;
 mod resume;
+mod throttle;
 mod writer;
 
 pub use camino;
