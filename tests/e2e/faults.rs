@@ -285,6 +285,45 @@ async fn a_stalled_part_is_taken_over_by_an_idle_connection() {
     );
 }
 
+// 2d. `max_per_host` bounds the transfers to one host, all files together,
+// and files go on with the connections they have rather than wait for more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_per_host_bounds_transfers_across_files() {
+    let bodies: Vec<Vec<u8>> = (0..6)
+        .map(|i| random_bytes(MIB + i * 1000, 40 + i as u64))
+        .collect();
+    let server = FaultServer::start(
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("/h{i}.bin"), Route::new(b.clone()))),
+    );
+    let sb = Sandbox::new();
+    let requests = (0..bodies.len())
+        .map(|i| Request::new(server.url(&format!("/h{i}.bin"))).dir(sb.dir_str()))
+        .collect();
+    let results = download(
+        config()
+            .max_parallel(6)
+            .max_splits(4)
+            .min_split_size(128 * KIB as u64)
+            .max_per_host(Some(2)),
+        requests,
+    )
+    .await;
+    assert!(results.errors.is_empty(), "{results}");
+    for (i, body) in bodies.iter().enumerate() {
+        assert_bytes(&sb.read(&format!("h{i}.bin")), body, "h.bin");
+    }
+    sb.assert_clean();
+    assert!(
+        server.max_in_flight() <= 2,
+        "{} transfers at once",
+        server.max_in_flight()
+    );
+    assert!(server.max_in_flight() >= 1);
+}
+
 // 2b. A server that accepts and never answers: the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_answer_within_the_timeout_is_retried() {

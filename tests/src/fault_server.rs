@@ -228,6 +228,9 @@ struct State {
     routes: HashMap<String, RouteState>,
     log: Mutex<Vec<RequestLog>>,
     connections: AtomicUsize,
+    /// Responses being written now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -275,6 +278,8 @@ impl FaultServer {
             routes,
             log: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
         });
         let listener =
             std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
@@ -346,6 +351,11 @@ impl FaultServer {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most responses that were being sent at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -422,7 +432,11 @@ async fn serve_connection(mut stream: TcpStream, id: usize, state: Arc<State>) -
             }
             buf.drain(..len);
         }
-        let keep = respond(&mut stream, id, &state, &head).await?;
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let keep = respond(&mut stream, id, &state, &head).await;
+        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let keep = keep?;
         if !keep || !head.keep_alive {
             let _ = stream.shutdown().await;
             return Ok(());

@@ -9,6 +9,7 @@
 //! is a [`Span`] whose end other workers may pull in: a worker that finishes
 //! early splits the largest remaining span and takes its second half.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -168,6 +170,7 @@ impl Downloader {
             config: self.config.clone(),
             netrc,
             throttle: self.config.max_speed.map(Throttle::new),
+            hosts: self.config.protocol.max_per_host.map(HostSlots::new),
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
@@ -262,6 +265,8 @@ struct Batch {
     netrc: Option<Netrc>,
     /// The bandwidth cap shared by every transfer (`--max-speed`).
     throttle: Option<Throttle>,
+    /// Transfers to one host at once (`--max-per-host`).
+    hosts: Option<HostSlots>,
     protocols: Protocols,
     names: NameTable,
     reporter: Arc<dyn Reporter>,
@@ -299,6 +304,12 @@ impl Batch {
         let shown = redact_url(&url);
         tracing::debug!(url = %shown, "starting");
 
+        // The file's first transfer waits for a slot on its host; its other
+        // parts take one only if one is free.
+        let slot = match self.slot(&url, true).await {
+            Ok(slot) => slot,
+            Err(e) => return Err(failed_early(&request, e)),
+        };
         // With --continue, a HEAD-like `stat` tells whether a file on disk
         // is complete or resumable before any body is asked for; otherwise
         // the first GET both describes the file and starts its transfer.
@@ -369,6 +380,7 @@ impl Batch {
             validator: Some(meta.validator.clone()).filter(|v| !v.is_empty()),
             spans: Mutex::new(Vec::new()),
             workers: AtomicUsize::new(0),
+            span_done: Notify::new(),
             cancel: Mutex::new(self.cancel.child_token()),
             single: AtomicBool::new(false),
         };
@@ -376,6 +388,7 @@ impl Batch {
             body,
             ranges: meta.ranges,
             resumed,
+            slot,
         };
         let result = job.run(start, &target, request.sha256.as_deref()).await;
         self.reporter.on_finish(id, result.as_ref().err());
@@ -426,6 +439,26 @@ impl Batch {
             url: shown.to_owned(),
             size,
         })
+    }
+
+    /// A slot for one more transfer to the URL's host, under
+    /// `--max-per-host` (`None` without a cap). With `wait`, waits for one;
+    /// without, fails with [`ErrorKind::Busy`] when none is free.
+    async fn slot(&self, url: &Url, wait: bool) -> Result<Option<OwnedSemaphorePermit>> {
+        let Some(hosts) = &self.hosts else {
+            return Ok(None);
+        };
+        let semaphore = hosts.semaphore(url);
+        if !wait {
+            return semaphore
+                .try_acquire_owned()
+                .map(Some)
+                .map_err(|_| Error::new(ErrorKind::Busy, "no free connection slot for this host"));
+        }
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(Error::cancelled()),
+            permit = semaphore.acquire_owned() => Ok(permit.ok()),
+        }
     }
 
     /// `Protocol::stat`, bounded by the batch's cancellation.
@@ -496,6 +529,34 @@ impl Batch {
     }
 }
 
+/// One semaphore per host (and port) for `--max-per-host`.
+struct HostSlots {
+    per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl HostSlots {
+    fn new(per_host: usize) -> Self {
+        HostSlots {
+            per_host: per_host.max(1),
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn semaphore(&self, url: &Url) -> Arc<Semaphore> {
+        let key = format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default().to_ascii_lowercase(),
+            url.port_or_known_default().unwrap_or(0)
+        );
+        let mut hosts = self.hosts.lock().expect("host slots poisoned");
+        hosts
+            .entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+            .clone()
+    }
+}
+
 /// The wait before attempt `attempt + 1`: exponential from `base`, capped at
 /// `max`, with "equal jitter" (half fixed, half random, from `unit` in
 /// 0..1) so parts that failed together do not retry together; never shorter
@@ -561,6 +622,8 @@ struct Start {
     ranges: bool,
     /// `[start, pos, end]` of the parts of an earlier run (`--continue`).
     resumed: Option<Vec<[u64; 3]>>,
+    /// The first transfer's slot on the host (`--max-per-host`).
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// How a worker stopped filling a span.
@@ -590,6 +653,9 @@ struct FileJob {
     spans: Mutex<Vec<SharedSpan>>,
     /// Workers running.
     workers: AtomicUsize,
+    /// Told whenever a worker is done with a span, so that workers waiting
+    /// at the tail leave as soon as nothing is left to watch.
+    span_done: Notify,
     /// Cancels this file's workers (a child of the batch's token); a new
     /// one replaces it when the file starts over as one stream.
     cancel: Mutex<CancellationToken>,
@@ -689,9 +755,14 @@ impl FileJob {
         let mut workers = JoinSet::new();
         let mut spans = spans.into_iter();
         let first_span = spans.next().expect("a plan has at least one part");
-        job.spawn_worker(&mut workers, &file, first_span, start.body);
+        job.spawn_worker(&mut workers, &file, first_span, start.body, start.slot);
         for span in spans {
-            job.spawn_worker(&mut workers, &file, span, None);
+            match job.batch.slot(&job.url, false).await {
+                Ok(slot) => job.spawn_worker(&mut workers, &file, span, None, slot),
+                // The host has no slot free: the file goes on with the
+                // connections it has, which take this span when idle.
+                Err(_) => lock(&span).active = false,
+            }
         }
         let mut failure: Option<Error> = None;
         loop {
@@ -716,7 +787,8 @@ impl FileJob {
                 tracing::debug!(url = %redact_url(&job.url), error = %e, "ranges failed, falling back to one stream");
                 let span = job.restart_as_one_stream();
                 failure = None;
-                job.spawn_worker(&mut workers, &file, span, None);
+                let slot = job.batch.slot(&job.url, true).await?;
+                job.spawn_worker(&mut workers, &file, span, None, slot);
                 continue;
             }
             if failure.is_some() {
@@ -725,7 +797,10 @@ impl FileJob {
             // A worker that the server refused may have left its span as
             // the others were finishing: give it a worker of its own.
             match job.steal_orphan() {
-                Some(span) => job.spawn_worker(&mut workers, &file, span, None),
+                Some(span) => {
+                    let slot = job.batch.slot(&job.url, true).await?;
+                    job.spawn_worker(&mut workers, &file, span, None, slot);
+                }
                 None => break,
             }
         }
@@ -806,24 +881,33 @@ impl FileJob {
         span: SharedSpan,
         body: Option<ByteStream>,
     ) -> Result<()> {
-        if self.fill(&file, &span, body).await? == Filled::Left {
+        let filled = self.fill(&file, &span, body).await;
+        self.span_done.notify_waiters();
+        if filled? == Filled::Left {
             return Ok(());
         }
         loop {
             if let Some(next) = self.steal() {
-                if self.fill(&file, &next, None).await? == Filled::Left {
+                let filled = self.fill(&file, &next, None).await;
+                self.span_done.notify_waiters();
+                if filled? == Filled::Left {
                     return Ok(());
                 }
                 continue;
             }
             // Nothing worth splitting: stay near the tail while other parts
-            // run, to take over one that stalls.
+            // run, to take over one that stalls; leave as soon as the last
+            // of them is done.
+            let span_done = self.span_done.notified();
+            tokio::pin!(span_done);
+            span_done.as_mut().enable();
             if !self.others_running() {
                 return Ok(());
             }
             let cancel = self.cancel_token();
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
+                () = span_done => {}
                 () = tokio::time::sleep(TAIL_POLL) => {}
             }
         }
@@ -861,11 +945,17 @@ impl FileJob {
         file: &PartFile,
         span: SharedSpan,
         body: Option<ByteStream>,
+        slot: Option<OwnedSemaphorePermit>,
     ) {
         self.workers.fetch_add(1, Ordering::SeqCst);
         let job = self.clone();
         let file = file.clone();
-        workers.spawn(async move { job.worker(file, span, body).await });
+        workers.spawn(async move {
+            let result = job.worker(file, span, body).await;
+            // The host slot is given back when the worker is done.
+            drop(slot);
+            result
+        });
     }
 
     /// A span no worker fills, taken whole.
@@ -922,6 +1012,24 @@ impl FileJob {
         tracing::debug!(url = %redact_url(&self.url), from = mid, "taking over the rest of a part");
         spans.push(stolen.clone());
         Some(stolen)
+    }
+
+    /// Extends `span`, which is full, over the untouched span without a
+    /// worker that starts where it ends. Returns whether it did.
+    fn absorb_next(&self, span: &SharedSpan) -> bool {
+        let spans = self.spans.lock().expect("spans poisoned");
+        let end = lock(span).end;
+        for other in spans.iter().filter(|o| !Arc::ptr_eq(o, span)) {
+            let mut o = lock(other);
+            if !o.active && o.start == end && o.pos == o.start && o.end > o.start {
+                let new_end = o.end;
+                o.end = o.start;
+                drop(o);
+                lock(span).end = new_end;
+                return true;
+            }
+        }
+        false
     }
 
     /// Takes the whole rest of a span that has received nothing for
@@ -1063,7 +1171,7 @@ impl FileJob {
             (s.pos, s.taken.clone())
         };
         let mut out = WriteBehind::new(file.clone(), start, WRITE_BUF);
-        let outcome: Result<()> = loop {
+        let outcome: Result<()> = 'pump: loop {
             let next = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break Err(Error::cancelled()),
@@ -1090,34 +1198,40 @@ impl FileJob {
                     };
                 }
                 Ok(Some(Err(e))) => break Err(e),
-                Ok(Some(Ok(chunk))) => {
-                    let (take, full, past_file_end) = {
-                        let mut s = lock(span);
-                        let room = s.end.saturating_sub(s.pos);
-                        let take = (chunk.len() as u64).min(room) as usize;
-                        s.pos += take as u64;
-                        s.progressed = Instant::now();
-                        let full = s.pos >= s.end;
-                        let past = take < chunk.len() && Some(s.end) == self.size;
-                        (take, full, past)
-                    };
-                    let written = out
-                        .push(chunk.slice(..take))
-                        .await
-                        .map_err(|e| Error::io(format_args!("cannot write {}", self.temp), e))?;
-                    self.batch.reporter.on_progress(self.id, written);
-                    if let Some(throttle) = &self.batch.throttle {
-                        throttle.take(take as u64).await;
-                    }
-                    if past_file_end {
-                        break Err(Error::new(
-                            ErrorKind::Protocol,
-                            "the server sent more bytes than the file's announced size",
-                        )
-                        .retryable(true));
-                    }
-                    if full {
-                        break Ok(());
+                Ok(Some(Ok(mut chunk))) => {
+                    // A chunk may run past the span's end: the rest goes to
+                    // the next span when this one can absorb it.
+                    while !chunk.is_empty() {
+                        let (take, full, past_file_end) = {
+                            let mut s = lock(span);
+                            let room = s.end.saturating_sub(s.pos);
+                            let take = (chunk.len() as u64).min(room) as usize;
+                            s.pos += take as u64;
+                            s.progressed = Instant::now();
+                            let full = s.pos >= s.end;
+                            let past = take < chunk.len() && Some(s.end) == self.size;
+                            (take, full, past)
+                        };
+                        let written = out.push(chunk.split_to(take)).await.map_err(|e| {
+                            Error::io(format_args!("cannot write {}", self.temp), e)
+                        })?;
+                        self.batch.reporter.on_progress(self.id, written);
+                        if let Some(throttle) = &self.batch.throttle {
+                            throttle.take(take as u64).await;
+                        }
+                        if past_file_end {
+                            break 'pump Err(Error::new(
+                                ErrorKind::Protocol,
+                                "the server sent more bytes than the file's announced size",
+                            )
+                            .retryable(true));
+                        }
+                        // The body may go on past this span (an open-ended
+                        // first request): rather than drop the connection,
+                        // carry on into the next span if no worker has it.
+                        if full && !self.absorb_next(span) {
+                            break 'pump Ok(());
+                        }
                     }
                 }
             }
