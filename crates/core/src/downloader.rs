@@ -9,7 +9,7 @@
 //! is a [`Span`] whose end other workers may pull in: a worker that finishes
 //! early splits the largest remaining span and takes its second half.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,6 +171,7 @@ impl Downloader {
             netrc,
             throttle: self.config.max_speed.map(Throttle::new),
             hosts: self.config.protocol.max_per_host.map(HostSlots::new),
+            dirs: Mutex::new(HashSet::new()),
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
@@ -267,6 +268,8 @@ struct Batch {
     throttle: Option<Throttle>,
     /// Transfers to one host at once (`--max-per-host`).
     hosts: Option<HostSlots>,
+    /// The directories made so far.
+    dirs: Mutex<HashSet<Utf8PathBuf>>,
     protocols: Protocols,
     names: NameTable,
     reporter: Arc<dyn Reporter>,
@@ -297,7 +300,7 @@ impl Batch {
             Ok(p) => p,
             Err(e) => return Err(failed_early(&request, e)),
         };
-        if let Err(e) = tokio::fs::create_dir_all(&request.dir).await {
+        if let Err(e) = self.create_dir(&request.dir).await {
             let err = Error::io(format_args!("cannot create directory {}", request.dir), e);
             return Err(failed_early(&request, err));
         }
@@ -383,6 +386,7 @@ impl Batch {
             span_done: Notify::new(),
             cancel: Mutex::new(self.cancel.child_token()),
             single: AtomicBool::new(false),
+            rewound: AtomicBool::new(false),
         };
         let start = Start {
             body,
@@ -439,6 +443,19 @@ impl Batch {
             url: shown.to_owned(),
             size,
         })
+    }
+
+    /// Creates `dir` (and its parents) once per batch.
+    async fn create_dir(&self, dir: &Utf8Path) -> std::io::Result<()> {
+        if self.dirs.lock().expect("dirs poisoned").contains(dir) {
+            return Ok(());
+        }
+        tokio::fs::create_dir_all(dir).await?;
+        self.dirs
+            .lock()
+            .expect("dirs poisoned")
+            .insert(dir.to_owned());
+        Ok(())
     }
 
     /// A slot for one more transfer to the URL's host, under
@@ -662,6 +679,9 @@ struct FileJob {
     /// Set when the server stopped honouring ranges: the file is fetched as
     /// one stream from then on.
     single: AtomicBool,
+    /// Set when the one stream started over from byte 0 (the file on disk
+    /// may then be longer than what this attempt wrote).
+    rewound: AtomicBool,
 }
 
 impl FileJob {
@@ -678,7 +698,9 @@ impl FileJob {
         let job = Arc::new(self);
         let result = job.clone().transfer(start, target, sha256).await;
         match &result {
-            Ok(_) => resume::remove(&temp),
+            // A state file exists only where --continue left one.
+            Ok(_) if keep_partial => resume::remove(&temp),
+            Ok(_) => {}
             // Under --continue, what may be resumed is kept with its state.
             Err(e)
                 if keep_partial
@@ -700,7 +722,9 @@ impl FileJob {
             // never leave it behind, and never rename it.
             Err(_) => {
                 let _ = tokio::fs::remove_file(&temp).await;
-                resume::remove(&temp);
+                if keep_partial {
+                    resume::remove(&temp);
+                }
             }
         }
         result
@@ -733,6 +757,7 @@ impl FileJob {
             .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e))?;
         let file = PartFile::new(file);
         let config = &self.batch.config;
+        let resumed = start.resumed.is_some();
         let plan: Vec<[u64; 3]> = match start.resumed {
             Some(spans) => spans,
             None => plan_parts(
@@ -818,15 +843,22 @@ impl FileJob {
             ));
         }
         let fsync = job.batch.config.fsync;
-        file.with(move |f| {
-            f.set_len(received)?;
-            if fsync {
-                f.sync_all()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::io(format_args!("cannot finish {}", job.temp), e))?;
+        // The parts tile 0..received, so the file is that long unless a
+        // restart from zero or an earlier run left more behind.
+        let truncate = job.rewound.load(Ordering::SeqCst) || resumed;
+        if fsync || truncate {
+            file.with(move |f| {
+                if truncate {
+                    f.set_len(received)?;
+                }
+                if fsync {
+                    f.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::io(format_args!("cannot finish {}", job.temp), e))?;
+        }
 
         if let Some(expected) = sha256 {
             let actual = file
@@ -932,6 +964,7 @@ impl FileJob {
     /// Replaces every span by one covering the whole file, with a fresh
     /// cancellation token, and takes back the progress reported so far.
     fn restart_as_one_stream(&self) -> SharedSpan {
+        self.rewound.store(true, Ordering::SeqCst);
         *self.cancel.lock().expect("cancel poisoned") = self.batch.cancel.child_token();
         self.batch.reporter.on_rewind(self.id, self.received());
         let span = Span::new(0, 0, self.size.unwrap_or(u64::MAX));
@@ -1145,6 +1178,7 @@ impl FileJob {
                 // The server no longer serves ranges (or never did): start
                 // the one stream again from the beginning.
                 self.batch.reporter.on_rewind(self.id, pos);
+                self.rewound.store(true, Ordering::SeqCst);
                 let mut s = lock(span);
                 s.start = 0;
                 s.pos = 0;

@@ -96,6 +96,9 @@ impl PartFile {
     }
 }
 
+/// The largest write done on the async thread itself.
+const INLINE_MAX: usize = 64 * 1024;
+
 /// Gathers the chunks of one part and writes them behind the transfer: a
 /// batch of at least `batch` bytes is written in the background while the
 /// next is gathered. The chunks are written as they came (no copy), so a
@@ -140,8 +143,24 @@ impl WriteBehind {
     /// reached the file since the last call.
     pub(crate) async fn finish(&mut self) -> io::Result<u64> {
         let done = self.wait().await?;
+        if self.gathered <= INLINE_MAX {
+            // A small file, or the small tail of one: a handoff to the
+            // blocking pool costs more than this write into the page cache.
+            return Ok(done + self.write_inline()?);
+        }
         self.start();
         Ok(done + self.wait().await?)
+    }
+
+    fn write_inline(&mut self) -> io::Result<u64> {
+        let mut written = 0;
+        for chunk in std::mem::take(&mut self.chunks) {
+            write_all_at(&self.file.file, &chunk, self.offset)?;
+            self.offset += chunk.len() as u64;
+            written += chunk.len() as u64;
+        }
+        self.gathered = 0;
+        Ok(written)
     }
 
     fn start(&mut self) {
