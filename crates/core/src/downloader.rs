@@ -36,8 +36,11 @@ use crate::throttle::Throttle;
 use crate::writer::{PartFile, WriteBehind};
 
 /// How many bytes a part gathers before writing them (in the background,
-/// while it gathers the next as many).
-const WRITE_BUF: usize = 1024 * 1024;
+/// while it gathers the next as many). Small enough that the bytes are
+/// still in the CPU's cache when they are copied into the page cache: with
+/// 1 MiB, 1 GiB over HTTPS took 1.6-2.5 s and 56k page faults; with
+/// 256 KiB, 0.8 s.
+const WRITE_BUF: usize = 256 * 1024;
 
 /// How often a worker with nothing left to split looks for a stalled part.
 const TAIL_POLL: Duration = Duration::from_millis(250);
