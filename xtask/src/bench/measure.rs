@@ -1,0 +1,363 @@
+//! One timed run of one command, and the check of what it wrote.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::data::DataFile;
+use super::tools::Invocation;
+use crate::demo::same_file_contents;
+
+/// Set by the Ctrl-C handler: the current run is killed and the bench stops.
+pub(super) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Environment variables that would send a tool through a proxy.
+const PROXY_VARS: [&str; 10] = [
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "FTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+];
+
+/// What one successful run cost.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Sample {
+    /// From spawning the tool to its exit.
+    pub(super) wall: Duration,
+    /// User + system CPU seconds of the tool and of every process it
+    /// started, orphans included.
+    pub(super) cpu: f64,
+    /// Peak resident set of the largest of those processes, KiB.
+    pub(super) rss_kib: u64,
+}
+
+/// Runs `inv` in `cwd` under the measuring wrapper (`WRAPPER bench
+/// --measure-into FILE -- PROGRAM ARGS`, see [`exec_measured`]), its output
+/// to `log`, killing it (its process group) after `timeout`.
+pub(super) fn run_timed(
+    inv: &Invocation,
+    cwd: &Path,
+    log: &Path,
+    timeout: Duration,
+    wrapper: &Path,
+) -> Result<Sample, String> {
+    use std::os::unix::process::CommandExt as _;
+
+    let measured = log.with_extension("rusage");
+    let _ = std::fs::remove_file(&measured);
+    let out = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(wrapper);
+    cmd.arg("bench")
+        .arg("--measure-into")
+        .arg(&measured)
+        .arg("--")
+        .arg(&inv.program)
+        .args(&inv.args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Its own group: a timeout kills the tool and its children too, and
+        // the terminal's Ctrl-C reaches only the bench, which then does so.
+        .process_group(0);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", wrapper.display()))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel::<std::io::Result<ExitStatus>>();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(done) => break done,
+            Err(RecvTimeoutError::Timeout) => {
+                let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+                if interrupted || start.elapsed() > timeout {
+                    kill_group(pid);
+                    let _ = rx.recv();
+                    return Err(if interrupted {
+                        "interrupted".to_owned()
+                    } else {
+                        format!("killed after {timeout:?}")
+                    });
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err("lost the child".to_owned()),
+        }
+    };
+    let status = status.map_err(|e| format!("waiting for {}: {e}", inv.program))?;
+    if !status.success() {
+        return Err(format!(
+            "the measuring wrapper failed ({status}): {}",
+            log_tail(log)
+        ));
+    }
+    let text = std::fs::read_to_string(&measured)
+        .map_err(|e| format!("reading {}: {e}", measured.display()))?;
+    let m = Measured::parse(&text).ok_or_else(|| format!("unexpected wrapper output {text:?}"))?;
+    if m.code != 0 {
+        let how = if m.code < 0 {
+            format!("killed by signal {}", -m.code)
+        } else {
+            format!("exit status {}", m.code)
+        };
+        return Err(format!("{how}: {}", log_tail(log)));
+    }
+    Ok(Sample {
+        wall: Duration::from_secs_f64(m.wall),
+        cpu: m.cpu,
+        rss_kib: m.rss_kib,
+    })
+}
+
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// What the wrapper writes: `CODE WALL CPU RSS_KIB` (a negative code is a
+/// signal).
+#[derive(Debug, PartialEq)]
+struct Measured {
+    code: i32,
+    wall: f64,
+    cpu: f64,
+    rss_kib: u64,
+}
+
+impl Measured {
+    fn parse(text: &str) -> Option<Measured> {
+        let mut f = text.split_whitespace();
+        let m = Measured {
+            code: f.next()?.parse().ok()?,
+            wall: f.next()?.parse().ok()?,
+            cpu: f.next()?.parse().ok()?,
+            rss_kib: f.next()?.parse().ok()?,
+        };
+        f.next().is_none().then_some(m)
+    }
+}
+
+/// The measuring wrapper, run as `xtask bench --measure-into FILE --
+/// PROGRAM ARGS` in a process of its own: it becomes a child subreaper, runs
+/// the command, then reaps every process the command left behind (lftp's
+/// ssh, for one, outlives lftp and would escape a plain `wait4`), so that
+/// its `RUSAGE_CHILDREN` holds the CPU of the whole tree and the peak RSS of
+/// its largest process. Writes `CODE WALL CPU RSS_KIB` to FILE.
+pub(super) fn exec_measured(into: &Path, command: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use anyhow::Context as _;
+    use nix::errno::Errno;
+    use nix::sys::resource::{UsageWho, getrusage};
+    use nix::sys::wait::waitpid;
+
+    nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
+    let (program, args) = command.split_first().context("no command to measure")?;
+    let start = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {program}"))?;
+    let wall = start.elapsed();
+    // Every orphan of the tool is now our child: wait for them all.
+    loop {
+        match waitpid(None::<nix::unistd::Pid>, None) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) => break,
+            Err(e) => return Err(e).context("reaping the tool's processes"),
+        }
+    }
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    let cpu = secs(usage.user_time()) + secs(usage.system_time());
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| -s))
+        .unwrap_or(-1);
+    std::fs::write(
+        into,
+        format!(
+            "{code} {:.6} {cpu:.6} {}\n",
+            wall.as_secs_f64(),
+            usage.max_rss()
+        ),
+    )
+    .with_context(|| format!("writing {}", into.display()))
+}
+
+/// The last lines of a log, for a failure message.
+pub(super) fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    let mut tail: String = tail.chars().take(400).collect();
+    if tail.is_empty() {
+        tail = "(no output)".to_owned();
+    }
+    tail
+}
+
+/// Every expected file in `out`, byte for byte equal to its source, and
+/// nothing else there (no leftover part or control file).
+pub(super) fn verify(out: &Path, files: &[DataFile]) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut bad = 0usize;
+    for f in files {
+        let got = out.join(&f.name);
+        match same_file_contents(&f.source, &got) {
+            Ok(true) => {}
+            Ok(false) => {
+                bad += 1;
+                if problems.len() < 3 {
+                    let len = std::fs::metadata(&got).map(|m| m.len()).unwrap_or(0);
+                    problems.push(format!(
+                        "{} differs from its source ({len} of {} bytes)",
+                        f.name, f.size
+                    ));
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                if problems.len() < 3 {
+                    problems.push(format!("{}: {e:#}", f.name));
+                }
+            }
+        }
+    }
+    let expected: HashSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let mut extra: Vec<String> = std::fs::read_dir(out)
+        .map_err(|e| format!("listing {}: {e}", out.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !expected.contains(n.as_str()))
+        .collect();
+    extra.sort();
+    if bad == 0 && extra.is_empty() {
+        return Ok(());
+    }
+    let mut msg = String::new();
+    if bad > 0 {
+        msg = format!(
+            "{bad} of {} files wrong or missing: {}",
+            files.len(),
+            problems.join("; ")
+        );
+    }
+    if !extra.is_empty() {
+        if !msg.is_empty() {
+            msg.push_str("; ");
+        }
+        let shown: Vec<&str> = extra.iter().take(3).map(String::as_str).collect();
+        msg.push_str(&format!(
+            "{} unexpected files left: {}",
+            extra.len(),
+            shown.join(", ")
+        ));
+    }
+    Err(msg)
+}
+
+/// An empty directory at `path` (removed first if there).
+pub(super) fn fresh_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.exists() {
+        std::fs::remove_dir_all(path)?;
+    }
+    std::fs::create_dir_all(path)?;
+    Ok(path.to_owned())
+}
+
+/// Removes a run's output.
+pub(super) fn clean(path: &Path) {
+    let _ = std::fs::remove_dir_all(path);
+}
+
+/// Reads every source file once before a run, so that the servers serve
+/// it from the page cache in every run, the first included, even where
+/// proactive reclaim (DAMON's `pageout`, on in some VMs) evicts cold pages.
+pub(super) fn warm(files: &[DataFile]) {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        if let Ok(mut file) = File::open(&f.source) {
+            while matches!(file.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+}
+
+/// Flushes every dirty page of the machine before a run, so that it starts
+/// with none of the writeback of the run before it (or of other work).
+pub(super) fn settle() {
+    let _ = Command::new("sync").status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_wrapper_line() {
+        assert_eq!(
+            Measured::parse("0 1.500000 0.750000 20480\n"),
+            Some(Measured {
+                code: 0,
+                wall: 1.5,
+                cpu: 0.75,
+                rss_kib: 20480
+            })
+        );
+        assert_eq!(Measured::parse("-9 1 2 3").map(|m| m.code), Some(-9));
+        assert_eq!(Measured::parse("0 1 2"), None);
+    }
+
+    #[test]
+    fn a_wrong_byte_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, out) = (dir.path().join("src"), dir.path().join("out"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        let source = src.join("a.bin");
+        std::fs::write(&source, b"abcdef").unwrap();
+        let files = [DataFile {
+            rel: "a.bin".to_owned(),
+            name: "a.bin".to_owned(),
+            source,
+            size: 6,
+        }];
+        assert!(
+            verify(&out, &files)
+                .unwrap_err()
+                .contains("1 of 1 files wrong or missing")
+        );
+        std::fs::write(out.join("a.bin"), b"abcdeX").unwrap();
+        assert!(verify(&out, &files).unwrap_err().contains("differs"));
+        std::fs::write(out.join("a.bin"), b"abcdef").unwrap();
+        assert_eq!(verify(&out, &files), Ok(()));
+        std::fs::write(out.join("a.bin.part"), b"").unwrap();
+        assert!(verify(&out, &files).unwrap_err().contains("unexpected"));
+    }
+}

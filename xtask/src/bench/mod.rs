@@ -1,0 +1,515 @@
+//! `cargo xtask bench`: pymatris against aria2c, curl, wget, lftp and
+//! OpenSSH sftp on the harness's servers (issue 4).
+//!
+//! The servers (nginx, vsftpd, sshd) run on loopback with private configs;
+//! the data is created once per bench run; each workload runs every tool
+//! that can do it, alternating tools run by run, each run into an empty
+//! directory, under a wrapper that counts the CPU and peak RSS of every
+//! process the tool starts; every file is compared with its source
+//! afterwards. `--smoke` is the CI variant: one small workload, pymatris
+//! and curl, one run. docs/benchmarks.md describes the method.
+
+mod data;
+mod measure;
+mod report;
+mod tools;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use pymatris_harness::{Servers, Which};
+
+use self::data::{Data, DataFile, DataSet, Proto, Workload};
+use self::measure::INTERRUPTED;
+use self::report::{Cell, Report, WorkloadResult};
+use self::tools::{Ctx, Defaults, Tool};
+
+/// Flags of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Runs of each tool on each workload.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) runs: u32,
+    /// Only the workloads matching this: an id (`W4`), or text of the title
+    /// or scheme (`sftp`, `16 KiB`); comma-separated for several.
+    #[arg(long)]
+    pub(crate) only: Option<String>,
+    /// The CI smoke run: 8 x 1 MiB over HTTP, pymatris and curl, one run,
+    /// with a dev build of the CLI; fails if any byte is wrong.
+    #[arg(long, conflicts_with = "only")]
+    pub(crate) smoke: bool,
+    /// With --smoke: use a release build of the CLI, as the full bench does.
+    #[arg(long, requires = "smoke")]
+    pub(crate) release: bool,
+    /// Write the results into this Markdown file (between its
+    /// `bench:begin`/`bench:end` markers). Default: docs/benchmarks.md for a
+    /// full run (no --only, --smoke, --quick or --pymatris-arg); otherwise
+    /// nothing is written.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Data 16 times smaller (64 MiB instead of 1 GiB, 32 x 1 MiB instead of
+    /// 32 x 16 MiB), to check the harness quickly; nothing is written to
+    /// the docs unless --out is given.
+    #[arg(long, conflicts_with = "smoke")]
+    pub(crate) quick: bool,
+    /// Run the workloads of protocols pymatris does not have yet anyway,
+    /// for the peers' numbers (without pymatris).
+    #[arg(long, conflicts_with = "smoke")]
+    pub(crate) with_unbuilt: bool,
+    /// An extra argument for every pymatris run (repeatable), to try a
+    /// setting: `--pymatris-arg=--max-splits=1`. Nothing is written to the
+    /// docs unless --out is given.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub(crate) pymatris_arg: Vec<String>,
+    /// Run this pymatris binary instead of building one.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cli: Option<PathBuf>,
+    /// Kill a run that takes longer than this many seconds (counted failed).
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub(crate) timeout: u64,
+    /// Internal: be the measuring wrapper of one run (see `measure.rs`).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub(crate) measure_into: Option<PathBuf>,
+    /// Internal: the command the wrapper runs.
+    #[arg(last = true, hide = true)]
+    pub(crate) command: Vec<String>,
+}
+
+/// Whether pymatris can do a protocol, as a one-file probe download tells.
+#[derive(Debug)]
+enum Probe {
+    Works,
+    /// This build has no such protocol: its workloads are skipped.
+    NotBuilt(String),
+    /// Something else failed: the workloads run (and pymatris's cells will
+    /// likely show the failure).
+    Failed(String),
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(into) = &args.measure_into {
+        return measure::exec_measured(into, &args.command);
+    }
+    ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_owned();
+    let runs = if args.smoke { 1 } else { args.runs };
+    let workloads = select_workloads(&args)?;
+    let tools: Vec<Tool> = if args.smoke {
+        vec![Tool::Pymatris, Tool::Curl]
+    } else {
+        tools::ALL.to_vec()
+    };
+    let doc = args.out.clone().or_else(|| {
+        (!args.smoke && !args.quick && args.only.is_none() && args.pymatris_arg.is_empty())
+            .then(|| root.join("docs").join("benchmarks.md"))
+    });
+
+    let cli = match &args.cli {
+        Some(p) => std::fs::canonicalize(p).with_context(|| format!("--cli {}", p.display()))?,
+        None if args.smoke && !args.release => build_dev_cli(&root)?,
+        None => {
+            eprintln!("building the release CLI…");
+            crate::demo::build_cli()?
+        }
+    };
+    let defaults = Defaults::from_help(&cli)?;
+
+    let (tools, mut missing) = installed(tools);
+    let mut protos: Vec<Proto> = Vec::new();
+    for w in &workloads {
+        if !protos.contains(&w.proto) {
+            protos.push(w.proto);
+        }
+    }
+    let which = Which {
+        http: protos.contains(&Proto::Http) || protos.contains(&Proto::Https),
+        ftp: protos.contains(&Proto::Ftp),
+        sftp: protos.contains(&Proto::Sftp),
+    };
+    eprintln!("starting the servers…");
+    let servers = Servers::start(which)
+        .context("starting the local servers (run .ci/run once to install them)")?;
+    let scratch = tempfile::Builder::new()
+        .prefix("pymatris-bench-")
+        .tempdir()
+        .context("creating the bench's temp dir")?;
+    std::fs::create_dir(scratch.path().join("logs"))?;
+    // The measuring wrapper is this binary; a copy, in case cargo replaces
+    // the original during the run.
+    let wrapper = scratch.path().join("measure");
+    std::fs::copy(
+        std::env::current_exe().context("finding the xtask binary")?,
+        &wrapper,
+    )
+    .context("copying the xtask binary")?;
+    let host_key_sha256 = if which.sftp {
+        match tools::host_key_sha256(servers.ssh_known_hosts()) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                missing.push(format!("curl over SFTP: no host key fingerprint ({e:#})"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let ctx = Ctx {
+        servers: &servers,
+        cli: &cli,
+        defaults: &defaults,
+        scratch: scratch.path(),
+        host_key_sha256,
+        extra_args: &args.pymatris_arg,
+    };
+
+    let mut report = Report {
+        command: command_line(&args, runs),
+        runs,
+        date: report::now(),
+        machine: report::machine(scratch.path()),
+        versions: report::versions(&cli, &tools),
+        load_before: report::load_average(),
+        notes: missing,
+        ..Report::default()
+    };
+
+    let mut probes: HashMap<Proto, Probe> = HashMap::new();
+    for &p in &protos {
+        let probe = probe(&ctx, p, &wrapper);
+        match &probe {
+            Probe::Works => {}
+            Probe::NotBuilt(why) => eprintln!("{}: not in this build: {why}", p.scheme()),
+            Probe::Failed(why) => eprintln!("{}: the probe download failed: {why}", p.scheme()),
+        }
+        probes.insert(p, probe);
+    }
+
+    let mut data = Data::new(if args.quick { 16 } else { 1 });
+    if args.quick {
+        report.notes.push(
+            "--quick: every file 16 times smaller than the titles say (the 16 KiB files excepted)"
+                .to_owned(),
+        );
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    for wl in &workloads {
+        match probes.get(&wl.proto) {
+            Some(Probe::NotBuilt(why)) if args.with_unbuilt => {
+                report.notes.push(format!(
+                    "{} {}: pymatris cannot do {}:// yet ({why}); peers only",
+                    wl.id,
+                    wl.title,
+                    wl.proto.scheme()
+                ));
+            }
+            Some(Probe::NotBuilt(why)) => {
+                report.skipped.push(format!(
+                    "{} {}: pymatris cannot do {}:// yet ({why})",
+                    wl.id,
+                    wl.title,
+                    wl.proto.scheme()
+                ));
+                continue;
+            }
+            Some(Probe::Failed(why)) => report.notes.push(format!(
+                "{} {}: the one-file probe of {}:// failed before the runs: {why}",
+                wl.id,
+                wl.title,
+                wl.proto.scheme()
+            )),
+            _ => {}
+        }
+        let files = data.files(&servers, wl.data);
+        let tools: Vec<Tool> = tools
+            .iter()
+            .copied()
+            .filter(|&t| {
+                t != Tool::Pymatris || !matches!(probes.get(&wl.proto), Some(Probe::NotBuilt(_)))
+            })
+            .collect();
+        let result = run_workload(&ctx, wl, &files, &tools, runs, timeout, &wrapper)?;
+        report.results.push(result);
+    }
+    report.load_after = report::load_average();
+
+    let md = report.markdown();
+    println!("{md}");
+    if let Some(doc) = doc {
+        report::write_doc(&doc, &md, DOC_TEMPLATE)?;
+        eprintln!("wrote {}", doc.display());
+    }
+    let failed = report.failed_runs();
+    if failed > 0 {
+        bail!("{failed} run(s) failed (see the tables above)");
+    }
+    Ok(())
+}
+
+/// The workloads `--smoke` or `--only` ask for.
+fn select_workloads(args: &Args) -> anyhow::Result<Vec<Workload>> {
+    if args.smoke {
+        return Ok(vec![data::smoke_workload()]);
+    }
+    let all = data::workloads();
+    let Some(pattern) = &args.only else {
+        return Ok(all);
+    };
+    let chosen: Vec<Workload> = all.iter().filter(|w| w.matches(pattern)).cloned().collect();
+    if chosen.is_empty() {
+        let ids: Vec<String> = all
+            .iter()
+            .map(|w| format!("{} ({})", w.id, w.title))
+            .collect();
+        bail!(
+            "--only {pattern:?} matches no workload of: {}",
+            ids.join(", ")
+        );
+    }
+    Ok(chosen)
+}
+
+/// The tools found on `PATH`, and a note for each one missing.
+fn installed(tools: Vec<Tool>) -> (Vec<Tool>, Vec<String>) {
+    let mut missing = Vec::new();
+    let found = tools
+        .into_iter()
+        .filter(|&t| {
+            let found = t == Tool::Pymatris || tools::find_in_path(t.program()).is_some();
+            if !found {
+                missing.push(format!(
+                    "{} is not installed (Debian package `{}`): left out",
+                    t.name(),
+                    t.package()
+                ));
+            }
+            found
+        })
+        .collect();
+    (found, missing)
+}
+
+/// How this run was asked for, for the report.
+fn command_line(args: &Args, runs: u32) -> String {
+    if args.smoke {
+        return "cargo xtask bench --smoke".to_owned();
+    }
+    let mut c = format!("cargo xtask bench --runs {runs}");
+    if args.quick {
+        c.push_str(" --quick");
+    }
+    if args.with_unbuilt {
+        c.push_str(" --with-unbuilt");
+    }
+    for a in &args.pymatris_arg {
+        c.push_str(" --pymatris-arg=");
+        c.push_str(&tools::quote(a));
+    }
+    if let Some(o) = &args.only {
+        c.push_str(" --only ");
+        c.push_str(&tools::quote(o));
+    }
+    c
+}
+
+/// The dev build of the CLI (what `cargo test` builds too), for `--smoke`.
+fn build_dev_cli(root: &Path) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "pymatris-cli"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building the pymatris CLI failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target
+        .join("debug")
+        .join(format!("pymatris{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// Downloads one small file over `proto` with pymatris.
+fn probe(ctx: &Ctx<'_>, proto: Proto, wrapper: &Path) -> Probe {
+    let rel = "probe/probe.bin";
+    let source = ctx
+        .servers
+        .write_file(rel, &pymatris_harness::random_bytes(4096, 7));
+    let file = DataFile {
+        rel: rel.to_owned(),
+        name: "probe.bin".to_owned(),
+        source,
+        size: 4096,
+    };
+    let wl = Workload {
+        id: "probe",
+        title: "probe",
+        proto,
+        data: DataSet::Smoke,
+        parallel: None,
+        per_file: false,
+    };
+    let out = ctx.scratch.join(format!("probe-{}", proto.scheme()));
+    let result = (|| -> Result<(), String> {
+        measure::fresh_dir(&out).map_err(|e| e.to_string())?;
+        let inv = ctx
+            .invocation(Tool::Pymatris, &wl, std::slice::from_ref(&file), &out)
+            .map_err(|e| format!("{e:#}"))?;
+        let log = ctx
+            .scratch
+            .join("logs")
+            .join(format!("probe-{}.log", proto.scheme()));
+        measure::run_timed(&inv, &out, &log, Duration::from_secs(60), wrapper)?;
+        measure::verify(&out, std::slice::from_ref(&file))
+    })();
+    let _ = std::fs::remove_dir_all(&out);
+    match result {
+        Ok(()) => Probe::Works,
+        Err(e) if e.contains("not supported by this build") || e.contains("unsupported scheme") => {
+            // Keep pymatris's own sentence, without the URL.
+            let why = e
+                .split_once("unsupported scheme: ")
+                .map_or(e.as_str(), |(_, why)| why);
+            Probe::NotBuilt(why.to_owned())
+        }
+        Err(e) => Probe::Failed(e),
+    }
+}
+
+/// Shortens the temp paths of a command line for the docs.
+fn shorten(s: &str, ctx: &Ctx<'_>) -> String {
+    s.replace(&ctx.cli.display().to_string(), "pymatris")
+        .replace(&ctx.scratch.display().to_string(), "$TMP")
+        .replace(&ctx.servers.root_dir().display().to_string(), "$SRV")
+}
+
+fn run_workload(
+    ctx: &Ctx<'_>,
+    wl: &Workload,
+    files: &[DataFile],
+    tools: &[Tool],
+    runs: u32,
+    timeout: Duration,
+    wrapper: &Path,
+) -> anyhow::Result<WorkloadResult> {
+    let out = ctx.scratch.join("out");
+    let mut result = WorkloadResult {
+        wl: wl.clone(),
+        files: files.len(),
+        bytes: files.iter().map(|f| f.size).sum(),
+        cells: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut invocations = Vec::new();
+    for &tool in tools.iter().filter(|t| t.supports(wl.proto)) {
+        if tool == Tool::Curl && wl.proto == Proto::Sftp && ctx.host_key_sha256.is_none() {
+            continue;
+        }
+        let inv = ctx.invocation(tool, wl, files, &out)?;
+        inv.write_inputs()?;
+        let mut command = String::from(&inv.program);
+        for a in &inv.args {
+            command.push(' ');
+            command.push_str(&tools::quote(a));
+        }
+        result.cells.push(Cell {
+            tool,
+            settings: inv.settings.clone(),
+            command: report::abbreviate(&shorten(&command, ctx)),
+            inputs: inv
+                .inputs
+                .iter()
+                .map(|(p, c)| {
+                    (
+                        shorten(&p.display().to_string(), ctx),
+                        shorten(&report::excerpt(c), ctx),
+                    )
+                })
+                .collect(),
+            samples: Vec::new(),
+            failures: Vec::new(),
+        });
+        invocations.push(inv);
+    }
+    let k = invocations.len();
+    for run in 0..runs as usize {
+        // Alternate: run r starts with the r-th tool, so no tool always
+        // follows the same one.
+        for j in 0..k {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            let i = (j + run) % k;
+            let (inv, cell) = (&invocations[i], &mut result.cells[i]);
+            measure::fresh_dir(&out)?;
+            measure::warm(files);
+            measure::settle();
+            let log = ctx.scratch.join("logs").join(format!(
+                "{}-{}-{}.log",
+                wl.id.to_lowercase(),
+                cell.tool.slug(),
+                run + 1
+            ));
+            let outcome = measure::run_timed(inv, &out, &log, timeout, wrapper)
+                .and_then(|s| measure::verify(&out, files).map(|()| s));
+            measure::clean(&out);
+            match outcome {
+                Ok(s) => {
+                    let secs = s.wall.as_secs_f64();
+                    let rate = if wl.per_file {
+                        format!("{:.0} files/s", files.len() as f64 / secs)
+                    } else {
+                        format!("{:.0} MB/s", result.bytes as f64 / 1e6 / secs)
+                    };
+                    eprintln!(
+                        "{} run {}/{runs} {:<22} {secs:>8.3} s {rate:>14}  cpu {:.2} s  rss {:.1} MiB",
+                        wl.id,
+                        run + 1,
+                        cell.tool.name(),
+                        s.cpu,
+                        s.rss_kib as f64 / 1024.0,
+                    );
+                    cell.samples.push(s);
+                }
+                Err(e) => {
+                    if INTERRUPTED.load(Ordering::SeqCst) {
+                        bail!("interrupted");
+                    }
+                    eprintln!(
+                        "{} run {}/{runs} {:<22} FAILED: {e}",
+                        wl.id,
+                        run + 1,
+                        cell.tool.name()
+                    );
+                    cell.failures.push(shorten(&e, ctx));
+                }
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// `docs/benchmarks.md` when it does not exist yet; `{GENERATED}` becomes
+/// the marked, generated part. Once it exists, only that part is replaced.
+const DOC_TEMPLATE: &str = r#"# Benchmarks
+
+`cargo xtask bench` compares pymatris with aria2c, curl, wget, lftp and
+OpenSSH's sftp on this machine's loopback (issue 4). Each full run rewrites
+the part between the `bench:begin` and `bench:end` markers; the rest of this
+page is kept.
+
+{GENERATED}
+
+## 4. Profiling notes
+
+To be written: where the time goes for W1, W4 and W6, and the changes that
+followed.
+"#;

@@ -1,0 +1,575 @@
+//! The tools compared and the exact command line each gets per workload.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use pymatris_harness::Servers;
+
+use super::data::{DataFile, Proto, Workload};
+
+/// A downloader (or `cp`, the copy limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Tool {
+    Pymatris,
+    Aria2c,
+    Curl,
+    Wget,
+    Lftp,
+    Sftp,
+    /// OpenSSH `sftp` with AES-GCM, the cipher pymatris prefers on CPUs with
+    /// AES instructions (ssh's own default is chacha20-poly1305).
+    SftpGcm,
+    /// `cp` of the same files on the same disk: the ceiling.
+    Cp,
+}
+
+/// Every tool, in the order of the tables.
+pub(super) const ALL: [Tool; 8] = [
+    Tool::Pymatris,
+    Tool::Aria2c,
+    Tool::Curl,
+    Tool::Wget,
+    Tool::Lftp,
+    Tool::Sftp,
+    Tool::SftpGcm,
+    Tool::Cp,
+];
+
+/// The cipher of [`Tool::SftpGcm`].
+const GCM: &str = "aes128-gcm@openssh.com";
+
+/// OpenSSH's `sftp -R` (requests in flight; default 64) and `-B` (bytes per
+/// request; default 32768, at most 256 KiB, which sftp-server also caps).
+const SFTP_REQUESTS: u32 = 256;
+const SFTP_BUFFER: u32 = 262_144;
+
+impl Tool {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Tool::Pymatris => "pymatris",
+            Tool::Aria2c => "aria2c",
+            Tool::Curl => "curl",
+            Tool::Wget => "wget",
+            Tool::Lftp => "lftp",
+            Tool::Sftp => "OpenSSH sftp",
+            Tool::SftpGcm => "OpenSSH sftp, AES-GCM",
+            Tool::Cp => "cp (copy limit)",
+        }
+    }
+
+    /// A short file-name-safe name.
+    pub(super) fn slug(self) -> &'static str {
+        match self {
+            Tool::Pymatris => "pymatris",
+            Tool::Aria2c => "aria2c",
+            Tool::Curl => "curl",
+            Tool::Wget => "wget",
+            Tool::Lftp => "lftp",
+            Tool::Sftp => "sftp",
+            Tool::SftpGcm => "sftp-gcm",
+            Tool::Cp => "cp",
+        }
+    }
+
+    /// The executable looked up on `PATH` (pymatris is built instead).
+    pub(super) fn program(self) -> &'static str {
+        match self {
+            Tool::Pymatris => "pymatris",
+            Tool::Aria2c => "aria2c",
+            Tool::Curl => "curl",
+            Tool::Wget => "wget",
+            Tool::Lftp => "lftp",
+            Tool::Sftp | Tool::SftpGcm => "sftp",
+            Tool::Cp => "cp",
+        }
+    }
+
+    /// The Debian package that has it, for the "missing" note.
+    pub(super) fn package(self) -> &'static str {
+        match self {
+            Tool::Pymatris => "(built from this workspace)",
+            Tool::Aria2c => "aria2",
+            Tool::Curl => "curl",
+            Tool::Wget => "wget",
+            Tool::Lftp => "lftp",
+            Tool::Sftp | Tool::SftpGcm => "openssh-client",
+            Tool::Cp => "coreutils",
+        }
+    }
+
+    /// A peer: a downloader other than pymatris.
+    pub(super) fn is_peer(self) -> bool {
+        !matches!(self, Tool::Pymatris | Tool::Cp)
+    }
+
+    pub(super) fn supports(self, proto: Proto) -> bool {
+        match self {
+            Tool::Pymatris | Tool::Cp | Tool::Curl | Tool::Lftp => true,
+            Tool::Aria2c | Tool::Wget => proto != Proto::Sftp,
+            Tool::Sftp | Tool::SftpGcm => proto == Proto::Sftp,
+        }
+    }
+
+    /// The command that prints its version (first line kept).
+    pub(super) fn version_args(self) -> &'static [&'static str] {
+        match self {
+            Tool::Sftp | Tool::SftpGcm => &["-V"], // `ssh -V`, see `version_program`
+            _ => &["--version"],
+        }
+    }
+
+    pub(super) fn version_program(self) -> &'static str {
+        match self {
+            Tool::Sftp | Tool::SftpGcm => "ssh",
+            other => other.program(),
+        }
+    }
+}
+
+/// pymatris's defaults, read from its `--help` so the peers stay matched
+/// when they change.
+#[derive(Clone, Debug)]
+pub(super) struct Defaults {
+    pub(super) max_parallel: u32,
+    pub(super) max_splits: u32,
+    /// As pymatris spells it (`1M`); aria2c's `-k` reads the same units.
+    pub(super) min_split_size: String,
+}
+
+impl Defaults {
+    pub(super) fn from_help(cli: &Path) -> anyhow::Result<Defaults> {
+        let out = Command::new(cli)
+            .arg("--help")
+            .output()
+            .with_context(|| format!("running {} --help", cli.display()))?;
+        let help = String::from_utf8_lossy(&out.stdout);
+        let get = |flag: &str| -> anyhow::Result<String> {
+            help_default(&help, flag)
+                .with_context(|| format!("no `[default: …]` for {flag} in pymatris --help"))
+        };
+        Ok(Defaults {
+            max_parallel: get("--max-parallel")?.parse()?,
+            max_splits: get("--max-splits")?.parse()?,
+            min_split_size: get("--min-split-size")?,
+        })
+    }
+}
+
+/// The `[default: X]` of `flag` in clap's long help.
+fn help_default(help: &str, flag: &str) -> Option<String> {
+    let mut lines = help.lines().skip_while(|l| {
+        let l = l.trim_start();
+        !(l.starts_with(flag) || l.contains(&format!(", {flag}")))
+    });
+    lines.next()?;
+    for line in lines {
+        let t = line.trim_start();
+        if t.starts_with('-') {
+            return None;
+        }
+        if let Some(rest) = t.split("[default: ").nth(1) {
+            return rest.split(']').next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// What the commands need to know about the servers.
+#[derive(Debug)]
+pub(super) struct Ctx<'a> {
+    pub(super) servers: &'a Servers,
+    pub(super) cli: &'a Path,
+    pub(super) defaults: &'a Defaults,
+    /// Where input files (URL lists, scripts) go.
+    pub(super) scratch: &'a Path,
+    /// `--hostpubsha256` for curl, when the servers include sshd.
+    pub(super) host_key_sha256: Option<String>,
+    /// Extra arguments for pymatris (`--pymatris-arg`), for experiments.
+    pub(super) extra_args: &'a [String],
+}
+
+/// One command line, with the input files it reads.
+#[derive(Clone, Debug)]
+pub(super) struct Invocation {
+    pub(super) program: String,
+    pub(super) args: Vec<String>,
+    /// Files written before the runs: (path, contents).
+    pub(super) inputs: Vec<(PathBuf, String)>,
+    /// The parallelism, for the table.
+    pub(super) settings: String,
+}
+
+impl Invocation {
+    fn new(program: impl Into<String>) -> Invocation {
+        Invocation {
+            program: program.into(),
+            args: Vec::new(),
+            inputs: Vec::new(),
+            settings: String::new(),
+        }
+    }
+
+    fn arg(&mut self, a: impl Into<String>) -> &mut Invocation {
+        self.args.push(a.into());
+        self
+    }
+
+    fn args<S: Into<String>>(&mut self, a: impl IntoIterator<Item = S>) -> &mut Invocation {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+
+    fn input(&mut self, path: PathBuf, contents: String) -> String {
+        let shown = path.display().to_string();
+        self.inputs.push((path, contents));
+        shown
+    }
+
+    /// Writes the input files.
+    pub(super) fn write_inputs(&self) -> anyhow::Result<()> {
+        for (path, contents) in &self.inputs {
+            std::fs::write(path, contents)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Shell-quotes `s` when it needs it.
+pub(super) fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+impl Ctx<'_> {
+    fn url(&self, proto: Proto, f: &DataFile) -> String {
+        let s = self.servers;
+        match proto {
+            Proto::Http => s.http_url(&f.rel),
+            Proto::Https => s.https_url(&f.rel),
+            Proto::Ftp => s.ftp_url(&f.rel),
+            Proto::Sftp => s.sftp_url(&f.rel),
+        }
+    }
+
+    /// The file's path as lftp and sftp name it once connected.
+    fn remote_path(&self, proto: Proto, f: &DataFile) -> String {
+        match proto {
+            Proto::Http | Proto::Https => format!("/{}", f.rel),
+            // vsftpd logs the user in at the data dir.
+            Proto::Ftp => f.rel.clone(),
+            Proto::Sftp => format!("{}/{}", self.servers.data_dir().display(), f.rel),
+        }
+    }
+
+    /// The files at once for `wl`.
+    fn parallel(&self, wl: &Workload) -> u32 {
+        wl.parallel.unwrap_or(self.defaults.max_parallel)
+    }
+
+    /// The command of `tool` downloading `files` of `wl` into `out`.
+    pub(super) fn invocation(
+        &self,
+        tool: Tool,
+        wl: &Workload,
+        files: &[DataFile],
+        out: &Path,
+    ) -> anyhow::Result<Invocation> {
+        if files.is_empty() {
+            bail!("no files");
+        }
+        let proto = wl.proto;
+        let many = files.len() > 1;
+        let n = self.parallel(wl);
+        let splits = self.defaults.max_splits;
+        let min_split = &self.defaults.min_split_size;
+        let stem = format!("{}-{}", wl.id.to_lowercase(), tool.slug());
+        let list_path = self.scratch.join(format!("{stem}.list"));
+        let urls = || -> String {
+            files.iter().fold(String::new(), |mut s, f| {
+                let _ = writeln!(s, "{}", self.url(proto, f));
+                s
+            })
+        };
+        let s = self.servers;
+        let mut inv;
+        match tool {
+            Tool::Pymatris => {
+                inv = Invocation::new(path(self.cli));
+                inv.args(["--quiet", "--dir"]).arg(path(out));
+                if let Some(p) = wl.parallel {
+                    inv.arg("--max-parallel").arg(p.to_string());
+                    inv.settings = format!("--max-parallel {p}");
+                } else {
+                    inv.settings = format!(
+                        "defaults: {} files, {} splits >= {}",
+                        self.defaults.max_parallel, splits, min_split
+                    );
+                }
+                match proto {
+                    Proto::Https => {
+                        inv.arg("--ca-cert").arg(path(s.ca_cert()));
+                    }
+                    Proto::Sftp => {
+                        inv.arg("--identity").arg(path(s.ssh_client_key()));
+                        inv.arg("--known-hosts").arg(path(s.ssh_known_hosts()));
+                    }
+                    Proto::Http | Proto::Ftp => {}
+                }
+                if !self.extra_args.is_empty() {
+                    inv.args(self.extra_args.iter().cloned());
+                    inv.settings = format!("{}, {}", inv.settings, self.extra_args.join(" "));
+                }
+                if many {
+                    let list = inv.input(list_path, urls());
+                    inv.arg("-i").arg(list);
+                } else {
+                    inv.arg(self.url(proto, &files[0]));
+                }
+            }
+            Tool::Aria2c => {
+                inv = Invocation::new("aria2c");
+                inv.args(["--no-conf", "--quiet", "--file-allocation=none"])
+                    .args(["--auto-file-renaming=false", "--allow-overwrite=false"])
+                    .arg(format!("--max-connection-per-server={splits}"))
+                    .arg(format!("--split={splits}"))
+                    .arg(format!("--min-split-size={min_split}"))
+                    .arg(format!("--max-concurrent-downloads={n}"))
+                    .arg("--dir")
+                    .arg(path(out));
+                inv.settings = format!("-j {n} -x {splits} -s {splits} -k {min_split}");
+                if proto == Proto::Ftp && many {
+                    // aria2 1.36 with several FTP downloads at once and its
+                    // default connection reuse sits idle for its --timeout
+                    // (60 s) at the end against vsftpd.
+                    inv.arg("--ftp-reuse-connection=false");
+                    inv.settings.push_str(" --ftp-reuse-connection=false");
+                }
+                if proto == Proto::Https {
+                    inv.arg(format!("--ca-certificate={}", path(s.ca_cert())));
+                }
+                if many {
+                    let list = inv.input(list_path, urls());
+                    inv.arg("--input-file").arg(list);
+                } else {
+                    inv.arg(self.url(proto, &files[0]));
+                }
+            }
+            Tool::Curl => {
+                inv = Invocation::new("curl");
+                // `-q` first: no ~/.curlrc.
+                inv.args(["-q", "--silent", "--show-error", "--fail"]);
+                match proto {
+                    Proto::Https => {
+                        inv.arg("--cacert").arg(path(s.ca_cert()));
+                    }
+                    Proto::Sftp => {
+                        let sha = self
+                            .host_key_sha256
+                            .clone()
+                            .context("no host key fingerprint for curl")?;
+                        inv.arg("--key").arg(path(s.ssh_client_key()));
+                        inv.arg("--hostpubsha256").arg(sha);
+                    }
+                    Proto::Http | Proto::Ftp => {}
+                }
+                if many {
+                    inv.args(["--parallel", "--parallel-max"])
+                        .arg(n.to_string())
+                        .args(["--remote-name-all", "--output-dir"])
+                        .arg(path(out));
+                    let cfg = files.iter().fold(String::new(), |mut c, f| {
+                        let _ = writeln!(c, "url = \"{}\"", self.url(proto, f));
+                        c
+                    });
+                    let cfg = inv.input(self.scratch.join(format!("{stem}.curlrc")), cfg);
+                    inv.arg("--config").arg(cfg);
+                    inv.settings = format!("--parallel --parallel-max {n}");
+                } else {
+                    inv.arg("--output")
+                        .arg(path(&out.join(&files[0].name)))
+                        .arg(self.url(proto, &files[0]));
+                    inv.settings = "one connection (no split)".to_owned();
+                }
+            }
+            Tool::Wget => {
+                inv = Invocation::new("wget");
+                inv.args(["--no-config", "--quiet", "--directory-prefix"])
+                    .arg(path(out));
+                if proto == Proto::Https {
+                    inv.arg(format!("--ca-certificate={}", path(s.ca_cert())));
+                }
+                if many {
+                    let list = inv.input(list_path, urls());
+                    inv.arg("--input-file").arg(list);
+                    inv.settings = "one file at a time (no parallelism)".to_owned();
+                } else {
+                    inv.arg(self.url(proto, &files[0]));
+                    inv.settings = "one connection (no split)".to_owned();
+                }
+            }
+            Tool::Lftp => {
+                inv = Invocation::new("lftp");
+                let mut script = String::from(
+                    "set cmd:fail-exit yes\n\
+                     set cmd:verify-path no\n\
+                     set net:max-retries 2\n\
+                     set net:timeout 30\n",
+                );
+                let open = match proto {
+                    Proto::Http => format!("open -p {} http://127.0.0.1", s.http_port()),
+                    Proto::Https => {
+                        let _ = writeln!(script, "set ssl:ca-file {}", quote(&path(s.ca_cert())));
+                        format!("open -p {} https://localhost", s.https_port())
+                    }
+                    Proto::Ftp => {
+                        // Plain FTP like every other tool (lftp tries AUTH TLS
+                        // first by default).
+                        script.push_str("set ftp:ssl-allow no\n");
+                        let (user, pass) = s.ftp_user();
+                        format!("open -u {user},{pass} -p {} ftp://127.0.0.1", s.ftp_port())
+                    }
+                    Proto::Sftp => {
+                        let ssh = format!(
+                            "ssh -a -x -F none -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+                            path(s.ssh_client_key()),
+                            path(s.ssh_known_hosts())
+                        );
+                        let _ = writeln!(script, "set sftp:connect-program \"{ssh}\"");
+                        format!(
+                            "open -u {}, -p {} sftp://127.0.0.1",
+                            s.sftp_user(),
+                            s.sftp_port()
+                        )
+                    }
+                };
+                let _ = writeln!(script, "{open}");
+                if many {
+                    let _ = write!(script, "mget -P {n} -O {}", quote(&path(out)));
+                    for f in files {
+                        let _ = write!(script, " {}", quote(&self.remote_path(proto, f)));
+                    }
+                    script.push('\n');
+                    inv.settings = format!("mget -P {n}");
+                } else {
+                    let _ = writeln!(
+                        script,
+                        "pget -n {splits} -O {} {}",
+                        quote(&path(out)),
+                        quote(&self.remote_path(proto, &files[0]))
+                    );
+                    inv.settings = format!("pget -n {splits}");
+                }
+                let script = inv.input(self.scratch.join(format!("{stem}.lftp")), script);
+                inv.args(["--norc", "-f"]).arg(script);
+            }
+            Tool::Sftp | Tool::SftpGcm => {
+                inv = Invocation::new("sftp");
+                let batch = files.iter().fold(String::new(), |mut b, f| {
+                    let _ = writeln!(
+                        b,
+                        "get {} {}/",
+                        quote(&self.remote_path(proto, f)),
+                        quote(&path(out))
+                    );
+                    b
+                });
+                let batch = inv.input(self.scratch.join(format!("{stem}.batch")), batch);
+                inv.args(["-q", "-F", "none", "-b"]).arg(batch);
+                if tool == Tool::SftpGcm {
+                    inv.args(["-c", GCM]);
+                }
+                inv.arg("-R")
+                    .arg(SFTP_REQUESTS.to_string())
+                    .arg("-B")
+                    .arg(SFTP_BUFFER.to_string())
+                    .arg("-P")
+                    .arg(s.sftp_port().to_string())
+                    .arg("-i")
+                    .arg(path(s.ssh_client_key()))
+                    .arg("-o")
+                    .arg(format!("UserKnownHostsFile={}", path(s.ssh_known_hosts())))
+                    .args(["-o", "StrictHostKeyChecking=yes"])
+                    .args(["-o", "IdentitiesOnly=yes"])
+                    .arg(format!("{}@127.0.0.1", s.sftp_user()));
+                inv.settings = format!(
+                    "-R {SFTP_REQUESTS} -B {SFTP_BUFFER}, one file at a time, one connection"
+                );
+                if tool == Tool::SftpGcm {
+                    inv.settings.push_str(&format!(", -c {GCM}"));
+                }
+            }
+            Tool::Cp => {
+                inv = Invocation::new("cp");
+                inv.args(files.iter().map(|f| path(&f.source)))
+                    .arg(format!("{}/", path(out)));
+                inv.settings = "same files, same disk".to_owned();
+            }
+        }
+        Ok(inv)
+    }
+}
+
+/// The SHA-256 fingerprint of the server's host key, as curl's
+/// `--hostpubsha256` wants it (base64, no `SHA256:`).
+pub(super) fn host_key_sha256(known_hosts: &Path) -> anyhow::Result<String> {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(known_hosts)
+        .output()
+        .context("running ssh-keygen -l")?;
+    if !out.status.success() {
+        bail!(
+            "ssh-keygen -l failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("SHA256:"))
+        .map(str::to_owned)
+        .context("no SHA256 fingerprint in ssh-keygen's output")
+}
+
+/// `name` on `PATH`.
+pub(super) fn find_in_path(name: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_clap_defaults() {
+        let help = "Options:\n  -i, --input-file <FILE>\n          Read\n\n      --max-parallel <N>\n          Files downloaded at once\n          \n          [default: 5]\n\n      --max-splits <N>\n          Parts\n\n      --min-split-size <SIZE>\n          Never\n          \n          [default: 1M]\n";
+        assert_eq!(help_default(help, "--max-parallel").as_deref(), Some("5"));
+        assert_eq!(help_default(help, "--max-splits"), None);
+        assert_eq!(
+            help_default(help, "--min-split-size").as_deref(),
+            Some("1M")
+        );
+    }
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(quote("/tmp/a.bin"), "/tmp/a.bin");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+}
