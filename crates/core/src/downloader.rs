@@ -175,6 +175,7 @@ impl Downloader {
             throttle: self.config.max_speed.map(Throttle::new),
             hosts: self.config.protocol.max_per_host.map(HostSlots::new),
             dirs: Mutex::new(HashSet::new()),
+            transfers: AtomicUsize::new(0),
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
@@ -273,6 +274,8 @@ struct Batch {
     hosts: Option<HostSlots>,
     /// The directories made so far.
     dirs: Mutex<HashSet<Utf8PathBuf>>,
+    /// Transfers running, all files together.
+    transfers: AtomicUsize,
     protocols: Protocols,
     names: NameTable,
     reporter: Arc<dyn Reporter>,
@@ -446,6 +449,20 @@ impl Batch {
             url: shown.to_owned(),
             size,
         })
+    }
+
+    /// Into how many parts a file starting now may be cut: parts pay when
+    /// connections are to spare, not when `max_parallel` files already
+    /// keep as many busy (32 x 16 MiB over HTTP: 0.37 s cut into parts,
+    /// 0.31 s whole; over FTP, where a part is a login, 2.8x slower). The
+    /// batch aims at about `max(max_parallel, max_splits)` transfers.
+    fn splits_now(&self) -> usize {
+        let budget = self.config.max_parallel.max(self.config.max_splits);
+        let running = self.transfers.load(Ordering::SeqCst);
+        self.config
+            .max_splits
+            .min(budget.saturating_sub(running).max(1))
+            .max(1)
     }
 
     /// Creates `dir` (and its parents) once per batch.
@@ -766,7 +783,7 @@ impl FileJob {
             None => plan_parts(
                 self.size,
                 start.ranges,
-                config.max_splits,
+                self.batch.splits_now(),
                 config.min_split_size,
             )
             .into_iter()
@@ -984,12 +1001,15 @@ impl FileJob {
         slot: Option<OwnedSemaphorePermit>,
     ) {
         self.workers.fetch_add(1, Ordering::SeqCst);
+        self.batch.transfers.fetch_add(1, Ordering::SeqCst);
         let job = self.clone();
         let file = file.clone();
         workers.spawn(async move {
+            let batch = job.batch.clone();
             let result = job.worker(file, span, body).await;
             // The host slot is given back when the worker is done.
             drop(slot);
+            batch.transfers.fetch_sub(1, Ordering::SeqCst);
             result
         });
     }
