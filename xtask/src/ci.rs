@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the checks that must hold on main, in the order that
-//! fails fastest: formatting, lints, then every test (which start real
-//! servers through the harness).
+//! fails fastest: formatting, lints, builds of each protocol alone, every
+//! test (which start real servers through the harness), and a smoke run of
+//! the benchmark.
 
 use std::process::Command;
 
@@ -41,6 +42,11 @@ pub(crate) fn run() -> anyhow::Result<()> {
             features,
         ])?;
     }
+    // One small workload of the benchmark, so its harness cannot rot (on
+    // the dev build of the CLI, which the tests use too).
+    cargo(&["build", "-p", "pymatris-cli"])?;
+    cargo(&["xtask", "bench", "--smoke"])?;
+    // Last, so that the test runner's summary closes the log.
     // `--workspace` builds the `pymatris` binary that the end-to-end tests run.
     cargo(&["test", "--workspace", "--no-fail-fast"])?;
     Ok(())
