@@ -3,6 +3,7 @@
 //! in-process server that misbehaves on demand.
 
 mod conformance;
+mod disk;
 mod faults;
 mod ftp;
 mod http;

@@ -46,8 +46,46 @@ pub(crate) fn run() -> anyhow::Result<()> {
     // the dev build of the CLI, which the tests use too).
     cargo(&["build", "-p", "pymatris-cli"])?;
     cargo(&["xtask", "bench", "--smoke"])?;
-    // Last, so that the test runner's summary closes the log.
+    // Last, so that the tests' summary closes the log.
     // `--workspace` builds the `pymatris` binary that the end-to-end tests run.
-    cargo(&["test", "--workspace", "--no-fail-fast"])?;
+    tests(&["test", "--workspace", "--no-fail-fast"])
+}
+
+/// Runs the tests, passing their output through, and closes with one line
+/// that adds up every test binary's `test result:` line.
+fn tests(args: &[&str]) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut child = Command::new(&cargo)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = child.stdout.take().context("test output")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            for part in counts.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        "ignored" => ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() || failed > 0 {
+        bail!("`cargo {}` failed", args.join(" "));
+    }
     Ok(())
 }
