@@ -28,7 +28,8 @@ pub fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
         })?;
     let verifier: Arc<dyn ServerCertVerifier> = if cfg.insecure {
         tracing::debug!("TLS certificate verification is off (--insecure)");
-        Arc::new(AcceptAnyCertificate {
+        Arc::new(FixedVerdict {
+            accept: true,
             algorithms: provider.signature_verification_algorithms,
         })
     } else {
@@ -37,7 +38,8 @@ pub fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
             // No trust anchor at all (no system store, no --ca-cert): every
             // certificate fails, but plain http:// and ftp:// still work.
             tracing::warn!("no trusted CA certificates found; TLS downloads will fail");
-            Arc::new(NoTrustAnchors {
+            Arc::new(FixedVerdict {
+                accept: false,
                 algorithms: provider.signature_verification_algorithms,
             })
         } else {
@@ -98,15 +100,17 @@ fn root_store(cfg: &ProtocolConfig) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// `--insecure`: any certificate for any name is accepted, but the
-/// handshake signatures are still checked, so the peer must hold the key
-/// of the certificate it sent.
+/// A verifier whose verdict on certificates is fixed: `--insecure` accepts
+/// any certificate for any name (the handshake signatures are still
+/// checked, so the peer must hold the key of the certificate it sent), and
+/// with no trust anchor at all every certificate is of an unknown issuer.
 #[derive(Debug)]
-struct AcceptAnyCertificate {
+struct FixedVerdict {
+    accept: bool,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AcceptAnyCertificate {
+impl ServerCertVerifier for FixedVerdict {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -115,50 +119,13 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// No trust anchor: every certificate is of an unknown issuer.
-#[derive(Debug)]
-struct NoTrustAnchors {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoTrustAnchors {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::UnknownIssuer,
-        ))
+        if self.accept {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
     }
 
     fn verify_tls12_signature(
