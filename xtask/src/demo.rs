@@ -1,5 +1,6 @@
-//! `cargo xtask demo`: what a newcomer runs first. It needs no internet:
-//! it starts the harness's servers (nginx, vsftpd, sshd) on loopback, puts
+//! `cargo xtask demo`: what a newcomer runs first. It needs no internet
+//! beyond Debian's packages (installed on first use, as root): it starts
+//! the harness's servers (nginx, vsftpd, sshd) on loopback, puts
 //! a mixed batch of files on them, and downloads it with a release build of
 //! the CLI, progress bars showing, then checks every byte.
 
@@ -31,6 +32,10 @@ pub(crate) fn build_cli() -> anyhow::Result<PathBuf> {
 }
 
 pub(crate) fn run() -> anyhow::Result<()> {
+    // A newcomer's first command: install the servers if they are missing.
+    if !crate::deps::missing().is_empty() {
+        crate::deps::run()?;
+    }
     let cli = build_cli()?;
     eprintln!("starting nginx, vsftpd and sshd on loopback…");
     let servers = Servers::start(Which::all())

@@ -6,6 +6,7 @@
 mod bench;
 mod ci;
 mod demo;
+mod deps;
 mod servers;
 
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ enum Task {
         #[command(subcommand)]
         action: servers::Action,
     },
+    /// Installs the Debian packages the tests, demo and benchmark use, where
+    /// missing (as root).
+    Deps,
     /// Starts the local servers and downloads a mixed batch from them with
     /// the CLI, progress bars showing.
     Demo,
@@ -40,6 +44,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Servers { action } => servers::run(action),
+        Task::Deps => deps::run(),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
         Task::Bench(args) => bench::run(args),
