@@ -800,7 +800,17 @@ impl FileJob {
         let mut workers = JoinSet::new();
         let mut spans = spans.into_iter();
         let first_span = spans.next().expect("a plan has at least one part");
-        job.spawn_worker(&mut workers, &file, first_span, start.body, start.slot);
+        let mut failure: Option<Error> = None;
+        if spans.len() == 0 {
+            // One part (most files): it runs here, not in a task of its own.
+            let outcome = job
+                .clone()
+                .run_worker(file.clone(), first_span, start.body, start.slot)
+                .await;
+            failure = outcome.err();
+        } else {
+            job.spawn_worker(&mut workers, &file, first_span, start.body, start.slot);
+        }
         for span in spans {
             match job.batch.slot(&job.url, false).await {
                 Ok(slot) => job.spawn_worker(&mut workers, &file, span, None, slot),
@@ -809,7 +819,6 @@ impl FileJob {
                 Err(_) => lock(&span).active = false,
             }
         }
-        let mut failure: Option<Error> = None;
         loop {
             while let Some(joined) = workers.join_next().await {
                 let outcome = joined.unwrap_or_else(|_| Err(internal_error()));
@@ -1000,18 +1009,28 @@ impl FileJob {
         body: Option<ByteStream>,
         slot: Option<OwnedSemaphorePermit>,
     ) {
-        self.workers.fetch_add(1, Ordering::SeqCst);
-        self.batch.transfers.fetch_add(1, Ordering::SeqCst);
         let job = self.clone();
         let file = file.clone();
-        workers.spawn(async move {
-            let batch = job.batch.clone();
-            let result = job.worker(file, span, body).await;
-            // The host slot is given back when the worker is done.
-            drop(slot);
-            batch.transfers.fetch_sub(1, Ordering::SeqCst);
-            result
-        });
+        workers.spawn(async move { job.run_worker(file, span, body, slot).await });
+    }
+
+    /// Runs one worker, counted among the file's workers and the batch's
+    /// transfers while it runs.
+    async fn run_worker(
+        self: Arc<Self>,
+        file: PartFile,
+        span: SharedSpan,
+        body: Option<ByteStream>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<()> {
+        self.workers.fetch_add(1, Ordering::SeqCst);
+        self.batch.transfers.fetch_add(1, Ordering::SeqCst);
+        let result = self.clone().worker(file, span, body).await;
+        self.workers.fetch_sub(1, Ordering::SeqCst);
+        self.batch.transfers.fetch_sub(1, Ordering::SeqCst);
+        // The host slot is given back when the worker is done.
+        drop(slot);
+        result
     }
 
     /// A span no worker fills, taken whole.
