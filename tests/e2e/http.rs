@@ -136,6 +136,12 @@ fn https_needs_a_trusted_certificate() {
         "stderr: {}",
         stderr(&untrusted)
     );
+    // The error says what to do about it.
+    assert!(
+        stderr(&untrusted).contains("--ca-cert"),
+        "stderr: {}",
+        stderr(&untrusted)
+    );
     assert!(
         list_dir(out.path()).is_empty(),
         "nothing written: {:?}",

@@ -104,7 +104,12 @@ pub(crate) fn ftp_error(err: FtpError, what: &str) -> Error {
         FtpError::UnexpectedResponse(reply) => reply_error(&reply, what),
         FtpError::ConnectionError(e) => io_error(e, what),
         FtpError::SecureError(e) => {
-            Error::new(ErrorKind::Tls, format!("{what}: {e}")).retryable(false)
+            let hint = if e.to_string().contains("certificate") {
+                format!(" ({})", pymatris_tls::UNTRUSTED_HINT)
+            } else {
+                String::new()
+            };
+            Error::new(ErrorKind::Tls, format!("{what}: {e}{hint}")).retryable(false)
         }
         FtpError::BadResponse => Error::new(
             ErrorKind::Protocol,

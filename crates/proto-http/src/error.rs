@@ -195,7 +195,10 @@ fn describe_deepest(chain: &[&(dyn StdError + 'static)], fallback: &str) -> Stri
 
 fn tls_description(err: &rustls::Error) -> String {
     match err {
-        rustls::Error::InvalidCertificate(cert) => format!("invalid peer certificate: {cert:?}"),
+        rustls::Error::InvalidCertificate(cert) => format!(
+            "invalid peer certificate: {cert:?} ({})",
+            pymatris_tls::UNTRUSTED_HINT
+        ),
         other => other.to_string(),
     }
 }

@@ -16,6 +16,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+/// What to tell a user whose server's certificate was not trusted.
+pub const UNTRUSTED_HINT: &str =
+    "to trust the server's CA pass --ca-cert FILE, or skip the check with --insecure";
+
 /// The TLS configuration for `cfg`.
 pub fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
