@@ -55,12 +55,16 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 #[derive(Debug, Clone)]
 pub(crate) struct PartFile {
     file: Arc<File>,
+    /// Taken around each batch of writes: the kernel serialises buffered
+    /// writes to one file under its inode lock, and spins on it.
+    writing: Arc<std::sync::Mutex<()>>,
 }
 
 impl PartFile {
     pub(crate) fn new(file: File) -> Self {
         PartFile {
             file: Arc::new(file),
+            writing: Arc::new(std::sync::Mutex::new(())),
         }
     }
 
@@ -154,6 +158,7 @@ impl WriteBehind {
 
     fn write_inline(&mut self) -> io::Result<u64> {
         let mut written = 0;
+        let _writing = self.file.writing.lock().unwrap_or_else(|e| e.into_inner());
         for chunk in std::mem::take(&mut self.chunks) {
             write_all_at(&self.file.file, &chunk, self.offset)?;
             self.offset += chunk.len() as u64;
@@ -169,10 +174,12 @@ impl WriteBehind {
         }
         let chunks = std::mem::take(&mut self.chunks);
         let (file, mut offset) = (self.file.file.clone(), self.offset);
+        let writing = self.file.writing.clone();
         self.offset += self.gathered as u64;
         self.gathered = 0;
         self.pending = Some(tokio::task::spawn_blocking(move || {
             let mut written = 0;
+            let _writing = writing.lock().unwrap_or_else(|e| e.into_inner());
             for chunk in chunks {
                 write_all_at(&file, &chunk, offset)?;
                 offset += chunk.len() as u64;
