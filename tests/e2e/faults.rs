@@ -1150,3 +1150,21 @@ fn sandbox_layout() {
     sb.assert_clean();
     assert!(Path::new(&sb.dir_str()).is_dir());
 }
+
+// The blocking convenience of the contract, for callers with no runtime.
+#[test]
+fn download_blocking_works_without_a_runtime() {
+    let body = random_bytes(300 * KIB, 60);
+    let server = FaultServer::start([("/b.bin", Route::new(body.clone()))]);
+    let sb = Sandbox::new();
+    let mut dl = Downloader::new(config());
+    dl.enqueue_file(&server.url("/b.bin"), sb.dir_str())
+        .expect("enqueue");
+    dl.enqueue_file("not a url", sb.dir_str()).expect("enqueue");
+    let results = dl.download_blocking();
+    assert_eq!(results.success.len(), 1, "{results}");
+    assert_eq!(results.errors.len(), 1, "{results}");
+    assert_eq!(results.errors[0].error.kind(), ErrorKind::InvalidUrl);
+    assert_bytes(&sb.read("b.bin"), &body, "b.bin");
+    sb.assert_clean();
+}

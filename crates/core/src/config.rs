@@ -188,9 +188,4 @@ impl Config {
         accept_new_host_keys: bool => protocol.accept_new_host_keys);
     setter!(/// Require `AUTH TLS` on `ftp://`.
         ftp_tls: bool => protocol.ftp_tls);
-
-    /// The idle timeout.
-    pub fn timeout_value(&self) -> Duration {
-        self.protocol.timeout
-    }
 }

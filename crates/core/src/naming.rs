@@ -118,9 +118,7 @@ impl NameTable {
         }
         unreachable!("names are unbounded")
     }
-}
 
-impl NameTable {
     /// Takes exactly `path`, unless another download of the batch has it.
     pub(crate) fn claim(&self, path: &Utf8Path) -> bool {
         self.taken

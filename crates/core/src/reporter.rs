@@ -22,9 +22,7 @@ pub trait Reporter: Send + Sync {
     fn on_retry(&self, id: ReportId, attempt: u32, error: &Error) {
         let _ = (id, attempt, error);
     }
-    /// The file is done, well or badly. Bytes reported by `on_progress` that
-    /// will be fetched again (after a restart from zero) are taken back
-    /// through `on_progress` never: `rewound` says how many were.
+    /// The file is done, well or badly.
     fn on_finish(&self, id: ReportId, error: Option<&Error>);
     /// Bytes already reported were thrown away and will be fetched again.
     fn on_rewind(&self, id: ReportId, bytes: u64) {
