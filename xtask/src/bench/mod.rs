@@ -68,6 +68,23 @@ pub(crate) struct Args {
     /// Run this pymatris binary instead of building one.
     #[arg(long, value_name = "FILE")]
     pub(crate) cli: Option<PathBuf>,
+    /// Another pymatris binary to run beside the one under test, in the
+    /// same run, as the tool "pymatris (baseline)": to compare two builds
+    /// (`cp target/release/pymatris /tmp/before`, change, `--baseline
+    /// /tmp/before`). Nothing is written to the docs unless --out is given.
+    #[arg(long, value_name = "FILE", conflicts_with = "smoke")]
+    baseline: Option<PathBuf>,
+    /// Only these tools (comma-separated: pymatris, aria2c, curl, wget,
+    /// lftp, sftp, sftp-gcm, cp), to compare two builds or settings
+    /// quickly. Nothing is written to the docs unless --out is given.
+    #[arg(
+        long,
+        value_name = "LIST",
+        conflicts_with = "smoke",
+        value_delimiter = ',',
+        value_parser = parse_tool
+    )]
+    tools: Option<Vec<Tool>>,
     /// Kill a run that takes longer than this many seconds (counted failed).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub(crate) timeout: u64,
@@ -105,11 +122,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let tools: Vec<Tool> = if args.smoke {
         vec![Tool::Pymatris, Tool::Curl]
     } else {
-        tools::ALL.to_vec()
+        let mut tools = args.tools.clone().unwrap_or_else(|| tools::ALL.to_vec());
+        if args.baseline.is_some() {
+            tools.insert(1.min(tools.len()), Tool::Baseline);
+        }
+        tools
     };
     let doc = args.out.clone().or_else(|| {
-        (!args.smoke && !args.quick && args.only.is_none() && args.pymatris_arg.is_empty())
-            .then(|| root.join("docs").join("benchmarks.md"))
+        (!args.smoke
+            && !args.quick
+            && args.only.is_none()
+            && args.tools.is_none()
+            && args.baseline.is_none()
+            && args.pymatris_arg.is_empty())
+        .then(|| root.join("docs").join("benchmarks.md"))
     });
 
     let cli = match &args.cli {
@@ -121,6 +147,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let defaults = Defaults::from_help(&cli)?;
+    let baseline = match &args.baseline {
+        Some(p) => {
+            Some(std::fs::canonicalize(p).with_context(|| format!("--baseline {}", p.display()))?)
+        }
+        None => None,
+    };
 
     let (tools, mut missing) = installed(tools);
     let mut protos: Vec<Proto> = Vec::new();
@@ -164,6 +196,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let ctx = Ctx {
         servers: &servers,
         cli: &cli,
+        baseline: baseline.as_deref(),
         defaults: &defaults,
         scratch: scratch.path(),
         host_key_sha256,
@@ -232,7 +265,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .copied()
             .filter(|&t| {
-                t != Tool::Pymatris || !matches!(probes.get(&wl.proto), Some(Probe::NotBuilt(_)))
+                !matches!(t, Tool::Pymatris | Tool::Baseline)
+                    || !matches!(probes.get(&wl.proto), Some(Probe::NotBuilt(_)))
             })
             .collect();
         let result = run_workload(&ctx, wl, &files, &tools, runs, timeout, &wrapper)?;
@@ -251,6 +285,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         bail!("{failed} run(s) failed (see the tables above)");
     }
     Ok(())
+}
+
+/// One name of `--tools pymatris,curl`.
+fn parse_tool(name: &str) -> Result<Tool, String> {
+    let name = name.trim();
+    tools::ALL
+        .into_iter()
+        .find(|t| t.slug() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = tools::ALL.iter().map(|t| t.slug()).collect();
+            format!("unknown tool {name:?}; known: {}", known.join(", "))
+        })
 }
 
 /// The workloads `--smoke` or `--only` ask for.
@@ -282,7 +328,8 @@ fn installed(tools: Vec<Tool>) -> (Vec<Tool>, Vec<String>) {
     let found = tools
         .into_iter()
         .filter(|&t| {
-            let found = t == Tool::Pymatris || tools::find_in_path(t.program()).is_some();
+            let found = matches!(t, Tool::Pymatris | Tool::Baseline)
+                || tools::find_in_path(t.program()).is_some();
             if !found {
                 missing.push(format!(
                     "{} is not installed (Debian package `{}`): left out",
@@ -307,6 +354,14 @@ fn command_line(args: &Args, runs: u32) -> String {
     }
     if args.with_unbuilt {
         c.push_str(" --with-unbuilt");
+    }
+    if args.baseline.is_some() {
+        c.push_str(" --baseline FILE");
+    }
+    if let Some(tools) = &args.tools {
+        let slugs: Vec<&str> = tools.iter().map(|t| t.slug()).collect();
+        c.push_str(" --tools ");
+        c.push_str(&slugs.join(","));
     }
     for a in &args.pymatris_arg {
         c.push_str(" --pymatris-arg=");
@@ -391,6 +446,36 @@ fn shorten(s: &str, ctx: &Ctx<'_>) -> String {
         .replace(&ctx.servers.root_dir().display().to_string(), "$SRV")
 }
 
+/// From this many files on, a run's output is set aside until the bench
+/// ends instead of deleted before the next run. On ext4 without a journal
+/// (the disk of the recorded runs), creating a file scans past every inode
+/// of its block group freed in the last minute (five while the inode table
+/// is dirty), and the next run's directory lands in the same group: with
+/// each run's 2000 files deleted, W4's creates, whichever tool made them,
+/// became mostly that scan (`recently_deleted` in `perf`), slower run
+/// after run (curl 0.1 s, then 0.4-0.5 s).
+const MANY_FILES: usize = 100;
+
+/// Deletes a run's output, or sets it aside (see [`MANY_FILES`]).
+fn keep_or_clean(
+    ctx: &Ctx<'_>,
+    wl: &Workload,
+    files: &[DataFile],
+    out: &Path,
+    tag: &str,
+) -> anyhow::Result<()> {
+    if files.len() >= MANY_FILES {
+        let aside = ctx
+            .scratch
+            .join("kept")
+            .join(format!("{}-{tag}", wl.id.to_lowercase()));
+        measure::set_aside(out, &aside)
+    } else {
+        measure::clean(out);
+        Ok(())
+    }
+}
+
 fn run_workload(
     ctx: &Ctx<'_>,
     wl: &Workload,
@@ -440,6 +525,9 @@ fn run_workload(
         invocations.push(inv);
     }
     let k = invocations.len();
+    measure::fresh_dir(&out)?;
+    measure::warm_up_disk(files, &out)?;
+    keep_or_clean(ctx, wl, files, &out, "warm-up")?;
     for run in 0..runs as usize {
         // Alternate: run r starts with the r-th tool, so no tool always
         // follows the same one.
@@ -460,7 +548,13 @@ fn run_workload(
             ));
             let outcome = measure::run_timed(inv, &out, &log, timeout, wrapper)
                 .and_then(|s| measure::verify(&out, files).map(|()| s));
-            measure::clean(&out);
+            keep_or_clean(
+                ctx,
+                wl,
+                files,
+                &out,
+                &format!("{}-{}", cell.tool.slug(), run + 1),
+            )?;
             match outcome {
                 Ok(s) => {
                     let secs = s.wall.as_secs_f64();

@@ -13,6 +13,9 @@ use super::data::{DataFile, Proto, Workload};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Tool {
     Pymatris,
+    /// Another pymatris binary (`--baseline`), run like pymatris in the
+    /// same run, to compare two builds; not a peer.
+    Baseline,
     Aria2c,
     Curl,
     Wget,
@@ -49,6 +52,7 @@ impl Tool {
     pub(super) fn name(self) -> &'static str {
         match self {
             Tool::Pymatris => "pymatris",
+            Tool::Baseline => "pymatris (baseline)",
             Tool::Aria2c => "aria2c",
             Tool::Curl => "curl",
             Tool::Wget => "wget",
@@ -63,6 +67,7 @@ impl Tool {
     pub(super) fn slug(self) -> &'static str {
         match self {
             Tool::Pymatris => "pymatris",
+            Tool::Baseline => "baseline",
             Tool::Aria2c => "aria2c",
             Tool::Curl => "curl",
             Tool::Wget => "wget",
@@ -76,7 +81,7 @@ impl Tool {
     /// The executable looked up on `PATH` (pymatris is built instead).
     pub(super) fn program(self) -> &'static str {
         match self {
-            Tool::Pymatris => "pymatris",
+            Tool::Pymatris | Tool::Baseline => "pymatris",
             Tool::Aria2c => "aria2c",
             Tool::Curl => "curl",
             Tool::Wget => "wget",
@@ -89,7 +94,7 @@ impl Tool {
     /// The Debian package that has it, for the "missing" note.
     pub(super) fn package(self) -> &'static str {
         match self {
-            Tool::Pymatris => "(built from this workspace)",
+            Tool::Pymatris | Tool::Baseline => "(built from this workspace)",
             Tool::Aria2c => "aria2",
             Tool::Curl => "curl",
             Tool::Wget => "wget",
@@ -101,12 +106,12 @@ impl Tool {
 
     /// A peer: a downloader other than pymatris.
     pub(super) fn is_peer(self) -> bool {
-        !matches!(self, Tool::Pymatris | Tool::Cp)
+        !matches!(self, Tool::Pymatris | Tool::Baseline | Tool::Cp)
     }
 
     pub(super) fn supports(self, proto: Proto) -> bool {
         match self {
-            Tool::Pymatris | Tool::Cp | Tool::Curl | Tool::Lftp => true,
+            Tool::Pymatris | Tool::Baseline | Tool::Cp | Tool::Curl | Tool::Lftp => true,
             Tool::Aria2c | Tool::Wget => proto != Proto::Sftp,
             Tool::Sftp | Tool::SftpGcm => proto == Proto::Sftp,
         }
@@ -181,6 +186,8 @@ fn help_default(help: &str, flag: &str) -> Option<String> {
 pub(super) struct Ctx<'a> {
     pub(super) servers: &'a Servers,
     pub(super) cli: &'a Path,
+    /// The binary of [`Tool::Baseline`] (`--baseline`).
+    pub(super) baseline: Option<&'a Path>,
     pub(super) defaults: &'a Defaults,
     /// Where input files (URL lists, scripts) go.
     pub(super) scratch: &'a Path,
@@ -306,8 +313,13 @@ impl Ctx<'_> {
         let s = self.servers;
         let mut inv;
         match tool {
-            Tool::Pymatris => {
-                inv = Invocation::new(path(self.cli));
+            Tool::Pymatris | Tool::Baseline => {
+                let program = match (tool, self.baseline) {
+                    (Tool::Baseline, Some(baseline)) => baseline,
+                    (Tool::Baseline, None) => bail!("no --baseline binary"),
+                    _ => self.cli,
+                };
+                inv = Invocation::new(path(program));
                 inv.args(["--quiet", "--dir"]).arg(path(out));
                 if let Some(p) = wl.parallel {
                     inv.arg("--max-parallel").arg(p.to_string());
