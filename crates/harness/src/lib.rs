@@ -171,6 +171,23 @@ impl Servers {
         Ok(servers)
     }
 
+    /// The process id of each running server's main process, by name
+    /// ("nginx", "vsftpd", "sshd"). The CPU of the processes they fork
+    /// for connections is added to theirs as they reap them.
+    pub fn server_pids(&self) -> Vec<(&'static str, u32)> {
+        let mut pids = Vec::new();
+        if let Some(n) = &self.nginx {
+            pids.push(("nginx", n.proc.id()));
+        }
+        if let Some(v) = &self.vsftpd {
+            pids.push(("vsftpd", v.proc.id()));
+        }
+        if let Some(s) = &self.sshd {
+            pids.push(("sshd", s.proc.id()));
+        }
+        pids
+    }
+
     /// The directory every server serves; files placed here appear on all.
     pub fn data_dir(&self) -> &Path {
         &self.data

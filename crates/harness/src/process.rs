@@ -82,6 +82,11 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
+    /// The server's process id (setpriv execs it, so it is the child's).
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `program args…` with stdout and stderr written to `log`.
     pub(crate) fn spawn(
         name: &'static str,

@@ -40,6 +40,43 @@ pub(super) struct Sample {
     pub(super) cpu: f64,
     /// Peak resident set of the largest of those processes, KiB.
     pub(super) rss_kib: u64,
+    /// CPU seconds the server spent in the run (set by the caller; `None`
+    /// for `cp` or when it could not be read).
+    pub(super) server_cpu: Option<f64>,
+}
+
+/// Waits (up to `limit`) until process `pid` has no children left: the
+/// per-connection processes of vsftpd and sshd end a little after the
+/// client, and their CPU reaches the server's counters when reaped.
+pub(super) fn wait_childless(pid: u32, limit: Duration) {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match std::fs::read_to_string(&path) {
+            Ok(children) if !children.trim().is_empty() => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// User + system CPU seconds of process `pid` and of the children it has
+/// reaped (vsftpd's and sshd's per-connection processes), from
+/// `/proc/PID/stat`.
+pub(super) fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": utime, stime, cutime and cstime are the
+    // 14th to 17th fields, the 12th to 15th after the ")".
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    // In USER_HZ, which Linux fixes at 100 for this interface.
+    Some(ticks as f64 / 100.0)
 }
 
 /// Runs `inv` in `cwd` under the measuring wrapper (`WRAPPER bench
@@ -122,6 +159,7 @@ pub(super) fn run_timed(
         return Err(format!("{how}: {}", log_tail(log)));
     }
     Ok(Sample {
+        server_cpu: None,
         wall: Duration::from_secs_f64(m.wall),
         cpu: m.cpu,
         rss_kib: m.rss_kib,

@@ -525,6 +525,20 @@ fn run_workload(
         invocations.push(inv);
     }
     let k = invocations.len();
+    // The server's CPU per run: nginx runs as one process; vsftpd forks a
+    // process per login and reaps it. sshd is left out: what its listener
+    // accumulates was implausibly low (0.01-0.02 s for 67 MB it must
+    // encrypt), so not every session's CPU reaches it.
+    let server_name = match wl.proto {
+        Proto::Http | Proto::Https => Some("nginx"),
+        Proto::Ftp => Some("vsftpd"),
+        Proto::Sftp => None,
+    };
+    let server_pid = ctx
+        .servers
+        .server_pids()
+        .into_iter()
+        .find_map(|(name, pid)| (Some(name) == server_name).then_some(pid));
     measure::fresh_dir(&out)?;
     measure::warm_up_disk(files, &out)?;
     keep_or_clean(ctx, wl, files, &out, "warm-up")?;
@@ -546,8 +560,20 @@ fn run_workload(
                 cell.tool.slug(),
                 run + 1
             ));
+            let server = server_pid.filter(|_| cell.tool != Tool::Cp);
+            let server_before = server.and_then(|pid| {
+                measure::wait_childless(pid, Duration::from_secs(5));
+                measure::process_cpu(pid)
+            });
             let outcome = measure::run_timed(inv, &out, &log, timeout, wrapper)
-                .and_then(|s| measure::verify(&out, files).map(|()| s));
+                .and_then(|s| measure::verify(&out, files).map(|()| s))
+                .map(|mut s| {
+                    s.server_cpu = server.zip(server_before).and_then(|(pid, before)| {
+                        measure::wait_childless(pid, Duration::from_secs(5));
+                        Some(measure::process_cpu(pid)? - before)
+                    });
+                    s
+                });
             keep_or_clean(
                 ctx,
                 wl,
@@ -563,8 +589,11 @@ fn run_workload(
                     } else {
                         format!("{:.0} MB/s", result.bytes as f64 / 1e6 / secs)
                     };
+                    let server = s
+                        .server_cpu
+                        .map_or_else(String::new, |c| format!("  server cpu {c:.2} s"));
                     eprintln!(
-                        "{} run {}/{runs} {:<22} {secs:>8.3} s {rate:>14}  cpu {:.2} s  rss {:.1} MiB",
+                        "{} run {}/{runs} {:<22} {secs:>8.3} s {rate:>14}  cpu {:.2} s  rss {:.1} MiB{server}",
                         wl.id,
                         run + 1,
                         cell.tool.name(),

@@ -64,6 +64,8 @@ pub(super) struct Stats {
     /// MB/s (10^6 bytes), or files/s for a per-file workload.
     pub(super) rate: f64,
     pub(super) cpu_per_gb: f64,
+    /// The server's CPU per GB during the runs (median), when measured.
+    pub(super) server_cpu_per_gb: Option<f64>,
     pub(super) rss_mib: f64,
 }
 
@@ -98,7 +100,14 @@ impl WorkloadResult {
         let gb = self.bytes as f64 / 1e9;
         let cpu = median(cell.samples.iter().map(|s| s.cpu).collect())?;
         let rss = cell.samples.iter().map(|s| s.rss_kib).max()?;
+        let server_cpu = cell
+            .samples
+            .iter()
+            .map(|s| s.server_cpu)
+            .collect::<Option<Vec<f64>>>()
+            .and_then(median);
         Some(Stats {
+            server_cpu_per_gb: server_cpu.map(|c| c / gb),
             median: median_wall,
             spread: (max - min) / median_wall,
             rate,
@@ -393,28 +402,30 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "| Tool | Settings | Wall, median (s) | Spread | {unit} | CPU s/GB | Peak RSS (MiB) |"
+            "| Tool | Settings | Wall, median (s) | Spread | {unit} | CPU s/GB | Server CPU s/GB | Peak RSS (MiB) |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
         for c in &r.cells {
             match r.stats(c) {
                 Some(s) => {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | {:.3} | {:.0} % | {} | {:.2} | {:.1} |",
+                        "| {} | {} | {:.3} | {:.0} % | {} | {:.2} | {} | {:.1} |",
                         c.tool.name(),
                         c.settings,
                         s.median,
                         100.0 * s.spread,
                         rate(s.rate),
                         s.cpu_per_gb,
+                        s.server_cpu_per_gb
+                            .map_or_else(|| "-".to_owned(), |c| format!("{c:.2}")),
                         s.rss_mib
                     );
                 }
                 None => {
                     let _ = writeln!(
                         md,
-                        "| {} | {} | FAILED ({} of {} runs) | | | | |",
+                        "| {} | {} | FAILED ({} of {} runs) | | | | | |",
                         c.tool.name(),
                         c.settings,
                         c.failures.len(),
