@@ -169,6 +169,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("starting the servers…");
     let servers = Servers::start(which)
         .context("starting the local servers (run .ci/run once to install them)")?;
+    // Held until the bench ends; restores the setting when dropped.
+    let page_reporting = measure::PageReportingPause::start();
     let scratch = tempfile::Builder::new()
         .prefix("pymatris-bench-")
         .tempdir()
@@ -207,7 +209,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         command: command_line(&args, runs),
         runs,
         date: report::now(),
-        machine: report::machine(scratch.path()),
+        machine: {
+            let mut m = report::machine(scratch.path());
+            m.push((
+                "free page reporting to the hypervisor".to_owned(),
+                match &page_reporting {
+                    Ok(Some(pause)) => pause.describe(),
+                    Ok(None) => "none (no page_reporting module)".to_owned(),
+                    Err(e) => format!("left on: {e}"),
+                },
+            ));
+            m
+        },
         versions: report::versions(&cli, &tools),
         load_before: report::load_average(),
         notes: missing,
