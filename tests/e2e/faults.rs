@@ -356,16 +356,66 @@ async fn files_waiting_for_a_slot_are_not_cut_into_parts() {
         assert_bytes(&sb.read(&format!("w{i}.bin")), body, "w.bin");
     }
     sb.assert_clean();
-    // w0..w3 start while w4..w7 wait for a slot: one request each. (The
-    // last files may be cut when slots fall idle at the end.)
-    for i in 0..4 {
-        assert_eq!(
-            server.hits(&format!("/w{i}.bin")),
-            1,
-            "w{i}.bin was cut into parts while files waited:\n{}",
-            show(&server.all_requests())
+    // w0..w3 start while w4..w7 wait for a slot: no part of them is asked
+    // for before the last file has started. (Files still running when
+    // slots fall idle at the end may then be cut.)
+    let log = server.all_requests();
+    let whole = |r: &RequestLog| r.range.as_deref() == Some("bytes=0-");
+    let last_start = log.iter().rposition(whole).expect("first requests");
+    for (n, r) in log[..last_start].iter().enumerate() {
+        assert!(
+            whole(r),
+            "request {n} cut a file into parts while files waited:\n{}",
+            show(&log)
         );
     }
+}
+
+// The other side of the same rule: a big file that started while small
+// files waited gets the connections they leave when they are done, rather
+// than running alone on one to the end. Its first transfer stalls here, so
+// without that help its next request would wait for the stall to be
+// noticed (seconds); with it, a free connection asks for part of the rest
+// as soon as the small files are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_left_by_finished_files_join_a_big_one() {
+    let big = random_bytes(4 * MIB, 70);
+    let small: Vec<Vec<u8>> = (0..6).map(|i| random_bytes(KIB, 71 + i)).collect();
+    let mut routes = vec![(
+        "/big.bin".to_owned(),
+        Route::new(big.clone()).behaviour(Behaviour::StallAfter {
+            bytes: 512 * KIB as u64,
+            times: 1,
+        }),
+    )];
+    for (i, b) in small.iter().enumerate() {
+        routes.push((format!("/s{i}.bin"), Route::new(b.clone())));
+    }
+    let server = FaultServer::start(routes);
+    let sb = Sandbox::new();
+    let mut requests = vec![Request::new(server.url("/big.bin")).dir(sb.dir_str())];
+    for i in 0..small.len() {
+        requests.push(Request::new(server.url(&format!("/s{i}.bin"))).dir(sb.dir_str()));
+    }
+    let results = download(
+        config()
+            .max_parallel(4)
+            .max_splits(4)
+            .min_split_size(256 * KIB as u64),
+        requests,
+    )
+    .await;
+    assert!(results.errors.is_empty(), "{results}");
+    assert_bytes(&sb.read("big.bin"), &big, "big.bin");
+    sb.assert_clean();
+    let log = server.requests("/big.bin");
+    assert!(log.len() >= 2, "big.bin was never helped:\n{}", show(&log));
+    let waited = log[1].at.duration_since(log[0].at);
+    assert!(
+        waited < Duration::from_secs(1),
+        "the second part of big.bin waited {waited:?}:\n{}",
+        show(&server.all_requests())
+    );
 }
 
 // 2b. A server that accepts and never answers: the same.

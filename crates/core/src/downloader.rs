@@ -177,6 +177,7 @@ impl Downloader {
             dirs: Mutex::new(HashSet::new()),
             transfers: AtomicUsize::new(0),
             files_left: AtomicUsize::new(requests.len()),
+            file_done: Notify::new(),
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
@@ -206,6 +207,7 @@ impl Downloader {
                         .unwrap_or(Err(fallback));
                     outcomes.lock().expect("outcomes poisoned")[index] = Some(outcome);
                     batch.files_left.fetch_sub(1, Ordering::SeqCst);
+                    batch.file_done.notify_waiters();
                 }
             });
         }
@@ -282,6 +284,9 @@ struct Batch {
     transfers: AtomicUsize,
     /// Files not finished yet, running or waiting for a slot.
     files_left: AtomicUsize,
+    /// Notified when a file finishes: running files may then take the
+    /// connections it leaves (see [`FileJob::help`]).
+    file_done: Notify,
     protocols: Protocols,
     names: NameTable,
     reporter: Arc<dyn Reporter>,
@@ -468,6 +473,15 @@ impl Batch {
     /// over FTP went in 5 parts, 9 logins where 5 do; 0.48 s, 0.40 s
     /// without).
     fn splits_now(&self) -> usize {
+        self.config.max_splits.min(self.spare(0)).max(1)
+    }
+
+    /// Transfers a file that has `own` running may still add: the batch
+    /// aims at `max(max_parallel, max_splits)`, less the larger of the
+    /// transfers running (the file's own included) and the file's own plus
+    /// one for each other file that holds or is about to take one of the
+    /// `max_parallel` slots.
+    fn spare(&self, own: usize) -> usize {
         let max_parallel = self.config.max_parallel.max(1);
         let budget = max_parallel.max(self.config.max_splits);
         let running = self.transfers.load(Ordering::SeqCst);
@@ -476,11 +490,7 @@ impl Batch {
             .load(Ordering::SeqCst)
             .saturating_sub(1)
             .min(max_parallel - 1);
-        let taken = running.max(other_files);
-        self.config
-            .max_splits
-            .min(budget.saturating_sub(taken).max(1))
-            .max(1)
+        budget.saturating_sub(running.max(other_files + own))
     }
 
     /// Creates `dir` (and its parents) once per batch.
@@ -828,8 +838,9 @@ impl FileJob {
         let mut spans = spans.into_iter();
         let first_span = spans.next().expect("a plan has at least one part");
         let mut failure: Option<Error> = None;
-        if spans.len() == 0 {
-            // One part (most files): it runs here, not in a task of its own.
+        if spans.len() == 0 && !job.splittable() {
+            // One part that will stay one (most small files): it runs here,
+            // not in a task of its own.
             let outcome = job
                 .clone()
                 .run_worker(file.clone(), first_span, start.body, start.slot)
@@ -847,7 +858,23 @@ impl FileJob {
             }
         }
         loop {
-            while let Some(joined) = workers.join_next().await {
+            loop {
+                // When another file of the batch finishes, the connections
+                // it leaves may take parts of this one (a big file that
+                // started while many small ones waited).
+                let file_done = job.batch.file_done.notified();
+                tokio::pin!(file_done);
+                file_done.as_mut().enable();
+                if failure.is_none() {
+                    job.help(&mut workers, &file).await;
+                }
+                let joined = tokio::select! {
+                    joined = workers.join_next() => joined,
+                    () = file_done => continue,
+                };
+                let Some(joined) = joined else {
+                    break;
+                };
                 let outcome = joined.unwrap_or_else(|_| Err(internal_error()));
                 if let Err(e) = outcome {
                     // The first failure decides; the others are its echoes
@@ -1025,6 +1052,53 @@ impl FileJob {
         let span = Span::new(0, 0, self.size.unwrap_or(u64::MAX));
         *self.spans.lock().expect("spans poisoned") = vec![span.clone()];
         span
+    }
+
+    /// Whether parts of the file could ever be fetched at once: its size
+    /// is known, ranges work, and it holds at least two minimum parts.
+    fn splittable(&self) -> bool {
+        let min = self.batch.config.min_split_size.max(1);
+        !self.single.load(Ordering::SeqCst)
+            && self.batch.config.max_splits > 1
+            && self.size.is_some_and(|size| size >= 2 * min)
+    }
+
+    /// Adds workers while the batch has connections to spare (at the end
+    /// of a batch, as other files finish), each taking half of the
+    /// largest part left; at most `max_splits` workers per file.
+    async fn help(self: &Arc<Self>, workers: &mut JoinSet<Result<()>>, file: &PartFile) {
+        if !self.splittable() {
+            return;
+        }
+        loop {
+            let own = self.workers.load(Ordering::SeqCst);
+            if own == 0
+                || own >= self.batch.config.max_splits
+                || self.batch.spare(own) == 0
+                || self.cancel_token().is_cancelled()
+            {
+                return;
+            }
+            let Ok(slot) = self.batch.slot(&self.url, false).await else {
+                return;
+            };
+            let Some(span) = self.steal() else {
+                return;
+            };
+            tracing::debug!(url = %redact_url(&self.url), "a free connection joins the file");
+            // Counted now, not when the task first runs, so that the loop
+            // (and other files) see it.
+            self.workers.fetch_add(1, Ordering::SeqCst);
+            self.batch.transfers.fetch_add(1, Ordering::SeqCst);
+            let (job, file) = (self.clone(), file.clone());
+            workers.spawn(async move {
+                let result = job.clone().worker(file, span, None).await;
+                job.workers.fetch_sub(1, Ordering::SeqCst);
+                job.batch.transfers.fetch_sub(1, Ordering::SeqCst);
+                drop(slot);
+                result
+            });
+        }
     }
 
     fn spawn_worker(
