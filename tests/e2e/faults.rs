@@ -285,23 +285,46 @@ async fn a_stalled_part_is_taken_over_by_an_idle_connection() {
     );
 }
 
-// 2d. `max_per_host` bounds the transfers to one host, all files together,
-// and files go on with the connections they have rather than wait for more.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_per_host_bounds_transfers_across_files() {
-    let bodies: Vec<Vec<u8>> = (0..6)
-        .map(|i| random_bytes(MIB + i * 1000, 40 + i as u64))
+/// `n` files `/{prefix}{i}.bin` of about `size` bytes (each a little
+/// larger than the one before) on a fresh server, and a request for each
+/// into the sandbox.
+fn many_files(
+    sb: &Sandbox,
+    prefix: &str,
+    n: usize,
+    size: usize,
+    seed: u64,
+) -> (FaultServer, Vec<Vec<u8>>, Vec<Request>) {
+    let bodies: Vec<Vec<u8>> = (0..n)
+        .map(|i| random_bytes(size + i * 1000, seed + i as u64))
         .collect();
     let server = FaultServer::start(
         bodies
             .iter()
             .enumerate()
-            .map(|(i, b)| (format!("/h{i}.bin"), Route::new(b.clone()))),
+            .map(|(i, b)| (format!("/{prefix}{i}.bin"), Route::new(b.clone()))),
     );
-    let sb = Sandbox::new();
-    let requests = (0..bodies.len())
-        .map(|i| Request::new(server.url(&format!("/h{i}.bin"))).dir(sb.dir_str()))
+    let requests = (0..n)
+        .map(|i| Request::new(server.url(&format!("/{prefix}{i}.bin"))).dir(sb.dir_str()))
         .collect();
+    (server, bodies, requests)
+}
+
+/// Every file of [`many_files`] landed whole, and nothing else.
+fn assert_many_landed(sb: &Sandbox, results: &Results, prefix: &str, bodies: &[Vec<u8>]) {
+    assert!(results.errors.is_empty(), "{results}");
+    for (i, body) in bodies.iter().enumerate() {
+        assert_bytes(&sb.read(&format!("{prefix}{i}.bin")), body, prefix);
+    }
+    sb.assert_clean();
+}
+
+// 2d. `max_per_host` bounds the transfers to one host, all files together,
+// and files go on with the connections they have rather than wait for more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_per_host_bounds_transfers_across_files() {
+    let sb = Sandbox::new();
+    let (server, bodies, requests) = many_files(&sb, "h", 6, MIB, 40);
     let results = download(
         config()
             .max_parallel(6)
@@ -311,11 +334,7 @@ async fn max_per_host_bounds_transfers_across_files() {
         requests,
     )
     .await;
-    assert!(results.errors.is_empty(), "{results}");
-    for (i, body) in bodies.iter().enumerate() {
-        assert_bytes(&sb.read(&format!("h{i}.bin")), body, "h.bin");
-    }
-    sb.assert_clean();
+    assert_many_landed(&sb, &results, "h", &bodies);
     assert!(
         server.max_in_flight() <= 2,
         "{} transfers at once",
@@ -330,19 +349,8 @@ async fn max_per_host_bounds_transfers_across_files() {
 // cut; 32 x 16 MiB took 0.48 s with the first file cut, 0.40 s without).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_waiting_for_a_slot_are_not_cut_into_parts() {
-    let bodies: Vec<Vec<u8>> = (0..8)
-        .map(|i| random_bytes(2 * MIB + i * 1000, 60 + i as u64))
-        .collect();
-    let server = FaultServer::start(
-        bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (format!("/w{i}.bin"), Route::new(b.clone()))),
-    );
     let sb = Sandbox::new();
-    let requests = (0..bodies.len())
-        .map(|i| Request::new(server.url(&format!("/w{i}.bin"))).dir(sb.dir_str()))
-        .collect();
+    let (server, bodies, requests) = many_files(&sb, "w", 8, 2 * MIB, 60);
     let results = download(
         config()
             .max_parallel(4)
@@ -351,18 +359,22 @@ async fn files_waiting_for_a_slot_are_not_cut_into_parts() {
         requests,
     )
     .await;
-    assert!(results.errors.is_empty(), "{results}");
-    for (i, body) in bodies.iter().enumerate() {
-        assert_bytes(&sb.read(&format!("w{i}.bin")), body, "w.bin");
-    }
-    sb.assert_clean();
-    // w0..w3 start while w4..w7 wait for a slot: no part of them is asked
-    // for before the last file has started. (Files still running when
-    // slots fall idle at the end may then be cut.)
+    assert_many_landed(&sb, &results, "w", &bodies);
+    // w0..w3 start while w4..w7 wait for a slot, and the queue empties
+    // only when the last file is taken, by which time at least 5 of the 8
+    // first requests (8 files less the 4 slots, plus one) have been sent.
+    // No part of any file is asked for before that. (Files still running
+    // when the queue is empty may be cut.)
     let log = server.all_requests();
     let whole = |r: &RequestLog| r.range.as_deref() == Some("bytes=0-");
-    let last_start = log.iter().rposition(whole).expect("first requests");
-    for (n, r) in log[..last_start].iter().enumerate() {
+    let fifth_start = log
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| whole(r))
+        .nth(4)
+        .map(|(n, _)| n)
+        .expect("first requests");
+    for (n, r) in log[..fifth_start].iter().enumerate() {
         assert!(
             whole(r),
             "request {n} cut a file into parts while files waited:\n{}",

@@ -832,6 +832,12 @@ impl FileJob {
             .map(|&[start, pos, end]| Span::new(start, pos, end))
             .collect();
         *self.spans.lock().expect("spans poisoned") = spans.clone();
+        if !start.ranges && !resumed {
+            // The server does not serve ranges of this file: one stream,
+            // which no other worker may split. (Resumed parts ask for
+            // ranges anyway, and fall back to one stream if refused.)
+            self.single.store(true, Ordering::SeqCst);
+        }
 
         let job = self;
         let mut workers = JoinSet::new();
@@ -841,9 +847,10 @@ impl FileJob {
         if spans.len() == 0 && !job.splittable() {
             // One part that will stay one (most small files): it runs here,
             // not in a task of its own.
+            let counted = job.count_in();
             let outcome = job
                 .clone()
-                .run_worker(file.clone(), first_span, start.body, start.slot)
+                .run_worker(file.clone(), first_span, start.body, start.slot, counted)
                 .await;
             failure = outcome.err();
         } else {
@@ -863,14 +870,14 @@ impl FileJob {
                 // it leaves may take parts of this one (a big file that
                 // started while many small ones waited).
                 let file_done = job.batch.file_done.notified();
-                tokio::pin!(file_done);
-                file_done.as_mut().enable();
-                if failure.is_none() {
-                    job.help(&mut workers, &file).await;
-                }
                 let joined = tokio::select! {
                     joined = workers.join_next() => joined,
-                    () = file_done => continue,
+                    () = file_done => {
+                        if failure.is_none() {
+                            job.help(&mut workers, &file).await;
+                        }
+                        continue;
+                    }
                 };
                 let Some(joined) = joined else {
                     break;
@@ -1086,18 +1093,7 @@ impl FileJob {
                 return;
             };
             tracing::debug!(url = %redact_url(&self.url), "a free connection joins the file");
-            // Counted now, not when the task first runs, so that the loop
-            // (and other files) see it.
-            self.workers.fetch_add(1, Ordering::SeqCst);
-            self.batch.transfers.fetch_add(1, Ordering::SeqCst);
-            let (job, file) = (self.clone(), file.clone());
-            workers.spawn(async move {
-                let result = job.clone().worker(file, span, None).await;
-                job.workers.fetch_sub(1, Ordering::SeqCst);
-                job.batch.transfers.fetch_sub(1, Ordering::SeqCst);
-                drop(slot);
-                result
-            });
+            self.spawn_worker(workers, file, span, None, slot);
         }
     }
 
@@ -1109,25 +1105,33 @@ impl FileJob {
         body: Option<ByteStream>,
         slot: Option<OwnedSemaphorePermit>,
     ) {
+        // Counted now, not when the task first runs, so that this file's
+        // loop and the other files see it at once.
+        let counted = self.count_in();
         let job = self.clone();
         let file = file.clone();
-        workers.spawn(async move { job.run_worker(file, span, body, slot).await });
+        workers.spawn(async move { job.run_worker(file, span, body, slot, counted).await });
     }
 
-    /// Runs one worker, counted among the file's workers and the batch's
-    /// transfers while it runs.
+    /// Counts one more worker of this file and transfer of the batch,
+    /// until the returned guard is dropped.
+    fn count_in(self: &Arc<Self>) -> Counted {
+        self.workers.fetch_add(1, Ordering::SeqCst);
+        self.batch.transfers.fetch_add(1, Ordering::SeqCst);
+        Counted(self.clone())
+    }
+
+    /// Runs one worker, counted (by `_counted`) among the file's workers and
+    /// the batch's transfers while it runs.
     async fn run_worker(
         self: Arc<Self>,
         file: PartFile,
         span: SharedSpan,
         body: Option<ByteStream>,
         slot: Option<OwnedSemaphorePermit>,
+        _counted: Counted,
     ) -> Result<()> {
-        self.workers.fetch_add(1, Ordering::SeqCst);
-        self.batch.transfers.fetch_add(1, Ordering::SeqCst);
-        let result = self.clone().worker(file, span, body).await;
-        self.workers.fetch_sub(1, Ordering::SeqCst);
-        self.batch.transfers.fetch_sub(1, Ordering::SeqCst);
+        let result = self.worker(file, span, body).await;
         // The host slot is given back when the worker is done.
         drop(slot);
         result
@@ -1420,6 +1424,17 @@ impl FileJob {
             .map_err(|e| Error::io(format_args!("cannot write {}", self.temp), e))?;
         self.batch.reporter.on_progress(self.id, written);
         outcome
+    }
+}
+
+/// A running worker as counted by [`FileJob::count_in`]; uncounted when
+/// dropped, also when its task is aborted.
+struct Counted(Arc<FileJob>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.workers.fetch_sub(1, Ordering::SeqCst);
+        self.0.batch.transfers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
