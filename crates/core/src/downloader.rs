@@ -964,22 +964,12 @@ impl FileJob {
             }
         }
         drop(file);
-        let target = job.finish_name(target);
-        std::fs::rename(&job.temp, &target)
+        let target = job
+            .batch
+            .names
+            .publish(&job.temp, target, job.batch.config.overwrite)
             .map_err(|e| Error::io(format_args!("cannot rename {} to {target}", job.temp), e))?;
         Ok((target, received))
-    }
-
-    /// The name to rename to: the reserved one, unless a file of that name
-    /// appeared meanwhile and may not be replaced.
-    fn finish_name(&self, target: &Utf8Path) -> Utf8PathBuf {
-        let overwrite = self.batch.config.overwrite;
-        if overwrite || target.symlink_metadata().is_err() {
-            return target.to_owned();
-        }
-        let dir = target.parent().unwrap_or(Utf8Path::new("."));
-        let name = target.file_name().unwrap_or("download");
-        self.batch.names.reserve(dir, name, false)
     }
 
     /// Bytes received over all spans (they tile the file).

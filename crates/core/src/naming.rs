@@ -119,6 +119,34 @@ impl NameTable {
         unreachable!("names are unbounded")
     }
 
+    /// Moves the finished `temp` to `target` and returns where it landed.
+    /// With `overwrite`, an existing `target` is replaced. Without it, an
+    /// existing file is never replaced, even one created after `target` was
+    /// reserved: the download then takes the next free numbered name.
+    pub(crate) fn publish(
+        &self,
+        temp: &Utf8Path,
+        target: &Utf8Path,
+        overwrite: bool,
+    ) -> std::io::Result<Utf8PathBuf> {
+        if overwrite {
+            std::fs::rename(temp, target)?;
+            return Ok(target.to_owned());
+        }
+        let mut target = target.to_owned();
+        loop {
+            match rename_noreplace(temp, &target) {
+                Ok(()) => return Ok(target),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let dir = target.parent().unwrap_or(Utf8Path::new("."));
+                    let name = target.file_name().unwrap_or("download");
+                    target = self.reserve(dir, name, false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Takes exactly `path`, unless another download of the batch has it.
     pub(crate) fn claim(&self, path: &Utf8Path) -> bool {
         self.taken
@@ -126,6 +154,34 @@ impl NameTable {
             .expect("name table poisoned")
             .insert(path.to_owned())
     }
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then). On
+/// Linux the check and the rename are one step (`RENAME_NOREPLACE`), so a
+/// file that appears at `to` meanwhile is never replaced; where the file
+/// system or the system lacks it, a check before the rename is the best
+/// there is.
+fn rename_noreplace(from: &Utf8Path, to: &Utf8Path) -> std::io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        use rustix::io::Errno;
+        match renameat_with(
+            CWD,
+            from.as_std_path(),
+            CWD,
+            to.as_std_path(),
+            RenameFlags::NOREPLACE,
+        ) {
+            // Not supported by this file system (EINVAL) or kernel (ENOSYS).
+            Err(Errno::INVAL | Errno::NOSYS) => {}
+            other => return other.map_err(Into::into),
+        }
+    }
+    if to.symlink_metadata().is_ok() {
+        return Err(std::io::ErrorKind::AlreadyExists.into());
+    }
+    std::fs::rename(from, to)
 }
 
 /// The temporary file beside `target`.
@@ -176,6 +232,50 @@ mod tests {
         assert_eq!(fallback_name(&url), "files.example.org");
         let url = Url::parse("https://h/dir/").unwrap();
         assert_eq!(filename_from_url(&url).as_deref(), Some("dir"));
+    }
+
+    /// Another program creates the name while the download finishes: its
+    /// file must survive, and the download land beside it.
+    #[test]
+    fn publishing_never_replaces_a_file_created_meanwhile() {
+        use std::io::Write as _;
+        use std::sync::{Arc, Barrier};
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let table = NameTable::default();
+        let mut replaced = 0;
+        for i in 0..500 {
+            let target = dir.join(format!("f{i}"));
+            let temp = part_path(&target);
+            std::fs::write(&temp, b"ours").unwrap();
+            let theirs = target.clone();
+            let start = Arc::new(Barrier::new(2));
+            let go = start.clone();
+            let other = std::thread::spawn(move || {
+                // Somewhere within the time a publish takes.
+                let delay = Duration::from_nanos(fastrand::u64(0..30_000));
+                go.wait();
+                let t = Instant::now();
+                while t.elapsed() < delay {
+                    std::hint::spin_loop();
+                }
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&theirs)
+                    .and_then(|mut f| f.write_all(b"theirs"))
+                    .is_ok()
+            });
+            start.wait();
+            let landed = table.publish(&temp, &target, false).unwrap();
+            let created = other.join().unwrap();
+            assert_eq!(std::fs::read(&landed).unwrap(), b"ours");
+            if created && std::fs::read(&target).unwrap() != b"theirs" {
+                replaced += 1;
+            }
+        }
+        assert_eq!(replaced, 0, "files created meanwhile were replaced");
     }
 
     #[test]
