@@ -208,6 +208,12 @@ impl Downloader {
                     outcomes.lock().expect("outcomes poisoned")[index] = Some(outcome);
                     batch.files_left.fetch_sub(1, Ordering::SeqCst);
                     batch.file_done.notify_waiters();
+                    // Let the other slots whose files just arrived finish
+                    // them first: the next requests then leave together and
+                    // the server wakes once for several. 2000 files of 16
+                    // KiB from nginx: it slept and woke 550 times instead of
+                    // 1100, for half the CPU.
+                    tokio::task::yield_now().await;
                 }
             });
         }
@@ -796,6 +802,13 @@ impl FileJob {
         target: &Utf8Path,
         sha256: Option<&str>,
     ) -> Result<(Utf8PathBuf, u64)> {
+        // When another file of the batch finishes, the connections it
+        // leaves may take parts of this one (a big file that started while
+        // many small ones waited). Registered before the plan reads how
+        // many files are left, and again before each `help` looks, so that
+        // no file finishing in between goes unseen.
+        let batch = self.batch.clone();
+        let mut file_done = std::pin::pin!(batch.file_done.notified());
         let truncate = start.resumed.is_none();
         // The create and the rename below run here, on the async thread:
         // both are single metadata operations, like the small writes
@@ -866,13 +879,10 @@ impl FileJob {
         }
         loop {
             loop {
-                // When another file of the batch finishes, the connections
-                // it leaves may take parts of this one (a big file that
-                // started while many small ones waited).
-                let file_done = job.batch.file_done.notified();
                 let joined = tokio::select! {
                     joined = workers.join_next() => joined,
-                    () = file_done => {
+                    () = &mut file_done => {
+                        file_done.set(batch.file_done.notified());
                         if failure.is_none() {
                             job.help(&mut workers, &file).await;
                         }
