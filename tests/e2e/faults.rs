@@ -321,6 +321,8 @@ fn assert_many_landed(sb: &Sandbox, results: &Results, prefix: &str, bodies: &[V
 
 // 2d. `max_per_host` bounds the transfers to one host, all files together,
 // and files go on with the connections they have rather than wait for more.
+// (proto-http has a per-host limit of its own, so this holds even without
+// the engine's; `crates/core/tests/host_limit.rs` checks the engine's alone.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_per_host_bounds_transfers_across_files() {
     let sb = Sandbox::new();
