@@ -271,6 +271,28 @@ impl Ctx<'_> {
         }
     }
 
+    /// Gives `inv` the URLs of `files`: the one URL as an argument, or
+    /// several in a list file (`list`) read with `flag`.
+    fn hand_urls(
+        &self,
+        inv: &mut Invocation,
+        flag: &str,
+        list: PathBuf,
+        proto: Proto,
+        files: &[DataFile],
+    ) {
+        if let [one] = files {
+            inv.arg(self.url(proto, one));
+            return;
+        }
+        let urls = files.iter().fold(String::new(), |mut s, f| {
+            let _ = writeln!(s, "{}", self.url(proto, f));
+            s
+        });
+        let list = inv.input(list, urls);
+        inv.arg(flag).arg(list);
+    }
+
     /// The file's path as lftp and sftp name it once connected.
     fn remote_path(&self, proto: Proto, f: &DataFile) -> String {
         match proto {
@@ -304,12 +326,6 @@ impl Ctx<'_> {
         let min_split = &self.defaults.min_split_size;
         let stem = format!("{}-{}", wl.id.to_lowercase(), tool.slug());
         let list_path = self.scratch.join(format!("{stem}.list"));
-        let urls = || -> String {
-            files.iter().fold(String::new(), |mut s, f| {
-                let _ = writeln!(s, "{}", self.url(proto, f));
-                s
-            })
-        };
         let s = self.servers;
         let mut inv;
         match tool {
@@ -344,12 +360,7 @@ impl Ctx<'_> {
                     inv.args(self.extra_args.iter().cloned());
                     inv.settings = format!("{}, {}", inv.settings, self.extra_args.join(" "));
                 }
-                if many {
-                    let list = inv.input(list_path, urls());
-                    inv.arg("-i").arg(list);
-                } else {
-                    inv.arg(self.url(proto, &files[0]));
-                }
+                self.hand_urls(&mut inv, "-i", list_path, proto, files);
             }
             Tool::Aria2c => {
                 inv = Invocation::new("aria2c");
@@ -372,12 +383,7 @@ impl Ctx<'_> {
                 if proto == Proto::Https {
                     inv.arg(format!("--ca-certificate={}", path(s.ca_cert())));
                 }
-                if many {
-                    let list = inv.input(list_path, urls());
-                    inv.arg("--input-file").arg(list);
-                } else {
-                    inv.arg(self.url(proto, &files[0]));
-                }
+                self.hand_urls(&mut inv, "--input-file", list_path, proto, files);
             }
             Tool::Curl => {
                 inv = Invocation::new("curl");
@@ -423,14 +429,13 @@ impl Ctx<'_> {
                 if proto == Proto::Https {
                     inv.arg(format!("--ca-certificate={}", path(s.ca_cert())));
                 }
-                if many {
-                    let list = inv.input(list_path, urls());
-                    inv.arg("--input-file").arg(list);
-                    inv.settings = "one file at a time (no parallelism)".to_owned();
+                self.hand_urls(&mut inv, "--input-file", list_path, proto, files);
+                inv.settings = if many {
+                    "one file at a time (no parallelism)"
                 } else {
-                    inv.arg(self.url(proto, &files[0]));
-                    inv.settings = "one connection (no split)".to_owned();
+                    "one connection (no split)"
                 }
+                .to_owned();
             }
             Tool::Lftp => {
                 inv = Invocation::new("lftp");
