@@ -2,7 +2,7 @@
 //! run leaves on disk, and what the next run makes of it.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pymatris_tests::fault_server::{Behaviour, FaultServer, Route};
@@ -16,6 +16,16 @@ fn gets(server: &FaultServer, path: &str) -> Vec<pymatris_tests::fault_server::R
         .into_iter()
         .filter(|r| r.method == "GET")
         .collect()
+}
+
+/// `out` exited with `code`, or its stderr says why not.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -73,12 +83,7 @@ fn continue_resumes_a_failed_run_and_then_skips_the_complete_file() {
     let gets_first = gets(&server, "/r.bin").len();
 
     let second = run_pymatris(args);
-    assert_eq!(
-        second.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    assert_exit(&second, 0);
     assert_eq!(list_dir(out.path()), ["r.bin"]);
     assert!(
         std::fs::read(out.path().join("r.bin")).unwrap() == body,
@@ -108,7 +113,7 @@ fn continue_resumes_a_failed_run_and_then_skips_the_complete_file() {
         .unwrap();
     let gets_before = gets(&server, "/r.bin").len();
     let third = run_pymatris(args);
-    assert_eq!(third.status.code(), Some(0));
+    assert_exit(&third, 0);
     assert_eq!(
         gets(&server, "/r.bin").len(),
         gets_before,
@@ -149,19 +154,14 @@ fn continue_starts_over_when_the_remote_file_changed() {
             &dir,
             &url,
         ]);
-        assert_eq!(run.status.code(), Some(1));
+        assert_exit(&run, 1);
         assert!(list_dir(out.path()).contains(&"c.bin.pymatris-part.state".to_owned()));
         // The new server must listen where the old one did for the state to
         // apply; the URL is what matters, so reuse it below.
         drop(server);
         let server = FaultServer::start_at(url_addr(&url), [("/c.bin", Route::new(new.clone()))]);
         let run = run_pymatris(["--quiet", "-c", "--max-splits", "1", "--dir", &dir, &url]);
-        assert_eq!(
-            run.status.code(),
-            Some(0),
-            "stderr: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        assert_exit(&run, 0);
         assert!(
             std::fs::read(out.path().join("c.bin")).unwrap() == new,
             "old and new bytes mixed"
@@ -218,27 +218,25 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-#[test]
-fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
+/// `pymatris ARGS --dir DIR URL` of a [`stalled_server`], interrupted
+/// with SIGINT once its part file is in `DIR`: `DIR` and the run's output.
+fn interrupted_run(args: &[&str]) -> (tempfile::TempDir, Output) {
     let server = stalled_server();
     let out = tempfile::tempdir().unwrap();
     let url = server.url("/s.bin");
-    let mut child = spawn(&[
-        "--timeouts",
-        "30",
-        "--dir",
-        out.path().to_str().unwrap(),
-        &url,
-    ]);
+    let mut all = args.to_vec();
+    all.extend(["--dir", out.path().to_str().unwrap(), &url]);
+    let mut child = spawn(&all);
     wait_for_file(out.path(), "s.bin.pymatris-part", &mut child);
     interrupt(&child);
     let output = child.wait_with_output().unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(130),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    (out, output)
+}
+
+#[test]
+fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
+    let (out, output) = interrupted_run(&["--timeouts", "30"]);
+    assert_exit(&output, 130);
     assert!(
         list_dir(out.path()).is_empty(),
         "left: {:?}",
@@ -248,21 +246,8 @@ fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
 
 #[test]
 fn ctrl_c_under_continue_leaves_a_resumable_part() {
-    let server = stalled_server();
-    let out = tempfile::tempdir().unwrap();
-    let url = server.url("/s.bin");
-    let mut child = spawn(&[
-        "-c",
-        "--timeouts",
-        "30",
-        "--dir",
-        out.path().to_str().unwrap(),
-        &url,
-    ]);
-    wait_for_file(out.path(), "s.bin.pymatris-part", &mut child);
-    interrupt(&child);
-    let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130));
+    let (out, output) = interrupted_run(&["-c", "--timeouts", "30"]);
+    assert_exit(&output, 130);
     assert_eq!(
         list_dir(out.path()),
         ["s.bin.pymatris-part", "s.bin.pymatris-part.state"]

@@ -65,6 +65,24 @@ fn one_error(out: &Output) -> (String, bool, String) {
     )
 }
 
+/// The chain of the one error of a run that failed (exit status 1) with
+/// `kind`, which is `retryable` or not.
+fn assert_failed(result: &Output, kind: &str, retryable: bool) -> String {
+    assert_eq!(result.status.code(), Some(1), "{}", stderr(result));
+    let (got_kind, got_retryable, chain) = one_error(result);
+    assert_eq!(got_kind, kind, "{chain}");
+    assert_eq!(got_retryable, retryable, "retryable: {chain}");
+    chain
+}
+
+/// A run that succeeded (exit status 0) and left `name` in `dir` holding
+/// `bytes`.
+fn assert_fetched(result: &Output, dir: &Path, name: &str, bytes: &[u8]) {
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(result));
+    let got = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
+    assert_eq!(got, bytes, "{name}");
+}
+
 fn s(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
 }
@@ -130,7 +148,11 @@ fn whole_files_parts_empty_and_missing() {
     let t = Instant::now();
     let result = run(&args, home.path(), None);
     let took = t.elapsed();
-    assert_eq!(result.status.code(), Some(1), "{}", stderr(&result));
+    // The missing file: not found, permanent, so not retried (four
+    // retries would wait over 1.8 s of backoff).
+    let chain = assert_failed(&result, "NotFound", false);
+    assert!(chain.contains("missing.bin"), "{chain}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
 
     assert_eq!(list_dir(&dir), ["big.bin", "empty.bin", "small.bin"]);
     assert_eq!(
@@ -139,14 +161,6 @@ fn whole_files_parts_empty_and_missing() {
     );
     assert_eq!(std::fs::read(dir.join("small.bin")).unwrap(), small);
     assert_eq!(std::fs::read(dir.join("empty.bin")).unwrap(), b"");
-
-    // The missing file: not found, permanent, so not retried (four
-    // retries would wait over 1.8 s of backoff).
-    let (kind, retryable, chain) = one_error(&result);
-    assert_eq!(kind, "NotFound", "{chain}");
-    assert!(!retryable);
-    assert!(chain.contains("missing.bin"), "{chain}");
-    assert!(took < Duration::from_secs(20), "{took:?}");
     let err = stderr(&result);
     assert!(err.contains(&urls[3]), "stderr names the URL: {err}");
 }
@@ -171,8 +185,7 @@ fn passwords_and_netrc_log_in_and_wrong_passwords_never_show() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(std::fs::read(a.join("pw.txt")).unwrap(), b"by password");
+    assert_fetched(&result, &a, "pw.txt", b"by password");
 
     // --netrc: the URL names neither user nor password.
     std::fs::write(
@@ -198,8 +211,7 @@ fn passwords_and_netrc_log_in_and_wrong_passwords_never_show() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(std::fs::read(b.join("pw.txt")).unwrap(), b"by password");
+    assert_fetched(&result, &b, "pw.txt", b"by password");
 
     // A wrong password: permanent, named as the method tried, and shown
     // nowhere, not even with --verbose and --show-errors.
@@ -222,10 +234,7 @@ fn passwords_and_netrc_log_in_and_wrong_passwords_never_show() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(1));
-    let (kind, retryable, chain) = one_error(&result);
-    assert_eq!(kind, "Auth", "{chain}");
-    assert!(!retryable);
+    let chain = assert_failed(&result, "Auth", false);
     assert!(chain.contains("password"), "names the method: {chain}");
     let all = format!(
         "{}{}",
@@ -308,8 +317,7 @@ fn key_auth_agent_auth_and_nothing_to_log_in_with() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(std::fs::read(a.join("k.bin")).unwrap(), bytes);
+    assert_fetched(&result, &a, "k.bin", &bytes);
 
     // No key, password or agent: the error says what to give.
     let b = out.path().join("b");
@@ -318,10 +326,7 @@ fn key_auth_agent_auth_and_nothing_to_log_in_with() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(1));
-    let (kind, retryable, chain) = one_error(&result);
-    assert_eq!(kind, "Auth", "{chain}");
-    assert!(!retryable);
+    let chain = assert_failed(&result, "Auth", false);
     assert!(chain.contains("--identity"), "{chain}");
 
     // The same run with an agent holding the key: the agent logs in.
@@ -331,8 +336,7 @@ fn key_auth_agent_auth_and_nothing_to_log_in_with() {
         home.path(),
         Some(&agent.sock),
     );
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(std::fs::read(b.join("k.bin")).unwrap(), bytes);
+    assert_fetched(&result, &b, "k.bin", &bytes);
 }
 
 #[test]
@@ -358,10 +362,7 @@ fn an_encrypted_key_without_passphrase_fails_clearly_and_fast() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(1));
-    let (kind, retryable, chain) = one_error(&result);
-    assert_eq!(kind, "Auth", "{chain}");
-    assert!(!retryable);
+    let chain = assert_failed(&result, "Auth", false);
     assert!(chain.contains("encrypted"), "{chain}");
     assert!(chain.contains(s(&key)), "{chain}");
     assert!(chain.contains("ssh-add"), "says how to use it: {chain}");
@@ -388,10 +389,7 @@ fn an_unknown_host_is_refused_then_accepted_then_known() {
     };
 
     let refused = with(&["--json"]);
-    assert_eq!(refused.status.code(), Some(1));
-    let (kind, retryable, chain) = one_error(&refused);
-    assert_eq!(kind, "HostKey", "{chain}");
-    assert!(!retryable);
+    assert_failed(&refused, "HostKey", false);
     let text = stderr(&refused);
     assert!(text.contains("--accept-new-host-keys"), "{text}");
     assert!(text.contains(&fingerprint), "{text} lacks {fingerprint}");
@@ -450,10 +448,7 @@ fn a_changed_host_key_is_always_fatal() {
         }
         args.push(&url);
         let result = run(&args, home.path(), None);
-        assert_eq!(result.status.code(), Some(1));
-        let (kind, retryable, chain) = one_error(&result);
-        assert_eq!(kind, "HostKey", "{chain}");
-        assert!(!retryable);
+        let chain = assert_failed(&result, "HostKey", false);
         assert!(chain.contains("HOST KEY CHANGED"), "{chain}");
         assert!(chain.contains("man-in-the-middle"), "{chain}");
         assert!(stderr(&result).contains("HOST KEY CHANGED"));
@@ -481,8 +476,7 @@ fn a_changed_host_key_is_always_fatal() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
-    assert_eq!(std::fs::read(dir.join("c.txt")).unwrap(), b"changed");
+    assert_fetched(&result, &dir, "c.txt", b"changed");
 }
 
 #[test]
@@ -507,10 +501,7 @@ fn a_server_that_never_answers_times_out() {
         home.path(),
         None,
     );
-    assert_eq!(result.status.code(), Some(1));
-    let (kind, retryable, chain) = one_error(&result);
-    assert_eq!(kind, "Timeout", "{chain}");
-    assert!(retryable);
+    let chain = assert_failed(&result, "Timeout", true);
     assert!(chain.contains(&format!("127.0.0.1:{port}")), "{chain}");
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     drop(listener);
