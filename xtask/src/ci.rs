@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: the checks that must hold on main, in the order that
 //! fails fastest: formatting, lints, builds of each protocol alone, every
-//! test (which start real servers through the harness), and a smoke run of
-//! the benchmark.
+//! test (which start real servers through the harness), a smoke run of the
+//! benchmark and the demo.
 
 use std::process::Command;
 
@@ -46,6 +46,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
     // the dev build of the CLI, which the tests use too).
     cargo(&["build", "-p", "pymatris-cli"])?;
     cargo(&["xtask", "bench", "--smoke"])?;
+    // The README's first command as a newcomer runs it: a release build, the
+    // servers, a mixed batch over every protocol, every byte compared.
+    cargo(&["xtask", "demo"])?;
     // Last, so that the tests' summary closes the log.
     // `--workspace` builds the `pymatris` binary that the end-to-end tests run.
     tests(&["test", "--workspace", "--no-fail-fast"])
