@@ -35,7 +35,7 @@ mod headers;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -97,14 +97,25 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Config headers that pymatris sets itself and a user may not override.
 const RESERVED_HEADERS: [HeaderName; 3] = [RANGE, IF_RANGE, ACCEPT_ENCODING];
 
-type HttpClient = Client<HttpsConnector<Connector>, Empty<Bytes>>;
+/// The pooled client of plain http:// URLs.
+type PlainClient = Client<Connector, Empty<Bytes>>;
+
+/// The pooled client of https:// URLs.
+type HttpsClient = Client<HttpsConnector<Connector>, Empty<Bytes>>;
 
 /// HTTP and HTTPS downloads: a pooled hyper client, TLS through rustls.
 ///
 /// Build one per batch with [`HttpProtocol::new`]; it is cheap to share
 /// behind an `Arc` and reuses connections across files and parts.
 pub struct HttpProtocol {
-    client: HttpClient,
+    plain: PlainClient,
+    /// Built on the first https:// request, or the error that stopped it.
+    /// Loading the system's CA certificates took 3 ms of CPU here, more
+    /// than all the rest of a small plain http:// download (about 3 ms).
+    https: OnceLock<Result<HttpsClient, String>>,
+    /// What the https:// client is built from.
+    connector: Connector,
+    config: ProtocolConfig,
     headers: Vec<(HeaderName, HeaderValue)>,
     user_agent: Option<HeaderValue>,
     timeout: Duration,
@@ -123,6 +134,20 @@ impl fmt::Debug for HttpProtocol {
             .field("proxy", &self.proxy.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// A pooled HTTP/1.1 client over `connector`, with the batch's limits.
+fn pooled<C>(connector: C, cfg: &ProtocolConfig) -> Client<C, Empty<Bytes>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
+    let idle = MIN_IDLE_PER_HOST.max(cfg.max_per_host.unwrap_or(0));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(idle)
+        .http1_max_buf_size(READ_BUF_MAX)
+        .build(connector)
 }
 
 impl HttpProtocol {
@@ -145,11 +170,9 @@ impl HttpProtocol {
             })?)
         };
         let proxy = proxy_matcher(cfg)?;
-        let mut tls = pymatris_tls::client_config(cfg)?;
-        // HTTP/1.1 only: for parallel bulk downloads, one TCP connection per
-        // part beats HTTP/2 multiplexing all parts over one connection (one
-        // congestion window, one socket buffer, head-of-line blocking).
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The TLS configuration waits for the first https:// URL; a bad
+        // --ca-cert file is an error now all the same.
+        pymatris_tls::check_ca_certs(cfg)?;
 
         let mut http = HttpConnector::new();
         // https:// URLs pass through it on their way to TLS.
@@ -157,24 +180,36 @@ impl HttpProtocol {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.timeout));
         http.set_keepalive(Some(TCP_KEEPALIVE));
-        let https = HttpsConnector::from((Connector::new(http, proxy.clone()), tls));
-
-        let idle = MIN_IDLE_PER_HOST.max(cfg.max_per_host.unwrap_or(0));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(idle)
-            .http1_max_buf_size(READ_BUF_MAX)
-            .build(https);
+        let connector = Connector::new(http, proxy.clone());
 
         Ok(HttpProtocol {
-            client,
+            plain: pooled(connector.clone(), cfg),
+            https: OnceLock::new(),
+            connector,
+            config: cfg.clone(),
             headers,
             user_agent,
             timeout: cfg.timeout,
             limiter: cfg.max_per_host.map(HostLimiter::new),
             proxy,
         })
+    }
+
+    /// The client of https:// URLs, built on first use.
+    fn https(&self) -> Result<&HttpsClient, Error> {
+        self.https
+            .get_or_init(|| {
+                let mut tls = pymatris_tls::client_config(&self.config).map_err(|e| e.chain())?;
+                // HTTP/1.1 only: for parallel bulk downloads, one TCP
+                // connection per part beats HTTP/2 multiplexing all parts
+                // over one connection (one congestion window, one socket
+                // buffer, head-of-line blocking).
+                tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let https = HttpsConnector::from((self.connector.clone(), tls));
+                Ok(pooled(https, &self.config))
+            })
+            .as_ref()
+            .map_err(|chain| Error::new(ErrorKind::Tls, chain.clone()).retryable(false))
     }
 
     /// Sends `method` to `url`, following redirects, and returns the first
@@ -192,20 +227,23 @@ impl HttpProtocol {
             let request = self.build_request(method, url, &current, extra)?;
             let shown = redact_url(&current);
             tracing::debug!(%method, url = %shown, "HTTP request");
-            let response =
-                match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-                    Err(_) => {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            format!("{method} {shown}: no response within {:?}", self.timeout),
-                        )
-                        .retryable(true));
-                    }
-                    Ok(Err(err)) => {
-                        return Err(error::transport_error(err, &format!("{method} {shown}")));
-                    }
-                    Ok(Ok(response)) => response,
-                };
+            let pending = match current.scheme() {
+                "https" => self.https()?.request(request),
+                _ => self.plain.request(request),
+            };
+            let response = match tokio::time::timeout(self.timeout, pending).await {
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!("{method} {shown}: no response within {:?}", self.timeout),
+                    )
+                    .retryable(true));
+                }
+                Ok(Err(err)) => {
+                    return Err(error::transport_error(err, &format!("{method} {shown}")));
+                }
+                Ok(Ok(response)) => response,
+            };
             let status = response.status();
             tracing::debug!(url = %shown, status = status.as_u16(), "HTTP response");
             if !is_redirect(status) {

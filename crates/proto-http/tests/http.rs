@@ -594,6 +594,30 @@ async fn https_trusts_ca_certs_and_nothing_else() {
     assert_eq!(collect(fetched.body).await.unwrap(), content());
 }
 
+/// The https:// client is built on the first https:// request; a redirect
+/// from http:// must reach it, and the plain one must go on working.
+#[tokio::test]
+async fn a_redirect_from_http_to_https_is_followed() {
+    let pki = pki();
+    let secure = start(routes(), Some(pki.server.clone())).await;
+    let plain = start(routes(), None).await;
+    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+    ca_file.write_all(pki.ca_pem.as_bytes()).unwrap();
+    let mut cfg = ProtocolConfig::default();
+    cfg.ca_certs = vec![ca_file.path().to_owned()];
+    let p = HttpProtocol::new(&cfg).unwrap();
+
+    let target = format!("https://localhost:{}/file", secure.addr.port());
+    let url = Url::parse(&format!("http://{}/redirect?{target}", plain.addr)).unwrap();
+    let fetched = p.fetch(&url, ByteRange::from(0), None).await.unwrap();
+    assert_eq!(collect(fetched.body).await.unwrap(), content());
+    assert_eq!(secure.seen().len(), 1);
+
+    let url = Url::parse(&format!("http://{}/file", plain.addr)).unwrap();
+    let fetched = p.fetch(&url, ByteRange::new(0, 10), None).await.unwrap();
+    assert_eq!(collect(fetched.body).await.unwrap(), content()[..10]);
+}
+
 #[tokio::test]
 async fn a_missing_ca_file_is_an_error() {
     let mut cfg = ProtocolConfig::default();

@@ -73,35 +73,59 @@ fn root_store(cfg: &ProtocolConfig) -> Result<RootCertStore, Error> {
     tracing::debug!("{added} system CA certificates loaded, {ignored} unparsable ones ignored");
 
     for path in &cfg.ca_certs {
-        let shown = path.display();
-        let io_err = |e: rustls::pki_types::pem::Error| {
-            Error::new(
-                ErrorKind::Tls,
-                format!("reading CA certificates from {shown}"),
-            )
-            .retryable(false)
-            .with_source(e)
-        };
-        let mut count = 0;
-        for cert in CertificateDer::pem_file_iter(path).map_err(io_err)? {
-            let cert = cert.map_err(io_err)?;
+        for cert in read_ca_file(path)? {
             roots.add(cert).map_err(|e| {
-                Error::new(ErrorKind::Tls, format!("bad CA certificate in {shown}"))
-                    .retryable(false)
-                    .with_source(e)
+                Error::new(
+                    ErrorKind::Tls,
+                    format!("bad CA certificate in {}", path.display()),
+                )
+                .retryable(false)
+                .with_source(e)
             })?;
-            count += 1;
         }
-        if count == 0 {
-            return Err(Error::new(
-                ErrorKind::Tls,
-                format!("no PEM certificate found in {shown}"),
-            )
-            .retryable(false));
-        }
-        tracing::debug!("{count} CA certificates loaded from {shown}");
     }
     Ok(roots)
+}
+
+/// Fails as [`client_config`] would on a `--ca-cert` file that is missing,
+/// unreadable or holds no PEM certificate, without loading the system's
+/// certificates: for a protocol that builds its configuration only when a
+/// TLS connection is first needed, yet should report a bad option at once.
+pub fn check_ca_certs(cfg: &ProtocolConfig) -> Result<(), Error> {
+    if cfg.insecure {
+        // `client_config` reads none then.
+        return Ok(());
+    }
+    for path in &cfg.ca_certs {
+        read_ca_file(path)?;
+    }
+    Ok(())
+}
+
+/// Every certificate of the PEM file `path` (at least one).
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let shown = path.display();
+    let io_err = |e: rustls::pki_types::pem::Error| {
+        Error::new(
+            ErrorKind::Tls,
+            format!("reading CA certificates from {shown}"),
+        )
+        .retryable(false)
+        .with_source(e)
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(io_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err)?;
+    if certs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Tls,
+            format!("no PEM certificate found in {shown}"),
+        )
+        .retryable(false));
+    }
+    tracing::debug!("{} CA certificates read from {shown}", certs.len());
+    Ok(certs)
 }
 
 /// A verifier whose verdict on certificates is fixed: `--insecure` accepts
