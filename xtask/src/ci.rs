@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: the checks that must hold on main, in the order that
-//! fails fastest: formatting, lints, builds of each protocol alone, every
-//! test (which start real servers through the harness), a smoke run of the
-//! benchmark and the demo.
+//! fails fastest: formatting, lints, builds of each protocol alone, a smoke
+//! run of the benchmark, the demo, and every test (which start real servers
+//! through the harness).
 
 use std::process::Command;
 

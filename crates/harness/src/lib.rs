@@ -172,8 +172,9 @@ impl Servers {
     }
 
     /// The process id of each running server's main process, by name
-    /// ("nginx", "vsftpd", "sshd"). The CPU of the processes they fork
-    /// for connections is added to theirs as they reap them.
+    /// ("nginx", "vsftpd", "sshd"). The CPU of the processes nginx and
+    /// vsftpd fork for connections is added to theirs as they reap them;
+    /// sshd's listener showed only a small part of its sessions' CPU.
     pub fn server_pids(&self) -> Vec<(&'static str, u32)> {
         let mut pids = Vec::new();
         if let Some(n) = &self.nginx {

@@ -103,15 +103,16 @@ type PlainClient = Client<Connector, Empty<Bytes>>;
 /// The pooled client of https:// URLs.
 type HttpsClient = Client<HttpsConnector<Connector>, Empty<Bytes>>;
 
-/// HTTP and HTTPS downloads: a pooled hyper client, TLS through rustls.
+/// HTTP and HTTPS downloads: pooled hyper clients (the one for https://
+/// built on first use), TLS through rustls.
 ///
 /// Build one per batch with [`HttpProtocol::new`]; it is cheap to share
 /// behind an `Arc` and reuses connections across files and parts.
 pub struct HttpProtocol {
     plain: PlainClient,
     /// Built on the first https:// request, or the error that stopped it.
-    /// Loading the system's CA certificates took 3 ms of CPU here, more
-    /// than all the rest of a small plain http:// download (about 3 ms).
+    /// Loading the system's CA certificates took about 3 ms of CPU here, as
+    /// much as all the rest of a small plain http:// download.
     https: OnceLock<Result<HttpsClient, String>>,
     /// What the https:// client is built from.
     connector: Connector,
