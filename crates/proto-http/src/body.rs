@@ -1,8 +1,9 @@
-//! A response body as a stream of `Bytes`, holding the per-host permit of
-//! its connection until it is dropped.
+//! A response body as a stream of `Bytes`. It drives its connection as it
+//! is read, returns the connection to the pool at its end, and holds the
+//! per-host permit until it is dropped.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -10,8 +11,13 @@ use hyper::body::{Body, Incoming};
 use pymatris_core::Error;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::pool::Lease;
+
 pub(crate) struct BodyStream {
     body: Incoming,
+    /// The connection the body arrives on; dropped (closed) with the
+    /// stream unless the body was read to its end.
+    lease: Option<Lease>,
     /// Released when the stream is dropped, read to its end or not.
     _permit: Option<OwnedSemaphorePermit>,
     /// The URL, redacted, for error messages.
@@ -20,12 +26,30 @@ pub(crate) struct BodyStream {
 }
 
 impl BodyStream {
-    pub(crate) fn new(body: Incoming, permit: Option<OwnedSemaphorePermit>, shown: String) -> Self {
+    pub(crate) fn new(
+        body: Incoming,
+        lease: Lease,
+        permit: Option<OwnedSemaphorePermit>,
+        shown: String,
+    ) -> Self {
         BodyStream {
             body,
+            lease: Some(lease),
             _permit: permit,
             shown,
             done: false,
+        }
+    }
+}
+
+impl Drop for BodyStream {
+    fn drop(&mut self) {
+        // The scheduler stops reading once it has the bytes it asked for,
+        // often before the end of the body has been polled for.
+        if let Some(lease) = self.lease.take()
+            && self.body.is_end_stream()
+        {
+            lease.release();
         }
     }
 }
@@ -38,10 +62,27 @@ impl Stream for BodyStream {
         if this.done {
             return Poll::Ready(None);
         }
+        // Whether the connection was polled in this call: it reads from the
+        // socket and hands the body what it read.
+        let mut driven = false;
         loop {
-            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending if driven => return Poll::Pending,
+                Poll::Pending => {
+                    driven = true;
+                    if let Some(lease) = &mut this.lease {
+                        lease.drive(cx);
+                    }
+                    continue;
+                }
+            };
+            match frame {
                 None => {
                     this.done = true;
+                    if let Some(lease) = this.lease.take() {
+                        lease.release();
+                    }
                     return Poll::Ready(None);
                 }
                 Some(Ok(frame)) => match frame.into_data() {

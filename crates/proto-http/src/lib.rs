@@ -1,5 +1,6 @@
-//! HTTP and HTTPS for pymatris, on hyper 1, hyper-util's pooled client and
-//! rustls (ring provider, system roots plus `--ca-cert`).
+//! HTTP and HTTPS for pymatris, on hyper 1's HTTP/1.1 connections, a pool
+//! of our own (`pool.rs`) and rustls (ring provider, system roots plus
+//! `--ca-cert`).
 //!
 //! [`HttpProtocol`] implements [`pymatris_core::Protocol`] and registers
 //! itself for `http` and `https`. It follows redirects (never carrying
@@ -32,6 +33,7 @@ mod body;
 mod connector;
 mod error;
 mod headers;
+mod pool;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -46,22 +48,22 @@ use http::header::{
     PROXY_AUTHORIZATION, RANGE, USER_AGENT,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::body::{Body as _, Incoming};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::percent_decode_str;
 use pymatris_core::{
     ByteRange, ByteStream, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url,
     Validator, redact_url, redact_url_str,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_service::Service;
 
 use crate::connector::Connector;
 use crate::headers::ContentRange;
+use crate::pool::{Key, Lease, Pool, SendError};
 
 pymatris_core::inventory::submit! {
     pymatris_core::ProtocolPlugin {
@@ -74,8 +76,8 @@ pymatris_core::inventory::submit! {
 /// magnitude).
 const MAX_REDIRECTS: usize = 10;
 
-/// Idle connections kept per host. The scheduler opens at most
-/// `max_parallel * max_splits` at once (25 by default).
+/// Idle connections kept per host (scheme, host and port). The scheduler
+/// opens at most `max_parallel * max_splits` at once (25 by default).
 const MIN_IDLE_PER_HOST: usize = 32;
 
 /// The most hyper buffers when reading from a connection: reads grow up to
@@ -97,25 +99,20 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Config headers that pymatris sets itself and a user may not override.
 const RESERVED_HEADERS: [HeaderName; 3] = [RANGE, IF_RANGE, ACCEPT_ENCODING];
 
-/// The pooled client of plain http:// URLs.
-type PlainClient = Client<Connector, Empty<Bytes>>;
-
-/// The pooled client of https:// URLs.
-type HttpsClient = Client<HttpsConnector<Connector>, Empty<Bytes>>;
-
-/// HTTP and HTTPS downloads: pooled hyper clients (the one for https://
-/// built on first use), TLS through rustls.
+/// HTTP and HTTPS downloads: pooled HTTP/1.1 connections, TLS through
+/// rustls (configured on the first https:// URL).
 ///
 /// Build one per batch with [`HttpProtocol::new`]; it is cheap to share
 /// behind an `Arc` and reuses connections across files and parts.
 pub struct HttpProtocol {
-    plain: PlainClient,
-    /// Built on the first https:// request, or the error that stopped it.
-    /// Loading the system's CA certificates took about 3 ms of CPU here, as
-    /// much as all the rest of a small plain http:// download.
-    https: OnceLock<Result<HttpsClient, String>>,
-    /// What the https:// client is built from.
+    pool: Arc<Pool>,
+    /// TCP connections, direct or through a proxy.
     connector: Connector,
+    /// TLS over `connector`, built on the first https:// request, or the
+    /// error that stopped it. Loading the system's CA certificates took
+    /// about 3 ms of CPU here, as much as all the rest of a small plain
+    /// http:// download.
+    https: OnceLock<Result<HttpsConnector<Connector>, String>>,
     config: ProtocolConfig,
     headers: Vec<(HeaderName, HeaderValue)>,
     user_agent: Option<HeaderValue>,
@@ -135,20 +132,6 @@ impl fmt::Debug for HttpProtocol {
             .field("proxy", &self.proxy.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// A pooled HTTP/1.1 client over `connector`, with the batch's limits.
-fn pooled<C>(connector: C, cfg: &ProtocolConfig) -> Client<C, Empty<Bytes>>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone,
-{
-    let idle = MIN_IDLE_PER_HOST.max(cfg.max_per_host.unwrap_or(0));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(idle)
-        .http1_max_buf_size(READ_BUF_MAX)
-        .build(connector)
 }
 
 impl HttpProtocol {
@@ -183,10 +166,11 @@ impl HttpProtocol {
         http.set_keepalive(Some(TCP_KEEPALIVE));
         let connector = Connector::new(http, proxy.clone());
 
+        let idle = MIN_IDLE_PER_HOST.max(cfg.max_per_host.unwrap_or(0));
         Ok(HttpProtocol {
-            plain: pooled(connector.clone(), cfg),
-            https: OnceLock::new(),
+            pool: Arc::new(Pool::new(idle, POOL_IDLE_TIMEOUT, READ_BUF_MAX)),
             connector,
+            https: OnceLock::new(),
             config: cfg.clone(),
             headers,
             user_agent,
@@ -196,8 +180,8 @@ impl HttpProtocol {
         })
     }
 
-    /// The client of https:// URLs, built on first use.
-    fn https(&self) -> Result<&HttpsClient, Error> {
+    /// The connector of https:// URLs, built on first use.
+    fn https(&self) -> Result<&HttpsConnector<Connector>, Error> {
         self.https
             .get_or_init(|| {
                 let mut tls = pymatris_tls::client_config(&self.config).map_err(|e| e.chain())?;
@@ -206,8 +190,7 @@ impl HttpProtocol {
                 // over one connection (one congestion window, one socket
                 // buffer, head-of-line blocking).
                 tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let https = HttpsConnector::from((self.connector.clone(), tls));
-                Ok(pooled(https, &self.config))
+                Ok(HttpsConnector::from((self.connector.clone(), tls)))
             })
             .as_ref()
             .map_err(|chain| Error::new(ErrorKind::Tls, chain.clone()).retryable(false))
@@ -228,33 +211,30 @@ impl HttpProtocol {
             let request = self.build_request(method, url, &current, extra)?;
             let shown = redact_url(&current);
             tracing::debug!(%method, url = %shown, "HTTP request");
-            let pending = match current.scheme() {
-                "https" => self.https()?.request(request),
-                _ => self.plain.request(request),
-            };
-            let response = match tokio::time::timeout(self.timeout, pending).await {
+            let context = || format!("{method} {shown}");
+            let pending = self.roundtrip(&current, request, context);
+            let (response, lease) = match tokio::time::timeout(self.timeout, pending).await {
                 Err(_) => {
                     return Err(Error::new(
                         ErrorKind::Timeout,
-                        format!("{method} {shown}: no response within {:?}", self.timeout),
+                        format!("{}: no response within {:?}", context(), self.timeout),
                     )
                     .retryable(true));
                 }
-                Ok(Err(err)) => {
-                    return Err(error::transport_error(err, &format!("{method} {shown}")));
-                }
-                Ok(Ok(response)) => response,
+                Ok(result) => result?,
             };
             let status = response.status();
             tracing::debug!(url = %shown, status = status.as_u16(), "HTTP response");
+            let exchange = Exchange {
+                response,
+                url: current.clone(),
+                permit,
+                lease,
+            };
             if !is_redirect(status) {
-                return Ok(Exchange {
-                    response,
-                    url: current,
-                    permit,
-                });
+                return Ok(exchange);
             }
-            let next = redirect_target(&current, status, response.headers())?;
+            let next = redirect_target(&current, status, exchange.response.headers())?;
             hops += 1;
             if hops > MAX_REDIRECTS {
                 return Err(Error::new(
@@ -266,11 +246,79 @@ impl HttpProtocol {
                 )
                 .retryable(false));
             }
-            self.discard(response).await;
-            drop(permit);
+            self.discard(exchange).await;
             tracing::debug!(from = %shown, to = %redact_url(&next), "following redirect");
             current = next;
         }
+    }
+
+    /// Sends `request` (absolute-form, for `url`) on an idle connection or
+    /// a new one, and waits for the response head.
+    async fn roundtrip(
+        &self,
+        url: &Url,
+        mut request: Request<Empty<Bytes>>,
+        context: impl Fn() -> String,
+    ) -> Result<(Response<Incoming>, Lease), Error> {
+        let key = Key::of(url);
+        let target = request.uri().clone();
+        let mut lease = match self.pool.checkout(&key) {
+            Some(lease) => lease,
+            None => self.connect(&target, key.clone(), &context).await?,
+        };
+        if !lease.proxied() {
+            origin_form(&mut request);
+        }
+        loop {
+            match lease.send(request).await {
+                Ok(response) => return Ok((response, lease)),
+                // A pooled connection the server closed as the request
+                // was about to go: the request never left, so it is
+                // safe to send again on a new connection.
+                Err(SendError::NotSent(unsent, err)) if lease.reused() => {
+                    tracing::debug!(
+                        "{}: idle connection closed ({err}), reconnecting",
+                        context()
+                    );
+                    request = *unsent;
+                    lease = self.connect(&target, key.clone(), &context).await?;
+                }
+                Err(SendError::NotSent(_, err)) => {
+                    return Err(error::transport_error(err, &context()));
+                }
+                Err(SendError::Failed(err)) => return Err(error::transport_error(err, &context())),
+            }
+        }
+    }
+
+    /// A new connection to `key`, the scheme, host and port of `target`
+    /// (an absolute URI).
+    async fn connect(
+        &self,
+        target: &Uri,
+        key: Key,
+        context: &impl Fn() -> String,
+    ) -> Result<Lease, Error> {
+        let failed = |err| error::transport_error(err, &context());
+        let target = target.clone();
+        let io = if key.is_https() {
+            let mut https = self.https()?.clone();
+            std::future::poll_fn(|cx| https.poll_ready(cx))
+                .await
+                .map_err(failed)?;
+            https.call(target).await.map_err(failed)?
+        } else {
+            let mut plain = self.connector.clone();
+            std::future::poll_fn(|cx| plain.poll_ready(cx))
+                .await
+                .map_err(failed)?;
+            MaybeHttpsStream::Http(plain.call(target).await.map_err(failed)?)
+        };
+        let proxied = io.connected().is_proxied();
+        self.pool
+            .handshake(key, io, proxied)
+            .await
+            .map_err(|e| failed(Box::new(e)))
     }
 
     /// The request for `current`, reached from `original` by redirects.
@@ -338,16 +386,20 @@ impl HttpProtocol {
         for (name, value) in extra {
             request.headers_mut().insert(name.clone(), value.clone());
         }
+        if !request.headers().contains_key(HOST) {
+            let host = host_header(current)?;
+            request.headers_mut().insert(HOST, host);
+        }
         Ok(request)
     }
 
     /// Reads a small body to its end so the connection goes back to the
-    /// pool; drops a large or unsized one.
-    async fn discard(&self, response: Response<Incoming>) {
-        let body = response.into_body();
-        let small = body.size_hint().upper().is_some_and(|n| n <= DRAIN_LIMIT);
+    /// pool; drops a large or unsized one, which closes the connection.
+    async fn discard(&self, exchange: Exchange) {
+        let small =
+            (exchange.response.body().size_hint().upper()).is_some_and(|n| n <= DRAIN_LIMIT);
         if small {
-            let _ = tokio::time::timeout(self.timeout, body.collect()).await;
+            drain(exchange.into_stream(String::new()), self.timeout).await;
         }
     }
 
@@ -356,13 +408,17 @@ impl HttpProtocol {
         let exchange = self.send(&Method::HEAD, url, &HeaderMap::new()).await?;
         let status = exchange.response.status();
         let headers = exchange.response.headers();
-        if !status.is_success() {
-            return Err(error::status_error(status, headers));
-        }
-        let mut meta = meta_from(headers, url, &exchange.url);
-        meta.size = headers::content_length(headers);
-        meta.ranges = headers::accepts_byte_ranges(headers);
-        Ok(meta)
+        let result = if status.is_success() {
+            let mut meta = meta_from(headers, url, &exchange.url);
+            meta.size = headers::content_length(headers);
+            meta.ranges = headers::accepts_byte_ranges(headers);
+            Ok(meta)
+        } else {
+            Err(error::status_error(status, headers))
+        };
+        // No body follows a HEAD: this only returns the connection.
+        self.discard(exchange).await;
+        result
     }
 
     /// `GET` of the first byte: what `HEAD` would have said, for servers
@@ -462,7 +518,7 @@ impl Protocol for HttpProtocol {
                     .and_then(|v| v.to_str().ok())
                     .and_then(headers::parse_content_range);
                 let err = error::status_error(status, headers);
-                self.discard(exchange.response).await;
+                self.discard(exchange).await;
                 match complete {
                     Some(ContentRange::Unsatisfied { complete }) if complete == range.start => {
                         // Nothing left to read: a zero-byte file, or one
@@ -498,24 +554,29 @@ impl Protocol for HttpProtocol {
                 } else {
                     error::status_error(status, headers)
                 };
-                self.discard(exchange.response).await;
+                self.discard(exchange).await;
                 Err(err)
             }
         }
     }
 }
 
-/// A response, the URL it came from, and the per-host permit it holds.
+/// A response, the URL it came from, its connection and the per-host
+/// permit it holds.
 struct Exchange {
     response: Response<Incoming>,
     url: Url,
     permit: Option<OwnedSemaphorePermit>,
+    lease: Lease,
 }
 
 impl Exchange {
+    /// The body; the connection goes back to the pool when it has been
+    /// read to its end.
     fn into_stream(self, shown: String) -> ByteStream {
         Box::pin(body::BodyStream::new(
             self.response.into_body(),
+            self.lease,
             self.permit,
             shown,
         ))
@@ -664,6 +725,34 @@ fn request_uri(url: &Url) -> Result<Uri, Error> {
     bare.as_str()
         .parse::<Uri>()
         .map_err(|e| invalid("not a valid HTTP URI").with_source(e))
+}
+
+/// Origin-form (`/path?query`), for a request that goes straight to the
+/// server rather than to a proxy.
+fn origin_form(request: &mut Request<Empty<Bytes>>) {
+    let path = request.uri().path_and_query().cloned();
+    let path = path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    if let Ok(uri) = Uri::builder().path_and_query(path).build() {
+        *request.uri_mut() = uri;
+    }
+}
+
+/// The `Host` header of a request to `url`: its host, and its port unless
+/// it is the scheme's default.
+fn host_header(url: &Url) -> Result<HeaderValue, Error> {
+    let host = url.host_str().unwrap_or("");
+    let value = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidUrl,
+            format!("{}: not a valid host", redact_url(url)),
+        )
+        .retryable(false)
+        .with_source(e)
+    })
 }
 
 fn has_userinfo(url: &Url) -> bool {

@@ -266,6 +266,94 @@ async fn connections_are_reused() {
     assert_eq!(server.connections(), 1);
 }
 
+/// Reads exactly `len` bytes of `body` and drops it without asking for
+/// more, as the scheduler does once it has the bytes it asked for.
+async fn take_exactly(mut body: ByteStream, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < len {
+        out.extend_from_slice(&body.next().await.unwrap().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_body_read_to_its_length_returns_its_connection() {
+    let server = start(routes(), None).await;
+    let p = http();
+    for _ in 0..3 {
+        let fetched = p
+            .fetch(&server.url("/file"), ByteRange::from(0), None)
+            .await
+            .unwrap();
+        assert_eq!(take_exactly(fetched.body, 1000).await, content());
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_body_dropped_unread_closes_its_connection() {
+    let server = start(routes(), None).await;
+    let p = http();
+    let fetched = p
+        .fetch(&server.url("/file"), ByteRange::from(0), None)
+        .await
+        .unwrap();
+    drop(fetched.body);
+    // The unread bytes must not be taken for the next response.
+    let fetched = p
+        .fetch(&server.url("/file"), ByteRange::new(10, 20), None)
+        .await
+        .unwrap();
+    assert_eq!(fetched.offset, 10);
+    assert_eq!(collect(fetched.body).await.unwrap(), &content()[10..20]);
+    assert_eq!(server.connections(), 2);
+}
+
+/// A server that answers one request per connection, as if keeping it
+/// alive, and then closes it: what servers do to connections idle past
+/// their keep-alive timeout. Counts the connections.
+async fn start_closing_server() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                // Closed once the client has put the connection back.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_server_closed_is_not_used() {
+    let (addr, connections) = start_closing_server().await;
+    let url = Url::parse(&format!("http://{addr}/f")).unwrap();
+    let p = http();
+    for _ in 0..3 {
+        let fetched = p.fetch(&url, ByteRange::from(0), None).await.unwrap();
+        assert_eq!(take_exactly(fetched.body, 2).await, b"ok");
+        // Time for the close to arrive.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn range_ignored_falls_back_to_offset_zero() {
     let server = start(routes(), None).await;
