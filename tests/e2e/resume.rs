@@ -1,7 +1,6 @@
 //! `--continue` and Ctrl-C through the CLI: what an interrupted or failed
 //! run leaves on disk, and what the next run makes of it.
 
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -176,33 +175,37 @@ fn url_addr(url: &str) -> std::net::SocketAddr {
     rest[..rest.find('/').unwrap()].parse().unwrap()
 }
 
-fn wait_for_file(dir: &Path, name: &str, child: &mut Child) {
+/// Waits until the [`stalled_server`] has sent all it sends before it
+/// stalls, and a little more for those bytes to land.
+fn wait_for_the_stall(server: &FaultServer, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !dir.join(name).exists() {
+    while server.body_bytes("/s.bin") < STALL_AFTER {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "pymatris ended before it started writing"
+            "pymatris ended before the server stalled"
         );
-        assert!(Instant::now() < deadline, "{name} never appeared");
+        assert!(Instant::now() < deadline, "the server never stalled");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Let some bytes land.
     std::thread::sleep(Duration::from_millis(300));
 }
 
-fn interrupt(child: &Child) {
+fn kill(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
 }
 
+/// What the [`stalled_server`] sends before it stalls.
+const STALL_AFTER: u64 = 700_000;
+
 fn stalled_server() -> FaultServer {
     FaultServer::start([(
         "/s.bin",
         Route::new(random_bytes(4 * MIB, 5)).behaviour(Behaviour::StallAfter {
-            bytes: 700_000,
+            bytes: STALL_AFTER,
             times: 100,
         }),
     )])
@@ -218,25 +221,38 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// `pymatris ARGS --dir DIR URL` of a [`stalled_server`], interrupted
-/// with SIGINT once its part file is in `DIR`: `DIR` and the run's output.
-fn interrupted_run(args: &[&str]) -> (tempfile::TempDir, Output) {
+/// `pymatris ARGS --dir DIR URL` of a [`stalled_server`], sent `signal`
+/// (`-INT`, say) once the server stalled: `DIR` and the run's output.
+fn interrupted_run(signal: &str, args: &[&str]) -> (tempfile::TempDir, Output) {
     let server = stalled_server();
     let out = tempfile::tempdir().unwrap();
     let url = server.url("/s.bin");
     let mut all = args.to_vec();
     all.extend(["--dir", out.path().to_str().unwrap(), &url]);
     let mut child = spawn(&all);
-    wait_for_file(out.path(), "s.bin.pymatris-part", &mut child);
-    interrupt(&child);
+    wait_for_the_stall(&server, &mut child);
+    kill(&child, signal);
     let output = child.wait_with_output().unwrap();
     (out, output)
 }
 
 #[test]
 fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
-    let (out, output) = interrupted_run(&["--timeouts", "30"]);
+    let (out, output) = interrupted_run("-INT", &["--timeouts", "30"]);
     assert_exit(&output, 130);
+    assert!(
+        list_dir(out.path()).is_empty(),
+        "left: {:?}",
+        list_dir(out.path())
+    );
+}
+
+// Without --continue, a download is written to a file with no name until
+// it is complete, so even a process killed outright leaves nothing.
+#[test]
+fn a_killed_run_leaves_no_file_behind() {
+    let (out, output) = interrupted_run("-KILL", &["--timeouts", "30"]);
+    assert_eq!(output.status.code(), None, "not killed: {output:?}");
     assert!(
         list_dir(out.path()).is_empty(),
         "left: {:?}",
@@ -246,7 +262,7 @@ fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
 
 #[test]
 fn ctrl_c_under_continue_leaves_a_resumable_part() {
-    let (out, output) = interrupted_run(&["-c", "--timeouts", "30"]);
+    let (out, output) = interrupted_run("-INT", &["-c", "--timeouts", "30"]);
     assert_exit(&output, 130);
     assert_eq!(
         list_dir(out.path()),

@@ -401,6 +401,7 @@ impl Batch {
             protocol,
             url,
             temp,
+            unnamed: AtomicBool::new(false),
             id,
             size: meta.size,
             validator: Some(meta.validator.clone()).filter(|v| !v.is_empty()),
@@ -716,6 +717,9 @@ struct FileJob {
     protocol: Arc<dyn Protocol>,
     url: Url,
     temp: Utf8PathBuf,
+    /// Set when the download went to an unnamed file rather than to
+    /// `temp` (see [`NameTable::unnamed_file`]).
+    unnamed: AtomicBool,
     id: ReportId,
     /// The size of the file, when known.
     size: Option<u64>,
@@ -772,6 +776,8 @@ impl FileJob {
                     let _ = tokio::fs::remove_file(&temp).await;
                 }
             }
+            // An unnamed file vanishes with its last descriptor.
+            Err(_) if job.unnamed.load(Ordering::Relaxed) => {}
             // The temp file holds an incomplete or unverified download:
             // never leave it behind, and never rename it.
             Err(_) => {
@@ -810,7 +816,7 @@ impl FileJob {
         let batch = self.batch.clone();
         let mut file_done = std::pin::pin!(batch.file_done.notified());
         let truncate = start.resumed.is_none();
-        // The create and the rename below run here, on the async thread:
+        // The create and the naming below run here, on the async thread:
         // both are single metadata operations, like the small writes
         // `WriteBehind` does inline, and a handoff to the blocking pool and
         // back cost more than the operation (2000 small files: two thread
@@ -818,13 +824,29 @@ impl FileJob {
         // batch's tasks). Nor are they serialised here: the kernel does
         // that per directory, and a lock of ours made the second worker
         // thread sleep and wake for each (15 % slower on 2000 files).
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .create(true)
-            .truncate(truncate)
-            .open(&self.temp)
-            .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e))?;
+        //
+        // Without --continue (nothing needs to find the file again) and
+        // --overwrite (a link cannot replace a file), the file has no name
+        // until it is complete: one directory operation per file instead
+        // of two, and less time for the two worker threads to spin on the
+        // directory's lock (2000 small files: 18 % less CPU).
+        let unnamed = (!self.batch.config.resume && !self.batch.config.overwrite)
+            .then(|| {
+                let dir = target.parent().unwrap_or(Utf8Path::new("."));
+                self.batch.names.unnamed_file(dir)
+            })
+            .flatten();
+        self.unnamed.store(unnamed.is_some(), Ordering::Relaxed);
+        let file = match unnamed {
+            Some(file) => file,
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create(true)
+                .truncate(truncate)
+                .open(&self.temp)
+                .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e))?,
+        };
         let file = PartFile::new(file);
         let config = &self.batch.config;
         let resumed = start.resumed.is_some();
@@ -957,14 +979,14 @@ impl FileJob {
                 Ok(())
             })
             .await
-            .map_err(|e| Error::io(format_args!("cannot finish {}", job.temp), e))?;
+            .map_err(|e| Error::io(format_args!("cannot finish {}", job.part()), e))?;
         }
 
         if let Some(expected) = sha256 {
             let actual = file
                 .sha256()
                 .await
-                .map_err(|e| Error::io(format_args!("cannot read {}", job.temp), e))?;
+                .map_err(|e| Error::io(format_args!("cannot read {}", job.part()), e))?;
             if actual != expected {
                 return Err(Error::new(
                     ErrorKind::Checksum,
@@ -973,6 +995,20 @@ impl FileJob {
                 .retryable(false));
             }
         }
+        if job.unnamed.load(Ordering::Relaxed) {
+            let named = (job.batch.names)
+                .publish_unnamed(file.raw(), target)
+                .map_err(|e| Error::io(format_args!("cannot create {target}"), e))?;
+            if let Some(target) = named {
+                return Ok((target, received));
+            }
+            // The system would not name it: a named part file after all.
+            let temp = job.temp.clone();
+            file.with(move |f| copy_to_named(f, &temp, fsync))
+                .await
+                .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
+            job.unnamed.store(false, Ordering::Relaxed);
+        }
         drop(file);
         let target = job
             .batch
@@ -980,6 +1016,19 @@ impl FileJob {
             .publish(&job.temp, target, job.batch.config.overwrite)
             .map_err(|e| Error::io(format_args!("cannot rename {} to {target}", job.temp), e))?;
         Ok((target, received))
+    }
+
+    /// The part file, for messages.
+    fn part(&self) -> String {
+        if self.unnamed.load(Ordering::Relaxed) {
+            let target = self.temp.as_str().strip_suffix(naming::PART_SUFFIX);
+            format!(
+                "the unnamed file of {}",
+                target.unwrap_or(self.temp.as_str())
+            )
+        } else {
+            self.temp.to_string()
+        }
     }
 
     /// Bytes received over all spans (they tile the file).
@@ -1393,7 +1442,7 @@ impl FileJob {
                             (take, full, past)
                         };
                         let written = out.push(chunk.split_to(take)).await.map_err(|e| {
-                            Error::io(format_args!("cannot write {}", self.temp), e)
+                            Error::io(format_args!("cannot write {}", self.part()), e)
                         })?;
                         self.batch.reporter.on_progress(self.id, written);
                         if let Some(throttle) = &self.batch.throttle {
@@ -1421,10 +1470,25 @@ impl FileJob {
         let written = out
             .finish()
             .await
-            .map_err(|e| Error::io(format_args!("cannot write {}", self.temp), e))?;
+            .map_err(|e| Error::io(format_args!("cannot write {}", self.part()), e))?;
         self.batch.reporter.on_progress(self.id, written);
         outcome
     }
+}
+
+/// Copies the whole of `from` into a new file at `to` (replacing any), for
+/// an unnamed file the system would not name.
+fn copy_to_named(from: &std::fs::File, to: &Utf8Path, fsync: bool) -> std::io::Result<()> {
+    use std::io::Seek;
+    let mut named = std::fs::File::create(to)?;
+    let mut from = from;
+    let copied = (from.rewind())
+        .and_then(|()| std::io::copy(&mut from, &mut named))
+        .and_then(|_| if fsync { named.sync_all() } else { Ok(()) });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    copied
 }
 
 /// A running worker as counted by [`FileJob::count_in`]; uncounted when
@@ -1470,6 +1534,31 @@ fn plan_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The way out when the system will not name an unnamed file.
+    #[cfg(unix)]
+    #[test]
+    fn a_copy_to_a_named_file_holds_every_byte() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let source = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join("source"))
+            .unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        // Written the way parts are: at offsets, the cursor left at 0...
+        source.write_all_at(&bytes[1000..], 1000).unwrap();
+        source.write_all_at(&bytes[..1000], 0).unwrap();
+        // ...or anywhere.
+        std::io::Seek::seek(&mut &source, std::io::SeekFrom::Start(5)).unwrap();
+        let named = dir.join("named");
+        std::fs::write(&named, b"stale, longer than nothing").unwrap();
+        copy_to_named(&source, &named, true).unwrap();
+        assert!(std::fs::read(&named).unwrap() == bytes);
+    }
 
     #[test]
     fn parts_tile_the_file_and_respect_the_minimum() {

@@ -4,7 +4,9 @@
 //! another download of the batch took.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use percent_encoding::percent_decode_str;
@@ -96,6 +98,9 @@ fn numbered(name: &str, n: u32) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct NameTable {
     taken: Mutex<HashSet<Utf8PathBuf>>,
+    /// Set when an unnamed file could not be given a name: the rest of the
+    /// batch uses named part files.
+    no_unnamed: AtomicBool,
 }
 
 impl NameTable {
@@ -103,16 +108,21 @@ impl NameTable {
     /// free when no other download of the batch took it and, unless
     /// `overwrite`, no file of that name exists.
     pub(crate) fn reserve(&self, dir: &Utf8Path, name: &str, overwrite: bool) -> Utf8PathBuf {
-        let mut taken = self.taken.lock().expect("name table poisoned");
         for n in 0.. {
             let candidate = if n == 0 {
                 dir.join(name)
             } else {
                 dir.join(numbered(name, n))
             };
-            let exists = || candidate.symlink_metadata().is_ok();
-            if !taken.contains(&candidate) && (overwrite || !exists()) {
-                taken.insert(candidate.clone());
+            // The file system is asked outside the lock, which the other
+            // worker thread would otherwise wait on for the length of a
+            // system call. A file that appears after the check is caught
+            // when the download is published, which never replaces one.
+            if !overwrite && candidate.symlink_metadata().is_ok() {
+                continue;
+            }
+            let mut taken = self.taken.lock().expect("name table poisoned");
+            if taken.insert(candidate.clone()) {
                 return candidate;
             }
         }
@@ -137,6 +147,53 @@ impl NameTable {
         loop {
             match rename_noreplace(temp, &target) {
                 Ok(()) => return Ok(target),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let dir = target.parent().unwrap_or(Utf8Path::new("."));
+                    let name = target.file_name().unwrap_or("download");
+                    target = self.reserve(dir, name, false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A new file in `dir` that has no name yet (Linux's `O_TMPFILE`), to
+    /// download into when nothing needs to find it again (no `--continue`).
+    /// Nothing of it is left if the process dies, however it dies, and
+    /// [`NameTable::publish_unnamed`] names it in one step: one directory
+    /// operation per file instead of a create and a rename.
+    ///
+    /// `None` where the system or file system has no unnamed files, or an
+    /// earlier one of the batch could not be named; the caller then uses a
+    /// named part file, whose creation also reports any real error (a
+    /// missing directory, no permission).
+    pub(crate) fn unnamed_file(&self, dir: &Utf8Path) -> Option<File> {
+        if self.no_unnamed.load(Ordering::Relaxed) {
+            return None;
+        }
+        open_unnamed(dir)
+    }
+
+    /// Gives the unnamed `file` the name `target`, or the next free
+    /// numbered name if a file has appeared there meanwhile (a file is
+    /// never replaced), and returns where it landed.
+    ///
+    /// `Ok(None)` when the system will not name it (see [`link_unnamed`]):
+    /// the caller copies it to a named part file instead, and the rest of
+    /// the batch uses named part files.
+    pub(crate) fn publish_unnamed(
+        &self,
+        file: &File,
+        target: &Utf8Path,
+    ) -> std::io::Result<Option<Utf8PathBuf>> {
+        let mut target = target.to_owned();
+        loop {
+            match link_unnamed(file, &target) {
+                Ok(true) => return Ok(Some(target)),
+                Ok(false) => {
+                    self.no_unnamed.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let dir = target.parent().unwrap_or(Utf8Path::new("."));
                     let name = target.file_name().unwrap_or("download");
@@ -182,6 +239,70 @@ fn rename_noreplace(from: &Utf8Path, to: &Utf8Path) -> std::io::Result<()> {
         return Err(std::io::ErrorKind::AlreadyExists.into());
     }
     std::fs::rename(from, to)
+}
+
+/// See [`NameTable::unnamed_file`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn open_unnamed(dir: &Utf8Path) -> Option<File> {
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    let dir = if dir.as_str().is_empty() {
+        Utf8Path::new(".")
+    } else {
+        dir
+    };
+    // The mode of any new file (the umask applies), as `File::create`.
+    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    match openat(CWD, dir.as_std_path(), flags, Mode::from_raw_mode(0o666)) {
+        Ok(fd) => Some(File::from(fd)),
+        Err(e) => {
+            tracing::debug!("no unnamed file in {dir}: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn open_unnamed(_dir: &Utf8Path) -> Option<File> {
+    None
+}
+
+/// Links the unnamed `file` as `to`. `AlreadyExists` if `to` exists;
+/// `Ok(false)` if the system refuses to name it at all.
+///
+/// `AT_EMPTY_PATH` names the file itself, but before Linux 6.10 only with
+/// `CAP_DAC_READ_SEARCH`; `/proc/self/fd` works for anyone where `/proc`
+/// is mounted.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn link_unnamed(file: &File, to: &Utf8Path) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+
+    use rustix::fs::{AtFlags, CWD, linkat};
+    use rustix::io::Errno;
+    match linkat(file, "", CWD, to.as_std_path(), AtFlags::EMPTY_PATH) {
+        Ok(()) => return Ok(true),
+        Err(Errno::EXIST) => return Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(e) => tracing::debug!("cannot link an unnamed file as {to}: {e}"),
+    }
+    let by_proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match linkat(
+        CWD,
+        by_proc.as_str(),
+        CWD,
+        to.as_std_path(),
+        AtFlags::SYMLINK_FOLLOW,
+    ) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(e) => {
+            tracing::debug!("cannot link {by_proc} as {to}: {e}");
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn link_unnamed(_file: &File, _to: &Utf8Path) -> std::io::Result<bool> {
+    Ok(false)
 }
 
 /// The temporary file beside `target`.
@@ -276,6 +397,32 @@ mod tests {
             }
         }
         assert_eq!(replaced, 0, "files created meanwhile were replaced");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn an_unnamed_file_is_named_whole_and_never_over_another() {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let table = NameTable::default();
+        let target = table.reserve(dir, "a.bin", false);
+
+        let mut file = table.unnamed_file(dir).expect("unnamed files on this disk");
+        file.write_all(b"ours").unwrap();
+        // Until it is published, nothing is in the directory.
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
+        std::fs::write(&target, b"theirs").unwrap();
+        let landed = table.publish_unnamed(&file, &target).unwrap().unwrap();
+        assert_eq!(landed, dir.join("a.1.bin"));
+        assert_eq!(std::fs::read(&target).unwrap(), b"theirs");
+        assert_eq!(std::fs::read(&landed).unwrap(), b"ours");
+        // The mode any new file gets (the umask applied).
+        let created = dir.join("created");
+        std::fs::File::create(&created).unwrap();
+        let mode = |p: &Utf8Path| p.metadata().unwrap().permissions().mode();
+        assert_eq!(mode(&landed), mode(&created));
     }
 
     #[test]

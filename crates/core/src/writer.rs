@@ -68,6 +68,11 @@ impl PartFile {
         }
     }
 
+    /// The file itself.
+    pub(crate) fn raw(&self) -> &File {
+        &self.file
+    }
+
     /// The SHA-256 of the file's contents, in lower-case hex.
     pub(crate) async fn sha256(&self) -> io::Result<String> {
         self.with(|file| {
