@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -125,20 +125,23 @@ impl Pool {
             proxied,
             reused: false,
             key,
-            pool: Arc::clone(self),
+            pool: Arc::downgrade(self),
         })
     }
 
     fn put(&self, lease: Lease) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.entry(lease.key.clone()).or_default();
-        if list.len() >= self.max_idle_per_host {
-            list.remove(0);
-        }
-        list.push(Idle {
-            lease,
-            since: Instant::now(),
-        });
+        let oldest = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let list = idle.entry(lease.key.clone()).or_default();
+            let oldest = (list.len() >= self.max_idle_per_host).then(|| list.remove(0));
+            list.push(Idle {
+                lease,
+                since: Instant::now(),
+            });
+            oldest
+        };
+        // Closed outside the lock.
+        drop(oldest);
     }
 }
 
@@ -150,7 +153,10 @@ pub(crate) struct Lease {
     proxied: bool,
     reused: bool,
     key: Key,
-    pool: Arc<Pool>,
+    /// Where it goes back to. Weak: the pool holds its idle leases, and
+    /// the connections must close when the protocol that owns the pool
+    /// is dropped.
+    pool: Weak<Pool>,
 }
 
 /// Why a request got no response.
@@ -222,8 +228,10 @@ impl Lease {
     pub(crate) fn release(mut self) {
         // Let the connection see that the body was read and turn idle.
         self.drive(&mut Context::from_waker(Waker::noop()));
-        if self.conn.is_some() && self.sender.is_ready() {
-            let pool = Arc::clone(&self.pool);
+        if self.conn.is_some()
+            && self.sender.is_ready()
+            && let Some(pool) = self.pool.upgrade()
+        {
             pool.put(self);
         }
     }

@@ -41,6 +41,8 @@ struct TestServer {
     addr: SocketAddr,
     log: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections the client has closed.
+    closed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestServer {
@@ -55,6 +57,10 @@ impl TestServer {
     fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 async fn start(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> TestServer {
@@ -64,12 +70,15 @@ async fn start(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Test
     let server_log = log.clone();
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = connections.clone();
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let closed_counter = closed.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let handler = handler.clone();
             let log = server_log.clone();
             let tls = tls.clone();
+            let closed = closed_counter.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
                     let seen = Seen {
@@ -97,6 +106,7 @@ async fn start(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Test
                             .await;
                     }
                 }
+                closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
     });
@@ -104,6 +114,7 @@ async fn start(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> Test
         addr,
         log,
         connections,
+        closed,
     }
 }
 
@@ -288,6 +299,28 @@ async fn a_body_read_to_its_length_returns_its_connection() {
         assert_eq!(take_exactly(fetched.body, 1000).await, content());
     }
     assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn idle_connections_close_with_their_protocol() {
+    let server = start(routes(), None).await;
+    let p = http();
+    let fetched = p
+        .fetch(&server.url("/file"), ByteRange::from(0), None)
+        .await
+        .unwrap();
+    assert_eq!(take_exactly(fetched.body, 1000).await, content());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.closed(), 0, "the connection was not kept");
+    drop(p);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.closed() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle connection outlived its protocol"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
