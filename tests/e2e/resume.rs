@@ -236,28 +236,26 @@ fn interrupted_run(signal: &str, args: &[&str]) -> (tempfile::TempDir, Output) {
     (out, output)
 }
 
+// By default the download has no name until it is complete; with
+// --overwrite it is written to `NAME.pymatris-part`, removed on Ctrl-C.
 #[test]
 fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
-    let (out, output) = interrupted_run("-INT", &["--timeouts", "30"]);
-    assert_exit(&output, 130);
-    assert!(
-        list_dir(out.path()).is_empty(),
-        "left: {:?}",
-        list_dir(out.path())
-    );
+    for extra in [None, Some("--overwrite")] {
+        let mut args = vec!["--timeouts", "30"];
+        args.extend(extra);
+        let (out, output) = interrupted_run("-INT", &args);
+        assert_exit(&output, 130);
+        assert_eq!(list_dir(out.path()), Vec::<String>::new(), "{extra:?}");
+    }
 }
 
-// Without --continue, a download is written to a file with no name until
-// it is complete, so even a process killed outright leaves nothing.
+// Without --continue or --overwrite, even a process killed outright
+// leaves nothing.
 #[test]
 fn a_killed_run_leaves_no_file_behind() {
     let (out, output) = interrupted_run("-KILL", &["--timeouts", "30"]);
     assert_eq!(output.status.code(), None, "not killed: {output:?}");
-    assert!(
-        list_dir(out.path()).is_empty(),
-        "left: {:?}",
-        list_dir(out.path())
-    );
+    assert_eq!(list_dir(out.path()), Vec::<String>::new());
 }
 
 #[test]

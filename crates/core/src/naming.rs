@@ -143,18 +143,8 @@ impl NameTable {
             std::fs::rename(temp, target)?;
             return Ok(target.to_owned());
         }
-        let mut target = target.to_owned();
-        loop {
-            match rename_noreplace(temp, &target) {
-                Ok(()) => return Ok(target),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let dir = target.parent().unwrap_or(Utf8Path::new("."));
-                    let name = target.file_name().unwrap_or("download");
-                    target = self.reserve(dir, name, false);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (target, ()) = self.place_without_replacing(target, |to| rename_noreplace(temp, to))?;
+        Ok(target)
     }
 
     /// A new file in `dir` that has no name yet (Linux's `O_TMPFILE`), to
@@ -186,14 +176,26 @@ impl NameTable {
         file: &File,
         target: &Utf8Path,
     ) -> std::io::Result<Option<Utf8PathBuf>> {
+        let (target, linked) = self.place_without_replacing(target, |to| link_unnamed(file, to))?;
+        if !linked {
+            self.no_unnamed.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Ok(Some(target))
+    }
+
+    /// Runs `place` (which fails with `AlreadyExists` rather than replace
+    /// a file) at `target`, then at the next free numbered names while a
+    /// file is in the way. Returns where it succeeded.
+    fn place_without_replacing<T>(
+        &self,
+        target: &Utf8Path,
+        mut place: impl FnMut(&Utf8Path) -> std::io::Result<T>,
+    ) -> std::io::Result<(Utf8PathBuf, T)> {
         let mut target = target.to_owned();
         loop {
-            match link_unnamed(file, &target) {
-                Ok(true) => return Ok(Some(target)),
-                Ok(false) => {
-                    self.no_unnamed.store(true, Ordering::Relaxed);
-                    return Ok(None);
-                }
+            match place(&target) {
+                Ok(placed) => return Ok((target, placed)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let dir = target.parent().unwrap_or(Utf8Path::new("."));
                     let name = target.file_name().unwrap_or("download");

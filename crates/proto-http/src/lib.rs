@@ -302,17 +302,9 @@ impl HttpProtocol {
         let failed = |err| error::transport_error(err, &context());
         let target = target.clone();
         let io = if key.is_https() {
-            let mut https = self.https()?.clone();
-            std::future::poll_fn(|cx| https.poll_ready(cx))
-                .await
-                .map_err(failed)?;
-            https.call(target).await.map_err(failed)?
+            call(self.https()?.clone(), target).await.map_err(failed)?
         } else {
-            let mut plain = self.connector.clone();
-            std::future::poll_fn(|cx| plain.poll_ready(cx))
-                .await
-                .map_err(failed)?;
-            MaybeHttpsStream::Http(plain.call(target).await.map_err(failed)?)
+            MaybeHttpsStream::Http(call(self.connector.clone(), target).await.map_err(failed)?)
         };
         let proxied = io.connected().is_proxied();
         self.pool
@@ -725,6 +717,12 @@ fn request_uri(url: &Url) -> Result<Uri, Error> {
     bare.as_str()
         .parse::<Uri>()
         .map_err(|e| invalid("not a valid HTTP URI").with_source(e))
+}
+
+/// Calls a connector once it is ready.
+async fn call<S: Service<Uri>>(mut connector: S, target: Uri) -> Result<S::Response, S::Error> {
+    std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+    connector.call(target).await
 }
 
 /// Origin-form (`/path?query`), for a request that goes straight to the
