@@ -13,6 +13,7 @@
 
 mod nginx;
 mod process;
+pub mod python;
 mod sshd;
 mod tls;
 mod users;
