@@ -1,5 +1,6 @@
 //! Starts real servers (nginx, vsftpd, sshd) on loopback for the end-to-end
-//! tests, the benchmark and the demo.
+//! tests, the benchmark and the demo, and on request a second implementation
+//! of a protocol over the same data (pyftpdlib: [`Servers::with_pyftpdlib`]).
 //!
 //! Each [`Servers`] owns a fresh temp dir holding private configs, logs,
 //! keys and one data directory that every server serves, and listens on its
@@ -13,6 +14,7 @@
 
 mod nginx;
 mod process;
+mod pyftpdlib;
 pub mod python;
 mod sshd;
 mod tls;
@@ -28,6 +30,8 @@ use std::sync::mpsc;
 use std::thread;
 
 use anyhow::{Context as _, Result, bail};
+
+pub use pyftpdlib::PyftpdlibOptions;
 
 /// Which servers to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +80,16 @@ impl Which {
             sftp: true,
         }
     }
+
+    /// None of the three: for a `Servers` that runs only the servers its
+    /// `with_*` methods add.
+    pub fn none() -> Which {
+        Which {
+            http: false,
+            ftp: false,
+            sftp: false,
+        }
+    }
 }
 
 /// Knobs for [`Servers::start_with`]; `Options::default()` is what
@@ -97,6 +111,7 @@ pub struct Servers {
     nginx: Option<nginx::Nginx>,
     vsftpd: Option<vsftpd::Vsftpd>,
     sshd: Option<sshd::Sshd>,
+    pyftpdlib: Option<pyftpdlib::Pyftpdlib>,
     data: PathBuf,
     ca_cert: PathBuf,
     // Dropped last, after the servers are dead.
@@ -142,6 +157,7 @@ impl Servers {
             nginx: None,
             vsftpd: None,
             sshd: None,
+            pyftpdlib: None,
             data: data.clone(),
             ca_cert: tls_dir.join("ca.pem"),
             dir,
@@ -172,6 +188,19 @@ impl Servers {
         Ok(servers)
     }
 
+    /// Also starts pyftpdlib (FTP and explicit FTPS, from the harness's
+    /// Python venv: the first call installs it from PyPI) over the same data
+    /// dir, with the FTP user and password of [`Servers::ftp_user`] and
+    /// anonymous logins.
+    pub fn with_pyftpdlib(mut self, options: PyftpdlibOptions) -> Result<Servers> {
+        let dir = self.dir.path().join("pyftpdlib");
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tls = self.dir.path().join("tls");
+        self.pyftpdlib =
+            Some(pyftpdlib::start(&dir, &self.data, &tls, options).context("starting pyftpdlib")?);
+        Ok(self)
+    }
+
     /// The process id of each running server's main process, by name
     /// ("nginx", "vsftpd", "sshd"). The CPU of the processes nginx and
     /// vsftpd fork for connections is added to theirs as they reap them;
@@ -187,6 +216,9 @@ impl Servers {
         if let Some(s) = &self.sshd {
             pids.push(("sshd", s.proc.id()));
         }
+        if let Some(p) = &self.pyftpdlib {
+            pids.push(("pyftpdlib", p.proc.id()));
+        }
         pids
     }
 
@@ -196,7 +228,8 @@ impl Servers {
     }
 
     /// The temp dir holding configs and logs (`nginx/error.log`,
-    /// `nginx/access.log`, `vsftpd/vsftpd.log`, `sshd/sshd.log`).
+    /// `nginx/access.log`, `vsftpd/vsftpd.log`, `sshd/sshd.log`,
+    /// `pyftpdlib/pyftpdlib.log`).
     pub fn root_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -352,6 +385,32 @@ impl Servers {
         self.sshd().port
     }
 
+    fn pyftpdlib(&self) -> &pyftpdlib::Pyftpdlib {
+        self.pyftpdlib
+            .as_ref()
+            .expect("pyftpdlib was not started (Servers::with_pyftpdlib)")
+    }
+
+    /// [`Servers::ftp_url`] on pyftpdlib: same user, password and data.
+    pub fn pyftpdlib_url(&self, rel: &str) -> String {
+        let (user, pass) = self.ftp_user();
+        format!(
+            "ftp://{user}:{pass}@127.0.0.1:{}/{}",
+            self.pyftpdlib_port(),
+            strip(rel)
+        )
+    }
+
+    /// [`Servers::ftp_anon_url`] on pyftpdlib.
+    pub fn pyftpdlib_anon_url(&self, rel: &str) -> String {
+        format!("ftp://127.0.0.1:{}/{}", self.pyftpdlib_port(), strip(rel))
+    }
+
+    /// pyftpdlib's control port (explicit FTPS on the same port).
+    pub fn pyftpdlib_port(&self) -> u16 {
+        self.pyftpdlib().port
+    }
+
     /// The SFTP user.
     pub fn sftp_user(&self) -> &str {
         users::SFTP_USER
@@ -400,6 +459,12 @@ impl Servers {
                 self.ca_cert.display()
             );
         }
+        if let Some(p) = &self.pyftpdlib {
+            let _ = writeln!(s, "pyftpdlib: {}", self.pyftpdlib_url(""));
+            let _ = writeln!(s, "  anon:    {}", self.pyftpdlib_anon_url(""));
+            let _ = writeln!(s, "  passive: ports {}-{}", p.pasv.0, p.pasv.1);
+            let _ = writeln!(s, "  FTPS:    explicit (AUTH TLS) on the same port");
+        }
         if self.sshd.is_some() {
             let _ = writeln!(s, "sftp:      {}", self.sftp_url(""));
             let _ = writeln!(
@@ -430,6 +495,7 @@ impl Drop for Servers {
             self.nginx.as_mut().map(|s| &mut s.proc),
             self.vsftpd.as_mut().map(|s| &mut s.proc),
             self.sshd.as_mut().map(|s| &mut s.proc),
+            self.pyftpdlib.as_mut().map(|s| &mut s.proc),
         ];
         for p in procs.into_iter().flatten() {
             p.kill();
