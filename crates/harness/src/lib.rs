@@ -1,6 +1,7 @@
 //! Starts real servers (nginx, vsftpd, sshd) on loopback for the end-to-end
 //! tests, the benchmark and the demo, and on request a second implementation
-//! of a protocol over the same data (pyftpdlib: [`Servers::with_pyftpdlib`]).
+//! of a protocol over the same data (lighttpd: [`Servers::with_lighttpd`];
+//! pyftpdlib: [`Servers::with_pyftpdlib`]).
 //!
 //! Each [`Servers`] owns a fresh temp dir holding private configs, logs,
 //! keys and one data directory that every server serves, and listens on its
@@ -12,6 +13,7 @@
 //! system users, which the harness creates with a fixed password.
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod lighttpd;
 mod nginx;
 mod process;
 mod pyftpdlib;
@@ -112,6 +114,7 @@ pub struct Servers {
     vsftpd: Option<vsftpd::Vsftpd>,
     sshd: Option<sshd::Sshd>,
     pyftpdlib: Option<pyftpdlib::Pyftpdlib>,
+    lighttpd: Option<lighttpd::Lighttpd>,
     data: PathBuf,
     ca_cert: PathBuf,
     // Dropped last, after the servers are dead.
@@ -158,6 +161,7 @@ impl Servers {
             vsftpd: None,
             sshd: None,
             pyftpdlib: None,
+            lighttpd: None,
             data: data.clone(),
             ca_cert: tls_dir.join("ca.pem"),
             dir,
@@ -201,6 +205,16 @@ impl Servers {
         Ok(self)
     }
 
+    /// Also starts lighttpd (HTTP and HTTPS, with the certificate of
+    /// [`Servers::ca_cert`]) over the same data dir.
+    pub fn with_lighttpd(mut self) -> Result<Servers> {
+        let dir = self.dir.path().join("lighttpd");
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tls = self.dir.path().join("tls");
+        self.lighttpd = Some(lighttpd::start(&dir, &self.data, &tls).context("starting lighttpd")?);
+        Ok(self)
+    }
+
     /// The process id of each running server's main process, by name
     /// ("nginx", "vsftpd", "sshd"). The CPU of the processes nginx and
     /// vsftpd fork for connections is added to theirs as they reap them;
@@ -219,6 +233,9 @@ impl Servers {
         if let Some(p) = &self.pyftpdlib {
             pids.push(("pyftpdlib", p.proc.id()));
         }
+        if let Some(l) = &self.lighttpd {
+            pids.push(("lighttpd", l.proc.id()));
+        }
         pids
     }
 
@@ -229,7 +246,7 @@ impl Servers {
 
     /// The temp dir holding configs and logs (`nginx/error.log`,
     /// `nginx/access.log`, `vsftpd/vsftpd.log`, `sshd/sshd.log`,
-    /// `pyftpdlib/pyftpdlib.log`).
+    /// `pyftpdlib/pyftpdlib.log`, `lighttpd/access.log`).
     pub fn root_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -325,6 +342,30 @@ impl Servers {
     /// `localhost` and `127.0.0.1` and signed by [`Servers::ca_cert`].
     pub fn https_url(&self, rel: &str) -> String {
         format!("https://localhost:{}/{}", self.https_port(), strip(rel))
+    }
+
+    fn lighttpd(&self) -> &lighttpd::Lighttpd {
+        self.lighttpd
+            .as_ref()
+            .expect("lighttpd was not started (Servers::with_lighttpd)")
+    }
+
+    /// [`Servers::http_url`] on lighttpd.
+    pub fn lighttpd_http_url(&self, rel: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.lighttpd().http_port,
+            strip(rel)
+        )
+    }
+
+    /// [`Servers::https_url`] on lighttpd.
+    pub fn lighttpd_https_url(&self, rel: &str) -> String {
+        format!(
+            "https://localhost:{}/{}",
+            self.lighttpd().https_port,
+            strip(rel)
+        )
     }
 
     /// nginx's plain HTTP port.
@@ -459,6 +500,10 @@ impl Servers {
                 self.ca_cert.display()
             );
         }
+        if self.lighttpd.is_some() {
+            let _ = writeln!(s, "lighttpd:  {}", self.lighttpd_http_url(""));
+            let _ = writeln!(s, "           {}", self.lighttpd_https_url(""));
+        }
         if let Some(p) = &self.pyftpdlib {
             let _ = writeln!(s, "pyftpdlib: {}", self.pyftpdlib_url(""));
             let _ = writeln!(s, "  anon:    {}", self.pyftpdlib_anon_url(""));
@@ -496,6 +541,7 @@ impl Drop for Servers {
             self.vsftpd.as_mut().map(|s| &mut s.proc),
             self.sshd.as_mut().map(|s| &mut s.proc),
             self.pyftpdlib.as_mut().map(|s| &mut s.proc),
+            self.lighttpd.as_mut().map(|s| &mut s.proc),
         ];
         for p in procs.into_iter().flatten() {
             p.kill();

@@ -1,5 +1,5 @@
 //! Proves the second implementation of each protocol that the harness can
-//! add (pyftpdlib), with the system's own clients, and its knobs: a slow
+//! add (lighttpd, pyftpdlib), with the system's own clients, and its knobs: a slow
 //! login and a cap on sessions.
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -48,6 +48,37 @@ fn login(port: u16, s: &Servers) -> (BufReader<TcpStream>, String) {
     write!(r.get_mut(), "PASS {pass}\r\n").unwrap();
     let answer = reply(&mut r);
     (r, answer)
+}
+
+#[test]
+fn lighttpd_serves_the_data_over_http_and_https_with_ranges() {
+    let s = Servers::start(Which::none())
+        .unwrap()
+        .with_lighttpd()
+        .unwrap();
+    s.write_file("hello.txt", b"hello, pymatris\n");
+    s.write_file("empty.bin", b"");
+    let big = std::fs::read(s.write_random("big.bin", 3 << 20, 6)).unwrap();
+    let ca = s.ca_cert().display().to_string();
+    assert_eq!(
+        curl(&[&s.lighttpd_http_url("hello.txt")]),
+        b"hello, pymatris\n"
+    );
+    assert_eq!(curl(&[&s.lighttpd_http_url("empty.bin")]), b"");
+    assert_eq!(
+        curl(&["--cacert", &ca, &s.lighttpd_https_url("big.bin")]),
+        big
+    );
+    assert_eq!(
+        curl(&["-r", "100-199", &s.lighttpd_http_url("big.bin")]),
+        &big[100..200]
+    );
+    let missing = Command::new("curl")
+        .args(["-sS", "--fail", &s.lighttpd_http_url("nope")])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(22));
+    assert!(s.describe().contains(&s.lighttpd_https_url("")));
 }
 
 #[test]
