@@ -1,7 +1,8 @@
 //! Starts real servers (nginx, vsftpd, sshd) on loopback for the end-to-end
 //! tests, the benchmark and the demo, and on request a second implementation
 //! of a protocol over the same data (lighttpd: [`Servers::with_lighttpd`];
-//! pyftpdlib: [`Servers::with_pyftpdlib`]).
+//! pyftpdlib: [`Servers::with_pyftpdlib`]; asyncssh's SFTP server:
+//! [`Servers::with_asyncssh`]).
 //!
 //! Each [`Servers`] owns a fresh temp dir holding private configs, logs,
 //! keys and one data directory that every server serves, and listens on its
@@ -13,6 +14,7 @@
 //! system users, which the harness creates with a fixed password.
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod asyncssh;
 mod lighttpd;
 mod nginx;
 mod process;
@@ -113,6 +115,7 @@ pub struct Servers {
     nginx: Option<nginx::Nginx>,
     vsftpd: Option<vsftpd::Vsftpd>,
     sshd: Option<sshd::Sshd>,
+    asyncssh: Option<asyncssh::AsyncSsh>,
     pyftpdlib: Option<pyftpdlib::Pyftpdlib>,
     lighttpd: Option<lighttpd::Lighttpd>,
     data: PathBuf,
@@ -160,6 +163,7 @@ impl Servers {
             nginx: None,
             vsftpd: None,
             sshd: None,
+            asyncssh: None,
             pyftpdlib: None,
             lighttpd: None,
             data: data.clone(),
@@ -190,6 +194,19 @@ impl Servers {
             servers.sshd = Some(sshd::start(&d).context("starting sshd")?);
         }
         Ok(servers)
+    }
+
+    /// Also starts asyncssh's SFTP server (from the harness's Python venv:
+    /// the first call installs it from PyPI) over the same data dir, which
+    /// it is chrooted to; it hands out binary (non-UTF-8) file handles. The
+    /// user and password are [`Servers::sftp_user`] and
+    /// [`Servers::sftp_password`]; the key and known_hosts are its own.
+    pub fn with_asyncssh(mut self) -> Result<Servers> {
+        let dir = self.dir.path().join("asyncssh");
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let started = asyncssh::start(&dir, &self.data, users::SFTP_USER, users::PASSWORD);
+        self.asyncssh = Some(started.context("starting asyncssh's SFTP server")?);
+        Ok(self)
     }
 
     /// Also starts pyftpdlib (FTP and explicit FTPS, from the harness's
@@ -230,6 +247,9 @@ impl Servers {
         if let Some(s) = &self.sshd {
             pids.push(("sshd", s.proc.id()));
         }
+        if let Some(a) = &self.asyncssh {
+            pids.push(("asyncssh", a.proc.id()));
+        }
         if let Some(p) = &self.pyftpdlib {
             pids.push(("pyftpdlib", p.proc.id()));
         }
@@ -246,7 +266,8 @@ impl Servers {
 
     /// The temp dir holding configs and logs (`nginx/error.log`,
     /// `nginx/access.log`, `vsftpd/vsftpd.log`, `sshd/sshd.log`,
-    /// `pyftpdlib/pyftpdlib.log`, `lighttpd/access.log`).
+    /// `pyftpdlib/pyftpdlib.log`, `lighttpd/access.log`,
+    /// `asyncssh/asyncssh.log`).
     pub fn root_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -477,6 +498,43 @@ impl Servers {
         &self.sshd().host_key_pub
     }
 
+    fn asyncssh(&self) -> &asyncssh::AsyncSsh {
+        self.asyncssh
+            .as_ref()
+            .expect("asyncssh was not started (Servers::with_asyncssh)")
+    }
+
+    /// [`Servers::sftp_url`] on asyncssh: `sftp://USER@127.0.0.1:PORT/rel`
+    /// (it is chrooted to the data dir).
+    pub fn asyncssh_url(&self, rel: &str) -> String {
+        format!(
+            "sftp://{}@127.0.0.1:{}/{}",
+            self.sftp_user(),
+            self.asyncssh_port(),
+            strip(rel)
+        )
+    }
+
+    /// asyncssh's port.
+    pub fn asyncssh_port(&self) -> u16 {
+        self.asyncssh().port
+    }
+
+    /// An unencrypted ed25519 private key that asyncssh accepts.
+    pub fn asyncssh_client_key(&self) -> &Path {
+        &self.asyncssh().client_key
+    }
+
+    /// A known_hosts file holding asyncssh's host key as `[127.0.0.1]:PORT`.
+    pub fn asyncssh_known_hosts(&self) -> &Path {
+        &self.asyncssh().known_hosts
+    }
+
+    /// asyncssh's host key, `ecdsa-sha2-nistp256 AAAA…`.
+    pub fn asyncssh_host_key_pub(&self) -> &str {
+        &self.asyncssh().host_key_pub
+    }
+
     /// Human text listing each URL base and the credentials.
     pub fn describe(&self) -> String {
         let mut s = String::new();
@@ -530,6 +588,15 @@ impl Servers {
                 self.sftp_user()
             );
         }
+        if self.asyncssh.is_some() {
+            let _ = writeln!(s, "asyncssh:  {}", self.asyncssh_url(""));
+            let _ = writeln!(s, "  key:     {}", self.asyncssh_client_key().display());
+            let _ = writeln!(
+                s,
+                "  known_hosts: {}",
+                self.asyncssh_known_hosts().display()
+            );
+        }
         s
     }
 }
@@ -540,6 +607,7 @@ impl Drop for Servers {
             self.nginx.as_mut().map(|s| &mut s.proc),
             self.vsftpd.as_mut().map(|s| &mut s.proc),
             self.sshd.as_mut().map(|s| &mut s.proc),
+            self.asyncssh.as_mut().map(|s| &mut s.proc),
             self.pyftpdlib.as_mut().map(|s| &mut s.proc),
             self.lighttpd.as_mut().map(|s| &mut s.proc),
         ];
