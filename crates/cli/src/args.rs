@@ -15,7 +15,8 @@ use pymatris_core::{Config, Request};
 ///
 /// Several files at once, large files in parts, broken transfers resumed,
 /// never a half-written file under its final name. Exit status: 0 when every
-/// URL succeeded, 1 when any failed, 2 for a usage error, 130 on Ctrl-C.
+/// URL succeeded, 1 when any failed, 2 for a usage error, 130 on Ctrl-C,
+/// 143 on SIGTERM, 129 on SIGHUP.
 #[derive(Debug, Parser)]
 #[command(name = "pymatris", version, max_term_width = 100)]
 pub(crate) struct Args {

@@ -1,6 +1,6 @@
 //! The `pymatris` command: parses flags, runs a batch with progress bars,
 //! prints the account of what failed, and exits 0 (all fetched), 1 (some
-//! failed), 2 (usage error) or 130 (interrupted).
+//! failed), 2 (usage error), 130 (Ctrl-C), 143 (SIGTERM) or 129 (SIGHUP).
 
 // The CLI is the one place that writes to the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -13,6 +13,24 @@ extern crate pymatris_proto_ftp as _;
 extern crate pymatris_proto_http as _;
 #[cfg(feature = "sftp")]
 extern crate pymatris_proto_sftp as _;
+
+/// `println!` that never panics: once the terminal is closed (SIGHUP) or
+/// the reader of a pipe is gone, output is lost but the run still ends with
+/// its own exit status.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`out!`]).
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 mod args;
 mod progress;
@@ -94,14 +112,17 @@ async fn run(plan: Plan) -> ExitCode {
         let _ = downloader.enqueue(request);
     }
     let cancel = downloader.cancel_token();
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 0 until a signal stops the batch, then the status to exit with.
+    let interrupted = Arc::new(std::sync::atomic::AtomicU8::new(0));
     {
         let interrupted = interrupted.clone();
+        // Listening starts here, before the first transfer, not when the
+        // task first runs.
+        let signals = StopSignals::listen();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-                cancel.cancel();
-            }
+            let status = signals.recv().await;
+            interrupted.store(status, std::sync::atomic::Ordering::SeqCst);
+            cancel.cancel();
         });
     }
     let started = std::time::Instant::now();
@@ -116,12 +137,73 @@ async fn run(plan: Plan) -> ExitCode {
         plan.quiet,
         started.elapsed(),
     );
-    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-        ExitCode::from(130)
+    let status = interrupted.load(std::sync::atomic::Ordering::SeqCst);
+    if status != 0 {
+        ExitCode::from(status)
     } else if results.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// The signals that stop a batch the way Ctrl-C does, so that a run ended
+/// by `timeout`, systemd, docker (SIGTERM) or a closed terminal (SIGHUP)
+/// keeps its resumable parts under `--continue` and leaves nothing behind
+/// otherwise. Each gives the exit status a shell reports for it: 128 plus
+/// the signal's number.
+struct StopSignals {
+    /// Each signal listened to, with the status it calls for.
+    #[cfg(unix)]
+    listening: Vec<(tokio::signal::unix::Signal, u8)>,
+}
+
+impl StopSignals {
+    /// Starts listening; must be called inside the runtime.
+    fn listen() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let wanted = [
+                (SignalKind::interrupt(), 130),
+                (SignalKind::terminate(), 143),
+                (SignalKind::hangup(), 129),
+            ];
+            // Should a handler fail to install, that signal keeps its
+            // default action (the process ends at once).
+            let listening = wanted
+                .into_iter()
+                .filter_map(|(kind, status)| Some((signal(kind).ok()?, status)))
+                .collect();
+            StopSignals { listening }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Waits for the first stop signal, and returns the exit status it
+    /// calls for.
+    async fn recv(self) -> u8 {
+        #[cfg(unix)]
+        {
+            let waits = self.listening.into_iter().map(|(mut signal, status)| {
+                Box::pin(async move {
+                    signal.recv().await;
+                    status
+                })
+            });
+            if waits.len() == 0 {
+                return std::future::pending().await;
+            }
+            futures_util::future::select_all(waits).await.0
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            130
+        }
     }
 }
 
@@ -134,14 +216,14 @@ fn report(
 ) {
     if json {
         match serde_json::to_string_pretty(results) {
-            Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("pymatris: cannot write JSON: {e}"),
+            Ok(text) => out!("{text}"),
+            Err(e) => err!("pymatris: cannot write JSON: {e}"),
         }
     }
     let bytes: u64 = results.success.iter().map(|s| s.size).sum();
     if !quiet {
         let secs = elapsed.as_secs_f64().max(1e-3);
-        eprintln!(
+        err!(
             "Downloaded {} file(s), {} bytes in {:.2}s ({:.1} MB/s).",
             results.success.len(),
             bytes,
@@ -157,7 +239,7 @@ fn report(
         .collect();
     let cancelled = results.errors.len() - failed.len();
     if !results.errors.is_empty() {
-        eprintln!(
+        err!(
             "{} of {} download(s) failed:",
             results.errors.len(),
             results.errors.len() + results.success.len()
@@ -168,10 +250,10 @@ fn report(
             } else {
                 e.error.to_string()
             };
-            eprintln!("  {}: {}", e.url, text);
+            err!("  {}: {}", e.url, text);
         }
         if cancelled > 0 {
-            eprintln!("  {cancelled} cancelled by the user.");
+            err!("  {cancelled} cancelled by the user.");
         }
     }
 }
