@@ -326,6 +326,108 @@ async fn a_stalled_part_is_taken_over_by_an_idle_connection() {
     );
 }
 
+// 2d. A server that caps every range response at 256 KiB, correctly
+// labelled: each attempt advances the part, so none uses up a try, and
+// the file finishes with max_tries 2 although it takes a dozen requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_range_responses_that_advance_finish_the_file() {
+    let body = random_bytes(3 * MIB, 21);
+    let server = FaultServer::start([(
+        "/capped.bin",
+        Route::new(body.clone()).behaviour(Behaviour::ShortRanges {
+            max: 256 * KIB as u64,
+        }),
+    )]);
+    let (sb, results, log) = fetch_path(&server, config().max_tries(2), "/capped.bin").await;
+    assert_landed(&sb, &results, &log, "capped.bin", &body);
+    assert!(log.len() >= 12, "{}", show(&log));
+    // Every byte was asked for once: each request started where the last
+    // answer of its part ended.
+    assert_eq!(
+        server.body_bytes("/capped.bin"),
+        body.len() as u64,
+        "{}",
+        show(&log)
+    );
+}
+
+// 2e. A connection that drops every 512 KiB, every time: each attempt
+// advances the part, so the file finishes with max_tries 2 (in two parts
+// of 2 MiB, four attempts each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropping_every_512k_finish_the_file() {
+    let body = random_bytes(4 * MIB, 22);
+    let server = FaultServer::start([(
+        "/flaky.bin",
+        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
+            bytes: 512 * KIB as u64,
+            times: usize::MAX,
+        }),
+    )]);
+    let config = config()
+        .max_tries(2)
+        .max_splits(2)
+        .min_split_size(2 * MIB as u64);
+    let (sb, results, log) = fetch_path(&server, config, "/flaky.bin").await;
+    assert_landed(&sb, &results, &log, "flaky.bin", &body);
+    assert!(
+        log.iter().filter(|r| r.fault).count() >= 4,
+        "{}",
+        show(&log)
+    );
+    assert!(
+        log.iter().skip(1).all(|r| r.range_start() != Some(0)),
+        "a retry started again from byte 0: {}",
+        show(&log)
+    );
+}
+
+// 2f. The bound: a server that sends a few bytes per attempt, forever,
+// still ends the file in an error after max_tries attempts of a part in a
+// row (an attempt counts as progress only with enough new bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_bytes_per_attempt_still_run_out_of_tries() {
+    let body = random_bytes(MIB, 23);
+    let server = FaultServer::start([(
+        "/trickle.bin",
+        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
+            bytes: 1000,
+            times: usize::MAX,
+        }),
+    )]);
+    let started = std::time::Instant::now();
+    let (sb, results, log) = fetch_path(&server, config().max_tries(3), "/trickle.bin").await;
+    let failed = only_error(&results, &log);
+    assert!(failed.error.is_retryable(), "{}", failed.error);
+    sb.assert_empty();
+    // At most 4 parts, each with at most 3 attempts.
+    assert!(log.len() <= 12, "{}", show(&log));
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+// 2g. The bound on a server without ranges: each attempt starts again at
+// byte 0 and breaks off at the same place, so no attempt brings a new
+// byte, and the tries run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_that_repeat_old_bytes_are_no_progress() {
+    let body = random_bytes(2 * MIB, 24);
+    let server = FaultServer::start([(
+        "/again.bin",
+        Route::new(body.clone())
+            .ranges(false)
+            .behaviour(Behaviour::DropAfter {
+                bytes: 512 * KIB as u64,
+                times: usize::MAX,
+            }),
+    )]);
+    let (sb, results, log) = fetch_path(&server, config().max_tries(3), "/again.bin").await;
+    let failed = only_error(&results, &log);
+    assert!(failed.error.is_retryable(), "{}", failed.error);
+    // The first attempt brought 512 KiB, the three after it nothing new.
+    assert_eq!(log.len(), 4, "{}", show(&log));
+    sb.assert_empty();
+}
+
 /// `n` files `/{prefix}{i}.bin` of about `size` bytes (each a little
 /// larger than the one before) on a fresh server, and a request for each
 /// into the sandbox.
@@ -660,14 +762,19 @@ async fn body_shorter_than_content_length_fails_as_truncated() {
         failed.error
     );
     assert!(failed.error.is_retryable(), "{}", failed.error);
-    assert_eq!(log.len(), 2, "max_tries 2: {}", show(&log));
-    // The retry asked for the bytes still missing, not the whole file again.
-    assert_eq!(
-        log[1].range_start(),
-        Some(body.len() as u64),
-        "{}",
-        show(&log)
-    );
+    // The first attempt brought the 100 KiB that exist, which is progress
+    // and uses up no try; the next two brought nothing (max_tries 2).
+    assert_eq!(log.len(), 3, "max_tries 2: {}", show(&log));
+    // The retries asked for the bytes still missing, not the whole file
+    // again.
+    for retry in &log[1..] {
+        assert_eq!(
+            retry.range_start(),
+            Some(body.len() as u64),
+            "{}",
+            show(&log)
+        );
+    }
     sb.assert_empty();
 }
 

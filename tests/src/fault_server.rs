@@ -115,6 +115,10 @@ pub enum Behaviour {
     /// The file changes after `after` requests: later requests see `body`
     /// (with a new `ETag`).
     ChangeAfter { after: usize, body: Bytes },
+    /// Every range is answered with at most `max` bytes, correctly
+    /// labelled (`206`, `Content-Range: bytes a-(a+max-1)/LEN`, keep-alive):
+    /// a server (or CDN) that caps the size of a range response.
+    ShortRanges { max: u64 },
 }
 
 /// What a path serves: a body, a behaviour, extra response headers.
@@ -871,6 +875,26 @@ fn plan(head: &Head, route: &Route, n: usize) -> Plan {
             }
             p
         }
+        Behaviour::ShortRanges { max } => {
+            let mut p = normal(head, body, route.ranges);
+            let len = body.len() as u64;
+            // A 206 answers the one range of the request.
+            if p.status == 206
+                && let Selection::Part(from, to) = select(head.get("range"), len)
+                && to - from > *max
+            {
+                let to = from + max;
+                p.body = body.slice(from as usize..to as usize);
+                set_header(&mut p, "Content-Length", max.to_string());
+                set_header(
+                    &mut p,
+                    "Content-Range",
+                    format!("bytes {from}-{}/{len}", to - 1),
+                );
+                p.fault = true;
+            }
+            p
+        }
         Behaviour::ChangeAfter { after, body: new } => {
             if n < *after {
                 normal(head, body, route.ranges)
@@ -1088,7 +1112,14 @@ mod tests {
                     .behaviour(Behaviour::LongContentLength { extra: 5, times: 1 }),
             ),
             ("/r", Route::redirect(302, "/a")),
+            (
+                "/short",
+                Route::new(body.clone()).behaviour(Behaviour::ShortRanges { max: 100 }),
+            ),
         ]);
+        let (h, b) = get(&server.url("/short"), "Range: bytes=10-\r\n");
+        assert!(h.contains("Content-Range: bytes 10-109/256"), "{h}");
+        assert_eq!(b, &body[10..110]);
         let (h, b) = get(&server.url("/a"), "Range: bytes=10-19\r\n");
         assert!(h.starts_with("HTTP/1.1 206"), "{h}");
         assert!(h.contains("Content-Range: bytes 10-19/256"), "{h}");

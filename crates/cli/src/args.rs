@@ -38,7 +38,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) max_splits: u32,
 
-    /// Attempts per URL (1: no retry).
+    /// Attempts in a row without progress, per part of a URL (1: no retry).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) max_tries: u32,
 

@@ -88,7 +88,8 @@ pub struct Config {
     pub max_parallel: usize,
     /// Parts of one file fetched at once.
     pub max_splits: usize,
-    /// Attempts per part of a file (1: no retry).
+    /// Attempts in a row that bring no progress, per part of a file (1: no
+    /// retry at all). An attempt that brings new bytes uses up no try.
     pub max_tries: u32,
     /// Never cut a file into parts smaller than this.
     pub min_split_size: u64,
@@ -145,7 +146,7 @@ impl Config {
         max_parallel: usize => max_parallel);
     setter!(/// Parts of one file fetched at once (at least 1).
         max_splits: usize => max_splits);
-    setter!(/// Attempts per part (at least 1).
+    setter!(/// Attempts in a row without progress, per part (at least 1).
         max_tries: u32 => max_tries);
     setter!(/// The smallest part worth a connection of its own.
         min_split_size: u64 => min_split_size);

@@ -561,43 +561,110 @@ impl Batch {
     }
 
     /// Runs `op` until it succeeds, fails for good, or runs out of
-    /// attempts, waiting between attempts.
+    /// attempts, waiting between attempts. `op` brings no bytes of the
+    /// file, so every failure is an attempt without progress.
     async fn attempts<T, F, Fut>(&self, id: Option<ReportId>, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut attempt = 0;
+        let mut tries = Tries::new(self.config.max_tries);
         loop {
-            attempt += 1;
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) => self.before_retry(id, attempt, e).await?,
+                Err(e) => self.before_retry(id, &mut tries, 0, e).await?,
             }
         }
     }
 
-    /// Decides whether failed attempt number `attempt` may be followed by
-    /// another, and waits before it. Returns the error when not.
-    async fn before_retry(&self, id: Option<ReportId>, attempt: u32, error: Error) -> Result<()> {
-        if !error.is_retryable() || attempt >= self.config.max_tries.max(1) {
+    /// Decides whether a failed attempt that brought `gained` new bytes
+    /// may be followed by another (see [`Tries`]), and waits before it.
+    /// Returns the error when not.
+    async fn before_retry(
+        &self,
+        id: Option<ReportId>,
+        tries: &mut Tries,
+        gained: u64,
+        error: Error,
+    ) -> Result<()> {
+        if !error.is_retryable() || !tries.fail(gained) {
             return Err(error);
         }
-        let wait = backoff(
-            self.config.backoff_base,
-            self.config.backoff_max,
-            attempt,
-            error.retry_after(),
-            fastrand::f64(),
-        );
-        tracing::debug!(attempt, ?wait, error = %error.chain(), "retrying");
-        if let Some(id) = id {
-            self.reporter.on_retry(id, attempt, &error);
+        // An attempt that advanced the part is followed at once: the
+        // server is serving, only in pieces (capped ranges, connections
+        // that close every so often).
+        let wait = match tries.misses {
+            0 => error
+                .retry_after()
+                .map_or(Duration::ZERO, |asked| asked.min(MAX_RETRY_AFTER)),
+            misses => backoff(
+                self.config.backoff_base,
+                self.config.backoff_max,
+                misses,
+                error.retry_after(),
+                fastrand::f64(),
+            ),
+        };
+        tracing::debug!(misses = tries.misses, gained, ?wait, error = %error.chain(), "retrying");
+        if let Some(id) = id
+            && tries.misses > 0
+        {
+            self.reporter.on_retry(id, tries.misses, &error);
         }
         tokio::select! {
             () = self.cancel.cancelled() => Err(Error::cancelled()),
             () = tokio::time::sleep(wait) => Ok(()),
         }
+    }
+}
+
+/// A failed attempt that brought fewer new bytes than this made no
+/// progress. Small beside any range a server caps its answers at, large
+/// beside what a server that trickles a few bytes per connection sends.
+const PROGRESS_MIN: u64 = 64 * 1024;
+
+/// The failed attempts of a part (or of a file's first request), and
+/// whether another may follow: `Config::max_tries` counts the attempts in
+/// a row that made no progress (brought less than [`PROGRESS_MIN`] new
+/// bytes), so a part that advances with every attempt finishes. The bound
+/// on a server that alternates a little progress with failures: all
+/// failed attempts together may not outnumber `max_tries` plus one for
+/// each `PROGRESS_MIN` bytes the attempts brought. One try means no retry
+/// at all, progress or not, as it always has.
+#[derive(Debug)]
+struct Tries {
+    max: u32,
+    /// Failed attempts in a row without progress.
+    misses: u32,
+    /// Failed attempts, all told.
+    failed: u64,
+    /// New bytes the attempts brought, all told.
+    gained: u64,
+}
+
+impl Tries {
+    fn new(max_tries: u32) -> Self {
+        Tries {
+            max: max_tries.max(1),
+            misses: 0,
+            failed: 0,
+            gained: 0,
+        }
+    }
+
+    /// Records a failed attempt that brought `gained` new bytes; returns
+    /// whether another attempt may follow.
+    fn fail(&mut self, gained: u64) -> bool {
+        self.failed += 1;
+        self.gained = self.gained.saturating_add(gained);
+        if gained >= PROGRESS_MIN {
+            self.misses = 0;
+        } else {
+            self.misses += 1;
+        }
+        self.max > 1
+            && self.misses < self.max
+            && self.failed <= u64::from(self.max) + self.gained / PROGRESS_MIN
     }
 }
 
@@ -1293,9 +1360,11 @@ impl FileJob {
         span: &SharedSpan,
         mut body: Option<ByteStream>,
     ) -> Result<Filled> {
-        let mut attempt = 0;
+        let mut tries = Tries::new(self.batch.config.max_tries);
+        // The furthest the span got: bytes received again after a restart
+        // from zero (a server without ranges) are no progress.
+        let mut reached = lock(span).pos;
         loop {
-            attempt += 1;
             let taken = lock(span).taken.clone();
             let result = async {
                 let body = match body.take() {
@@ -1327,7 +1396,14 @@ impl FileJob {
                     lock(span).active = false;
                     return Ok(Filled::Left);
                 }
-                Err(e) => self.batch.before_retry(Some(self.id), attempt, e).await?,
+                Err(e) => {
+                    let pos = lock(span).pos;
+                    let gained = pos.saturating_sub(reached);
+                    reached = reached.max(pos);
+                    (self.batch)
+                        .before_retry(Some(self.id), &mut tries, gained, e)
+                        .await?;
+                }
             }
         }
     }
@@ -1573,6 +1649,34 @@ mod tests {
         assert_eq!(plan.last().unwrap().1, 1003);
         assert!(plan.windows(2).all(|w| w[0].1 == w[1].0));
         assert_eq!(plan_parts(Some(100), true, 0, 0), vec![(0, 100)]);
+    }
+
+    #[test]
+    fn attempts_that_advance_use_up_no_try() {
+        const K: u64 = 1024;
+        // Nothing received: max_tries attempts in all.
+        let mut tries = Tries::new(3);
+        assert!(tries.fail(0) && tries.fail(PROGRESS_MIN - 1));
+        assert!(!tries.fail(10));
+        // 256 KiB at a time, forever: never runs out.
+        let mut tries = Tries::new(2);
+        assert!((0..10_000).all(|_| tries.fail(256 * K)));
+        // One try is no retry, progress or not.
+        assert!(!Tries::new(1).fail(256 * K));
+        // Progress resets the count of misses in a row...
+        let mut tries = Tries::new(2);
+        assert!(tries.fail(512 * K) && tries.fail(0) && tries.fail(512 * K) && tries.fail(0));
+        assert!(!tries.fail(0));
+        // ...but a little progress between many misses runs out: failures
+        // may not outnumber max_tries plus one per PROGRESS_MIN received.
+        let mut tries = Tries::new(5);
+        let mut attempts = 0;
+        while tries.fail(if attempts % 4 == 0 { PROGRESS_MIN } else { 0 }) {
+            attempts += 1;
+            assert!(attempts < 100, "never ran out");
+        }
+        // Zero tries means one.
+        assert!(!Tries::new(0).fail(0));
     }
 
     #[test]
