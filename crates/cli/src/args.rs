@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use pymatris_core::camino::Utf8PathBuf;
-use pymatris_core::{Config, Request};
+use pymatris_core::{Config, ErrorKind, Request, Url, redact_url_str};
 
 /// pymatris: parallel downloads over HTTP(S), FTP and SFTP.
 ///
@@ -18,7 +18,14 @@ use pymatris_core::{Config, Request};
 /// URL succeeded, 1 when any failed, 2 for a usage error, 130 on Ctrl-C,
 /// 143 on SIGTERM, 129 on SIGHUP.
 #[derive(Debug, Parser)]
-#[command(name = "pymatris", version, max_term_width = 100)]
+#[command(
+    name = "pymatris",
+    version,
+    max_term_width = 100,
+    // `--timeouts -1` is then a bad value of --timeouts, named as such,
+    // rather than an unknown flag `-1`.
+    allow_negative_numbers = true
+)]
 pub(crate) struct Args {
     /// URLs of the files to download.
     #[arg(value_name = "URLS")]
@@ -26,7 +33,9 @@ pub(crate) struct Args {
 
     /// Read URLs from FILE, one a line (`-` for standard input). Blank lines
     /// and lines starting with `#` are skipped; a second column
-    /// `sha256=HEX` (or a bare 64-digit hex) gives the file's checksum.
+    /// `sha256=HEX` (or a bare 64-digit hex) gives the file's checksum. A
+    /// malformed line fails alone (reported with its line number); a list
+    /// with no URL is nothing to do.
     #[arg(short = 'i', long, value_name = "FILE")]
     pub(crate) input_file: Option<String>,
 
@@ -44,8 +53,8 @@ pub(crate) struct Args {
 
     /// An attempt fails when no byte arrives for SECS seconds; also bounds
     /// connecting and handshakes.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub(crate) timeouts: f64,
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_timeout, allow_hyphen_values = true)]
+    pub(crate) timeouts: Duration,
 
     /// Directory to save files in (created if missing).
     #[arg(long, default_value = ".", value_name = "DIR")]
@@ -73,7 +82,7 @@ pub(crate) struct Args {
     pub(crate) verbose: bool,
 
     /// Never cut a file into parts smaller than SIZE (e.g. 512K, 4M, 1G).
-    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_split_size, allow_hyphen_values = true)]
     pub(crate) min_split_size: u64,
 
     /// Verify the downloaded file: `sha256=HEX` (one URL only; use a column
@@ -102,7 +111,7 @@ pub(crate) struct Args {
     pub(crate) json: bool,
 
     /// Overall bandwidth cap, bytes per second (e.g. 500K, 50M).
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, allow_hyphen_values = true)]
     pub(crate) max_speed: Option<u64>,
 
     /// Connections to one host at once, all files together.
@@ -147,6 +156,14 @@ pub(crate) struct Args {
 pub(crate) struct Plan {
     pub(crate) config: Config,
     pub(crate) requests: Vec<Request>,
+    /// For each request, its URL as results show it and the line of the
+    /// input file it came from (`None`: the command line).
+    pub(crate) origins: Vec<(String, Option<usize>)>,
+    /// Lines of the input file that are not a download, each to be
+    /// reported as a failure of its own.
+    pub(crate) bad_lines: Vec<BadLine>,
+    /// The input file, when it held no URL and nothing else was given.
+    pub(crate) empty_list: Option<String>,
     pub(crate) quiet: bool,
     pub(crate) verbose: bool,
     pub(crate) show_errors: bool,
@@ -156,11 +173,17 @@ pub(crate) struct Plan {
 impl Args {
     /// Checks the flags and builds the settings and the requests.
     pub(crate) fn into_plan(self, stdin: impl Read) -> anyhow::Result<Plan> {
-        if !(self.timeouts.is_finite() && self.timeouts > 0.0) {
-            bail!("--timeouts must be a positive number of seconds");
-        }
-        let mut lines: Vec<(String, Option<String>)> =
-            self.urls.iter().map(|u| (u.clone(), None)).collect();
+        let mut entries: Vec<Entry> = self
+            .urls
+            .iter()
+            .map(|u| Entry {
+                line: None,
+                url: u.clone(),
+                sha256: None,
+            })
+            .collect();
+        let mut bad_lines = Vec::new();
+        let mut empty_list = None;
         if let Some(input) = &self.input_file {
             let reader: Box<dyn BufRead> = if input == "-" {
                 Box::new(BufReader::new(stdin))
@@ -169,18 +192,30 @@ impl Args {
                     .with_context(|| format!("cannot open the input file {input}"))?;
                 Box::new(BufReader::new(file))
             };
-            lines.extend(parse_input(reader).with_context(|| format!("cannot read {input}"))?);
-        }
-        if lines.is_empty() {
+            let lines = parse_input(reader, &pymatris_core::registry::schemes())
+                .with_context(|| format!("cannot read the input file {input}"))?;
+            if lines.is_empty() && entries.is_empty() {
+                empty_list = Some(input.clone());
+            }
+            for line in lines {
+                match line {
+                    Ok(entry) => entries.push(entry),
+                    Err(bad) => bad_lines.push(bad),
+                }
+            }
+        } else if entries.is_empty() {
             bail!("no URLs given (pass URLs as arguments or with --input-file)");
         }
         if let Some(checksum) = &self.checksum {
-            if lines.len() != 1 {
+            if entries.len() + bad_lines.len() != 1 {
                 bail!(
                     "--checksum applies to one URL; for several, give a sha256 column in --input-file"
                 );
             }
-            lines[0].1 = Some(parse_checksum(checksum)?);
+            let sha = parse_checksum(checksum).map_err(|e| anyhow::anyhow!("--checksum: {e}"))?;
+            if let Some(entry) = entries.first_mut() {
+                entry.sha256 = Some(sha);
+            }
         }
         let mut headers = Vec::new();
         for h in &self.headers {
@@ -197,11 +232,11 @@ impl Args {
             .max_parallel(self.max_parallel as usize)
             .max_splits(self.max_splits as usize)
             .max_tries(self.max_tries)
-            .timeout(Duration::from_secs_f64(self.timeouts))
-            .min_split_size(self.min_split_size.max(1))
+            .timeout(self.timeouts)
+            .min_split_size(self.min_split_size)
             .overwrite(self.overwrite)
             .resume(self.resume)
-            .max_speed(self.max_speed.filter(|&r| r > 0))
+            .max_speed(self.max_speed)
             .headers(headers)
             .ca_certs(self.ca_cert.clone())
             .insecure(self.insecure);
@@ -223,19 +258,22 @@ impl Args {
             .identity(self.identity)
             .known_hosts(self.known_hosts)
             .accept_new_host_keys(self.accept_new_host_keys);
-        let requests = lines
-            .into_iter()
-            .map(|(url, sha)| {
-                let req = Request::new(url).dir(self.dir.clone());
-                match sha {
-                    Some(sha) => req.sha256(sha),
-                    None => req,
-                }
-            })
-            .collect();
+        let mut requests = Vec::with_capacity(entries.len());
+        let mut origins = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let req = Request::new(entry.url.clone()).dir(self.dir.clone());
+            requests.push(match entry.sha256 {
+                Some(sha) => req.sha256(sha),
+                None => req,
+            });
+            origins.push((redact_url_str(&entry.url), entry.line));
+        }
         Ok(Plan {
             config,
             requests,
+            origins,
+            bad_lines,
+            empty_list,
             quiet: self.quiet,
             verbose: self.verbose,
             show_errors: self.show_errors,
@@ -251,32 +289,119 @@ fn home_file(name: &str) -> Option<PathBuf> {
         .map(|home| PathBuf::from(home).join(name))
 }
 
-/// `URL [sha256=HEX]` lines; blank lines and `#` comments skipped.
-fn parse_input(reader: impl BufRead) -> anyhow::Result<Vec<(String, Option<String>)>> {
+/// A URL to download, from the command line or a line of the input file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Its line in the input file (from 1).
+    pub(crate) line: Option<usize>,
+    pub(crate) url: String,
+    pub(crate) sha256: Option<String>,
+}
+
+/// A line of the input file that is not a download: it fails on its own,
+/// and the other lines are still downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadLine {
+    /// From 1.
+    pub(crate) line: usize,
+    /// The line's first column, passwords hidden.
+    pub(crate) shown: String,
+    pub(crate) kind: ErrorKind,
+    /// Why it is refused.
+    pub(crate) reason: String,
+}
+
+/// The lines of an input file: `URL [sha256=HEX]`, blank lines and `#`
+/// comments skipped. Each other line is an entry or a [`BadLine`]; only a
+/// failure to read the file is an error.
+///
+/// `schemes` are the URL schemes this build downloads: a line with another
+/// one is bad.
+pub(crate) fn parse_input(
+    mut reader: impl BufRead,
+    schemes: &[&str],
+) -> std::io::Result<Vec<Result<Entry, BadLine>>> {
     let mut out = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line?;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+    let mut raw = Vec::new();
+    let mut number = 0;
+    loop {
+        raw.clear();
+        if reader.read_until(b'\n', &mut raw)? == 0 {
+            break;
         }
-        let mut cols = line.split_whitespace();
-        let url = cols.next().unwrap_or_default().to_owned();
-        let sha = match cols.next() {
-            None => None,
-            Some(col) => {
-                Some(parse_checksum(col).with_context(|| format!("line {}: {line:?}", n + 1))?)
-            }
-        };
-        if let Some(extra) = cols.next() {
-            bail!(
-                "line {}: unexpected {extra:?} after the URL and checksum",
-                n + 1
-            );
+        number += 1;
+        if let Some(line) = parse_line(&raw, number, schemes) {
+            out.push(line);
         }
-        out.push((url, sha));
     }
     Ok(out)
+}
+
+/// One line of an input file (see [`parse_input`]); `None` for a blank
+/// line or a comment.
+pub(crate) fn parse_line(
+    raw: &[u8],
+    number: usize,
+    schemes: &[&str],
+) -> Option<Result<Entry, BadLine>> {
+    let text = String::from_utf8_lossy(raw);
+    // A byte-order mark, as some editors write, is not part of the URL.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let line = text.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let mut cols = line.split_whitespace();
+    let url = cols.next().unwrap_or_default();
+    let bad = |kind, reason: String| {
+        Some(Err(BadLine {
+            line: number,
+            shown: redact_url_str(url),
+            kind,
+            reason,
+        }))
+    };
+    if std::str::from_utf8(raw).is_err() {
+        return bad(ErrorKind::InvalidUrl, "not UTF-8 text".to_owned());
+    }
+    let sha256 = match cols.next().map(parse_checksum) {
+        None => None,
+        Some(Ok(sha)) => Some(sha),
+        Some(Err(e)) => {
+            return bad(
+                ErrorKind::InvalidUrl,
+                format!("{e:#}; a space inside a URL is written %20"),
+            );
+        }
+    };
+    if let Some(extra) = cols.next() {
+        return bad(
+            ErrorKind::InvalidUrl,
+            format!(
+                "unexpected {:?} after the URL and checksum; a space inside a URL is written %20",
+                redact_url_str(extra)
+            ),
+        );
+    }
+    match Url::parse(url) {
+        Err(e) => return bad(ErrorKind::InvalidUrl, format!("invalid URL: {e}")),
+        Ok(parsed) if !schemes.contains(&parsed.scheme()) => {
+            return bad(
+                ErrorKind::UnsupportedScheme,
+                format!(
+                    "{}:// is not supported by this build (it supports: {})",
+                    parsed.scheme(),
+                    schemes.join(", ")
+                ),
+            );
+        }
+        Ok(_) => {}
+    }
+    Some(Ok(Entry {
+        line: Some(number),
+        url: url.to_owned(),
+        sha256,
+    }))
 }
 
 /// `sha256=HEX` or a bare 64-digit hex string.
@@ -292,7 +417,8 @@ fn parse_checksum(text: &str) -> anyhow::Result<String> {
     Ok(hex.to_ascii_lowercase())
 }
 
-/// `123`, `512K`, `4M`, `1G` (binary units, as aria2 and curl read them).
+/// `123`, `512K`, `4M`, `1G` (binary units, as aria2 and curl read them);
+/// a fraction of a byte is dropped.
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
@@ -304,14 +430,67 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
         Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let value: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (examples: 1048576, 512K, 4M, 1G)"))?;
-    if !(value.is_finite() && value >= 0.0) {
-        return Err(format!("{text:?} is not a size"));
+    let not_a_size = || format!("{text:?} is not a size (examples: 1048576, 512K, 4M, 1G)");
+    let num = num.trim();
+    // Plain decimals only: `f64` would also read `nan`, `inf` and `1e9`.
+    if num.is_empty()
+        || num.starts_with('.')
+        || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || num.bytes().filter(|&b| b == b'.').count() > 1
+    {
+        return Err(not_a_size());
     }
-    Ok((value * mult as f64) as u64)
+    let value: f64 = num.parse().map_err(|_| not_a_size())?;
+    let bytes = value * mult as f64;
+    // 2^64 is the first value beyond u64; casting would saturate silently.
+    if !(bytes.is_finite() && bytes < 18_446_744_073_709_551_616.0) {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The largest `--min-split-size`: beyond it, no file is ever split
+/// anyway, and twice the size still fits in a `u64`.
+const MAX_SPLIT_SIZE: u64 = 1 << 50;
+
+/// `--min-split-size`: a size of at least one byte.
+fn parse_split_size(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("must be at least 1 byte".to_owned()),
+        n if n > MAX_SPLIT_SIZE => Err("must be at most 1024T".to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// `--max-speed`: at least one byte per second. Zero (or a fraction of a
+/// byte) is refused rather than read as "no cap": leave the flag out for
+/// that.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    match parse_size(text)? {
+        0 => Err("must be at least 1 byte per second (leave it out for no cap)".to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// The shortest and longest `--timeouts`: below a millisecond no
+/// connection could ever be made, and beyond a week the timers of the
+/// runtime would be the limit rather than the user.
+const MIN_TIMEOUT_SECS: f64 = 0.001;
+const MAX_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// `--timeouts`: seconds, from a millisecond to a week.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let secs: f64 = t
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    // NaN is in no range, so it is refused here too.
+    if !(MIN_TIMEOUT_SECS..=MAX_TIMEOUT_SECS).contains(&secs) {
+        return Err(format!(
+            "must be between {MIN_TIMEOUT_SECS} and {MAX_TIMEOUT_SECS} seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -327,26 +506,81 @@ mod tests {
         assert_eq!(parse_size("100"), Ok(100));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("-1M").is_err());
+        assert!(parse_size("1e3").is_err());
+        assert!(parse_size(".5K").is_err());
+        assert!(parse_size("1..5K").is_err());
+    }
+
+    const SCHEMES: [&str; 2] = ["http", "https"];
+
+    fn entry(line: usize, url: &str, sha256: Option<&str>) -> Result<Entry, BadLine> {
+        Ok(Entry {
+            line: Some(line),
+            url: url.to_owned(),
+            sha256: sha256.map(str::to_owned),
+        })
     }
 
     #[test]
     fn input_files_skip_comments_and_read_checksums() {
         let hex = "ab".repeat(32);
         let text = format!(
-            "# list\n\nhttp://a/x\n  http://a/y sha256={hex}\nhttp://a/z {}\n",
+            "\u{feff}# list\n\nhttp://a/x\r\n  http://a/y sha256={hex}\nhttp://a/z {}",
             hex.to_uppercase()
         );
-        let got = parse_input(text.as_bytes()).unwrap();
+        let got = parse_input(text.as_bytes(), &SCHEMES).unwrap();
         assert_eq!(
             got,
             vec![
-                ("http://a/x".to_owned(), None),
-                ("http://a/y".to_owned(), Some(hex.clone())),
-                ("http://a/z".to_owned(), Some(hex)),
+                entry(3, "http://a/x", None),
+                entry(4, "http://a/y", Some(&hex)),
+                entry(5, "http://a/z", Some(&hex)),
             ]
         );
-        assert!(parse_input("http://a/x md5=00".as_bytes()).is_err());
-        assert!(parse_input("http://a/x 1234".as_bytes()).is_err());
+    }
+
+    /// Each bad line is a failure of its own, with its number; the lines
+    /// around it are still read.
+    #[test]
+    fn bad_lines_fail_alone() {
+        let text = b"http://a/x md5=00\nhttp://a/a b.bin\nhttp://a/x 1234\ngopher://a/x\nhttp://[::1/x\nhttp://a/\xff\nhttp://u:pw@a/x y z\nhttp://a/ok\n";
+        let got = parse_input(&text[..], &SCHEMES).unwrap();
+        assert_eq!(got.len(), 8);
+        for (i, line) in got.iter().take(7).enumerate() {
+            let bad = line.as_ref().unwrap_err();
+            assert_eq!(bad.line, i + 1, "{bad:?}");
+            assert!(!bad.shown.contains("pw"), "{bad:?}");
+            assert!(!bad.reason.contains("pw"), "{bad:?}");
+        }
+        assert_eq!(
+            got[3].as_ref().unwrap_err().kind,
+            ErrorKind::UnsupportedScheme
+        );
+        assert_eq!(got[7], entry(8, "http://a/ok", None));
+        assert!(
+            parse_input(&b"# only\n\n  \n"[..], &SCHEMES)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn numeric_flags_are_checked() {
+        for bad in ["0", "-1", "nan", "inf", "1e20", "0.0001", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("60"), Ok(Duration::from_secs(60)));
+        for bad in ["0", "0.5", "-1", "nan", "inf", "1e30", "99999999T"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+            assert!(parse_split_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_rate("1"), Ok(1));
+        assert_eq!(parse_split_size("0.5K"), Ok(512));
+        assert!(parse_split_size("1025T").is_err());
+        assert_eq!(parse_size("16383P").ok(), None);
+        assert_eq!(parse_size("16777215T"), Ok(16_777_215 << 40));
+        assert!(parse_size("16777216T").is_err());
     }
 
     #[test]
@@ -364,8 +598,91 @@ mod tests {
         assert_eq!(plan.requests.len(), 2);
         let args = Args::try_parse_from(["pymatris"]).unwrap();
         assert!(args.into_plan(&b""[..]).is_err());
+        let args = Args::try_parse_from(["pymatris", "-i", "-"]).unwrap();
+        let plan = args.into_plan(&b"# nothing\n"[..]).unwrap();
+        assert!(plan.requests.is_empty());
+        assert_eq!(plan.empty_list.as_deref(), Some("-"));
+        let args = Args::try_parse_from(["pymatris", "-i", "-"]).unwrap();
+        let plan = args.into_plan(&b"http://h/a\nhttp://h/ b\n"[..]).unwrap();
+        assert_eq!(plan.requests.len(), 1);
+        assert_eq!(plan.origins, [("http://h/a".to_owned(), Some(1))]);
+        assert_eq!(plan.bad_lines.len(), 1);
         let args = Args::try_parse_from(["pymatris", "-H", "nocolon", "http://h/a"]).unwrap();
         assert!(args.into_plan(&b""[..]).is_err());
         assert!(Args::try_parse_from(["pymatris", "--max-tries", "0", "http://h/a"]).is_err());
+    }
+}
+
+/// Property tests of the input-list parser: any bytes at all.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SCHEMES: [&str; 3] = ["ftp", "http", "https"];
+
+    proptest! {
+        /// No input panics; every line read is an entry or a bad line with
+        /// its own number, in order, and no line is reported twice.
+        #[test]
+        fn any_bytes_parse_without_panic(raw in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let got = parse_input(&raw[..], &SCHEMES).unwrap();
+            let numbers: Vec<usize> = got
+                .iter()
+                .map(|l| match l {
+                    Ok(e) => e.line.unwrap(),
+                    Err(b) => b.line,
+                })
+                .collect();
+            let lines = raw.split(|&b| b == b'\n').count();
+            prop_assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(numbers.iter().all(|&n| n >= 1 && n <= lines));
+            for entry in got.iter().flatten() {
+                // What is accepted is a URL of a known scheme, with no space.
+                let url = Url::parse(&entry.url).unwrap();
+                prop_assert!(SCHEMES.contains(&url.scheme()));
+                prop_assert!(!entry.url.contains(char::is_whitespace));
+            }
+        }
+
+        /// A list written from URLs and checksums reads back as written,
+        /// whatever blank lines, comments and spacing surround them.
+        #[test]
+        fn written_lists_read_back(
+            items in proptest::collection::vec(
+                ("(http|https|ftp)://[a-z]{1,8}(:[0-9]{1,4})?/[a-zA-Z0-9._%~-]{0,12}", proptest::option::of("[0-9a-f]{64}"), "[ \t]{0,3}", "(#[^\n]*)?"),
+                0..8,
+            ),
+        ) {
+            let mut text = String::new();
+            let mut expected = Vec::new();
+            let mut line = 0;
+            for (url, sha, pad, comment) in &items {
+                if !comment.is_empty() {
+                    text.push_str(comment);
+                    text.push('\n');
+                    line += 1;
+                }
+                line += 1;
+                match sha {
+                    Some(sha) => text.push_str(&format!("{pad}{url}{pad} sha256={sha}{pad}\n")),
+                    None => text.push_str(&format!("{pad}{url}\r\n")),
+                }
+                expected.push(Ok(Entry { line: Some(line), url: url.clone(), sha256: sha.clone() }));
+            }
+            prop_assert_eq!(parse_input(text.as_bytes(), &SCHEMES).unwrap(), expected);
+        }
+
+        /// Sizes never panic and never wrap: a value read is what the text
+        /// says, to within the rounding of a float.
+        #[test]
+        fn sizes_never_wrap(text in "[0-9.]{0,25}[kKmMgGtT]?[iI]?[bB]?") {
+            if let Ok(n) = parse_size(&text) {
+                let digits: String = text.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                let value: f64 = digits.parse().unwrap();
+                prop_assert!(value * 1.1e12 + 1.0 >= n as f64);
+            }
+        }
     }
 }

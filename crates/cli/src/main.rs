@@ -40,9 +40,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use pymatris_core::{Downloader, ErrorKind, Results};
+use pymatris_core::{Downloader, ErrorKind, Failed, Results};
 
-use crate::args::{Args, Plan};
+use crate::args::{Args, BadLine, Plan};
 use crate::progress::Bars;
 
 fn main() -> ExitCode {
@@ -99,6 +99,10 @@ fn runtime(from_env: bool) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn run(plan: Plan) -> ExitCode {
+    if let Some(list) = &plan.empty_list {
+        // Even with --quiet: a list that lost its lines is worth a word.
+        err!("pymatris: no URL in {list}: nothing to do");
+    }
     let total = plan.requests.len();
     // Bars and logs would interleave, and bars on a pipe are noise.
     let show_bars = !plan.quiet && !plan.verbose && std::io::stderr().is_terminal();
@@ -126,12 +130,14 @@ async fn run(plan: Plan) -> ExitCode {
         });
     }
     let started = std::time::Instant::now();
-    let results = downloader.download().await;
+    let mut results = downloader.download().await;
     if let Some(bars) = &bars {
         bars.finish();
     }
+    let lines = add_bad_lines(&mut results, &plan.origins, plan.bad_lines);
     report(
         &results,
+        &lines,
         plan.json,
         plan.show_errors,
         plan.quiet,
@@ -207,15 +213,61 @@ impl StopSignals {
     }
 }
 
+/// Adds the input file's bad lines to the failures, and returns the line
+/// of the input file each failure comes from (`None`: the command line).
+///
+/// Results keep the order of the requests, so the failed ones are found
+/// among `origins` (each request's URL as results show it, and its line)
+/// in one pass.
+fn add_bad_lines(
+    results: &mut Results,
+    origins: &[(String, Option<usize>)],
+    bad_lines: Vec<BadLine>,
+) -> Vec<Option<usize>> {
+    let mut lines = Vec::with_capacity(results.errors.len() + bad_lines.len());
+    let mut next = origins.iter();
+    for failed in &results.errors {
+        let line = next
+            .by_ref()
+            .find(|(url, _)| *url == failed.url)
+            .and_then(|(_, line)| *line);
+        lines.push(line);
+    }
+    for bad in bad_lines {
+        lines.push(Some(bad.line));
+        results.errors.push(Failed {
+            filepath_partial: Default::default(),
+            url: bad.shown,
+            error: pymatris_core::Error::new(bad.kind, bad.reason).retryable(false),
+        });
+    }
+    lines
+}
+
+/// `results` as JSON, each failure that comes from the input file with its
+/// `line`.
+fn results_json(results: &Results, lines: &[Option<usize>]) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(results)?;
+    if let Some(errors) = value.get_mut("errors").and_then(|e| e.as_array_mut()) {
+        for (error, line) in errors.iter_mut().zip(lines) {
+            if let (Some(error), Some(line)) = (error.as_object_mut(), line) {
+                error.insert("line".to_owned(), (*line).into());
+            }
+        }
+    }
+    serde_json::to_string_pretty(&value)
+}
+
 fn report(
     results: &Results,
+    lines: &[Option<usize>],
     json: bool,
     show_errors: bool,
     quiet: bool,
     elapsed: std::time::Duration,
 ) {
     if json {
-        match serde_json::to_string_pretty(results) {
+        match results_json(results, lines) {
             Ok(text) => out!("{text}"),
             Err(e) => err!("pymatris: cannot write JSON: {e}"),
         }
@@ -235,7 +287,8 @@ fn report(
     let failed: Vec<_> = results
         .errors
         .iter()
-        .filter(|e| e.error.kind() != ErrorKind::Cancelled || show_errors)
+        .zip(lines.iter().copied().chain(std::iter::repeat(None)))
+        .filter(|(e, _)| e.error.kind() != ErrorKind::Cancelled || show_errors)
         .collect();
     let cancelled = results.errors.len() - failed.len();
     if !results.errors.is_empty() {
@@ -244,13 +297,16 @@ fn report(
             results.errors.len(),
             results.errors.len() + results.success.len()
         );
-        for e in failed {
+        for (e, line) in failed {
             let text = if show_errors {
                 e.error.chain()
             } else {
                 e.error.to_string()
             };
-            err!("  {}: {}", e.url, text);
+            match line {
+                Some(n) => err!("  line {n}: {}: {}", e.url, text),
+                None => err!("  {}: {}", e.url, text),
+            }
         }
         if cancelled > 0 {
             err!("  {cancelled} cancelled by the user.");

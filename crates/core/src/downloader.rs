@@ -1183,7 +1183,7 @@ impl FileJob {
         let min = self.batch.config.min_split_size.max(1);
         !self.single.load(Ordering::SeqCst)
             && self.batch.config.max_splits > 1
-            && self.size.is_some_and(|size| size >= 2 * min)
+            && self.size.is_some_and(|size| size >= min.saturating_mul(2))
     }
 
     /// Adds workers while the batch has connections to spare (at the end
