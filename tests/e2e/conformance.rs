@@ -1,61 +1,121 @@
-//! The cases every protocol must pass alike, run over the same files on
-//! nginx (HTTP and HTTPS), vsftpd (FTP) and OpenSSH's sshd (SFTP), all
-//! started together by the harness: whole files, parts, a zero-byte file,
-//! a missing file, bad credentials, many small files, and a resume that
-//! fetches only what is missing.
+//! The cases every protocol must pass alike, as one set of cases run
+//! against every (protocol, server) pair the harness can start: nginx and
+//! lighttpd (HTTP, HTTPS), vsftpd and pyftpdlib (FTP, explicit FTPS) and
+//! OpenSSH's sshd (SFTP), all serving the same files: whole files, parts, a
+//! zero-byte file, UTF-8 names, a missing file, bad credentials, many small
+//! files, trust, and a resume that fetches only what is missing and costs
+//! the server not much more than that.
 
+use std::fmt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use pymatris_harness::{Servers, Which};
+use pymatris_harness::{PyftpdlibOptions, Server, Servers, Which};
 use pymatris_tests::{list_dir, pymatris_bin, random_bytes};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proto {
     Http,
     Https,
     Ftp,
+    /// Explicit FTPS: `ftp://` with `--ftp-tls`.
+    Ftps,
     Sftp,
 }
 
-const ALL: [Proto; 4] = [Proto::Http, Proto::Https, Proto::Ftp, Proto::Sftp];
+/// One (server, protocol) pair of the suite.
+#[derive(Debug, Clone, Copy)]
+struct Endpoint {
+    server: Server,
+    proto: Proto,
+}
 
-impl Proto {
-    fn url(self, servers: &Servers, rel: &str) -> String {
-        match self {
-            Proto::Http => servers.http_url(rel),
-            Proto::Https => servers.https_url(rel),
-            Proto::Ftp => servers.ftp_url(rel),
-            Proto::Sftp => servers.sftp_url(rel),
+const fn ep(server: Server, proto: Proto) -> Endpoint {
+    Endpoint { server, proto }
+}
+
+const ALL: [Endpoint; 9] = [
+    ep(Server::Nginx, Proto::Http),
+    ep(Server::Nginx, Proto::Https),
+    ep(Server::Lighttpd, Proto::Http),
+    ep(Server::Lighttpd, Proto::Https),
+    ep(Server::Vsftpd, Proto::Ftp),
+    ep(Server::Vsftpd, Proto::Ftps),
+    ep(Server::Pyftpdlib, Proto::Ftp),
+    ep(Server::Pyftpdlib, Proto::Ftps),
+    ep(Server::Sshd, Proto::Sftp),
+];
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {:?}", self.server, self.proto)
+    }
+}
+
+impl Endpoint {
+    fn url(self, s: &Servers, rel: &str) -> String {
+        match (self.server, self.proto) {
+            (Server::Nginx, Proto::Http) => s.http_url(rel),
+            (Server::Nginx, Proto::Https) => s.https_url(rel),
+            (Server::Lighttpd, Proto::Http) => s.lighttpd_http_url(rel),
+            (Server::Lighttpd, Proto::Https) => s.lighttpd_https_url(rel),
+            (Server::Vsftpd, Proto::Ftp | Proto::Ftps) => s.ftp_url(rel),
+            (Server::Pyftpdlib, Proto::Ftp | Proto::Ftps) => s.pyftpdlib_url(rel),
+            (Server::Sshd, Proto::Sftp) => s.sftp_url(rel),
+            _ => unreachable!("{self} is not in the suite"),
         }
+    }
+
+    /// The flags this endpoint needs besides trust.
+    fn args(self) -> &'static [&'static str] {
+        match self.proto {
+            Proto::Ftps => &["--ftp-tls"],
+            _ => &[],
+        }
+    }
+
+    /// Whether a login with a password is part of the URL.
+    fn has_password(self) -> bool {
+        matches!(self.proto, Proto::Ftp | Proto::Ftps | Proto::Sftp)
     }
 }
 
 fn servers() -> Servers {
-    Servers::start(Which::all()).expect("start nginx, vsftpd and sshd (see .ci/run)")
+    Servers::start(Which::all())
+        .and_then(|s| s.with_lighttpd())
+        .and_then(|s| s.with_pyftpdlib(PyftpdlibOptions::default()))
+        .expect("start every server of the suite (see .ci/run)")
 }
 
 /// `pymatris --json` with what every protocol needs to trust the servers,
 /// an empty HOME and no ssh-agent.
-fn pymatris(servers: &Servers, home: &Path, args: &[&str]) -> (Output, Value) {
-    let out = Command::new(pymatris_bin())
-        .arg("--json")
-        .arg("--ca-cert")
+fn pymatris(servers: &Servers, home: &Path, e: Endpoint, args: &[&str]) -> (Output, Value) {
+    let mut cmd = Command::new(pymatris_bin());
+    cmd.arg("--ca-cert")
         .arg(servers.ca_cert())
         .arg("--identity")
         .arg(servers.ssh_client_key())
         .arg("--known-hosts")
-        .arg(servers.ssh_known_hosts())
+        .arg(servers.ssh_known_hosts());
+    run(cmd, home, e, args)
+}
+
+/// `pymatris --json` as `cmd` starts it, for `e`, with an empty HOME and no
+/// ssh-agent.
+fn run(mut cmd: Command, home: &Path, e: Endpoint, args: &[&str]) -> (Output, Value) {
+    let out = cmd
+        .arg("--json")
+        .args(e.args())
         .args(args)
         .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
         .stdin(Stdio::null())
         .output()
         .expect("run pymatris");
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
         panic!(
-            "--json: {e}; stderr: {}",
+            "{e}: --json: {err}; stderr: {}",
             String::from_utf8_lossy(&out.stderr)
         )
     });
@@ -71,20 +131,33 @@ fn error_kinds(json: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Percent-encodes every byte of `rel` but unreserved ones and `/`.
+fn encode(rel: &str) -> String {
+    let mut out = String::new();
+    for b in rel.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[test]
-fn whole_files_parts_and_empty_files_on_every_protocol() {
+fn whole_files_parts_and_empty_files_on_every_server() {
     let servers = servers();
     let big = random_bytes(3 << 20, 21);
     let small = random_bytes(1000, 22);
     servers.write_file("c/big.bin", &big);
     servers.write_file("c/small.bin", &small);
     servers.write_file("c/empty.bin", b"");
-    for proto in ALL {
+    for e in ALL {
         let home = tempfile::tempdir().unwrap();
         let out = home.path().join("out");
         let urls: Vec<String> = ["c/big.bin", "c/small.bin", "c/empty.bin"]
             .iter()
-            .map(|r| proto.url(&servers, r))
+            .map(|r| e.url(&servers, r))
             .collect();
         let mut args = vec![
             "--dir",
@@ -95,44 +168,59 @@ fn whole_files_parts_and_empty_files_on_every_protocol() {
             "512K",
         ];
         args.extend(urls.iter().map(String::as_str));
-        let (run, json) = pymatris(&servers, home.path(), &args);
-        assert_eq!(run.status.code(), Some(0), "{proto:?}: {json:#}");
-        assert_eq!(
-            list_dir(&out),
-            ["big.bin", "empty.bin", "small.bin"],
-            "{proto:?}"
-        );
+        let (run, json) = pymatris(&servers, home.path(), e, &args);
+        assert_eq!(run.status.code(), Some(0), "{e}: {json:#}");
+        assert_eq!(list_dir(&out), ["big.bin", "empty.bin", "small.bin"], "{e}");
         assert!(
             std::fs::read(out.join("big.bin")).unwrap() == big,
-            "{proto:?}: big.bin differs"
+            "{e}: big.bin differs"
         );
-        assert_eq!(
-            std::fs::read(out.join("small.bin")).unwrap(),
-            small,
-            "{proto:?}"
-        );
+        assert_eq!(std::fs::read(out.join("small.bin")).unwrap(), small, "{e}");
         assert!(
             std::fs::read(out.join("empty.bin")).unwrap().is_empty(),
-            "{proto:?}"
+            "{e}"
         );
     }
 }
 
 #[test]
-fn a_missing_file_is_not_found_on_every_protocol() {
+fn utf8_names_on_every_server() {
     let servers = servers();
-    for proto in ALL {
+    let name = "Grüße, 世界 ✓.bin";
+    let bytes = random_bytes(70_000, 23);
+    servers.write_file(&format!("c/ütf/{name}"), &bytes);
+    for e in ALL {
         let home = tempfile::tempdir().unwrap();
         let out = home.path().join("out");
-        let url = proto.url(&servers, "c/no-such-file.bin");
+        let url = e.url(&servers, &encode(&format!("c/ütf/{name}")));
         let (run, json) = pymatris(
             &servers,
             home.path(),
+            e,
             &["--dir", out.to_str().unwrap(), &url],
         );
-        assert_eq!(run.status.code(), Some(1), "{proto:?}");
-        assert_eq!(error_kinds(&json), ["NotFound"], "{proto:?}: {json:#}");
-        assert!(list_dir(&out).is_empty(), "{proto:?}: {:?}", list_dir(&out));
+        assert_eq!(run.status.code(), Some(0), "{e}: {json:#}");
+        assert_eq!(list_dir(&out), [name], "{e}");
+        assert!(std::fs::read(out.join(name)).unwrap() == bytes, "{e}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_not_found_on_every_server() {
+    let servers = servers();
+    for e in ALL {
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let url = e.url(&servers, "c/no-such-file.bin");
+        let (run, json) = pymatris(
+            &servers,
+            home.path(),
+            e,
+            &["--dir", out.to_str().unwrap(), &url],
+        );
+        assert_eq!(run.status.code(), Some(1), "{e}");
+        assert_eq!(error_kinds(&json), ["NotFound"], "{e}: {json:#}");
+        assert!(list_dir(&out).is_empty(), "{e}: {:?}", list_dir(&out));
     }
 }
 
@@ -140,49 +228,71 @@ fn a_missing_file_is_not_found_on_every_protocol() {
 fn bad_credentials_fail_as_auth_and_never_show() {
     let servers = servers();
     servers.write_file("c/secret.bin", b"x");
-    let bad = |url: String, user: &str, pass: &str| {
-        url.replacen(&format!("{user}@"), &format!("{user}:{pass}@"), 1)
-    };
     let (ftp_user, ftp_pass) = servers.ftp_user();
-    let ftp = servers
-        .ftp_url("c/secret.bin")
-        .replace(&format!(":{ftp_pass}@"), ":wrong-pw-123@");
-    let sftp = bad(
-        servers.sftp_url("c/secret.bin"),
-        servers.sftp_user(),
-        "wrong-pw-123",
-    );
-    assert!(
-        ftp.contains("wrong-pw-123") && ftp.contains(ftp_user) && sftp.contains("wrong-pw-123")
-    );
-    for url in [ftp, sftp] {
+    for e in ALL.into_iter().filter(|e| e.has_password()) {
+        let good = e.url(&servers, "c/secret.bin");
+        let url = if e.proto == Proto::Sftp {
+            let user = servers.sftp_user();
+            good.replacen(&format!("{user}@"), &format!("{user}:wrong-pw-123@"), 1)
+        } else {
+            good.replacen(
+                &format!("{ftp_user}:{ftp_pass}@"),
+                &format!("{ftp_user}:wrong-pw-123@"),
+                1,
+            )
+        };
+        assert!(url.contains("wrong-pw-123"), "{url}");
         let home = tempfile::tempdir().unwrap();
         let out = home.path().join("out");
         // Only the password may log in: the key of the harness is not given.
-        let run = Command::new(pymatris_bin())
-            .args(["--json", "--max-tries", "3", "--known-hosts"])
-            .arg(servers.ssh_known_hosts())
-            .args(["--dir", out.to_str().unwrap(), &url])
-            .env("HOME", home.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let json: Value = serde_json::from_slice(&run.stdout).unwrap();
-        assert_eq!(run.status.code(), Some(1), "{url}");
-        assert_eq!(error_kinds(&json), ["Auth"], "{json:#}");
-        assert_eq!(json["errors"][0]["retryable"], false);
+        let mut cmd = Command::new(pymatris_bin());
+        cmd.args(["--max-tries", "3", "--ca-cert"])
+            .arg(servers.ca_cert())
+            .arg("--known-hosts")
+            .arg(servers.ssh_known_hosts());
+        let (run, json) = run(cmd, home.path(), e, &["--dir", out.to_str().unwrap(), &url]);
+        assert_eq!(run.status.code(), Some(1), "{e}");
+        assert_eq!(error_kinds(&json), ["Auth"], "{e}: {json:#}");
+        assert_eq!(json["errors"][0]["retryable"], false, "{e}");
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&run.stdout),
             String::from_utf8_lossy(&run.stderr)
         );
-        assert!(!all.contains("wrong-pw-123"), "the password leaked: {all}");
+        assert!(
+            !all.contains("wrong-pw-123"),
+            "{e}: the password leaked: {all}"
+        );
+    }
+}
+
+/// Without `--ca-cert` the test CA is not trusted, and without
+/// `--known-hosts` (and an empty HOME) neither is the SSH host key: every
+/// endpoint that authenticates its server refuses it.
+#[test]
+fn an_untrusted_server_is_refused_on_every_server() {
+    let servers = servers();
+    servers.write_file("c/trust.bin", b"t");
+    for e in ALL {
+        let expected = match e.proto {
+            Proto::Http | Proto::Ftp => continue,
+            Proto::Https | Proto::Ftps => "Tls",
+            Proto::Sftp => "HostKey",
+        };
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let mut cmd = Command::new(pymatris_bin());
+        cmd.arg("--identity").arg(servers.ssh_client_key());
+        let url = e.url(&servers, "c/trust.bin");
+        let (run, json) = run(cmd, home.path(), e, &["--dir", out.to_str().unwrap(), &url]);
+        assert_eq!(run.status.code(), Some(1), "{e}: {json:#}");
+        assert_eq!(error_kinds(&json), [expected], "{e}: {json:#}");
+        assert!(list_dir(&out).is_empty(), "{e}: {:?}", list_dir(&out));
     }
 }
 
 #[test]
-fn many_small_files_on_every_protocol() {
+fn many_small_files_on_every_server() {
     let servers = servers();
     let files: Vec<(String, Vec<u8>)> = (0..60)
         .map(|i| {
@@ -195,73 +305,149 @@ fn many_small_files_on_every_protocol() {
     for (rel, bytes) in &files {
         servers.write_file(rel, bytes);
     }
-    for proto in ALL {
+    for e in ALL {
         let home = tempfile::tempdir().unwrap();
         let out = home.path().join("out");
-        let urls: Vec<String> = files
-            .iter()
-            .map(|(rel, _)| proto.url(&servers, rel))
-            .collect();
+        let urls: Vec<String> = files.iter().map(|(rel, _)| e.url(&servers, rel)).collect();
         let mut args = vec!["--dir", out.to_str().unwrap(), "--max-parallel", "8"];
         args.extend(urls.iter().map(String::as_str));
-        let (run, json) = pymatris(&servers, home.path(), &args);
-        assert_eq!(run.status.code(), Some(0), "{proto:?}: {json:#}");
+        let (run, json) = pymatris(&servers, home.path(), e, &args);
+        assert_eq!(run.status.code(), Some(0), "{e}: {json:#}");
         for (rel, bytes) in &files {
             let name = rel.rsplit('/').next().unwrap();
-            assert_eq!(
-                &std::fs::read(out.join(name)).unwrap(),
-                bytes,
-                "{proto:?} {name}"
-            );
+            assert_eq!(&std::fs::read(out.join(name)).unwrap(), bytes, "{e} {name}");
         }
     }
 }
 
-/// A part left by an earlier run is resumed, not fetched again: its first
-/// half is planted as zeros, which a resumed download keeps and a restarted
-/// one would replace.
+/// Parts left half done by an earlier run are resumed, not fetched again.
+///
+/// The state is planted as an interrupted split download leaves it: four
+/// parts, each with its first half on disk. Those halves are zeros, which a
+/// resumed download keeps and a restarted one would replace.
 #[test]
-fn continue_fetches_only_what_is_missing_on_every_protocol() {
+fn continue_fetches_only_what_is_missing_on_every_server() {
+    resume_on_every_server(4 << 20, false);
+}
+
+/// Resuming costs each server not much more than the missing bytes: at most
+/// 1.05 times them plus a little for headers, framing and a handshake. What
+/// a server sent is read from its transfer log (see the harness's
+/// `sent.rs`).
+#[test]
+#[ignore = "fails on main (issue 19.2): split FTP parts read past their end (REST has none), \
+            HTTP's first request has no end, free connections re-request spans still in \
+            flight, and split SFTP downloads cost twice the file"]
+fn resuming_costs_about_the_missing_bytes_on_every_server() {
+    // Headers, framing, an SSH handshake and a little read-ahead per part.
+    const SLACK: u64 = 64 << 10;
+    let costs = resume_on_every_server(16 << 20, true);
+    let costly: Vec<String> = costs
+        .iter()
+        .filter(|c| c.sent > c.missing + c.missing / 20 + SLACK)
+        .map(|c| format!("{c:#?}"))
+        .collect();
+    assert!(
+        costly.is_empty(),
+        "resuming cost more than 1.05 x the missing bytes + {SLACK}:\n{}",
+        costly.join("\n")
+    );
+}
+
+/// What one resumed download cost its server.
+#[derive(Debug)]
+#[allow(dead_code, reason = "read by Debug")]
+struct Cost {
+    endpoint: String,
+    missing: u64,
+    sent: u64,
+    /// The server's log lines about the file.
+    log: Vec<String>,
+}
+
+/// Resumes, on every endpoint, a file of `size` bytes left as four parts
+/// each half done; checks the bytes and, if `measure`, returns what each
+/// server sent.
+fn resume_on_every_server(size: usize, measure: bool) -> Vec<Cost> {
+    const PARTS: usize = 4;
     let servers = servers();
-    let size = 2 << 20;
     let source = random_bytes(size, 31);
-    servers.write_file("c/resume.bin", &source);
-    let half = size / 2;
-    for proto in ALL {
+    let part = size / PARTS;
+    let spans: Vec<[usize; 3]> = (0..PARTS)
+        .map(|i| [i * part, i * part + part / 2, (i + 1) * part])
+        .collect();
+    let missing: u64 = spans.iter().map(|[_, pos, end]| (end - pos) as u64).sum();
+    let mut costs = Vec::new();
+    for (i, e) in ALL.into_iter().enumerate() {
+        // A file of its own per endpoint: the servers' logs are counted by name.
+        let rel = format!("c/resume-{i}.bin");
+        servers.write_file(&rel, &source);
         let home = tempfile::tempdir().unwrap();
         let out = home.path().join("out");
         std::fs::create_dir_all(&out).unwrap();
-        let mut planted = vec![0u8; half];
-        planted.resize(size, 0xAA);
-        std::fs::write(out.join("resume.bin.pymatris-part"), &planted).unwrap();
+        let name = format!("resume-{i}.bin");
+        let mut planted = vec![0xAAu8; size];
+        for &[start, pos, _] in &spans {
+            planted[start..pos].fill(0);
+        }
+        std::fs::write(out.join(format!("{name}.pymatris-part")), &planted).unwrap();
         let state = serde_json::json!({
             "url": "planted by the test",
             "size": size,
             "validator": {"etag": null, "modified": null},
-            "spans": [[0, half, size]],
+            "spans": spans,
         });
         std::fs::write(
-            out.join("resume.bin.pymatris-part.state"),
+            out.join(format!("{name}.pymatris-part.state")),
             state.to_string(),
         )
         .unwrap();
 
-        let url = proto.url(&servers, "c/resume.bin");
+        let url = e.url(&servers, &rel);
+        // sshd counts whole connections, not files: count this run alone.
+        let before = if measure {
+            servers.bytes_sent(e.server, &rel, 0)
+        } else {
+            0
+        };
         let (run, json) = pymatris(
             &servers,
             home.path(),
+            e,
             &["-c", "--dir", out.to_str().unwrap(), &url],
         );
-        assert_eq!(run.status.code(), Some(0), "{proto:?}: {json:#}");
-        assert_eq!(list_dir(&out), ["resume.bin"], "{proto:?}");
-        let got = std::fs::read(out.join("resume.bin")).unwrap();
+        assert_eq!(run.status.code(), Some(0), "{e}: {json:#}");
+        assert_eq!(list_dir(&out), [name.as_str()], "{e}");
+        let got = std::fs::read(out.join(&name)).unwrap();
+        for &[start, pos, end] in &spans {
+            assert!(
+                got[start..pos].iter().all(|&b| b == 0),
+                "{e}: bytes {start}..{pos} were fetched again"
+            );
+            assert!(
+                got[pos..end] == source[pos..end],
+                "{e}: bytes {pos}..{end} are not the remote bytes"
+            );
+        }
+        if !measure {
+            continue;
+        }
+        let sent = servers.bytes_sent(e.server, &rel, before + missing) - before;
         assert!(
-            got[..half].iter().all(|&b| b == 0),
-            "{proto:?}: the first half was fetched again"
+            sent >= missing,
+            "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
         );
-        assert!(
-            got[half..] == source[half..],
-            "{proto:?}: the rest is not the remote bytes"
-        );
+        let log = std::fs::read_to_string(servers.root_dir().join(e.server.log())).unwrap();
+        costs.push(Cost {
+            endpoint: e.to_string(),
+            missing,
+            sent,
+            log: log
+                .lines()
+                .filter(|l| l.contains(&name))
+                .map(str::to_owned)
+                .collect(),
+        });
     }
+    costs
 }

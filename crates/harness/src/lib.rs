@@ -20,6 +20,7 @@ mod nginx;
 mod process;
 mod pyftpdlib;
 pub mod python;
+mod sent;
 mod sshd;
 mod tls;
 mod users;
@@ -36,6 +37,7 @@ use std::thread;
 use anyhow::{Context as _, Result, bail};
 
 pub use pyftpdlib::PyftpdlibOptions;
+pub use sent::Server;
 
 /// Which servers to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +232,25 @@ impl Servers {
         let tls = self.dir.path().join("tls");
         self.lighttpd = Some(lighttpd::start(&dir, &self.data, &tls).context("starting lighttpd")?);
         Ok(self)
+    }
+
+    /// The file bytes `server` has sent of every path ending in `/rel`, as
+    /// its transfer log says (for sshd: the bytes of every SSH connection;
+    /// see `sent.rs`). A server logs a transfer when it ends, so this waits,
+    /// up to 10 s, until the count is at least `at_least` and then unchanged
+    /// for half a second.
+    pub fn bytes_sent(&self, server: Server, rel: &str, at_least: u64) -> u64 {
+        let log = self.dir.path().join(server.log());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut last = server.sum(&log, rel);
+        loop {
+            thread::sleep(std::time::Duration::from_millis(500));
+            let now = server.sum(&log, rel);
+            if (now == last && now >= at_least) || std::time::Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     /// The process id of each running server's main process, by name

@@ -118,7 +118,7 @@ AllowTcpForwarding no
 AllowAgentForwarding no
 PermitTunnel no
 PrintMotd no
-LogLevel INFO
+LogLevel VERBOSE
 "
     )
 }
