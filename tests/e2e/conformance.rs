@@ -1,7 +1,7 @@
 //! The cases every protocol must pass alike, as one set of cases run
 //! against every (protocol, server) pair the harness can start: nginx and
-//! lighttpd (HTTP, HTTPS), vsftpd and pyftpdlib (FTP, explicit FTPS) and
-//! OpenSSH's sshd (SFTP), all serving the same files: whole files, parts, a
+//! lighttpd (HTTP, HTTPS), vsftpd and pyftpdlib (FTP, explicit FTPS),
+//! OpenSSH's sshd and asyncssh (SFTP), all serving the same files: whole files, parts, a
 //! zero-byte file, UTF-8 names, a missing file, bad credentials, many small
 //! files, trust, and a resume that fetches only what is missing and costs
 //! the server not much more than that.
@@ -35,7 +35,7 @@ const fn ep(server: Server, proto: Proto) -> Endpoint {
     Endpoint { server, proto }
 }
 
-const ALL: [Endpoint; 9] = [
+const ALL: [Endpoint; 10] = [
     ep(Server::Nginx, Proto::Http),
     ep(Server::Nginx, Proto::Https),
     ep(Server::Lighttpd, Proto::Http),
@@ -45,6 +45,7 @@ const ALL: [Endpoint; 9] = [
     ep(Server::Pyftpdlib, Proto::Ftp),
     ep(Server::Pyftpdlib, Proto::Ftps),
     ep(Server::Sshd, Proto::Sftp),
+    ep(Server::Asyncssh, Proto::Sftp),
 ];
 
 impl fmt::Display for Endpoint {
@@ -63,6 +64,7 @@ impl Endpoint {
             (Server::Vsftpd, Proto::Ftp | Proto::Ftps) => s.ftp_url(rel),
             (Server::Pyftpdlib, Proto::Ftp | Proto::Ftps) => s.pyftpdlib_url(rel),
             (Server::Sshd, Proto::Sftp) => s.sftp_url(rel),
+            (Server::Asyncssh, Proto::Sftp) => s.asyncssh_url(rel),
             _ => unreachable!("{self} is not in the suite"),
         }
     }
@@ -72,6 +74,15 @@ impl Endpoint {
         match self.proto {
             Proto::Ftps => &["--ftp-tls"],
             _ => &[],
+        }
+    }
+
+    /// The SSH key that logs in, and the known_hosts file that trusts the
+    /// server (each SSH server of the harness has its own).
+    fn ssh_files(self, s: &Servers) -> (&Path, &Path) {
+        match self.server {
+            Server::Asyncssh => (s.asyncssh_client_key(), s.asyncssh_known_hosts()),
+            _ => (s.ssh_client_key(), s.ssh_known_hosts()),
         }
     }
 
@@ -85,19 +96,21 @@ fn servers() -> Servers {
     Servers::start(Which::all())
         .and_then(|s| s.with_lighttpd())
         .and_then(|s| s.with_pyftpdlib(PyftpdlibOptions::default()))
+        .and_then(|s| s.with_asyncssh())
         .expect("start every server of the suite (see .ci/run)")
 }
 
 /// `pymatris --json` with what every protocol needs to trust the servers,
 /// an empty HOME and no ssh-agent.
 fn pymatris(servers: &Servers, home: &Path, e: Endpoint, args: &[&str]) -> (Output, Value) {
+    let (key, known_hosts) = e.ssh_files(servers);
     let mut cmd = Command::new(pymatris_bin());
     cmd.arg("--ca-cert")
         .arg(servers.ca_cert())
         .arg("--identity")
-        .arg(servers.ssh_client_key())
+        .arg(key)
         .arg("--known-hosts")
-        .arg(servers.ssh_known_hosts());
+        .arg(known_hosts);
     run(cmd, home, e, args)
 }
 
@@ -249,7 +262,7 @@ fn bad_credentials_fail_as_auth_and_never_show() {
         cmd.args(["--max-tries", "3", "--ca-cert"])
             .arg(servers.ca_cert())
             .arg("--known-hosts")
-            .arg(servers.ssh_known_hosts());
+            .arg(e.ssh_files(&servers).1);
         let (run, json) = run(cmd, home.path(), e, &["--dir", out.to_str().unwrap(), &url]);
         assert_eq!(run.status.code(), Some(1), "{e}");
         assert_eq!(error_kinds(&json), ["Auth"], "{e}: {json:#}");
@@ -282,7 +295,7 @@ fn an_untrusted_server_is_refused_on_every_server() {
         let home = tempfile::tempdir().unwrap();
         let out = home.path().join("out");
         let mut cmd = Command::new(pymatris_bin());
-        cmd.arg("--identity").arg(servers.ssh_client_key());
+        cmd.arg("--identity").arg(e.ssh_files(&servers).0);
         let url = e.url(&servers, "c/trust.bin");
         let (run, json) = run(cmd, home.path(), e, &["--dir", out.to_str().unwrap(), &url]);
         assert_eq!(run.status.code(), Some(1), "{e}: {json:#}");

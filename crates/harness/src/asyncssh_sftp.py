@@ -84,6 +84,32 @@ class Server(asyncssh.SSHServer):
         log(f"Accepted {self._method} for {self._user} from {self._peer}")
 
 
+class CountingSFTPServer(asyncssh.SFTPServer):
+    """Logs the bytes read of each file as it closes, as OpenSSH's
+    sftp-server does at -l INFO: `close "PATH" bytes read N written 0`
+    (crates/harness/src/sent.rs reads it)."""
+
+    def __init__(self, chan, chroot):
+        super().__init__(chan, chroot=chroot)
+        self._files = {}
+
+    def open(self, path, pflags, attrs):
+        file_obj = super().open(path, pflags, attrs)
+        self._files[id(file_obj)] = [path.decode("utf-8", "replace"), 0]
+        return file_obj
+
+    def read(self, file_obj, offset, size):
+        data = super().read(file_obj, offset, size)
+        if id(file_obj) in self._files:
+            self._files[id(file_obj)][1] += len(data)
+        return data
+
+    def close(self, file_obj):
+        path, sent = self._files.pop(id(file_obj), ["?", 0])
+        log(f'close "{path}" bytes read {sent} written 0')
+        return super().close(file_obj)
+
+
 async def serve(args):
     keys = asyncssh.read_public_key_list(args.authorized_keys)
     await asyncssh.listen(
@@ -91,7 +117,7 @@ async def serve(args):
         port=args.port,
         server_host_keys=[args.host_key],
         server_factory=lambda: Server(args.user, args.password, keys),
-        sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=args.root),
+        sftp_factory=lambda chan: CountingSFTPServer(chan, chroot=args.root),
         allow_scp=False,
         # Tests open many sessions at once.
         backlog=200,

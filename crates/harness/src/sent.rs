@@ -29,6 +29,8 @@ pub enum Server {
     Pyftpdlib,
     /// OpenSSH's sshd (SFTP).
     Sshd,
+    /// asyncssh's SFTP server.
+    Asyncssh,
 }
 
 impl Server {
@@ -41,6 +43,7 @@ impl Server {
             Server::Vsftpd => "vsftpd/vsftpd.log",
             Server::Pyftpdlib => "pyftpdlib/pyftpdlib.log",
             Server::Sshd => "sshd/sshd.log",
+            Server::Asyncssh => "asyncssh/asyncssh.log",
         }
     }
 
@@ -55,6 +58,7 @@ impl Server {
                 Server::Vsftpd => vsftpd(line, &suffix),
                 Server::Pyftpdlib => pyftpdlib(line, &suffix),
                 Server::Sshd => sshd(line),
+                Server::Asyncssh => sftp_close(line, &suffix),
             })
             .sum()
     }
@@ -107,6 +111,18 @@ fn sshd(line: &str) -> Option<u64> {
     rest.split(',').next()?.parse().ok()
 }
 
+/// The harness's asyncssh script, as a file closes: `close "/c/a.bin" bytes
+/// read 1048576 written 0` (the file's bytes, without SSH's framing).
+fn sftp_close(line: &str, suffix: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("close \"")?;
+    let (path, counts) = rest.split_once('"')?;
+    if !path.ends_with(suffix) {
+        return None;
+    }
+    let (_, read) = counts.split_once("bytes read ")?;
+    read.split(' ').next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +164,13 @@ mod tests {
             Some(8413044)
         );
         assert_eq!(sshd("Accepted publickey for pymatris-sftp"), None);
+        assert_eq!(
+            sftp_close(r#"close "/c/a.bin" bytes read 99 written 0"#, s),
+            Some(99)
+        );
+        assert_eq!(
+            sftp_close(r#"close "/c/xa.bin" bytes read 99 written 0"#, s),
+            None
+        );
     }
 }
