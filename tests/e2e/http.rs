@@ -300,3 +300,69 @@ fn max_speed_caps_the_whole_batch() {
         "3 MiB took {took:?} under a 1 MiB/s cap"
     );
 }
+
+/// The headers of the request `server` received for `path`, by name.
+fn header_of(
+    server: &pymatris_tests::fault_server::FaultServer,
+    path: &str,
+    name: &str,
+) -> Vec<String> {
+    server
+        .requests(path)
+        .iter()
+        .flat_map(|r| r.headers.iter())
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+// After a redirect to another origin (here another port), neither the
+// user's -H headers nor the URL's credentials nor a Cookie follow, unless
+// --location-trusted says they may; on the same origin they all do.
+#[test]
+fn secret_headers_stay_with_their_origin_unless_location_trusted() {
+    use pymatris_tests::fault_server::{FaultServer, Route};
+    let body = pymatris_tests::random_bytes(5_000, 41);
+    for trusted in [false, true] {
+        let other = FaultServer::start([("/file.bin", Route::new(body.clone()))]);
+        let origin = FaultServer::start([
+            ("/away", Route::redirect(302, other.url("/file.bin"))),
+            ("/here", Route::redirect(301, "/same.bin")),
+            ("/same.bin", Route::new(body.clone())),
+        ]);
+        let out = tempfile::tempdir().unwrap();
+        let with_user = |url: String| url.replace("http://", "http://bob:s3cret@");
+        let mut args = vec![
+            "--quiet".to_owned(),
+            "--dir".into(),
+            out.path().to_str().unwrap().into(),
+            "-H".into(),
+            "X-Api-Key: k3y-SECRET".into(),
+            "-H".into(),
+            "Cookie: session=c00kie".into(),
+            with_user(origin.url("/away")),
+            with_user(origin.url("/here")),
+        ];
+        if trusted {
+            args.push("--location-trusted".into());
+        }
+        let run = run_pymatris(&args);
+        assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+
+        // The same origin gets everything, trusted or not.
+        assert!(!header_of(&origin, "/same.bin", "x-api-key").is_empty());
+        assert!(!header_of(&origin, "/same.bin", "cookie").is_empty());
+        assert!(!header_of(&origin, "/same.bin", "authorization").is_empty());
+        assert!(!header_of(&origin, "/away", "x-api-key").is_empty());
+
+        for name in ["x-api-key", "cookie", "authorization"] {
+            let seen = header_of(&other, "/file.bin", name);
+            assert!(!other.requests("/file.bin").is_empty());
+            if trusted {
+                assert!(!seen.is_empty(), "--location-trusted: no {name} sent");
+            } else {
+                assert!(seen.is_empty(), "{name} went to another origin: {seen:?}");
+            }
+        }
+    }
+}

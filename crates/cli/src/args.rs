@@ -90,9 +90,16 @@ pub(crate) struct Args {
     #[arg(long, value_name = "sha256=HEX")]
     pub(crate) checksum: Option<String>,
 
-    /// Extra HTTP header, `Name: value` (repeatable).
+    /// Extra HTTP header, `Name: value` (repeatable). Not sent after a
+    /// redirect to another origin (see --location-trusted).
     #[arg(short = 'H', long = "header", value_name = "'K: V'")]
     pub(crate) headers: Vec<String>,
+
+    /// After a redirect to another origin (scheme, host or port), send the
+    /// -H headers and the URL's user and password there too. Without it
+    /// they go only to the origin of the URL given.
+    #[arg(long)]
+    pub(crate) location_trusted: bool,
 
     /// The HTTP User-Agent.
     #[arg(long, value_name = "UA")]
@@ -238,6 +245,7 @@ impl Args {
             .resume(self.resume)
             .max_speed(self.max_speed)
             .headers(headers)
+            .location_trusted(self.location_trusted)
             .ca_certs(self.ca_cert.clone())
             .insecure(self.insecure);
         if let Some(ua) = self.user_agent {

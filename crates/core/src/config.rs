@@ -14,8 +14,13 @@ pub struct ProtocolConfig {
     /// Connections to one host at once, all files together (`None`: no cap
     /// beyond `max_parallel * max_splits`).
     pub max_per_host: Option<usize>,
-    /// Extra HTTP headers, sent with every request.
+    /// Extra HTTP headers, sent with every request to the origin (scheme,
+    /// host and port) of the request's URL, and after a redirect to another
+    /// origin only when `location_trusted`.
     pub headers: Vec<(String, String)>,
+    /// Send the extra headers and the URL's credentials after a redirect to
+    /// another origin too (curl's `--location-trusted`).
+    pub location_trusted: bool,
     /// The HTTP `User-Agent`.
     pub user_agent: String,
     /// Extra CA certificates (PEM files) trusted besides the system roots.
@@ -42,6 +47,7 @@ impl Default for ProtocolConfig {
             timeout: Duration::from_secs(60),
             max_per_host: None,
             headers: Vec::new(),
+            location_trusted: false,
             user_agent: concat!("pymatris/", env!("CARGO_PKG_VERSION")).to_owned(),
             ca_certs: Vec::new(),
             insecure: false,
@@ -64,6 +70,7 @@ impl fmt::Debug for ProtocolConfig {
             .field("timeout", &self.timeout)
             .field("max_per_host", &self.max_per_host)
             .field("headers", &header_names)
+            .field("location_trusted", &self.location_trusted)
             .field("user_agent", &self.user_agent)
             .field("ca_certs", &self.ca_certs)
             .field("insecure", &self.insecure)
@@ -171,6 +178,9 @@ impl Config {
         max_per_host: Option<usize> => protocol.max_per_host);
     setter!(/// Extra HTTP headers.
         headers: Vec<(String, String)> => protocol.headers);
+    setter!(/// Let extra headers and credentials follow redirects to other
+        /// origins.
+        location_trusted: bool => protocol.location_trusted);
     setter!(/// The HTTP `User-Agent`.
         user_agent: String => protocol.user_agent);
     setter!(/// Extra trusted CA certificates (PEM files).

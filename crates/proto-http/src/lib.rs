@@ -22,10 +22,11 @@
 //!   hyper-util's matcher; `NO_PROXY` applies to `--proxy` too). `http://`
 //!   URLs go to the proxy in absolute form, `https://` ones through a
 //!   `CONNECT` tunnel. SOCKS proxies and TLS to the proxy are not supported.
-//! - Credentials (URL user info, `Authorization`, `Cookie` and `Host` from
-//!   the config headers) go only to the scheme, host and port of the URL
-//!   they came with, also after redirects. Pass the URL the user gave to
-//!   every `fetch`, not `meta.final_url`: credentials would follow it.
+//! - Credentials (URL user info) and every header of the config go only to
+//!   the scheme, host and port of the URL they came with, also after
+//!   redirects, unless `ProtocolConfig::location_trusted` lets them follow
+//!   (`Host` never does). Pass the URL the user gave to every `fetch`, not
+//!   `meta.final_url`: credentials would follow it.
 
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -44,8 +45,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{
-    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_RANGE, COOKIE, HOST, IF_RANGE, LOCATION,
-    PROXY_AUTHORIZATION, RANGE, USER_AGENT,
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_RANGE, HOST, IF_RANGE, LOCATION, PROXY_AUTHORIZATION,
+    RANGE, USER_AGENT,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
@@ -322,7 +323,12 @@ impl HttpProtocol {
         extra: &HeaderMap,
     ) -> Result<Request<Empty<Bytes>>, Error> {
         let uri = request_uri(current)?;
-        let credentials_allowed = may_send_credentials(original, current);
+        let same_origin = may_send_credentials(original, current);
+        // The user's headers and the URL's credentials were given for the
+        // origin of the URL; another origin gets them only when the user
+        // says it may (a redirect from https:// to http:// of the same host
+        // would otherwise put an API key on the wire in clear text).
+        let credentials_allowed = same_origin || self.config.location_trusted;
         let mut request = Request::builder()
             .method(method.clone())
             .uri(uri)
@@ -340,7 +346,7 @@ impl HttpProtocol {
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let mut replaced = Vec::new();
         for (name, value) in &self.headers {
-            if is_origin_bound(name) && !credentials_allowed {
+            if !same_origin && (!credentials_allowed || is_origin_bound(name)) {
                 continue;
             }
             // The first occurrence of a name replaces a default, later ones
@@ -775,10 +781,10 @@ fn may_send_credentials(original: &Url, current: &Url) -> bool {
     headers::same_origin(original, current)
 }
 
-/// Headers that belong to the origin the user named, dropped after a
-/// redirect to another one.
+/// Headers that only make sense for the origin the user named, dropped
+/// after a redirect to another one even when the user trusts it.
 fn is_origin_bound(name: &HeaderName) -> bool {
-    name == AUTHORIZATION || name == COOKIE || name == HOST
+    name == HOST
 }
 
 /// The config's extra headers, checked once. Values are marked sensitive
@@ -859,6 +865,8 @@ fn proxy_matcher(cfg: &ProtocolConfig) -> Result<Option<Arc<Matcher>>, Error> {
 
 #[cfg(test)]
 mod tests {
+    use http::header::COOKIE;
+
     use super::*;
 
     fn url(s: &str) -> Url {
@@ -902,7 +910,8 @@ mod tests {
         let other = request(&p, "http://a.example/x", "http://b.example/y");
         assert!(other.headers().get(AUTHORIZATION).is_none());
         assert!(other.headers().get(COOKIE).is_none());
-        assert_eq!(other.headers()["x-other"], "kept");
+        // Any header of the user's may hold a secret (`X-Api-Key`).
+        assert!(other.headers().get("x-other").is_none());
         let port = request(&p, "http://a.example/x", "http://a.example:81/y");
         assert!(port.headers().get(AUTHORIZATION).is_none());
         let scheme = request(&p, "https://a.example/x", "http://a.example/x");
@@ -921,6 +930,23 @@ mod tests {
         assert_eq!(moved.headers()[AUTHORIZATION], "Basic dTpwdw==");
         let away = request(&p, "http://u:pw@a.example/x", "http://b.example/y");
         assert!(away.headers().get(AUTHORIZATION).is_none());
+    }
+
+    #[test]
+    fn location_trusted_lets_credentials_follow_but_not_host() {
+        let mut cfg = ProtocolConfig::default();
+        cfg.headers = vec![
+            ("X-Api-Key".into(), "k".into()),
+            ("Host".into(), "a.example".into()),
+        ];
+        cfg.location_trusted = true;
+        let p = protocol(cfg);
+        let away = request(&p, "https://u:pw@a.example/x", "http://b.example/y");
+        assert_eq!(away.headers()["x-api-key"], "k");
+        assert_eq!(away.headers()[AUTHORIZATION], "Basic dTpwdw==");
+        assert_eq!(away.headers()[HOST], "b.example");
+        let home = request(&p, "https://u:pw@a.example/x", "https://a.example/y");
+        assert_eq!(home.headers()[HOST], "a.example");
     }
 
     #[test]
