@@ -547,3 +547,64 @@ fn two_hundred_small_files_over_one_connection() {
     let log = std::fs::read_to_string(servers.root_dir().join("sshd/sshd.log")).unwrap();
     assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
 }
+
+// asyncssh's SFTP server: a second implementation, whose file handles are
+// 4-byte binary counters (the 129th, `00 00 00 80`, is not UTF-8), with an
+// ECDSA host key. Its URLs are relative to the data dir (it is chrooted).
+
+fn asyncssh() -> Servers {
+    Servers::start(Which::none())
+        .and_then(Servers::with_asyncssh)
+        .expect("start asyncssh's SFTP server (python3-venv and PyPI)")
+}
+
+/// `--identity` and `--known-hosts` for asyncssh, then `extra`.
+fn asyncssh_args<'a>(servers: &'a Servers, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--identity",
+        s(servers.asyncssh_client_key()),
+        "--known-hosts",
+        s(servers.asyncssh_known_hosts()),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Fails on a client that keeps handles as text: from the 129th open file
+/// on, it sends back a handle the server never gave.
+#[test]
+fn asyncssh_two_hundred_small_files_over_one_connection() {
+    let servers = asyncssh();
+    let mut expected = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..200u64 {
+        let name = format!("f{i:03}.bin");
+        let path = servers.write_random(&format!("many/{name}"), 4 << 10, i);
+        expected.push((name.clone(), sha256_hex(&std::fs::read(path).unwrap())));
+        urls.push(servers.asyncssh_url(&format!("many/{name}")));
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = asyncssh_args(
+        &servers,
+        &["--json", "--max-parallel", "16", "--dir", s(out.path())],
+    );
+    args.extend(urls.iter().map(String::as_str));
+    let result = run(&args, home.path(), None);
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&result.stdout)
+    );
+    let got: Vec<(String, String)> = list_dir(out.path())
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(out.path().join(&name)).unwrap();
+            (name, sha256_hex(&bytes))
+        })
+        .collect();
+    assert_eq!(got, expected);
+    let log = std::fs::read_to_string(servers.root_dir().join("asyncssh/asyncssh.log")).unwrap();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+}

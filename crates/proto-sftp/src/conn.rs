@@ -18,11 +18,10 @@ use std::time::Duration;
 use pymatris_core::{Error, ErrorKind, Result};
 use russh::keys::{Algorithm, PublicKeyOrCertificate};
 use russh::{Preferred, cipher};
-use russh_sftp::client::RawSftpSession;
-use russh_sftp::client::rawsession::Limits;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{self, KeySources};
+use crate::client::{self, Sftp};
 use crate::error;
 use crate::known_hosts::Policy;
 use crate::target::Target;
@@ -39,6 +38,8 @@ const MAX_PACKET: u32 = 65535;
 const DEFAULT_READ_LEN: u32 = 255 * 1024;
 
 /// The SFTP packet size we accept: a full read of 255 KiB and its header.
+/// Every read asks for at most `DEFAULT_READ_LEN`, and a server answers
+/// with no more than asked.
 const SFTP_MAX_PACKET: u32 = 256 * 1024 + 1024;
 
 /// SSH connections per (host, port, user) at most. Measured on 2 cores
@@ -193,7 +194,7 @@ pub(crate) struct Conn {
     id: u64,
     // Kept so the connection lives as long as its SFTP session.
     ssh: russh::client::Handle<Client>,
-    pub(crate) sftp: Arc<RawSftpSession>,
+    pub(crate) sftp: Arc<Sftp>,
     /// The read size to ask for.
     pub(crate) read_len: u32,
     dead: AtomicBool,
@@ -214,7 +215,7 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     fn alive(&self) -> bool {
-        !self.dead.load(Ordering::SeqCst) && !self.ssh.is_closed()
+        !self.dead.load(Ordering::SeqCst) && !self.ssh.is_closed() && !self.sftp.is_closed()
     }
 
     fn active(&self) -> usize {
@@ -459,24 +460,21 @@ async fn connect(
             .request_subsystem(true, "sftp")
             .await
             .map_err(|e| error::ssh(&what, e))?;
-        let cfg = russh_sftp::client::Config {
-            max_packet_len: SFTP_MAX_PACKET,
-            request_timeout_secs: t.as_secs_f64().ceil().max(1.0) as u64,
-            ..Default::default()
-        };
-        let mut sftp = RawSftpSession::new_with_config(channel.into_stream(), cfg);
-        let version = sftp.init().await.map_err(|e| error::sftp(&what, e))?;
+        let mut sftp = Sftp::start(channel.into_stream(), t, SFTP_MAX_PACKET)
+            .await
+            .map_err(|e| error::sftp(&what, e))?;
         let mut read_len = DEFAULT_READ_LEN;
-        if version
-            .extensions
-            .get(russh_sftp::extensions::LIMITS)
-            .is_some_and(|v| v == "1")
-        {
-            let limits = Limits::from(sftp.limits().await.map_err(|e| error::sftp(&what, e))?);
-            if let Some(max) = limits.read_len {
-                read_len = read_len.min(max.min(u64::from(u32::MAX)) as u32).max(512);
+        if sftp.has_extension(client::LIMITS, b"1") {
+            let limits = sftp.limits().await.map_err(|e| error::sftp(&what, e))?;
+            // 0 means no limit.
+            if limits.max_read_len > 0 {
+                let max = limits.max_read_len.min(u64::from(u32::MAX)) as u32;
+                read_len = read_len.min(max).max(512);
             }
-            sftp.set_limits(limits);
+            if limits.max_open_handles > 0 {
+                let n = usize::try_from(limits.max_open_handles).unwrap_or(usize::MAX);
+                sftp.limit_open_handles(n);
+            }
         }
         Ok::<_, Error>((sftp, read_len))
     };

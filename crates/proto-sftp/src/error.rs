@@ -1,4 +1,4 @@
-//! Every failure of russh and russh-sftp becomes a `pymatris_core::Error`
+//! Every failure of russh and of our SFTP client becomes a `pymatris_core::Error`
 //! here, and nowhere else, so the rules of what is retried live in one
 //! place.
 //!
@@ -10,9 +10,8 @@
 use std::io;
 use std::time::Duration;
 
+use crate::client::{SftpError, StatusCode};
 use pymatris_core::{Error, ErrorKind};
-use russh_sftp::client::error::Error as SftpError;
-use russh_sftp::protocol::StatusCode;
 
 /// What a failure did to the SSH connection it happened on.
 pub(crate) fn breaks_connection(err: &Error) -> bool {
@@ -72,39 +71,31 @@ fn io_error(what: &str, io: &io::Error, text: String) -> Error {
 /// e.g. "opening /srv/a.bin".
 pub(crate) fn sftp(what: &str, err: SftpError) -> Error {
     let (kind, retry) = match &err {
-        SftpError::Status(status) => match status.status_code {
-            StatusCode::NoSuchFile => (ErrorKind::NotFound, false),
-            StatusCode::PermissionDenied => (ErrorKind::PermissionDenied, false),
+        SftpError::Status { code, .. } => match *code {
+            StatusCode::NO_SUCH_FILE | StatusCode::NO_SUCH_PATH => (ErrorKind::NotFound, false),
+            StatusCode::PERMISSION_DENIED => (ErrorKind::PermissionDenied, false),
             // OpenSSH's sftp-server answers a plain "Failure" both for
             // reading a directory and for transient trouble (EIO, its handle
             // table full): worth one more try, which the engine bounds.
-            StatusCode::Failure => (ErrorKind::Protocol, true),
-            StatusCode::NoConnection | StatusCode::ConnectionLost => (ErrorKind::Network, true),
-            // EOF never reaches here (reads handle it); the rest are a
-            // server that does not speak our SFTP.
-            StatusCode::Eof
-            | StatusCode::Ok
-            | StatusCode::BadMessage
-            | StatusCode::OpUnsupported => (ErrorKind::Protocol, false),
+            StatusCode::FAILURE => (ErrorKind::Protocol, true),
+            StatusCode::NO_CONNECTION | StatusCode::CONNECTION_LOST => (ErrorKind::Network, true),
+            // EOF never reaches here (reads handle it); these are a server
+            // that does not speak our SFTP.
+            StatusCode::EOF
+            | StatusCode::OK
+            | StatusCode::BAD_MESSAGE
+            | StatusCode::OP_UNSUPPORTED => (ErrorKind::Protocol, false),
+            // The codes of later drafts, from a server that mixes them in:
+            // as for "Failure".
+            _ => (ErrorKind::Protocol, true),
         },
         SftpError::Timeout => (ErrorKind::Timeout, true),
-        // `limits@openssh.com` caps the open handles of a session: the
-        // server will take no more now, but will later.
-        SftpError::Limited(_) => (ErrorKind::Busy, true),
-        // "session closed", "sender dropped", an I/O error of the channel:
-        // the SSH connection under the SFTP session went away.
-        SftpError::IO(_) | SftpError::UnexpectedBehavior(_) => (ErrorKind::Network, true),
-        SftpError::UnexpectedPacket => (ErrorKind::Protocol, true),
+        // The channel under the session ended or broke: the SSH connection
+        // went away, or the session is unusable (a garbled reply ends it).
+        SftpError::Closed(_) => (ErrorKind::Network, true),
+        SftpError::Protocol(_) => (ErrorKind::Protocol, true),
     };
-    // russh-sftp shows a status as "code: message", and OpenSSH's messages
-    // repeat the code ("No such file: No such file"): say it once.
-    let text = match &err {
-        SftpError::Status(s) if s.error_message.is_empty() => s.status_code.to_string(),
-        SftpError::Status(s) if s.error_message == s.status_code.to_string() => {
-            s.error_message.clone()
-        }
-        _ => err.to_string(),
-    };
+    let text = err.to_string();
     Error::new(kind, format!("{what}: {text}"))
         .retryable(retry)
         .with_source(err)
@@ -194,40 +185,42 @@ pub(crate) fn auth_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use russh_sftp::protocol::Status;
 
     fn status(code: StatusCode) -> SftpError {
-        SftpError::Status(Status {
-            id: 1,
-            status_code: code,
-            error_message: format!("{code}"),
-            language_tag: "en".into(),
-        })
+        SftpError::Status {
+            code,
+            message: format!("{code}"),
+        }
     }
 
     #[test]
     fn sftp_statuses_map_to_kinds_and_retry_policies() {
         let cases = [
-            (status(StatusCode::NoSuchFile), ErrorKind::NotFound, false),
+            (status(StatusCode::NO_SUCH_FILE), ErrorKind::NotFound, false),
+            (status(StatusCode::NO_SUCH_PATH), ErrorKind::NotFound, false),
             (
-                status(StatusCode::PermissionDenied),
+                status(StatusCode::PERMISSION_DENIED),
                 ErrorKind::PermissionDenied,
                 false,
             ),
-            (status(StatusCode::Failure), ErrorKind::Protocol, true),
+            (status(StatusCode::FAILURE), ErrorKind::Protocol, true),
+            (status(StatusCode(9)), ErrorKind::Protocol, true),
             (
-                status(StatusCode::OpUnsupported),
+                status(StatusCode::OP_UNSUPPORTED),
                 ErrorKind::Protocol,
                 false,
             ),
-            (status(StatusCode::ConnectionLost), ErrorKind::Network, true),
-            (SftpError::Timeout, ErrorKind::Timeout, true),
             (
-                SftpError::UnexpectedBehavior("session closed".into()),
+                status(StatusCode::CONNECTION_LOST),
                 ErrorKind::Network,
                 true,
             ),
-            (SftpError::Limited("handles".into()), ErrorKind::Busy, true),
+            (SftpError::Timeout, ErrorKind::Timeout, true),
+            (
+                SftpError::Closed("the server ended the channel".into()),
+                ErrorKind::Network,
+                true,
+            ),
         ];
         for (err, kind, retry) in cases {
             let text = err.to_string();
@@ -259,7 +252,7 @@ mod tests {
         assert!(breaks_connection(&ssh("x", russh::Error::HUP)));
         assert!(!breaks_connection(&sftp(
             "x",
-            status(StatusCode::NoSuchFile)
+            status(StatusCode::NO_SUCH_FILE)
         )));
     }
 

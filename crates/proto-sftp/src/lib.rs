@@ -1,4 +1,5 @@
-//! SFTP for pymatris, on `russh` and `russh-sftp` (async, pure Rust).
+//! SFTP for pymatris, on `russh` (async, pure Rust) and an SFTP v3 client
+//! of our own (`client.rs`), whose handles and paths are bytes.
 //!
 //! `sftp://[user[:password]@]host[:port]/path` URLs: the path is absolute
 //! (`/srv/data/a.bin`), or relative to the login directory when it starts
@@ -10,6 +11,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod auth;
+mod client;
 mod conn;
 mod error;
 mod known_hosts;
@@ -19,17 +21,16 @@ mod target;
 use std::fmt;
 use std::sync::Arc;
 
-use pymatris_core::{
-    ByteRange, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Result, Url,
-    Validator,
-};
-use russh_sftp::protocol::{FileAttributes, OpenFlags};
-
 use crate::auth::KeySources;
+use crate::client::Attrs;
 use crate::conn::{Lease, Pool, Settings};
 use crate::known_hosts::Policy;
 use crate::read::{OpenFile, Reader};
 use crate::target::Target;
+use pymatris_core::{
+    ByteRange, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Result, Url,
+    Validator,
+};
 
 pymatris_core::inventory::submit! {
     pymatris_core::ProtocolPlugin {
@@ -107,7 +108,7 @@ impl SftpProtocol {
 }
 
 /// What an SFTP `stat` tells the engine.
-fn meta_of(attrs: &FileAttributes) -> RemoteMeta {
+fn meta_of(attrs: &Attrs) -> RemoteMeta {
     RemoteMeta {
         size: attrs.size,
         ranges: attrs.size.is_some(),
@@ -120,10 +121,6 @@ fn meta_of(attrs: &FileAttributes) -> RemoteMeta {
     }
 }
 
-fn is_dir(attrs: &FileAttributes) -> bool {
-    attrs.permissions.is_some_and(|p| p & 0o170000 == 0o040000)
-}
-
 fn not_a_file(path: &str) -> Error {
     Error::new(
         ErrorKind::NotFound,
@@ -132,36 +129,33 @@ fn not_a_file(path: &str) -> Error {
     .retryable(false)
 }
 
-/// Opens `path` and streams `range` of it, checking `validator` first.
+/// Opens `target`'s path and streams `range` of it, checking `validator`
+/// first.
 async fn fetch_on(
     lease: Lease,
-    path: &str,
+    target: &Target,
     range: ByteRange,
     validator: Option<&Validator>,
 ) -> Result<Fetched> {
+    let path = target.display_path();
+    let path = path.as_str();
     let sftp = lease.sftp.clone();
-    let handle = sftp
-        .open(path, OpenFlags::READ, FileAttributes::empty())
+    let opened = sftp
+        .open(&target.path)
         .await
         .map_err(|e| error::sftp(&format!("opening {path}"), e))
         .inspect_err(|e| {
             if error::breaks_connection(e) {
                 lease.mark_dead();
             }
-        })?
-        .handle;
-    let file = Arc::new(OpenFile {
-        sftp: sftp.clone(),
-        handle,
-    });
+        })?;
+    let file = Arc::new(OpenFile::new(sftp.clone(), opened));
     // The first read goes out with the fstat: a small file arrives in the
     // same round trip as its size.
     let mut reader = Reader::new(lease, file.clone(), range.start, range.end, path);
-    let (attrs, first) = tokio::join!(sftp.fstat(file.handle.clone()), reader.next_chunk());
-    let attrs = attrs
-        .map_err(|e| error::sftp(&format!("reading the attributes of {path}"), e))?
-        .attrs;
-    if is_dir(&attrs) {
+    let (attrs, first) = tokio::join!(sftp.fstat(&file.handle), reader.next_chunk());
+    let attrs = attrs.map_err(|e| error::sftp(&format!("reading the attributes of {path}"), e))?;
+    if attrs.is_dir() {
         return Err(not_a_file(path));
     }
     let meta = meta_of(&attrs);
@@ -197,21 +191,21 @@ async fn fetch_on(
 impl Protocol for SftpProtocol {
     async fn stat(&self, url: &Url) -> Result<RemoteMeta> {
         let target = self.target(url)?;
-        let path = target.path.as_str();
-        self.with_conn(&target, |lease| async move {
+        let target = &target;
+        self.with_conn(target, |lease| async move {
+            let path = target.display_path();
             let attrs = lease
                 .sftp
-                .stat(path)
+                .stat(&target.path)
                 .await
                 .map_err(|e| error::sftp(&format!("looking up {path}"), e))
                 .inspect_err(|e| {
                     if error::breaks_connection(e) {
                         lease.mark_dead();
                     }
-                })?
-                .attrs;
-            if is_dir(&attrs) {
-                return Err(not_a_file(path));
+                })?;
+            if attrs.is_dir() {
+                return Err(not_a_file(&path));
             }
             Ok(meta_of(&attrs))
         })
@@ -225,8 +219,8 @@ impl Protocol for SftpProtocol {
         validator: Option<&Validator>,
     ) -> Result<Fetched> {
         let target = self.target(url)?;
-        let path = target.path.as_str();
-        self.with_conn(&target, |lease| fetch_on(lease, path, range, validator))
+        let target = &target;
+        self.with_conn(target, |lease| fetch_on(lease, target, range, validator))
             .await
     }
 }

@@ -3,25 +3,22 @@
 //! end of the range asked for.
 //!
 //! One request at a time would wait a round trip per 255 KiB; with a window
-//! of requests in flight the server streams. russh-sftp's `File` pipelines
-//! too, but reads ahead past the range's end (the engine then drops the
+//! of requests in flight the server streams. russh-sftp's `File` pipelined
+//! too, but read ahead past the range's end (the engine then drops the
 //! stream, and the server still sends every byte asked for), so the
-//! requests are issued here on the raw session.
+//! requests are issued here on our own session (`client.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::client::{File, Handle, Sftp, SftpError};
+use crate::conn::Lease;
+use crate::error;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use pymatris_core::{ByteStream, Result};
-use russh_sftp::client::RawSftpSession;
-use russh_sftp::client::error::Error as SftpError;
-use russh_sftp::protocol::{Data, StatusCode};
-
-use crate::conn::Lease;
-use crate::error;
 
 /// Read requests in flight per open file: 32 x 255 KiB = 8 MiB, half the
 /// SSH channel window.
@@ -35,25 +32,38 @@ const PROBE: usize = 1;
 
 /// An open remote file, closed when the last user drops it.
 pub(crate) struct OpenFile {
-    pub(crate) sftp: Arc<RawSftpSession>,
-    pub(crate) handle: String,
+    pub(crate) sftp: Arc<Sftp>,
+    pub(crate) handle: Handle,
+    /// The session's permit for this handle, if it limits them: given
+    /// back once the close is answered.
+    file: Option<File>,
+}
+
+impl OpenFile {
+    pub(crate) fn new(sftp: Arc<Sftp>, file: File) -> OpenFile {
+        OpenFile {
+            sftp,
+            handle: file.handle.clone(),
+            file: Some(file),
+        }
+    }
 }
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
         // The close needs a round trip; nobody waits for it. Outside a
         // runtime (at exit) the connection goes away anyway.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let (Ok(rt), Some(file)) = (tokio::runtime::Handle::try_current(), self.file.take()) {
             let sftp = self.sftp.clone();
-            let handle = std::mem::take(&mut self.handle);
             rt.spawn(async move {
-                let _ = sftp.close(handle).await;
+                let _ = sftp.close(&file.handle).await;
+                drop(file.permit);
             });
         }
     }
 }
 
-type ReadFuture = Pin<Box<dyn Future<Output = (u64, u32, Result<Data, SftpError>)> + Send>>;
+type ReadFuture = Pin<Box<dyn Future<Output = (u64, u32, Result<Bytes, SftpError>)> + Send>>;
 
 /// The reads of one range of one open file.
 pub(crate) struct Reader {
@@ -109,10 +119,9 @@ impl Reader {
                 None => self.chunk,
             };
             let offset = self.next;
-            let sftp = self.file.sftp.clone();
-            let handle = self.file.handle.clone();
+            let file = self.file.clone();
             self.in_flight.push_back(Box::pin(async move {
-                (offset, len, sftp.read(handle, offset, len).await)
+                (offset, len, file.sftp.read(&file.handle, offset, len).await)
             }));
             self.next += u64::from(len);
         }
@@ -129,11 +138,12 @@ impl Reader {
             return None;
         };
         match result {
-            Ok(data) if data.data.is_empty() => self.finish(),
+            // The end of the file (EOF, or no data).
+            Ok(data) if data.is_empty() => self.finish(),
             Ok(mut data) => {
-                let n = data.data.len();
+                let n = data.len();
                 if n > len as usize {
-                    data.data.truncate(len as usize);
+                    data.truncate(len as usize);
                 } else if n < len as usize {
                     // A short read: the server serves less per request than
                     // asked. The requests in flight assumed otherwise; drop
@@ -144,9 +154,8 @@ impl Reader {
                         self.chunk = n as u32;
                     }
                 }
-                Some(Ok(Bytes::from(data.data)))
+                Some(Ok(data))
             }
-            Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => self.finish(),
             Err(e) => {
                 self.done = true;
                 self.in_flight = FuturesOrdered::new();

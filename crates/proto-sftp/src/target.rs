@@ -1,5 +1,9 @@
 //! What an `sftp://[user[:password]@]host[:port]/path` URL names, decoded
 //! once: where to connect, as whom, and which remote path to read.
+//!
+//! The path is bytes, as SFTP has it: the URL's percent-decoding, UTF-8 or
+//! not, so `%FF` reaches a file whose name is the byte 0xFF. Messages show
+//! it decoded lossily.
 
 use std::fmt;
 
@@ -22,7 +26,7 @@ pub(crate) struct Target {
     pub(crate) password: Option<String>,
     /// The remote path: absolute (`/srv/a.bin`), or relative to the login
     /// directory for `sftp://host/~/a.bin`.
-    pub(crate) path: String,
+    pub(crate) path: Vec<u8>,
 }
 
 impl fmt::Debug for Target {
@@ -32,7 +36,7 @@ impl fmt::Debug for Target {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
-            .field("path", &self.path)
+            .field("path", &self.display_path())
             .finish()
     }
 }
@@ -71,18 +75,18 @@ impl Target {
         let user = url_user.unwrap_or_else(local_user);
         let password = url_password;
 
-        let raw_path = decode(url.path(), "path")?;
-        let path = if let Some(rest) = raw_path.strip_prefix("/~/") {
+        let raw_path: Vec<u8> = percent_decode_str(url.path()).collect();
+        let path = if let Some(rest) = raw_path.strip_prefix(b"/~/") {
             // Relative to the login directory, where OpenSSH's sftp-server
             // starts (curl's convention for `~`).
             rest.to_owned()
         } else {
             raw_path
         };
-        if path.is_empty() || path.ends_with('/') || path == "/~" {
+        if path.is_empty() || path.ends_with(b"/") || path == b"/~" {
             return Err(invalid("no file path (sftp://host/path/to/file)"));
         }
-        if path.contains('\0') {
+        if path.contains(&0) {
             return Err(invalid("the path contains a NUL byte"));
         }
         Ok(Target {
@@ -92,6 +96,11 @@ impl Target {
             password,
             path,
         })
+    }
+
+    /// The path as shown in messages.
+    pub(crate) fn display_path(&self) -> String {
+        String::from_utf8_lossy(&self.path).into_owned()
     }
 
     /// `host:port`, as shown in messages (`[::1]:22` for IPv6).
@@ -134,7 +143,7 @@ mod tests {
         assert_eq!(t.port, 2222);
         assert_eq!(t.user, "bel@le");
         assert_eq!(t.password.as_deref(), Some("p:ss@w"));
-        assert_eq!(t.path, "/data/a b.bin");
+        assert_eq!(t.path, b"/data/a b.bin");
         assert_eq!(t.host_port(), "example.org:2222");
         // The password never shows in Debug.
         assert!(!format!("{t:?}").contains("p:ss@w"));
@@ -158,8 +167,18 @@ mod tests {
 
     #[test]
     fn tilde_paths_are_relative_to_home() {
-        assert_eq!(parse("sftp://h/~/a/b.txt").unwrap().path, "a/b.txt");
-        assert_eq!(parse("sftp://h/home/x/f").unwrap().path, "/home/x/f");
+        assert_eq!(parse("sftp://h/~/a/b.txt").unwrap().path, b"a/b.txt");
+        assert_eq!(parse("sftp://h/home/x/f").unwrap().path, b"/home/x/f");
+    }
+
+    #[test]
+    fn paths_are_bytes_utf8_or_not() {
+        let t = parse("sftp://h/d/%FF%FEx.bin").unwrap();
+        assert_eq!(t.path, b"/d/\xff\xfex.bin");
+        assert_eq!(t.display_path(), "/d/\u{fffd}\u{fffd}x.bin");
+        assert_eq!(parse("sftp://h/d/%C3%A9").unwrap().path, "/d/é".as_bytes());
+        let nul = parse("sftp://h/a%00b").unwrap_err();
+        assert_eq!(nul.kind(), ErrorKind::InvalidUrl);
     }
 
     #[test]
