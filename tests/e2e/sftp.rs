@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pymatris_harness::{Servers, Which};
+use pymatris_harness::{Server, Servers, Which};
 use pymatris_tests::{list_dir, pymatris_bin, sha256_hex};
 use serde_json::Value;
 
@@ -607,4 +607,280 @@ fn asyncssh_two_hundred_small_files_over_one_connection() {
     assert_eq!(got, expected);
     let log = std::fs::read_to_string(servers.root_dir().join("asyncssh/asyncssh.log")).unwrap();
     assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+}
+
+#[test]
+fn asyncssh_a_large_file_in_parts_empty_and_missing() {
+    let servers = asyncssh();
+    let big = std::fs::read(servers.write_random("d/big.bin", 24 << 20, 21)).unwrap();
+    servers.write_file("d/empty.bin", b"");
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("dl");
+    let urls = ["d/big.bin", "d/empty.bin", "d/missing.bin"].map(|f| servers.asyncssh_url(f));
+    let mut args = asyncssh_args(
+        &servers,
+        &[
+            "--json",
+            "--max-splits",
+            "4",
+            "--min-split-size",
+            "1M",
+            "--dir",
+            s(&dir),
+        ],
+    );
+    args.extend(urls.iter().map(String::as_str));
+    let result = run(&args, home.path(), None);
+    let chain = assert_failed(&result, "NotFound", false);
+    assert!(chain.contains("missing.bin"), "{chain}");
+    assert_eq!(list_dir(&dir), ["big.bin", "empty.bin"]);
+    assert_eq!(
+        sha256_hex(&std::fs::read(dir.join("big.bin")).unwrap()),
+        sha256_hex(&big)
+    );
+    assert_eq!(std::fs::read(dir.join("empty.bin")).unwrap(), b"");
+    // In parts: the file was opened more than once.
+    let log = std::fs::read_to_string(servers.root_dir().join("asyncssh/asyncssh.log")).unwrap();
+    assert!(log.matches("close \"/d/big.bin\"").count() >= 2, "{log}");
+}
+
+#[test]
+fn asyncssh_passwords_and_keys_log_in_and_bad_credentials_fail_as_auth() {
+    let servers = asyncssh();
+    servers.write_file("pw.txt", b"by password");
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let kh = s(servers.asyncssh_known_hosts());
+    let (user, port) = (servers.sftp_user(), servers.asyncssh_port());
+    let good = format!(
+        "sftp://{user}:{}@127.0.0.1:{port}/pw.txt",
+        servers.sftp_password()
+    );
+    let a = out.path().join("a");
+    let result = run(
+        &["--quiet", "--known-hosts", kh, "--dir", s(&a), &good],
+        home.path(),
+        None,
+    );
+    assert_fetched(&result, &a, "pw.txt", b"by password");
+
+    let secret = "Wr0ng-S3cret";
+    let bad = format!("sftp://{user}:{secret}@127.0.0.1:{port}/pw.txt");
+    let b = out.path().join("b");
+    let result = run(
+        &[
+            "--json",
+            "--show-errors",
+            "--max-tries",
+            "5",
+            "--known-hosts",
+            kh,
+            "--dir",
+            s(&b),
+            &bad,
+        ],
+        home.path(),
+        None,
+    );
+    let chain = assert_failed(&result, "Auth", false);
+    assert!(chain.contains("password"), "names the method: {chain}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        stderr(&result)
+    );
+    assert!(!all.contains(secret), "the password leaked: {all}");
+    assert!(list_dir(&b).is_empty());
+
+    // A key the server does not know.
+    let stranger = out.path().join("stranger");
+    keygen(&stranger, "");
+    let c = out.path().join("c");
+    let result = run(
+        &[
+            "--json",
+            "--identity",
+            s(&stranger),
+            "--known-hosts",
+            kh,
+            "--dir",
+            s(&c),
+            &servers.asyncssh_url("pw.txt"),
+        ],
+        home.path(),
+        None,
+    );
+    assert_failed(&result, "Auth", false);
+    let log = std::fs::read_to_string(servers.root_dir().join("asyncssh/asyncssh.log")).unwrap();
+    assert_eq!(log.matches("Accepted").count(), 1, "{log}");
+}
+
+/// Its host key is ECDSA (sshd's is ed25519): refused when unknown, with
+/// its fingerprint; recorded with --accept-new-host-keys, then known; a
+/// different ECDSA key recorded for it is fatal.
+#[test]
+fn asyncssh_host_keys_are_checked() {
+    let servers = asyncssh();
+    servers.write_file("h.txt", b"host");
+    let home = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let pubfile = tmp.path().join("host_key.pub");
+    std::fs::write(&pubfile, format!("{}\n", servers.asyncssh_host_key_pub())).unwrap();
+    let listed = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(&pubfile)
+        .output()
+        .expect("ssh-keygen");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let fingerprint = listed.split_whitespace().nth(1).unwrap_or_default();
+    assert!(fingerprint.starts_with("SHA256:"), "{listed}");
+    let url = servers.asyncssh_url("h.txt");
+    let dir = tmp.path().join("out");
+    let with = |known_hosts: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--identity",
+            s(servers.asyncssh_client_key()),
+            "--known-hosts",
+            s(known_hosts),
+            "--dir",
+            s(&dir),
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        run(&args, home.path(), None)
+    };
+
+    let refused = with(&kh, &["--json"]);
+    assert_failed(&refused, "HostKey", false);
+    assert!(
+        stderr(&refused).contains(fingerprint),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(list_dir(&dir).is_empty());
+
+    let accepted = with(&kh, &["--quiet", "--accept-new-host-keys"]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(
+        recorded,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            servers.asyncssh_port(),
+            servers.asyncssh_host_key_pub()
+        )
+    );
+    let known = with(&kh, &["--quiet"]);
+    assert_eq!(known.status.code(), Some(0), "{}", stderr(&known));
+
+    let other = tmp.path().join("other");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .arg(&other)
+        .output()
+        .expect("ssh-keygen");
+    assert!(made.status.success());
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let changed_kh = tmp.path().join("changed_known_hosts");
+    let line = format!(
+        "[127.0.0.1]:{} {}\n",
+        servers.asyncssh_port(),
+        other_pub.trim()
+    );
+    std::fs::write(&changed_kh, &line).unwrap();
+    let changed = with(&changed_kh, &["--json", "--accept-new-host-keys"]);
+    let chain = assert_failed(&changed, "HostKey", false);
+    assert!(chain.contains("HOST KEY CHANGED"), "{chain}");
+    assert_eq!(std::fs::read_to_string(&changed_kh).unwrap(), line);
+    assert_eq!(list_dir(&dir), ["h.1.txt", "h.txt"]);
+}
+
+/// A run interrupted (SIGINT) half-way leaves a part that `-c` finishes,
+/// asking the server for no more than the missing bytes.
+#[test]
+fn asyncssh_resume_after_interrupt() {
+    let servers = asyncssh();
+    let size: u64 = 32 << 20;
+    let source = std::fs::read(servers.write_random("r/resume.bin", size, 41)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let url = servers.asyncssh_url("r/resume.bin");
+    let args = asyncssh_args(
+        &servers,
+        &[
+            "--quiet",
+            "-c",
+            "--max-splits",
+            "1",
+            "--dir",
+            s(out.path()),
+            &url,
+        ],
+    );
+    let mut slow = args.clone();
+    slow.extend(["--max-speed", "4M"]);
+    let child = Command::new(pymatris_bin())
+        .args(&slow)
+        .env("HOME", home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pymatris");
+    let state = out.path().join("resume.bin.pymatris-part.state");
+    let written = |state: &Path| -> u64 {
+        let Ok(text) = std::fs::read_to_string(state) else {
+            return 0;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            return 0;
+        };
+        v["spans"]
+            .as_array()
+            .map(|spans| {
+                spans
+                    .iter()
+                    .map(|sp| sp[1].as_u64().unwrap_or(0) - sp[0].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    // The state is written when the run stops; the part file appears when
+    // the transfer starts, and 4 MB/s then brings some 8 MB in 2 s.
+    let part = out.path().join("resume.bin.pymatris-part");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !part.exists() {
+        assert!(Instant::now() < deadline, "the transfer never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let first = child.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(130), "{}", stderr(&first));
+    let have = written(&state);
+    assert!(
+        have > 0 && have < size,
+        "{have} of {size} after the interrupt"
+    );
+    let sent_before = servers.bytes_sent(Server::Asyncssh, "r/resume.bin", have);
+
+    let second = run(&args, home.path(), None);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(list_dir(out.path()), ["resume.bin"]);
+    assert!(std::fs::read(out.path().join("resume.bin")).unwrap() == source);
+    let missing = size - have;
+    let cost =
+        servers.bytes_sent(Server::Asyncssh, "r/resume.bin", sent_before + missing) - sent_before;
+    assert!(
+        cost >= missing && cost <= missing + missing / 20,
+        "the resume read {cost} bytes for {missing} missing"
+    );
 }
