@@ -3,12 +3,13 @@
 //! lighttpd (HTTP, HTTPS), vsftpd and pyftpdlib (FTP, explicit FTPS),
 //! OpenSSH's sshd and asyncssh (SFTP), all serving the same files: whole files, parts, a
 //! zero-byte file, UTF-8 names, a missing file, bad credentials, many small
-//! files, trust, and a resume that fetches only what is missing and costs
-//! the server not much more than that.
+//! files, trust, and a resume (of a planted part, and after a Ctrl-C) that
+//! fetches only what is missing and costs the server not much more than that.
 
 use std::fmt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use pymatris_harness::{PyftpdlibOptions, Server, Servers, Which};
 use pymatris_tests::{list_dir, pymatris_bin, random_bytes};
@@ -354,7 +355,8 @@ fn continue_fetches_only_what_is_missing_on_every_server() {
 fn resuming_costs_about_the_missing_bytes_on_every_server() {
     // Headers, framing, an SSH handshake and a little read-ahead per part.
     const SLACK: u64 = 64 << 10;
-    let costs = resume_on_every_server(16 << 20, true);
+    let mut costs = resume_on_every_server(16 << 20, true);
+    costs.extend(interrupt_and_resume_on_every_server(true));
     let costly: Vec<String> = costs
         .iter()
         .filter(|c| c.sent > c.missing + c.missing / 20 + SLACK)
@@ -365,6 +367,110 @@ fn resuming_costs_about_the_missing_bytes_on_every_server() {
         "resuming cost more than 1.05 x the missing bytes + {SLACK}:\n{}",
         costly.join("\n")
     );
+}
+
+/// A download stopped by Ctrl-C under `-c` halfway through is finished by
+/// a second `-c` run, without fetching again what the first one had.
+#[test]
+fn a_run_interrupted_under_continue_resumes_on_every_server() {
+    interrupt_and_resume_on_every_server(false);
+}
+
+/// For every endpoint: a throttled `-c` run of a file is sent SIGINT about
+/// halfway, then rerun with `-c`; checks the bytes and, if `measure`,
+/// returns what each server sent on the rerun.
+fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
+    const SIZE: usize = 8 << 20;
+    // About half the file passes before the signal; the cap also makes sure
+    // the first run cannot finish first (it needs two seconds at least).
+    const SPEED: &str = "4M";
+    const HALFWAY: Duration = Duration::from_millis(1000);
+    let servers = servers();
+    let source = random_bytes(SIZE, 32);
+    let mut costs = Vec::new();
+    for (i, e) in ALL.into_iter().enumerate() {
+        let name = format!("interrupted-{i}.bin");
+        let rel = format!("c/{name}");
+        servers.write_file(&rel, &source);
+        let home = tempfile::tempdir().unwrap();
+        let out = home.path().join("out");
+        let url = e.url(&servers, &rel);
+        let (key, known_hosts) = e.ssh_files(&servers);
+        let first = Command::new(pymatris_bin())
+            .arg("--ca-cert")
+            .arg(servers.ca_cert())
+            .arg("--identity")
+            .arg(key)
+            .arg("--known-hosts")
+            .arg(known_hosts)
+            .args(e.args())
+            .args(["-c", "--quiet", "--max-speed", SPEED, "--dir"])
+            .arg(&out)
+            .arg(&url)
+            .env("HOME", home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(HALFWAY);
+        let status = Command::new("kill")
+            .args(["-INT", &first.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{e}: kill -INT");
+        let first = first.wait_with_output().unwrap();
+        assert_eq!(
+            first.status.code(),
+            Some(130),
+            "{e}: the first run was not interrupted: {}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let state_file = out.join(format!("{name}.pymatris-part.state"));
+        let state: Value =
+            serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+        let have: u64 = state["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s[1].as_u64().unwrap() - s[0].as_u64().unwrap())
+            .sum();
+        let missing = SIZE as u64 - have;
+
+        let before = if measure {
+            servers.bytes_sent(e.server, &rel, 0)
+        } else {
+            0
+        };
+        let (run, json) = pymatris(
+            &servers,
+            home.path(),
+            e,
+            &["-c", "--dir", out.to_str().unwrap(), &url],
+        );
+        assert_eq!(run.status.code(), Some(0), "{e}: {json:#}");
+        assert_eq!(list_dir(&out), [name.as_str()], "{e}");
+        assert!(
+            std::fs::read(out.join(&name)).unwrap() == source,
+            "{e}: the resumed file differs"
+        );
+        if !measure {
+            continue;
+        }
+        let sent = servers.bytes_sent(e.server, &rel, before + missing) - before;
+        assert!(
+            sent >= missing,
+            "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
+        );
+        costs.push(Cost {
+            endpoint: format!("{e}, after Ctrl-C"),
+            missing,
+            sent,
+            log: Vec::new(),
+        });
+    }
+    costs
 }
 
 /// What one resumed download cost its server.
