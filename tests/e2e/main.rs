@@ -8,5 +8,6 @@ mod disk;
 mod faults;
 mod ftp;
 mod http;
+mod local_traps;
 mod resume;
 mod sftp;

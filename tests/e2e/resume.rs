@@ -236,8 +236,8 @@ fn interrupted_run(signal: &str, args: &[&str]) -> (tempfile::TempDir, Output) {
     (out, output)
 }
 
-// By default the download has no name until it is complete; with
-// --overwrite it is written to `NAME.pymatris-part`, removed on Ctrl-C.
+// Without --continue the download has no name until it is complete
+// (with --overwrite too), and nothing is left on Ctrl-C.
 #[test]
 fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
     for extra in [None, Some("--overwrite")] {
@@ -249,13 +249,99 @@ fn ctrl_c_exits_130_and_leaves_no_temporary_file() {
     }
 }
 
-// Without --continue or --overwrite, even a process killed outright
-// leaves nothing.
+// Without --continue, even a process killed outright leaves nothing, with
+// --overwrite too.
 #[test]
 fn a_killed_run_leaves_no_file_behind() {
-    let (out, output) = interrupted_run("-KILL", &["--timeouts", "30"]);
-    assert_eq!(output.status.code(), None, "not killed: {output:?}");
-    assert_eq!(list_dir(out.path()), Vec::<String>::new());
+    for extra in [None, Some("--overwrite")] {
+        let mut args = vec!["--timeouts", "30"];
+        args.extend(extra);
+        let (out, output) = interrupted_run("-KILL", &args);
+        assert_eq!(output.status.code(), None, "not killed: {output:?}");
+        assert_eq!(list_dir(out.path()), Vec::<String>::new(), "{extra:?}");
+    }
+}
+
+// Under --continue the state is checkpointed while the file downloads: a
+// process killed outright (which writes nothing on its way out) is resumed
+// from its last checkpoint, and the checkpoint claims no byte that was not
+// on disk.
+#[test]
+fn a_killed_run_under_continue_resumes_from_its_last_checkpoint() {
+    let server = stalled_server();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let url = server.url("/s.bin");
+    let args = [
+        "--quiet",
+        "-c",
+        "--max-splits",
+        "1",
+        "--timeouts",
+        "30",
+        "--dir",
+        dir,
+        &url,
+    ];
+    let mut child = spawn(&args);
+    wait_for_the_stall(&server, &mut child);
+    let state = out.path().join("s.bin.pymatris-part.state");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !state.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint while the file downloaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One more checkpoint interval, for the last bytes written to count.
+    std::thread::sleep(Duration::from_secs(3));
+    kill(&child, "-KILL");
+    let killed = child.wait_with_output().unwrap();
+    assert_eq!(killed.status.code(), None, "not killed: {killed:?}");
+    assert_eq!(
+        list_dir(out.path()),
+        ["s.bin.pymatris-part", "s.bin.pymatris-part.state"]
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let on_disk = std::fs::read(out.path().join("s.bin.pymatris-part")).unwrap();
+    let body = random_bytes(4 * MIB, 5);
+    let mut claimed = 0;
+    for span in saved["spans"].as_array().unwrap() {
+        let [start, pos] = [span[0].as_u64().unwrap(), span[1].as_u64().unwrap()];
+        assert!(pos as usize <= on_disk.len(), "{saved}");
+        assert!(
+            on_disk[start as usize..pos as usize] == body[start as usize..pos as usize],
+            "the checkpoint claims bytes that are not on disk: {saved}"
+        );
+        claimed += pos - start;
+    }
+    assert!(claimed > 0, "the checkpoint claims nothing: {saved}");
+
+    // The same file from a server that does not stall, at the same URL.
+    let addr = url_addr(&url);
+    drop(server);
+    let server = FaultServer::start_at(addr, [("/s.bin", Route::new(body.clone()))]);
+    let rerun = run_pymatris(args);
+    assert_exit(&rerun, 0);
+    assert_eq!(list_dir(out.path()), ["s.bin"]);
+    assert!(
+        std::fs::read(out.path().join("s.bin")).unwrap() == body,
+        "bytes differ"
+    );
+    let served = server.body_bytes("/s.bin");
+    assert!(
+        served <= body.len() as u64 - claimed,
+        "served {served} bytes of {}, {claimed} were on disk",
+        body.len()
+    );
+    assert!(
+        gets(&server, "/s.bin")
+            .iter()
+            .all(|r| r.range_start().is_some_and(|s| s > 0)),
+        "the rerun asked for bytes already on disk"
+    );
 }
 
 #[test]

@@ -42,6 +42,11 @@ use crate::writer::{PartFile, WriteBehind};
 /// 256 KiB, 0.8 s.
 const WRITE_BUF: usize = 256 * 1024;
 
+/// How often, under `--continue`, the resume state of a file is written
+/// while it downloads, so that a process killed outright (which writes
+/// nothing on its way out) loses at most this much of its work.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+
 /// How often a worker with nothing left to split looks for a stalled part.
 const TAIL_POLL: Duration = Duration::from_millis(250);
 
@@ -76,7 +81,9 @@ impl Request {
         self
     }
 
-    /// The file name to save under (sanitised to one path component).
+    /// The file name to save under, taken as given (a leading dot
+    /// included) but reduced to one path component; names from a server
+    /// are stricter (see [`sanitize_filename`](crate::sanitize_filename)).
     pub fn filename(mut self, name: impl Into<String>) -> Self {
         self.filename = Some(name.into());
         self
@@ -261,7 +268,7 @@ fn failed_early(request: &Request, error: Error) -> Failed {
     let name = request
         .filename
         .as_deref()
-        .and_then(naming::sanitize_filename)
+        .and_then(naming::sanitize_user_filename)
         .or_else(|| {
             Url::parse(&request.url)
                 .ok()
@@ -369,7 +376,7 @@ impl Batch {
         let name = request
             .filename
             .as_deref()
-            .and_then(naming::sanitize_filename)
+            .and_then(naming::sanitize_user_filename)
             .or_else(|| meta.filename.as_deref().and_then(naming::sanitize_filename))
             .or_else(|| meta.final_url.as_ref().and_then(naming::filename_from_url))
             .or_else(|| naming::filename_from_url(&url))
@@ -411,6 +418,7 @@ impl Batch {
             cancel: Mutex::new(self.cancel.child_token()),
             single: AtomicBool::new(false),
             rewound: AtomicBool::new(false),
+            state_final: Mutex::new(false),
         };
         let start = Start {
             body,
@@ -445,12 +453,13 @@ impl Batch {
     ) -> Option<Succeeded> {
         let path = request.dir.join(name);
         let size = meta.size?;
-        let on_disk = tokio::fs::metadata(&path).await.ok()?;
+        // A link is not a complete file, whatever it points to.
+        let on_disk = tokio::fs::symlink_metadata(&path).await.ok()?;
         if !on_disk.is_file() || on_disk.len() != size {
             return None;
         }
         if let Some(expected) = request.sha256.as_deref() {
-            let file = std::fs::File::open(&path).ok()?;
+            let file = crate::files::open_regular(&path, false).ok()??;
             let actual = PartFile::new(file).sha256().await.ok()?;
             if actual != expected {
                 return None;
@@ -723,6 +732,9 @@ struct Span {
     start: u64,
     pos: u64,
     end: u64,
+    /// Bytes `start..on_disk` are written to the file; `pos` runs ahead
+    /// by what is still gathered for writing. Resume state claims no more.
+    on_disk: u64,
     /// Whether a worker is filling it; a span left by a worker that the
     /// server refused is taken over whole by the next idle worker.
     active: bool,
@@ -743,6 +755,7 @@ impl Span {
             start,
             pos,
             end,
+            on_disk: pos,
             active: true,
             progressed: Instant::now(),
             taken: CancellationToken::new(),
@@ -807,6 +820,10 @@ struct FileJob {
     /// Set when the one stream started over from byte 0 (the file on disk
     /// may then be longer than what this attempt wrote).
     rewound: AtomicBool,
+    /// Set, under its lock, once the download's outcome decides what
+    /// becomes of its resume state: checkpoints (written under the same
+    /// lock) stop then, and never undo that decision.
+    state_final: Mutex<bool>,
 }
 
 impl FileJob {
@@ -817,11 +834,13 @@ impl FileJob {
         sha256: Option<&str>,
     ) -> Result<(Utf8PathBuf, u64)> {
         let temp = self.temp.clone();
-        let url = redact_url(&self.url);
-        let (size, validator) = (self.size, self.validator.clone().unwrap_or_default());
         let keep_partial = self.batch.config.resume;
         let job = Arc::new(self);
+        let checkpoints =
+            keep_partial.then(|| AbortOnDrop(tokio::spawn(job.clone().checkpoints())));
         let result = job.clone().transfer(start, target, sha256).await;
+        drop(checkpoints);
+        *job.state_final.lock().expect("state lock poisoned") = true;
         match &result {
             // A state file exists only where --continue left one.
             Ok(_) if keep_partial => resume::remove(&temp),
@@ -830,15 +849,9 @@ impl FileJob {
             Err(e)
                 if keep_partial
                     && (e.is_retryable() || e.kind() == ErrorKind::Cancelled)
-                    && tokio::fs::metadata(&temp).await.is_ok() =>
+                    && tokio::fs::symlink_metadata(&temp).await.is_ok() =>
             {
-                let state = resume::State {
-                    url,
-                    size,
-                    validator,
-                    spans: job.span_list(),
-                };
-                if let Err(io) = resume::save(&temp, &state) {
+                if let Err(io) = resume::save(&temp, &job.state()) {
                     tracing::warn!("cannot save the state of {temp}: {io}");
                     let _ = tokio::fs::remove_file(&temp).await;
                 }
@@ -857,14 +870,49 @@ impl FileJob {
         result
     }
 
-    /// `[start, pos, end]` of every span.
+    /// The resume state of the file as it is on disk now.
+    fn state(&self) -> resume::State {
+        resume::State {
+            url: redact_url(&self.url),
+            size: self.size,
+            validator: self.validator.clone().unwrap_or_default(),
+            spans: self.span_list(),
+        }
+    }
+
+    /// Writes the resume state every [`CHECKPOINT_EVERY`] while bytes
+    /// arrive, until the download's outcome is known.
+    async fn checkpoints(self: Arc<Self>) {
+        let mut saved = Vec::new();
+        loop {
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            let state = self.state();
+            if state.spans.is_empty() || state.spans == saved {
+                continue;
+            }
+            let done = self.state_final.lock().expect("state lock poisoned");
+            if *done {
+                return;
+            }
+            // A few small writes: not worth a trip to the blocking pool.
+            match resume::save(&self.temp, &state) {
+                Ok(()) => saved = state.spans,
+                Err(e) => tracing::debug!("cannot checkpoint {}: {e}", self.temp),
+            }
+            drop(done);
+        }
+    }
+
+    /// `[start, pos, end]` of every span, `pos` what is on disk: at any
+    /// moment (the spans are read under one lock, so they tile the file)
+    /// a true statement of which bytes of the file are good.
     fn span_list(&self) -> Vec<[u64; 3]> {
         let spans = self.spans.lock().expect("spans poisoned");
         spans
             .iter()
             .map(|span| {
                 let s = lock(span);
-                [s.start, s.pos.min(s.end), s.end]
+                [s.start, s.on_disk.min(s.end).max(s.start), s.end]
             })
             .collect()
     }
@@ -892,12 +940,12 @@ impl FileJob {
         // that per directory, and a lock of ours made the second worker
         // thread sleep and wake for each (15 % slower on 2000 files).
         //
-        // Without --continue (nothing needs to find the file again) and
-        // --overwrite (a link cannot replace a file), the file has no name
-        // until it is complete: one directory operation per file instead
-        // of two, and less time for the two worker threads to spin on the
-        // directory's lock (2000 small files: 18 % less CPU).
-        let unnamed = (!self.batch.config.resume && !self.batch.config.overwrite)
+        // Without --continue (nothing needs to find the file again), the
+        // file has no name until it is complete: nothing is left of it if
+        // the process dies, however it dies; one directory operation per
+        // file instead of two, and less time for the two worker threads to
+        // spin on the directory's lock (2000 small files: 18 % less CPU).
+        let unnamed = (!self.batch.config.resume)
             .then(|| {
                 let dir = target.parent().unwrap_or(Utf8Path::new("."));
                 self.batch.names.unnamed_file(dir)
@@ -906,12 +954,12 @@ impl FileJob {
         self.unnamed.store(unnamed.is_some(), Ordering::Relaxed);
         let file = match unnamed {
             Some(file) => file,
-            None => std::fs::OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create(true)
-                .truncate(truncate)
-                .open(&self.temp)
+            // What `resume::load` found resumable is reopened, never
+            // through a link; anything else at the name is replaced.
+            None if !truncate => crate::files::open_regular(&self.temp, true)
+                .and_then(|f| f.ok_or_else(|| std::io::Error::other("not a regular file")))
+                .map_err(|e| Error::io(format_args!("cannot open {}", self.temp), e))?,
+            None => crate::files::create_replacing(&self.temp)
                 .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e))?,
         };
         let file = PartFile::new(file);
@@ -1064,7 +1112,7 @@ impl FileJob {
         }
         if job.unnamed.load(Ordering::Relaxed) {
             let named = (job.batch.names)
-                .publish_unnamed(file.raw(), target)
+                .publish_unnamed(file.raw(), target, job.batch.config.overwrite)
                 .map_err(|e| Error::io(format_args!("cannot create {target}"), e))?;
             if let Some(target) = named {
                 return Ok((target, received));
@@ -1411,7 +1459,9 @@ impl FileJob {
     /// Requests the rest of `span`. Returns `None` when nothing is left.
     async fn refetch(&self, span: &SharedSpan) -> Result<Option<ByteStream>> {
         let (pos, end) = {
-            let s = lock(span);
+            // After a failed write, from the first byte not on disk.
+            let mut s = lock(span);
+            s.pos = s.on_disk;
             (s.pos, s.end)
         };
         if pos >= end {
@@ -1453,6 +1503,7 @@ impl FileJob {
                 let mut s = lock(span);
                 s.start = 0;
                 s.pos = 0;
+                s.on_disk = 0;
             } else {
                 return Err(Error::new(
                     ErrorKind::RangeUnsupported,
@@ -1520,6 +1571,7 @@ impl FileJob {
                         let written = out.push(chunk.split_to(take)).await.map_err(|e| {
                             Error::io(format_args!("cannot write {}", self.part()), e)
                         })?;
+                        lock(span).on_disk += written;
                         self.batch.reporter.on_progress(self.id, written);
                         if let Some(throttle) = &self.batch.throttle {
                             throttle.take(take as u64).await;
@@ -1547,16 +1599,17 @@ impl FileJob {
             .finish()
             .await
             .map_err(|e| Error::io(format_args!("cannot write {}", self.part()), e))?;
+        lock(span).on_disk += written;
         self.batch.reporter.on_progress(self.id, written);
         outcome
     }
 }
 
-/// Copies the whole of `from` into a new file at `to` (replacing any), for
-/// an unnamed file the system would not name.
+/// Copies the whole of `from` into a new file at `to` (replacing any, never
+/// writing through a link), for an unnamed file the system would not name.
 fn copy_to_named(from: &std::fs::File, to: &Utf8Path, fsync: bool) -> std::io::Result<()> {
     use std::io::Seek;
-    let mut named = std::fs::File::create(to)?;
+    let mut named = crate::files::create_replacing(to)?;
     let mut from = from;
     let copied = (from.rewind())
         .and_then(|()| std::io::copy(&mut from, &mut named))
@@ -1565,6 +1618,15 @@ fn copy_to_named(from: &std::fs::File, to: &Utf8Path, fsync: bool) -> std::io::R
         let _ = std::fs::remove_file(to);
     }
     copied
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A running worker as counted by [`FileJob::count_in`]; uncounted when

@@ -22,6 +22,7 @@
 mod config;
 mod downloader;
 mod error;
+mod files;
 mod naming;
 mod netrc;
 mod protocol;
@@ -37,7 +38,7 @@ pub use camino;
 pub use config::{Config, ProtocolConfig};
 pub use downloader::{Downloader, Request};
 pub use error::{Error, ErrorKind, Result};
-pub use naming::{filename_from_url, sanitize_filename};
+pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{
     ByteRange, ByteStream, Fetched, Protocol, ProtocolPlugin, RemoteMeta, Validator,
 };

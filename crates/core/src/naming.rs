@@ -10,49 +10,112 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use percent_encoding::percent_decode_str;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use url::Url;
 
 /// The suffix of the temporary file a download is written to.
 pub(crate) const PART_SUFFIX: &str = ".pymatris-part";
 
-/// Longest file name, in bytes, that common file systems accept.
-const MAX_NAME_BYTES: usize = 255 - PART_SUFFIX.len() - 8;
+/// What pymatris appends to a final name for its own files: the part file,
+/// its resume state (see `resume`) and the state's temporary. A download's
+/// final name and all of these are reserved together in a [`NameTable`].
+const WORKING_SUFFIXES: [&str; 3] = [
+    PART_SUFFIX,
+    ".pymatris-part.state",
+    ".pymatris-part.state.tmp",
+];
 
-/// Reduces a name a server or user gave to one harmless path component, or
-/// `None` when nothing usable is left.
+/// Longest file name, in bytes, that common file systems accept, less room
+/// for the longest working suffix and a number (`NAME.12.EXT`).
+const MAX_NAME_BYTES: usize = 255 - WORKING_SUFFIXES[2].len() - 8;
+
+/// Reduces a name a server gave (`Content-Disposition`, the URL's path) to
+/// one harmless path component, or `None` when nothing usable is left.
 ///
 /// Only the last component of a path survives (so `../../x` gives `x` and
 /// `/etc/passwd` gives `passwd`); NUL, control characters and characters
-/// that Windows forbids are replaced by `_`; `.` and `..` and names of only
-/// dots are refused.
+/// that Windows forbids are replaced by `_`; invisible format characters
+/// (Unicode category Cf, such as the bidi override that shows
+/// `invoice\u{202E}fdp.exe` as `invoiceexe.pdf`) are removed; leading dots
+/// are removed, so that no server makes a hidden file (`.bash_login`);
+/// a name that contains pymatris's own working suffix (`x.pymatris-part`)
+/// is cut before it, so that it can never be taken for a working file;
+/// `.` and `..` and names of only dots are refused.
 pub fn sanitize_filename(raw: &str) -> Option<String> {
-    let last = raw
-        .rsplit(['/', '\\'])
-        .find(|c| !c.trim().is_empty())
-        .unwrap_or("");
-    let mut name: String = last
+    let name: String = last_component(raw)
         .chars()
+        .filter(|&c| c.general_category() != GeneralCategory::Format)
         .map(|c| match c {
             c if c.is_control() => '_',
             '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
             c => c,
         })
         .collect();
-    name = name.trim().trim_end_matches('.').to_owned();
+    let name = match find_ignore_ascii_case(&name, PART_SUFFIX) {
+        Some(i) => &name[..i],
+        None => &name,
+    };
+    // Shortened before the ends are trimmed, so that a cut cannot leave a
+    // trailing dot or space.
+    let name = if name.len() > MAX_NAME_BYTES {
+        shorten(name, MAX_NAME_BYTES)
+    } else {
+        name.to_owned()
+    };
+    let name = name
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+    finish(name)
+}
+
+/// Reduces a name the user gave (`Request::filename`) to one path
+/// component, or `None` when nothing usable is left. The user's name is
+/// taken as given (a leading dot makes the hidden file asked for), except
+/// that only its last component is kept, NUL and control characters become
+/// `_`, `.` and `..` are refused and a name too long for a file system is
+/// shortened.
+pub fn sanitize_user_filename(raw: &str) -> Option<String> {
+    let name: String = last_component(raw)
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    finish(&name)
+}
+
+/// The last non-blank component of `raw`, split at `/` and `\`.
+fn last_component(raw: &str) -> &str {
+    raw.rsplit(['/', '\\'])
+        .find(|c| !c.trim().is_empty())
+        .unwrap_or("")
+}
+
+/// Refuses names of only dots, and shortens long names.
+fn finish(name: &str) -> Option<String> {
     if name.is_empty() || name.chars().all(|c| c == '.') {
         return None;
     }
     if name.len() > MAX_NAME_BYTES {
-        name = shorten(&name, MAX_NAME_BYTES);
+        return Some(shorten(name, MAX_NAME_BYTES));
     }
-    Some(name)
+    Some(name.to_owned())
+}
+
+/// Where `needle` (ASCII) first occurs in `haystack`, ignoring ASCII case:
+/// a file system that ignores case would take `X.PYMATRIS-PART` for ours.
+fn find_ignore_ascii_case(haystack: &str, needle: &str) -> Option<usize> {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Cuts a name to at most `max` bytes on a character boundary, keeping a
 /// short extension.
 fn shorten(name: &str, max: usize) -> String {
-    let (stem, ext) = split_ext(name);
-    let ext = if ext.len() <= 16 { ext } else { "" };
+    let (stem, ext) = match split_ext(name) {
+        (stem, ext) if ext.len() <= 16 => (stem, ext),
+        _ => (name, ""),
+    };
     let mut cut = max - ext.len();
     while !stem.is_char_boundary(cut) {
         cut -= 1;
@@ -104,9 +167,12 @@ pub(crate) struct NameTable {
 }
 
 impl NameTable {
-    /// Takes `dir/name`, or the first free `dir/NAME.n.EXT`. A name is
-    /// free when no other download of the batch took it and, unless
-    /// `overwrite`, no file of that name exists.
+    /// Takes `dir/name`, or the first free `dir/NAME.n.EXT`, together with
+    /// its working names (`NAME.pymatris-part`...). A name is free when no
+    /// other download of the batch took it or uses it as a working name,
+    /// none of its own working names is taken and, unless `overwrite`, no
+    /// file of that name exists. So no two downloads of a batch ever share
+    /// a file, whatever names a server gives.
     pub(crate) fn reserve(&self, dir: &Utf8Path, name: &str, overwrite: bool) -> Utf8PathBuf {
         for n in 0.. {
             let candidate = if n == 0 {
@@ -121,8 +187,10 @@ impl NameTable {
             if !overwrite && candidate.symlink_metadata().is_ok() {
                 continue;
             }
+            let names = with_working_names(&candidate);
             let mut taken = self.taken.lock().expect("name table poisoned");
-            if taken.insert(candidate.clone()) {
+            if names.iter().all(|name| !taken.contains(name)) {
+                taken.extend(names);
                 return candidate;
             }
         }
@@ -164,9 +232,15 @@ impl NameTable {
         open_unnamed(dir)
     }
 
-    /// Gives the unnamed `file` the name `target`, or the next free
-    /// numbered name if a file has appeared there meanwhile (a file is
-    /// never replaced), and returns where it landed.
+    /// Gives the unnamed `file` the name `target`, and returns where it
+    /// landed. Without `overwrite`, a file that has appeared there
+    /// meanwhile is never replaced: the download takes the next free
+    /// numbered name. With `overwrite`, the file is named
+    /// `NAME.pymatris-part` (its reserved working name, cleared of whatever
+    /// is there: removing a link removes the link, not its target), then
+    /// renamed over `target`, which replaces a file or link there, never
+    /// what a link points to. Only between these two steps does the
+    /// download have a name other than its final one.
     ///
     /// `Ok(None)` when the system will not name it (see [`link_unnamed`]):
     /// the caller copies it to a named part file instead, and the rest of
@@ -175,13 +249,24 @@ impl NameTable {
         &self,
         file: &File,
         target: &Utf8Path,
+        overwrite: bool,
     ) -> std::io::Result<Option<Utf8PathBuf>> {
-        let (target, linked) = self.place_without_replacing(target, |to| link_unnamed(file, to))?;
-        if !linked {
+        let linked = if overwrite {
+            let part = part_path(target);
+            let linked = crate::files::clearing(&part, || link_unnamed(file, &part))?;
+            if linked && let Err(e) = std::fs::rename(&part, target) {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+            (target.to_owned(), linked)
+        } else {
+            self.place_without_replacing(target, |to| link_unnamed(file, to))?
+        };
+        if !linked.1 {
             self.no_unnamed.store(true, Ordering::Relaxed);
             return Ok(None);
         }
-        Ok(Some(target))
+        Ok(Some(linked.0))
     }
 
     /// Runs `place` (which fails with `AlreadyExists` rather than replace
@@ -307,6 +392,17 @@ fn link_unnamed(_file: &File, _to: &Utf8Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// `target` and the names of the working files of its download.
+fn with_working_names(target: &Utf8Path) -> Vec<Utf8PathBuf> {
+    let mut names = vec![target.to_owned()];
+    names.extend(
+        WORKING_SUFFIXES
+            .iter()
+            .map(|suffix| Utf8PathBuf::from(format!("{target}{suffix}"))),
+    );
+    names
+}
+
 /// The temporary file beside `target`.
 pub(crate) fn part_path(target: &Utf8Path) -> Utf8PathBuf {
     let mut s = target.as_str().to_owned();
@@ -340,6 +436,81 @@ mod tests {
         let long = "é".repeat(300) + ".parquet";
         let short = sanitize_filename(&long).unwrap();
         assert!(short.len() <= MAX_NAME_BYTES && short.ends_with(".parquet"));
+    }
+
+    #[test]
+    fn a_server_makes_no_hidden_or_disguised_name() {
+        assert_eq!(
+            sanitize_filename(".bash_login").as_deref(),
+            Some("bash_login")
+        );
+        assert_eq!(sanitize_filename("../.ssh").as_deref(), Some("ssh"));
+        assert_eq!(
+            sanitize_filename(". .. .profile").as_deref(),
+            Some("profile")
+        );
+        assert_eq!(
+            sanitize_filename("invoice\u{202E}fdp.exe").as_deref(),
+            Some("invoicefdp.exe")
+        );
+        assert_eq!(
+            sanitize_filename("\u{200B}\u{FEFF}.bashrc\u{2066}").as_deref(),
+            Some("bashrc")
+        );
+        assert_eq!(sanitize_filename("\u{202E}"), None);
+        assert_eq!(sanitize_filename("a.tar.gz").as_deref(), Some("a.tar.gz"));
+    }
+
+    #[test]
+    fn a_server_name_is_never_a_working_name() {
+        for raw in [
+            "bigx.pymatris-part",
+            "bigx.pymatris-part.state",
+            "bigx.pymatris-part.state.tmp",
+            "bigx.PYMATRIS-PART.1",
+        ] {
+            assert_eq!(sanitize_filename(raw).as_deref(), Some("bigx"), "{raw}");
+        }
+        assert_eq!(sanitize_filename(".pymatris-part"), None);
+    }
+
+    #[test]
+    fn a_user_name_is_taken_as_given_in_one_component() {
+        assert_eq!(
+            sanitize_user_filename(".hidden").as_deref(),
+            Some(".hidden")
+        );
+        assert_eq!(
+            sanitize_user_filename("a:b?.txt").as_deref(),
+            Some("a:b?.txt")
+        );
+        assert_eq!(sanitize_user_filename("../../x").as_deref(), Some("x"));
+        assert_eq!(sanitize_user_filename("a\0b").as_deref(), Some("a_b"));
+        assert_eq!(sanitize_user_filename(".."), None);
+        assert_eq!(sanitize_user_filename("/"), None);
+    }
+
+    /// Two downloads of a batch never share a file: not a final name, not a
+    /// working file, whichever asks first.
+    #[test]
+    fn working_names_are_reserved_with_the_final_name() {
+        let dir = Utf8Path::new("d");
+        for overwrite in [false, true] {
+            let table = NameTable::default();
+            assert_eq!(table.reserve(dir, "bigx", overwrite), dir.join("bigx"));
+            let other = table.reserve(dir, "bigx.pymatris-part", overwrite);
+            assert_eq!(other, dir.join("bigx.1.pymatris-part"));
+            let table = NameTable::default();
+            let first = table.reserve(dir, "bigx.pymatris-part", overwrite);
+            assert_eq!(first, dir.join("bigx.pymatris-part"));
+            assert_eq!(table.reserve(dir, "bigx", overwrite), dir.join("bigx.1"));
+            let state = crate::resume::state_path(&part_path(&dir.join("x")));
+            assert_eq!(table.reserve(dir, "x", overwrite), dir.join("x"));
+            assert_ne!(
+                table.reserve(dir, state.file_name().unwrap(), overwrite),
+                state
+            );
+        }
     }
 
     #[test]
@@ -416,7 +587,10 @@ mod tests {
         // Until it is published, nothing is in the directory.
         assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
         std::fs::write(&target, b"theirs").unwrap();
-        let landed = table.publish_unnamed(&file, &target).unwrap().unwrap();
+        let landed = table
+            .publish_unnamed(&file, &target, false)
+            .unwrap()
+            .unwrap();
         assert_eq!(landed, dir.join("a.1.bin"));
         assert_eq!(std::fs::read(&target).unwrap(), b"theirs");
         assert_eq!(std::fs::read(&landed).unwrap(), b"ours");
@@ -446,5 +620,99 @@ mod tests {
         assert_eq!(table.reserve(dir, "a.tar.gz", true), dir.join("a.tar.1.gz"));
         assert_eq!(table.reserve(dir, ".hidden", false), dir.join(".hidden"));
         assert_eq!(table.reserve(dir, ".hidden", false), dir.join(".hidden.1"));
+    }
+
+    /// Names built to be hostile: separators, dots, our suffix, Cf and
+    /// control characters, long runs, and any character at all.
+    fn hostile() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            Just("/".to_owned()),
+            Just("\\".to_owned()),
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            Just(" ".to_owned()),
+            Just("\0".to_owned()),
+            Just("\u{202E}".to_owned()),
+            Just("\u{FEFF}".to_owned()),
+            Just(".pymatris-part".to_owned()),
+            Just(".State".to_owned()),
+            "[a-zé]{1,8}",
+            "é{40,90}",
+            any::<char>().prop_map(String::from),
+        ];
+        prop_oneof![
+            proptest::collection::vec(piece, 0..24).prop_map(|v| v.concat()),
+            any::<String>(),
+        ]
+    }
+
+    /// What holds of every name, from a server or the user: one normal
+    /// component of `dir`, whose working files are too, within the byte
+    /// limit of file systems.
+    fn one_component(name: &str) {
+        use std::path::{Component, Path};
+        assert!(!name.is_empty() && name != "." && name != "..", "{name:?}");
+        assert!(!name.contains(['/', '\\', '\0']), "{name:?}");
+        let dir = Path::new("/base/dir");
+        let table = NameTable::default();
+        let utf8_dir = Utf8Path::new("/base/dir");
+        // The first name, and a numbered one, as a batch would use them.
+        for _ in 0..2 {
+            let target = table.reserve(utf8_dir, name, true);
+            for path in with_working_names(&target) {
+                let joined = dir.join(path.file_name().unwrap());
+                assert_eq!(joined.parent(), Some(dir), "{name:?}");
+                assert!(
+                    matches!(joined.components().next_back(), Some(Component::Normal(_))),
+                    "{name:?}"
+                );
+                assert!(path.file_name().unwrap().len() <= 255, "{name:?}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn server_names_are_one_plain_visible_component(raw in hostile()) {
+            if let Some(name) = sanitize_filename(&raw) {
+                one_component(&name);
+                proptest::prop_assert!(!name.starts_with('.'), "{:?}", name);
+                proptest::prop_assert!(
+                    name.chars().all(|c| !c.is_control()
+                        && c.general_category() != GeneralCategory::Format),
+                    "{:?}", name
+                );
+                proptest::prop_assert!(
+                    find_ignore_ascii_case(&name, PART_SUFFIX).is_none(),
+                    "{:?}", name
+                );
+                // Sanitising is stable: a name is kept as it is.
+                proptest::prop_assert_eq!(sanitize_filename(&name), Some(name.clone()));
+            }
+        }
+
+        #[test]
+        fn user_names_are_one_component(raw in hostile()) {
+            if let Some(name) = sanitize_user_filename(&raw) {
+                one_component(&name);
+                proptest::prop_assert!(name.chars().all(|c| !c.is_control()), "{:?}", name);
+            }
+        }
+
+        #[test]
+        fn url_names_are_one_plain_component(segment in hostile()) {
+            let encoded: String =
+                percent_encoding::utf8_percent_encode(&segment, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            if let Ok(url) = Url::parse(&format!("https://h/d/{encoded}"))
+                && let Some(name) = filename_from_url(&url)
+            {
+                one_component(&name);
+                proptest::prop_assert!(!name.starts_with('.'), "{:?}", name);
+            }
+        }
     }
 }

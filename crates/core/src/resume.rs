@@ -29,9 +29,17 @@ pub(crate) fn state_path(temp: &Utf8Path) -> Utf8PathBuf {
 /// The parts still to fetch of the download whose temp file is `temp`, if
 /// it may be resumed against what the server now says of the file.
 pub(crate) fn load(temp: &Utf8Path, meta: &RemoteMeta) -> Option<Vec<[u64; 3]>> {
-    let text = std::fs::read_to_string(state_path(temp)).ok()?;
+    let mut text = String::new();
+    let mut file = crate::files::open_regular(&state_path(temp), false).ok()??;
+    std::io::Read::read_to_string(&mut file, &mut text).ok()?;
     let state: State = serde_json::from_str(&text).ok()?;
-    let written = std::fs::metadata(temp).ok()?.len();
+    // Only a regular file is resumed: a link planted in its place is
+    // replaced, never written through.
+    let part = temp.symlink_metadata().ok()?;
+    if !part.file_type().is_file() {
+        return None;
+    }
+    let written = part.len();
     let size = meta.size?;
     let same_version = state.size == Some(size) && state.validator.matches(&meta.validator);
     let sane = !state.spans.is_empty()
@@ -64,13 +72,13 @@ fn covers(spans: &[[u64; 3]], size: u64) -> bool {
     next == size
 }
 
-/// Writes the state beside `temp`.
+/// Writes the state beside `temp`, whole or not at all (through a
+/// temporary `NAME.pymatris-part.state.tmp`), and never through a link.
 pub(crate) fn save(temp: &Utf8Path, state: &State) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(state).map_err(std::io::Error::other)?;
     let path = state_path(temp);
     let tmp = Utf8PathBuf::from(format!("{path}.tmp"));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &path)
+    crate::files::write_replacing(&path, &tmp, text.as_bytes())
 }
 
 /// Removes the state beside `temp`, if any.

@@ -1,0 +1,188 @@
+//! Creates and opens the files pymatris writes in a download's directory
+//! (part files, resume state and its temporary, copies) so that nothing
+//! found under their names is ever written through or waited on: a
+//! symbolic link planted there (by another user of a shared directory, say)
+//! pointing at a file elsewhere, a FIFO, a device. A name we create is
+//! created with `O_EXCL`, which never follows a link, after removing what
+//! was there (removing a link removes the link, not its target); a file we
+//! reopen (`--continue`) is opened with `O_NOFOLLOW` and must be a regular
+//! file. The directory itself is the user's choice and may be a link.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+
+use camino::Utf8Path;
+
+/// How often a name found taken is cleared before giving up: something
+/// keeps putting a file there.
+const CLEAR_TRIES: usize = 5;
+
+/// Runs `create`, which fails with `AlreadyExists` rather than replace what
+/// is at `path`; while it does, removes what is at `path` and tries again.
+pub(crate) fn clearing<T>(
+    path: &Utf8Path,
+    mut create: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    for _ in 0..CLEAR_TRIES {
+        match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // A directory, or no permission: refused.
+                    Err(e) => return Err(e),
+                }
+            }
+            other => return other,
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{path} is re-created as fast as it is removed"),
+    ))
+}
+
+/// A new, empty file at `path`, open for reading and writing, replacing
+/// whatever is there (see the module documentation).
+pub(crate) fn create_replacing(path: &Utf8Path) -> io::Result<File> {
+    clearing(path, || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+    })
+}
+
+/// Writes `bytes` to a new file `tmp`, created as by [`create_replacing`],
+/// then renames it to `path`: a reader (or the next run, after a crash)
+/// sees the old contents or the new, never a torn mix. The rename replaces
+/// a link at `path` itself, never what it points to.
+pub(crate) fn write_replacing(path: &Utf8Path, tmp: &Utf8Path, bytes: &[u8]) -> io::Result<()> {
+    let written = create_replacing(tmp).and_then(|mut file| file.write_all(bytes));
+    let renamed = written.and_then(|()| std::fs::rename(tmp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    renamed
+}
+
+/// The regular file at `path`, opened for reading (and writing, with
+/// `write`) without following a link and without waiting on a FIFO or a
+/// device. `Ok(None)` when nothing is there or it is not a regular file.
+pub(crate) fn open_regular(path: &Utf8Path, write: bool) -> io::Result<Option<File>> {
+    // A look first, so that a device is not even opened (opening some has
+    // effects); the checks on the open file below close the race.
+    match path.symlink_metadata() {
+        Ok(meta) if meta.file_type().is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    open_nofollow(path, write)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn open_nofollow(path: &Utf8Path, write: bool) -> io::Result<Option<File>> {
+    use rustix::fs::{CWD, FileType, Mode, OFlags, fcntl_getfl, fcntl_setfl, fstat, openat};
+    use rustix::io::Errno;
+    let access = if write { OFlags::RDWR } else { OFlags::RDONLY };
+    // NONBLOCK: a FIFO put there since the look opens at once rather than
+    // wait for a writer; NOCTTY: a terminal does not become ours.
+    let flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match openat(CWD, path.as_std_path(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        // A link (ELOOP), gone, or a FIFO without a reader (ENXIO).
+        Err(Errno::LOOP | Errno::NOENT | Errno::NXIO) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if FileType::from_raw_mode(fstat(&fd)?.st_mode) != FileType::RegularFile {
+        return Ok(None);
+    }
+    // Reads and writes of a regular file never block anyway; cleared so
+    // that the file behaves as any other.
+    fcntl_setfl(&fd, fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
+    Ok(Some(File::from(fd)))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn open_nofollow(path: &Utf8Path, write: bool) -> io::Result<Option<File>> {
+    // The best std offers: the look in `open_regular`, then a check that
+    // the opened file is a regular file.
+    let file = OpenOptions::new().read(true).write(write).open(path)?;
+    Ok(file.metadata()?.is_file().then_some(file))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    struct Dir {
+        _tmp: tempfile::TempDir,
+        path: camino::Utf8PathBuf,
+    }
+
+    fn dir() -> Dir {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = camino::Utf8PathBuf::from_path_buf(tmp.path().to_owned()).unwrap();
+        Dir { _tmp: tmp, path }
+    }
+
+    #[test]
+    fn a_link_in_place_is_replaced_never_written_through() {
+        let d = dir();
+        let victim = d.path.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let ours = d.path.join("x.pymatris-part");
+        std::os::unix::fs::symlink(&victim, &ours).unwrap();
+        let mut file = create_replacing(&ours).unwrap();
+        file.write_all(b"download").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(ours.symlink_metadata().unwrap().is_file());
+        assert_eq!(std::fs::read(&ours).unwrap(), b"download");
+
+        // A dangling link too (O_CREAT alone would create its target).
+        let elsewhere = d.path.join("elsewhere");
+        let state = d.path.join("x.state");
+        let tmp = d.path.join("x.state.tmp");
+        std::os::unix::fs::symlink(&elsewhere, &tmp).unwrap();
+        std::os::unix::fs::symlink(&victim, &state).unwrap();
+        write_replacing(&state, &tmp, b"{}").unwrap();
+        assert!(!elsewhere.exists());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(state.symlink_metadata().unwrap().is_file());
+        assert!(tmp.symlink_metadata().is_err());
+    }
+
+    #[test]
+    fn only_regular_files_are_reopened() {
+        let d = dir();
+        let victim = d.path.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let link = d.path.join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert!(open_regular(&link, true).unwrap().is_none());
+        let fifo = d.path.join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        // Would wait for a writer forever if opened read-only.
+        assert!(open_regular(&fifo, false).unwrap().is_none());
+        assert!(open_regular(&fifo, true).unwrap().is_none());
+        assert!(open_regular(&d.path, true).unwrap().is_none());
+        assert!(
+            open_regular(&d.path.join("missing"), true)
+                .unwrap()
+                .is_none()
+        );
+        assert!(open_regular(&victim, true).unwrap().is_some());
+        // Something that cannot be removed is refused, not written into.
+        let sub = d.path.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(create_replacing(&sub).is_err());
+    }
+}
