@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use pymatris_core::{Error, ErrorKind, Result};
 use russh::keys::{Algorithm, PublicKeyOrCertificate};
-use russh::{Preferred, cipher};
+use russh::{Preferred, cipher, kex, mac};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{self, KeySources};
@@ -94,6 +94,40 @@ pub(crate) fn cipher_order(aes_instructions: bool) -> Vec<cipher::Name> {
         .collect()
 }
 
+/// Key exchanges: russh's defaults, with the ECDH ones on NIST curves
+/// (which OpenSSH's client offers by default, and servers restricted to
+/// FIPS algorithms allow alone) after curve25519, as OpenSSH orders them.
+/// No SHA-1 exchange: OpenSSH's client offers none.
+fn kex_order() -> Vec<kex::Name> {
+    let ecdh = [
+        kex::ECDH_SHA2_NISTP256,
+        kex::ECDH_SHA2_NISTP384,
+        kex::ECDH_SHA2_NISTP521,
+    ];
+    let defaults = Preferred::DEFAULT.kex.to_vec();
+    let at = defaults
+        .iter()
+        .position(|k| *k == kex::DH_GEX_SHA256)
+        .unwrap_or(defaults.len());
+    let mut out = defaults[..at].to_vec();
+    out.extend(ecdh.iter().filter(|k| !defaults.contains(k)).cloned());
+    out.extend_from_slice(&defaults[at..]);
+    out
+}
+
+/// MACs (for the ciphers that are not AEAD): russh's defaults, then
+/// HMAC-SHA1, last, as OpenSSH's client offers it: servers restricted to
+/// it exist, and it is not broken as a MAC.
+fn mac_order() -> Vec<mac::Name> {
+    let mut out = Preferred::DEFAULT.mac.to_vec();
+    for m in [mac::HMAC_SHA1_ETM, mac::HMAC_SHA1] {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
 /// Host key algorithms: those `known_hosts` records for the host first
 /// (as OpenSSH orders them), then russh's default order.
 fn host_key_order(known: &[Algorithm]) -> Vec<Algorithm> {
@@ -122,6 +156,8 @@ fn client_config(timeout: Duration, known_algs: &[Algorithm]) -> russh::client::
     let preferred = Preferred {
         cipher: Cow::Owned(cipher_order(cpu_has_aes())),
         key: Cow::Owned(host_key_order(known_algs)),
+        kex: Cow::Owned(kex_order()),
+        mac: Cow::Owned(mac_order()),
         ..Preferred::DEFAULT
     };
     russh::client::Config {
@@ -527,6 +563,23 @@ mod tests {
         assert_eq!(&order[..3], &rsa[..]);
         assert!(order.contains(&Algorithm::Ed25519));
         assert_eq!(host_key_order(&[])[0], Algorithm::Ed25519);
+    }
+
+    #[test]
+    fn kex_and_macs_offer_what_openssh_offers() {
+        let kex = kex_order();
+        let at = |n: kex::Name| kex.iter().position(|k| *k == n).unwrap();
+        assert_eq!(kex[0], Preferred::DEFAULT.kex[0]);
+        assert!(at(kex::CURVE25519) < at(kex::ECDH_SHA2_NISTP256));
+        assert!(at(kex::ECDH_SHA2_NISTP521) < at(kex::DH_GEX_SHA256));
+        assert!(kex.contains(&kex::EXTENSION_OPENSSH_STRICT_KEX_AS_CLIENT));
+        assert!(!kex.iter().any(|k| k.as_ref().ends_with("sha1")));
+        let macs = mac_order();
+        assert_eq!(macs[0], mac::HMAC_SHA512_ETM);
+        assert_eq!(
+            &macs[macs.len() - 2..],
+            &[mac::HMAC_SHA1_ETM, mac::HMAC_SHA1]
+        );
     }
 
     #[test]

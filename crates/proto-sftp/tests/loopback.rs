@@ -142,45 +142,42 @@ fn a_connection_killed_mid_transfer_is_resumed_byte_for_byte() {
     }
 }
 
-/// A second sshd beside the harness's, with its config but logins through
-/// PAM's keyboard-interactive only (as many servers have them): killed on
-/// drop.
-struct KbdSshd {
+/// A second sshd beside the harness's, with its config but `settings`
+/// (sshd_config lines) in place of the lines with the same keywords:
+/// killed on drop.
+struct ExtraSshd {
     child: std::process::Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl KbdSshd {
-    fn start(servers: &Servers) -> KbdSshd {
+impl ExtraSshd {
+    fn start(servers: &Servers, settings: &str) -> ExtraSshd {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let ours = format!(
+            "Port {port}\nPidFile {}/sshd.pid\n{settings}",
+            dir.path().display()
+        );
+        let replaced: Vec<&str> = ours
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
         let base = std::fs::read_to_string(servers.root_dir().join("sshd/sshd_config")).unwrap();
         let mut conf = String::new();
         for line in base.lines() {
             let key = line.split_whitespace().next().unwrap_or_default();
-            match key {
-                "Port"
-                | "PidFile"
-                | "UsePAM"
-                | "PasswordAuthentication"
-                | "KbdInteractiveAuthentication"
-                | "PubkeyAuthentication" => {}
-                _ => {
-                    conf.push_str(line);
-                    conf.push('\n');
-                }
+            if !replaced.contains(&key) {
+                conf.push_str(line);
+                conf.push('\n');
             }
         }
-        conf.push_str(&format!(
-            "Port {port}\nPidFile {}/sshd.pid\nUsePAM yes\nPasswordAuthentication no\n\
-             KbdInteractiveAuthentication yes\nPubkeyAuthentication no\n",
-            dir.path().display()
-        ));
+        conf.push_str(&ours);
+        conf.push('\n');
         let path = dir.path().join("sshd_config");
         std::fs::write(&path, conf).unwrap();
         let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
@@ -198,7 +195,7 @@ impl KbdSshd {
             assert!(std::time::Instant::now() < deadline, "sshd did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        KbdSshd {
+        ExtraSshd {
             child,
             port,
             _dir: dir,
@@ -206,7 +203,7 @@ impl KbdSshd {
     }
 }
 
-impl Drop for KbdSshd {
+impl Drop for ExtraSshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -217,7 +214,13 @@ impl Drop for KbdSshd {
 fn keyboard_interactive_takes_the_password() {
     let servers = Servers::start(Which::sftp_only()).expect("start sshd");
     servers.write_file("kbd.txt", b"keyboard");
-    let kbd = KbdSshd::start(&servers);
+    // Logins through PAM's keyboard-interactive only, as many servers
+    // have them.
+    let kbd = ExtraSshd::start(
+        &servers,
+        "UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication yes\n\
+         PubkeyAuthentication no",
+    );
     let kh = tempfile::tempdir().unwrap();
     let known = kh.path().join("known_hosts");
     std::fs::write(
@@ -271,4 +274,56 @@ fn keyboard_interactive_takes_the_password() {
         err.chain()
     );
     assert!(!err.chain().contains("not-it"), "{}", err.chain());
+}
+
+/// A server that allows one key exchange, MAC or cipher only, each one
+/// that OpenSSH's client offers by default: an OpenSSH client gets in, so
+/// must we.
+#[test]
+fn servers_restricted_to_one_algorithm_openssh_offers() {
+    let servers = Servers::start(Which::sftp_only()).expect("start sshd");
+    let bytes = std::fs::read(servers.write_random("algo.bin", 3 << 20, 7)).unwrap();
+    let restrictions = [
+        "KexAlgorithms ecdh-sha2-nistp256",
+        "KexAlgorithms ecdh-sha2-nistp384",
+        "KexAlgorithms ecdh-sha2-nistp521",
+        "KexAlgorithms diffie-hellman-group14-sha256",
+        "MACs hmac-sha1\nCiphers aes128-ctr",
+        "MACs hmac-sha1-etm@openssh.com\nCiphers aes256-ctr",
+        "MACs hmac-sha2-256\nCiphers aes192-ctr",
+        "Ciphers chacha20-poly1305@openssh.com",
+        "Ciphers aes256-gcm@openssh.com",
+    ];
+    for restriction in restrictions {
+        let sshd = ExtraSshd::start(&servers, restriction);
+        let kh = tempfile::tempdir().unwrap();
+        let known = kh.path().join("known_hosts");
+        std::fs::write(
+            &known,
+            format!("[127.0.0.1]:{} {}\n", sshd.port, servers.ssh_host_key_pub()),
+        )
+        .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::from_path_buf(out.path().to_owned()).unwrap();
+        let config = Config::default()
+            .identity(Some(servers.ssh_client_key().to_owned()))
+            .known_hosts(Some(known))
+            .max_splits(2)
+            .min_split_size(1 << 20)
+            .max_tries(1);
+        let url = format!(
+            "sftp://{}@127.0.0.1:{}{}/algo.bin",
+            servers.sftp_user(),
+            sshd.port,
+            servers.data_dir().display()
+        );
+        let mut dl = Downloader::new(config);
+        dl.enqueue_file(&url, &dir).unwrap();
+        let results = dl.download_blocking();
+        assert!(results.errors.is_empty(), "{restriction}: {results}");
+        assert!(
+            std::fs::read(out.path().join("algo.bin")).unwrap() == bytes,
+            "{restriction}: bytes differ"
+        );
+    }
 }
