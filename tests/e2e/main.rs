@@ -7,6 +7,8 @@ mod conformance;
 mod disk;
 mod faults;
 mod ftp;
+#[cfg(unix)]
+mod handles;
 mod http;
 mod local_traps;
 mod resume;

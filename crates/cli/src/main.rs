@@ -46,6 +46,7 @@ use crate::args::{Args, BadLine, Plan};
 use crate::progress::Bars;
 
 fn main() -> ExitCode {
+    raise_open_files_limit();
     let args = Args::parse();
     let plan = match args.into_plan(std::io::stdin().lock()) {
         Ok(plan) => plan,
@@ -72,6 +73,23 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(plan))
+}
+
+/// Raises the soft limit of open files to the hard one, as servers do: a
+/// batch holds a socket and a file for each transfer, and the soft limit
+/// (often 1024) is a default for programs that need few. Running out
+/// anyway only slows the batch down (the engine waits for handles).
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            limit.current = limit.maximum;
+            // macOS refuses an unlimited soft limit: what there is stays.
+            let _ = setrlimit(Resource::Nofile, limit);
+        }
+    }
 }
 
 /// tokio's own setting of its worker threads, honoured when set.

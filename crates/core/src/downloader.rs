@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -185,6 +185,9 @@ impl Downloader {
             transfers: AtomicUsize::new(0),
             files_left: AtomicUsize::new(requests.len()),
             file_done: Notify::new(),
+            started: Instant::now(),
+            last_progress: AtomicU64::new(0),
+            out_of_handles: AtomicU64::new(0),
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
@@ -214,6 +217,7 @@ impl Downloader {
                         .unwrap_or(Err(fallback));
                     outcomes.lock().expect("outcomes poisoned")[index] = Some(outcome);
                     batch.files_left.fetch_sub(1, Ordering::SeqCst);
+                    batch.progressed();
                     batch.file_done.notify_waiters();
                     // Let the other slots whose files just arrived finish
                     // them first: the next requests then leave together and
@@ -300,6 +304,14 @@ struct Batch {
     /// Notified when a file finishes: running files may then take the
     /// connections it leaves (see [`FileJob::help`]).
     file_done: Notify,
+    /// When the batch started: the clock of the two fields below.
+    started: Instant,
+    /// When a byte last arrived, or a file last finished, in the batch
+    /// (milliseconds since `started`).
+    last_progress: AtomicU64,
+    /// When the process last ran out of file handles (milliseconds since
+    /// `started`, plus one; 0: never).
+    out_of_handles: AtomicU64,
     protocols: Protocols,
     names: NameTable,
     reporter: Arc<dyn Reporter>,
@@ -489,7 +501,65 @@ impl Batch {
     /// over FTP went in 5 parts, 9 logins where 5 do; 0.48 s, 0.40 s
     /// without).
     fn splits_now(&self) -> usize {
+        if self.short_of_handles() {
+            return 1;
+        }
         self.config.max_splits.min(self.spare(0)).max(1)
+    }
+
+    /// Notes that a byte arrived or a file finished.
+    fn progressed(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_progress.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// How long the batch has gone without a byte or a finished file.
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_progress.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Whether the process ran out of file handles lately: no file is
+    /// then cut into parts, and no part added, until it has not for a
+    /// while.
+    fn short_of_handles(&self) -> bool {
+        match self.out_of_handles.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let at = Duration::from_millis(at - 1);
+                self.started.elapsed().saturating_sub(at) < HANDLES_CALM
+            }
+        }
+    }
+
+    /// Waits for file handles to free after an attempt ran out of them,
+    /// without spending a try: other transfers of the batch hold them and
+    /// will give them back. Fails (with `error`, explained) only when
+    /// nothing in the batch progressed for the idle timeout while this
+    /// waited: then nothing is about to free a handle.
+    async fn wait_for_handles(&self, wait: &mut HandleWait, error: Error) -> Result<()> {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.out_of_handles.fetch_max(now + 1, Ordering::Relaxed);
+        let since = *wait.since.get_or_insert_with(Instant::now);
+        let idle = self.config.protocol.timeout;
+        if since.elapsed() >= idle && self.idle_for() >= idle {
+            return Err(error
+                .context(format_args!(
+                    "out of file handles, and none was freed for {}s",
+                    idle.as_secs_f32()
+                ))
+                .retryable(false));
+        }
+        wait.waits += 1;
+        // From 20 ms to about a second, jittered so the waiting transfers
+        // do not all try again at once.
+        let step = Duration::from_millis(10 << wait.waits.min(7)).min(Duration::from_secs(1));
+        let pause = step.mul_f64(0.5 + 0.5 * fastrand::f64());
+        tracing::debug!(waits = wait.waits, ?pause, error = %error, "out of file handles, waiting for some to free");
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(Error::cancelled()),
+            () = tokio::time::sleep(pause) => Ok(()),
+        }
     }
 
     /// Transfers a file that has `own` running may still add: the batch
@@ -596,6 +666,10 @@ impl Batch {
         gained: u64,
         error: Error,
     ) -> Result<()> {
+        if error.is_out_of_handles() {
+            return self.wait_for_handles(&mut tries.handles, error).await;
+        }
+        tries.handles = HandleWait::default();
         if !error.is_retryable() || !tries.fail(gained) {
             return Err(error);
         }
@@ -627,6 +701,18 @@ impl Batch {
     }
 }
 
+/// How long after running out of file handles the batch adds no parts.
+const HANDLES_CALM: Duration = Duration::from_secs(2);
+
+/// One transfer's wait for file handles (see [`Batch::wait_for_handles`]).
+#[derive(Debug, Default)]
+struct HandleWait {
+    /// When this wait began.
+    since: Option<Instant>,
+    /// Attempts that ran out of handles in a row.
+    waits: u32,
+}
+
 /// A failed attempt that brought fewer new bytes than this made no
 /// progress. Small beside any range a server caps its answers at, large
 /// beside what a server that trickles a few bytes per connection sends.
@@ -642,6 +728,8 @@ const PROGRESS_MIN: u64 = 64 * 1024;
 /// at all, progress or not, as it always has.
 #[derive(Debug)]
 struct Tries {
+    /// Waiting for file handles, which spends no try.
+    handles: HandleWait,
     max: u32,
     /// Failed attempts in a row without progress.
     misses: u32,
@@ -654,6 +742,7 @@ struct Tries {
 impl Tries {
     fn new(max_tries: u32) -> Self {
         Tries {
+            handles: HandleWait::default(),
             max: max_tries.max(1),
             misses: 0,
             failed: 0,
@@ -945,22 +1034,39 @@ impl FileJob {
         // the process dies, however it dies; one directory operation per
         // file instead of two, and less time for the two worker threads to
         // spin on the directory's lock (2000 small files: 18 % less CPU).
-        let unnamed = (!self.batch.config.resume)
-            .then(|| {
-                let dir = target.parent().unwrap_or(Utf8Path::new("."));
-                self.batch.names.unnamed_file(dir)
-            })
-            .flatten();
-        self.unnamed.store(unnamed.is_some(), Ordering::Relaxed);
-        let file = match unnamed {
-            Some(file) => file,
-            // What `resume::load` found resumable is reopened, never
-            // through a link; anything else at the name is replaced.
-            None if !truncate => crate::files::open_regular(&self.temp, true)
-                .and_then(|f| f.ok_or_else(|| std::io::Error::other("not a regular file")))
-                .map_err(|e| Error::io(format_args!("cannot open {}", self.temp), e))?,
-            None => crate::files::create_replacing(&self.temp)
-                .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e))?,
+        //
+        // Out of file handles, the connection of the first response is
+        // given back (the first part asks again) and the file waits for
+        // a handle, so that files holding a connection never wait on
+        // each other for the handle of their part file.
+        let mut body = start.body;
+        let mut handles = HandleWait::default();
+        let file = loop {
+            let unnamed = (!self.batch.config.resume)
+                .then(|| {
+                    let dir = target.parent().unwrap_or(Utf8Path::new("."));
+                    self.batch.names.unnamed_file(dir)
+                })
+                .flatten();
+            self.unnamed.store(unnamed.is_some(), Ordering::Relaxed);
+            let opened = match unnamed {
+                Some(file) => Ok(file),
+                // What `resume::load` found resumable is reopened, never
+                // through a link; anything else at the name is replaced.
+                None if !truncate => crate::files::open_regular(&self.temp, true)
+                    .and_then(|f| f.ok_or_else(|| std::io::Error::other("not a regular file")))
+                    .map_err(|e| Error::io(format_args!("cannot open {}", self.temp), e)),
+                None => crate::files::create_replacing(&self.temp)
+                    .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e)),
+            };
+            match opened {
+                Ok(file) => break file,
+                Err(e) if e.is_out_of_handles() => {
+                    body = None;
+                    self.batch.wait_for_handles(&mut handles, e).await?;
+                }
+                Err(e) => return Err(e),
+            }
         };
         let file = PartFile::new(file);
         let config = &self.batch.config;
@@ -1000,11 +1106,11 @@ impl FileJob {
             let counted = job.count_in();
             let outcome = job
                 .clone()
-                .run_worker(file.clone(), first_span, start.body, start.slot, counted)
+                .run_worker(file.clone(), first_span, body, start.slot, counted)
                 .await;
             failure = outcome.err();
         } else {
-            job.spawn_worker(&mut workers, &file, first_span, start.body, start.slot);
+            job.spawn_worker(&mut workers, &file, first_span, body, start.slot);
         }
         for span in spans {
             match job.batch.slot(&job.url, false).await {
@@ -1246,6 +1352,7 @@ impl FileJob {
             if own == 0
                 || own >= self.batch.config.max_splits
                 || self.batch.spare(own) == 0
+                || self.batch.short_of_handles()
                 || self.cancel_token().is_cancelled()
             {
                 return;
@@ -1436,7 +1543,8 @@ impl FileJob {
             match result {
                 Ok(()) => return Ok(Filled::Done),
                 Err(e)
-                    if e.kind() == ErrorKind::Busy && self.workers.load(Ordering::SeqCst) > 1 =>
+                    if (e.kind() == ErrorKind::Busy || e.is_out_of_handles())
+                        && self.workers.load(Ordering::SeqCst) > 1 =>
                 {
                     // The server will not give this file another
                     // connection: leave the span to the ones it has.
@@ -1564,6 +1672,7 @@ impl FileJob {
                             let take = (chunk.len() as u64).min(room) as usize;
                             s.pos += take as u64;
                             s.progressed = Instant::now();
+                            self.batch.progressed();
                             let full = s.pos >= s.end;
                             let past = take < chunk.len() && Some(s.end) == self.size;
                             (take, full, past)

@@ -170,6 +170,46 @@ impl Error {
         out
     }
 
+    /// Whether the process (or the system) ran out of file handles
+    /// (`EMFILE`, `ENFILE`) somewhere in the chain: a socket, a file, a
+    /// pipe that a protocol opened. Not a fault of the server nor of the
+    /// file: the scheduler waits for handles to free rather than spend an
+    /// attempt on it. Protocol libraries that keep only the text of an
+    /// `io::Error` are recognised by it.
+    pub fn is_out_of_handles(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        let mut depth = 0;
+        while let Some(err) = cur
+            && depth < 32
+        {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && io.raw_os_error().is_some_and(is_out_of_handles_code)
+            {
+                return true;
+            }
+            let text = err.to_string();
+            if OUT_OF_HANDLES
+                .iter()
+                .any(|&code| text.contains(&format!("(os error {code})")))
+            {
+                return true;
+            }
+            cur = err.source();
+            depth += 1;
+        }
+        false
+    }
+
+    /// Adds to the message, keeping the kind and the source.
+    pub(crate) fn context(mut self, more: impl fmt::Display) -> Self {
+        self.message = if self.message.is_empty() {
+            more.to_string()
+        } else {
+            format!("{}; {more}", self.message)
+        };
+        self
+    }
+
     pub(crate) fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
         Error::new(ErrorKind::Io, format!("{context}: {err}")).retryable(false)
     }
@@ -209,6 +249,23 @@ impl std::error::Error for Error {
     }
 }
 
+/// The OS error codes of running out of file handles: `EMFILE` (this
+/// process) and `ENFILE` (the system).
+#[cfg(unix)]
+const OUT_OF_HANDLES: [i32; 2] = [
+    rustix::io::Errno::MFILE.raw_os_error(),
+    rustix::io::Errno::NFILE.raw_os_error(),
+];
+/// `ERROR_TOO_MANY_OPEN_FILES`, and `WSAEMFILE` for sockets.
+#[cfg(windows)]
+const OUT_OF_HANDLES: [i32; 2] = [4, 10024];
+#[cfg(not(any(unix, windows)))]
+const OUT_OF_HANDLES: [i32; 0] = [];
+
+fn is_out_of_handles_code(code: i32) -> bool {
+    OUT_OF_HANDLES.contains(&code)
+}
+
 /// The result type of pymatris.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -226,6 +283,38 @@ mod tests {
             Error::new(ErrorKind::Protocol, "503")
                 .retryable(true)
                 .is_retryable()
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn running_out_of_handles_is_recognised_anywhere_in_the_chain() {
+        let emfile = || std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        let enfile = std::io::Error::from_raw_os_error(rustix::io::Errno::NFILE.raw_os_error());
+        assert!(
+            Error::new(ErrorKind::Network, "connect")
+                .with_source(emfile())
+                .is_out_of_handles()
+        );
+        assert!(
+            Error::new(ErrorKind::Network, "connect")
+                .with_source(enfile)
+                .is_out_of_handles()
+        );
+        // Wrapped in another io::Error, or kept only as text.
+        let wrapped = std::io::Error::other(emfile());
+        assert!(
+            Error::new(ErrorKind::Network, "x")
+                .with_source(wrapped)
+                .is_out_of_handles()
+        );
+        assert!(Error::io("cannot create a.part", emfile()).is_out_of_handles());
+        assert!(!Error::new(ErrorKind::Network, "reset").is_out_of_handles());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(
+            !Error::new(ErrorKind::Network, "x")
+                .with_source(refused)
+                .is_out_of_handles()
         );
     }
 
