@@ -306,3 +306,163 @@ fn an_empty_input_list_is_nothing_to_do_and_an_unreadable_one_a_usage_error() {
         assert!(stderr(&out).contains(list), "{}", stderr(&out));
     }
 }
+
+/// `pymatris ARGS` at the most verbose logging (`RUST_LOG=trace
+/// --verbose`), with `HOME` at `home` and no ssh-agent: everything it
+/// printed, stdout and stderr together.
+fn traced(args: &[&str], home: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(pymatris_bin())
+        .args(["--verbose", "--json", "--show-errors"])
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), all)
+}
+
+/// `text` holds none of `secrets`, in any of the forms a log could show
+/// them in.
+fn assert_no_secret(text: &str, secrets: &[&str], what: &str) {
+    use base64::Engine as _;
+    for secret in secrets {
+        let leaks: Vec<&str> = text.lines().filter(|l| l.contains(secret)).collect();
+        assert!(
+            leaks.is_empty(),
+            "{what}: {secret:?} leaked:\n{}",
+            leaks.join("\n")
+        );
+    }
+    assert!(text.contains("TRACE"), "{what}: not traced:\n{text}");
+    // Basic credentials travel base64-encoded.
+    for secret in secrets {
+        for user in ["bob", "pymatris"] {
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+            assert!(!text.contains(&basic), "{what}: {basic} leaked:\n{text}");
+        }
+    }
+}
+
+// No secret is printed at any log level, by pymatris or any library it
+// uses: URL passwords, netrc passwords, headers, over HTTP(S), FTP, SFTP.
+#[test]
+fn no_secret_reaches_the_output_even_at_trace_level() {
+    use pymatris_harness::{Servers, Which};
+    let servers = Servers::start(Which::all()).expect("start nginx, vsftpd and sshd");
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = |name: &str| out.path().join(name).to_str().unwrap().to_owned();
+    servers.write_random("f.bin", 300_000, 7);
+    let password = servers.sftp_password().to_owned();
+    let ca = servers.ca_cert().to_str().unwrap().to_owned();
+
+    // HTTP(S): basic auth in the URL, an API key and a cookie; then a
+    // bearer token of the user's.
+    for url in [servers.http_url("f.bin"), servers.https_url("f.bin")] {
+        let with_user = url.replace("://", "://bob:url-S3CRET-1@");
+        let (code, all) = traced(
+            &[
+                "--ca-cert",
+                &ca,
+                "-H",
+                "X-Api-Key: key-S3CRET-2",
+                "-H",
+                "Cookie: session=cookie-S3CRET-3",
+                "--dir",
+                &dir("h1"),
+                "--overwrite",
+                &with_user,
+            ],
+            home.path(),
+        );
+        assert_eq!(code, Some(0), "{all}");
+        assert_no_secret(
+            &all,
+            &["url-S3CRET-1", "key-S3CRET-2", "cookie-S3CRET-3"],
+            &url,
+        );
+        let (code, all) = traced(
+            &[
+                "--ca-cert",
+                &ca,
+                "-H",
+                "Authorization: Bearer bearer-S3CRET-4",
+                "-H",
+                "Proxy-Authorization: Basic proxy-S3CRET-5",
+                "--dir",
+                &dir("h2"),
+                "--overwrite",
+                &url,
+            ],
+            home.path(),
+        );
+        assert_eq!(code, Some(0), "{all}");
+        assert_no_secret(&all, &["bearer-S3CRET-4", "proxy-S3CRET-5"], &url);
+    }
+
+    // FTP: the password in the URL (sent as `PASS`), then from netrc.
+    let (code, all) = traced(
+        &["--dir", &dir("f1"), &servers.ftp_url("f.bin")],
+        home.path(),
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert_no_secret(&all, &[&password], "ftp");
+    let netrc = home.path().join("netrc");
+    let (user, _) = servers.ftp_user();
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login {user} password {password}\n"),
+    )
+    .unwrap();
+    let bare = format!("ftp://127.0.0.1:{}/f.bin", servers.ftp_port());
+    let netrc_arg = netrc.to_str().unwrap();
+    let (code, all) = traced(
+        &["--netrc-file", netrc_arg, "--dir", &dir("f2"), &bare],
+        home.path(),
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert_no_secret(&all, &[&password], "ftp with netrc");
+
+    // SFTP: a password in the URL, then from netrc.
+    let kh = servers.ssh_known_hosts().to_str().unwrap().to_owned();
+    let path = format!("{}/f.bin", servers.data_dir().display());
+    let sftp_user = servers.sftp_user();
+    let port = servers.sftp_port();
+    let url = format!("sftp://{sftp_user}:{password}@127.0.0.1:{port}{path}");
+    let (code, all) = traced(
+        &["--known-hosts", &kh, "--dir", &dir("s1"), &url],
+        home.path(),
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert_no_secret(&all, &[&password], "sftp");
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login {sftp_user} password {password}\n"),
+    )
+    .unwrap();
+    let bare = format!("sftp://127.0.0.1:{port}{path}");
+    let (code, all) = traced(
+        &[
+            "--netrc-file",
+            netrc_arg,
+            "--known-hosts",
+            &kh,
+            "--dir",
+            &dir("s2"),
+            &bare,
+        ],
+        home.path(),
+    );
+    assert_eq!(code, Some(0), "{all}");
+    assert_no_secret(&all, &[&password], "sftp with netrc");
+}

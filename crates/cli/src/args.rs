@@ -77,7 +77,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) show_errors: bool,
 
-    /// Debug logging to standard error (passwords redacted).
+    /// Debug logging to standard error (RUST_LOG widens it). Passwords,
+    /// tokens and cookies are hidden from every line, whatever logged it.
     #[arg(long)]
     pub(crate) verbose: bool,
 
@@ -266,6 +267,13 @@ impl Args {
             .identity(self.identity)
             .known_hosts(self.known_hosts)
             .accept_new_host_keys(self.accept_new_host_keys);
+        crate::logging::register_secrets(
+            entries
+                .iter()
+                .map(|e| e.url.as_str())
+                .chain(config.protocol.proxy.as_deref()),
+            &config.protocol.headers,
+        );
         let mut requests = Vec::with_capacity(entries.len());
         let mut origins = Vec::with_capacity(entries.len());
         for entry in entries {

@@ -33,6 +33,7 @@ macro_rules! err {
 }
 
 mod args;
+mod logging;
 mod progress;
 
 use std::io::IsTerminal;
@@ -56,14 +57,7 @@ fn main() -> ExitCode {
         }
     };
     if plan.verbose {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                    "pymatris=debug,pymatris_core=debug,pymatris_proto_http=debug,pymatris_proto_ftp=debug,pymatris_proto_sftp=debug,warn".into()
-                }),
-            )
-            .init();
+        logging::init();
     }
     let runtime = match runtime(std::env::var_os(WORKER_THREADS_VAR).is_some()) {
         Ok(rt) => rt,

@@ -42,7 +42,9 @@ pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{
     ByteRange, ByteStream, Fetched, Protocol, ProtocolPlugin, RemoteMeta, Validator,
 };
-pub use redact::{redact_url, redact_url_str};
+pub use redact::{
+    MIN_SECRET_LEN, redact_text, redact_url, redact_url_str, register_secret, register_url_secrets,
+};
 pub use reporter::{NoReporter, ReportId, Reporter};
 pub use results::{Failed, Results, Succeeded};
 pub use tokio_util::sync::CancellationToken;

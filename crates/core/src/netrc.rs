@@ -69,6 +69,10 @@ impl Netrc {
         }
         if let Some(password) = &entry.password {
             let _ = url.set_password(Some(password));
+            // Libraries below may log it in their own words: the log
+            // writer hides it by value (`redact.rs`).
+            crate::redact::register_secret(password);
+            crate::redact::register_url_secrets(url);
         }
     }
 
