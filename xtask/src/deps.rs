@@ -9,9 +9,9 @@ use anyhow::{Context, bail};
 
 /// The real servers the harness starts, the peers of the benchmark, and the
 /// tools the tests call (`kill`, `pgrep`, `mount`, `ssh-keygen`, `ssh-agent`).
-/// `python3-venv` holds the harness's servers written in Python (pyftpdlib),
-/// which it installs from PyPI into a venv under `target/`; lighttpd is the
-/// second HTTP(S) server of the conformance tests.
+/// `python3-venv` holds the harness's servers written in Python (pyftpdlib,
+/// asyncssh), which it installs from PyPI into a venv under `target/`;
+/// lighttpd is the second HTTP(S) server of the conformance tests.
 pub(crate) const PACKAGES: &[&str] = &[
     "nginx-light",
     "lighttpd",
