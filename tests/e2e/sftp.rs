@@ -884,3 +884,55 @@ fn asyncssh_resume_after_interrupt() {
         "the resume read {cost} bytes for {missing} missing"
     );
 }
+
+/// SFTP paths are bytes: a remote name that is not UTF-8 is reached by
+/// percent-encoding its bytes, on both servers. (The local name is the
+/// engine's: the bytes decoded lossily.)
+#[test]
+fn a_name_that_is_not_utf8_is_reached_by_its_bytes() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let servers = Servers::start(Which::sftp_only())
+        .and_then(Servers::with_asyncssh)
+        .expect("start sshd and asyncssh");
+    let name = std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9.bin");
+    let path = servers.data_dir().join(name);
+    std::fs::write(&path, b"not UTF-8").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let rel = "latin1-%E9t%E9.bin";
+    let runs = [
+        (
+            servers.sftp_url(rel),
+            servers.ssh_client_key(),
+            servers.ssh_known_hosts(),
+        ),
+        (
+            servers.asyncssh_url(rel),
+            servers.asyncssh_client_key(),
+            servers.asyncssh_known_hosts(),
+        ),
+    ];
+    for (url, key, kh) in runs {
+        let out = tempfile::tempdir().unwrap();
+        let result = run(
+            &[
+                "--json",
+                "--identity",
+                s(key),
+                "--known-hosts",
+                s(kh),
+                "--dir",
+                s(out.path()),
+                &url,
+            ],
+            home.path(),
+            None,
+        );
+        assert_eq!(result.status.code(), Some(0), "{url}: {}", stderr(&result));
+        let names = list_dir(out.path());
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(
+            std::fs::read(out.path().join(&names[0])).unwrap(),
+            b"not UTF-8"
+        );
+    }
+}
