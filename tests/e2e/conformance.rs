@@ -7,9 +7,10 @@
 //! fetches only what is missing and costs the server not much more than that.
 
 use std::fmt;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pymatris_harness::{PyftpdlibOptions, Server, Servers, Which};
 use pymatris_tests::{list_dir, pymatris_bin, random_bytes};
@@ -381,10 +382,9 @@ fn a_run_interrupted_under_continue_resumes_on_every_server() {
 /// returns what each server sent on the rerun.
 fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
     const SIZE: usize = 8 << 20;
-    // About half the file passes before the signal; the cap also makes sure
-    // the first run cannot finish first (it needs two seconds at least).
+    // The cap gives the test time to see a third of the file on disk and
+    // signal before the first run could finish (two seconds at least).
     const SPEED: &str = "4M";
-    const HALFWAY: Duration = Duration::from_millis(1000);
     let servers = servers();
     let source = random_bytes(SIZE, 32);
     let mut costs = Vec::new();
@@ -396,7 +396,7 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
         let out = home.path().join("out");
         let url = e.url(&servers, &rel);
         let (key, known_hosts) = e.ssh_files(&servers);
-        let first = Command::new(pymatris_bin())
+        let mut first = Command::new(pymatris_bin())
             .arg("--ca-cert")
             .arg(servers.ca_cert())
             .arg("--identity")
@@ -414,7 +414,21 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(HALFWAY);
+        let part = out.join(format!("{name}.pymatris-part"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // The part file is written at each part's offset, sparse: its
+        // allocated blocks are the bytes received so far.
+        while std::fs::metadata(&part).map_or(0, |m| m.blocks() * 512) < SIZE as u64 / 3 {
+            assert!(
+                first.try_wait().unwrap().is_none(),
+                "{e}: the first run ended before a third of the file arrived"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{e}: no third of the file in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let status = Command::new("kill")
             .args(["-INT", &first.id().to_string()])
             .status()
@@ -436,6 +450,7 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
             .iter()
             .map(|s| s[1].as_u64().unwrap() - s[0].as_u64().unwrap())
             .sum();
+        assert!(have > 0, "{e}: the state records no byte: {state}");
         let missing = SIZE as u64 - have;
 
         let before = if measure {
