@@ -159,10 +159,14 @@ fn pyftpdlib_refuses_sessions_over_its_limits() {
             .unwrap();
         let port = s.pyftpdlib_port();
         let (first, a) = login(port, &s);
-        let (second, b) = login(port, &s);
+        let (mut second, b) = login(port, &s);
         assert!(a.starts_with("230") && b.starts_with("230"), "{a}{b}");
         let (_, refused) = login(port, &s);
         assert!(refused.starts_with("421"), "{options:?}: {refused}");
+        // The sessions in are served in full: a data channel is no session.
+        write!(second.get_mut(), "PASV\r\n").unwrap();
+        let pasv = reply(&mut second);
+        assert!(pasv.starts_with("227"), "{options:?}: {pasv}");
         // A session that ends frees its slot.
         let mut first = first;
         write!(first.get_mut(), "QUIT\r\n").unwrap();

@@ -14,6 +14,7 @@ pure-ftpd and vsftpd, so that a slow login holds up only its own session.
 import json
 import logging
 import sys
+import threading
 import time
 
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -33,10 +34,16 @@ class SlowAuthorizer(DummyAuthorizer):
 
 
 class Server(ThreadedFTPServer):
-    """Counts sessions as `max_cons` says: pyftpdlib's own check allows one
-    more, counting its listening socket as the single-threaded server does."""
+    """Counts sessions as `max_cons` says: pyftpdlib's own check lets one
+    more in, counting its listening socket as the single-threaded server
+    does. The same check guards PASV, where it would refuse the sessions
+    already in their data channel (425): data connections are no sessions."""
 
     def _accept_new_cons(self):
+        if threading.current_thread() is not threading.main_thread():
+            # A session's thread, opening a data channel.
+            return True
+        # The acceptor, before it starts the new session's thread.
         return not self.max_cons or self._map_len() < self.max_cons
 
 
