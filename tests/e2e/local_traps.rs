@@ -488,3 +488,101 @@ fn a_link_at_a_numbered_name_is_skipped_too() {
     trap.assert_outside_untouched("numbered");
     trap.assert_regular("n.2.txt", &body, "numbered");
 }
+
+/// A part file left for `--continue` whose name is then made a hard link
+/// to someone else's file (of the same length): the next run does not
+/// write into that file, it starts over in one of its own.
+#[test]
+fn a_hard_link_at_a_resumable_part_is_not_written_into() {
+    let body = random_bytes(MIB, 77);
+    let server = FaultServer::start([(
+        "/f.bin",
+        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
+            bytes: 300_000,
+            times: 2,
+        }),
+    )]);
+    let url = server.url("/f.bin");
+    let trap = Trap::new();
+    let args = [
+        "--quiet",
+        "-c",
+        "--max-tries",
+        "1",
+        "--max-splits",
+        "1",
+        "--dir",
+        trap.dir(),
+        &url,
+    ];
+    assert_exit(&run_bounded(&args), 1, "first run");
+    let part = trap.dir.join("f.bin.pymatris-part");
+    let partial = std::fs::read(&part).unwrap();
+    std::fs::write(trap.victim(), &partial).unwrap();
+    std::fs::remove_file(&part).unwrap();
+    std::fs::hard_link(trap.victim(), &part).unwrap();
+
+    assert_exit(&run_bounded(&args), 0, "second run");
+    assert!(
+        std::fs::read(trap.victim()).unwrap() == partial,
+        "the hard-linked file was written"
+    );
+    trap.assert_regular("f.bin", &body, "second run");
+    assert_eq!(trap.files(), ["f.bin"]);
+}
+
+/// The part file is swapped for a link while pymatris writes to it (it
+/// writes through its open file, not the name): the link is not renamed
+/// into place, the download is.
+#[test]
+fn a_part_file_swapped_for_a_link_mid_download_is_not_published() {
+    let body = random_bytes(2 * MIB, 78);
+    for flags in [&["-c"][..], &["-c", "--overwrite"][..]] {
+        let case = format!("{flags:?}");
+        // The HEAD of -c is the first request; the first GET stalls.
+        let server = FaultServer::start([(
+            "/f.bin",
+            Route::new(body.clone()).behaviour(Behaviour::StallAfter {
+                bytes: 500_000,
+                times: 2,
+            }),
+        )]);
+        let url = server.url("/f.bin");
+        let trap = Trap::new();
+        let mut args = vec![
+            "--quiet",
+            "--timeouts",
+            "3",
+            "--max-splits",
+            "1",
+            "--dir",
+            trap.dir(),
+        ];
+        args.extend(flags);
+        args.push(&url);
+        let child = Command::new(pymatris_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.body_bytes("/f.bin") < 500_000 {
+            assert!(
+                Instant::now() < deadline,
+                "{case}: the server never stalled"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The transfer is stalled now, for the 3 s of the timeout.
+        let part = trap.dir.join("f.bin.pymatris-part");
+        std::fs::remove_file(&part).unwrap();
+        symlink(trap.victim(), &part).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_exit(&out, 0, &case);
+        trap.assert_outside_untouched(&case);
+        trap.assert_regular("f.bin", &body, &case);
+        assert_eq!(trap.files(), ["f.bin"], "{case}");
+    }
+}

@@ -1054,7 +1054,7 @@ impl FileJob {
                 // What `resume::load` found resumable is reopened, never
                 // through a link; anything else at the name is replaced.
                 None if !truncate => crate::files::open_regular(&self.temp, true)
-                    .and_then(|f| f.ok_or_else(|| std::io::Error::other("not a regular file")))
+                    .and_then(|f| f.ok_or_else(|| std::io::Error::other("not a file of its own")))
                     .map_err(|e| Error::io(format_args!("cannot open {}", self.temp), e)),
                 None => crate::files::create_replacing(&self.temp)
                     .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e)),
@@ -1229,6 +1229,15 @@ impl FileJob {
                 .await
                 .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
             job.unnamed.store(false, Ordering::Relaxed);
+        } else if !crate::files::is_at(file.raw(), &job.temp) {
+            // The part file was swapped for something else (a link) while
+            // we wrote to it: that is not ours to rename into place. Our
+            // bytes go to a new part file first.
+            tracing::warn!("{} was replaced during the download", job.temp);
+            let temp = job.temp.clone();
+            file.with(move |f| copy_to_named(f, &temp, fsync))
+                .await
+                .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
         }
         drop(file);
         let target = job

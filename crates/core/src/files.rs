@@ -69,7 +69,9 @@ pub(crate) fn write_replacing(path: &Utf8Path, tmp: &Utf8Path, bytes: &[u8]) -> 
 
 /// The regular file at `path`, opened for reading (and writing, with
 /// `write`) without following a link and without waiting on a FIFO or a
-/// device. `Ok(None)` when nothing is there or it is not a regular file.
+/// device. `Ok(None)` when nothing is there, it is not a regular file, or
+/// (with `write`) it has other names: a hard link planted in its place
+/// would have us write into someone else's file.
 pub(crate) fn open_regular(path: &Utf8Path, write: bool) -> io::Result<Option<File>> {
     // A look first, so that a device is not even opened (opening some has
     // effects); the checks on the open file below close the race.
@@ -96,13 +98,53 @@ fn open_nofollow(path: &Utf8Path, write: bool) -> io::Result<Option<File>> {
         Err(Errno::LOOP | Errno::NOENT | Errno::NXIO) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if FileType::from_raw_mode(fstat(&fd)?.st_mode) != FileType::RegularFile {
+    let stat = fstat(&fd)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
+        || (write && stat.st_nlink != 1)
+    {
         return Ok(None);
     }
     // Reads and writes of a regular file never block anyway; cleared so
     // that the file behaves as any other.
     fcntl_setfl(&fd, fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
     Ok(Some(File::from(fd)))
+}
+
+/// Whether `meta` (of `symlink_metadata`) is of a regular file with no
+/// other name, which [`open_regular`] will open for writing.
+pub(crate) fn is_sole_regular(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        meta.file_type().is_file() && meta.nlink() == 1
+    }
+    #[cfg(not(unix))]
+    {
+        meta.file_type().is_file()
+    }
+}
+
+/// Whether `path` names the open `file` (and is not a link to it): the
+/// part file was not swapped for something else while we wrote to it.
+pub(crate) fn is_at(file: &File, path: &Utf8Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        match (file.metadata(), path.symlink_metadata()) {
+            (Ok(ours), Ok(there)) => {
+                there.file_type().is_file()
+                    && ours.dev() == there.dev()
+                    && ours.ino() == there.ino()
+            }
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_file())
+    }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -180,6 +222,11 @@ mod tests {
                 .is_none()
         );
         assert!(open_regular(&victim, true).unwrap().is_some());
+        // A hard link: read, but never written into.
+        let hard = d.path.join("hard");
+        std::fs::hard_link(&victim, &hard).unwrap();
+        assert!(open_regular(&hard, true).unwrap().is_none());
+        assert!(open_regular(&hard, false).unwrap().is_some());
         // Something that cannot be removed is refused, not written into.
         let sub = d.path.join("sub");
         std::fs::create_dir(&sub).unwrap();

@@ -33,10 +33,10 @@ pub(crate) fn load(temp: &Utf8Path, meta: &RemoteMeta) -> Option<Vec<[u64; 3]>> 
     let mut file = crate::files::open_regular(&state_path(temp), false).ok()??;
     std::io::Read::read_to_string(&mut file, &mut text).ok()?;
     let state: State = serde_json::from_str(&text).ok()?;
-    // Only a regular file is resumed: a link planted in its place is
-    // replaced, never written through.
+    // Only a regular file of no other name is resumed: a link planted in
+    // its place is replaced, never written through.
     let part = temp.symlink_metadata().ok()?;
-    if !part.file_type().is_file() {
+    if !crate::files::is_sole_regular(&part) {
         return None;
     }
     let written = part.len();
