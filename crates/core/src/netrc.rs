@@ -10,8 +10,16 @@
 use std::fmt;
 use std::path::Path;
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use url::Url;
+
+/// What is escaped of a login or password put into a URL: all but RFC
+/// 3986's unreserved characters.
+const USERINFO: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// One `machine` (or `default`) entry.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -62,13 +70,16 @@ impl Netrc {
             return;
         };
         let entry = entry.clone();
+        // The URL holds its user info percent-encoded, and the protocols
+        // decode it: a `%` of the file must reach them as `%`, not as the
+        // start of an escape (`p%41ss` is not `pAss`).
         if user.is_none()
             && let Some(login) = &entry.login
         {
-            let _ = url.set_username(login);
+            let _ = url.set_username(&utf8_percent_encode(login, USERINFO).to_string());
         }
         if let Some(password) = &entry.password {
-            let _ = url.set_password(Some(password));
+            let _ = url.set_password(Some(&utf8_percent_encode(password, USERINFO).to_string()));
             // Libraries below may log it in their own words: the log
             // writer hides it by value (`redact.rs`).
             crate::redact::register_secret(password);
@@ -226,6 +237,24 @@ mod tests {
         );
     }
 
+    /// Found by the property test: `%41` in a password reached the server
+    /// as `A`.
+    #[test]
+    fn percent_signs_and_at_signs_reach_the_url_as_written() {
+        let n = Netrc::parse("machine h login \"a@b\" password \"p%41ss:/@\"\n");
+        let mut url = Url::parse("ftp://h/x").unwrap();
+        n.apply(&mut url);
+        assert_eq!(
+            percent_decode_str(url.password().unwrap()).decode_utf8_lossy(),
+            "p%41ss:/@"
+        );
+        assert_eq!(
+            percent_decode_str(url.username()).decode_utf8_lossy(),
+            "a@b"
+        );
+        assert_eq!(url.host_str(), Some("h"));
+    }
+
     #[test]
     fn empty_and_garbage_files_have_no_entries() {
         assert!(Netrc::parse("").lookup("h", None).is_none());
@@ -234,5 +263,67 @@ mod tests {
                 .lookup("h", None)
                 .is_none()
         );
+    }
+}
+
+/// Property tests: any file parses without a panic, and entries written
+/// in the format read back, also through a URL.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `text` as a netrc token: quoted, with `"` and `\` escaped.
+    fn quoted(text: &str) -> String {
+        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_without_panic(
+            text in prop_oneof![
+                "\\PC{0,300}",
+                "((machine|login|password|account|macdef|default|\"|\\\\|\n| |x)){0,60}",
+            ],
+            host in "[a-z]{1,3}",
+        ) {
+            let netrc = Netrc::parse(&text);
+            let _ = netrc.lookup(&host, None);
+            let mut url = Url::parse(&format!("ftp://{host}/x")).unwrap();
+            netrc.apply(&mut url);
+            prop_assert_eq!(url.host_str(), Some(host.as_str()));
+        }
+
+        #[test]
+        fn written_entries_read_back(
+            entries in proptest::collection::vec(
+                ("[a-z0-9-]{1,10}", "[a-zA-Z0-9_.@-]{1,10}", "[^\\x00-\\x1f\\x7f]{1,20}", any::<bool>()),
+                1..5,
+            ),
+        ) {
+            let mut text = String::new();
+            for (i, (machine, login, password, one_line)) in entries.iter().enumerate() {
+                let sep = if *one_line { " " } else { "\n  " };
+                text.push_str(&format!(
+                    "machine m{i}.{machine}{sep}login {}{sep}password {}\n",
+                    quoted(login),
+                    quoted(password)
+                ));
+            }
+            let netrc = Netrc::parse(&text);
+            for (i, (machine, login, password, _)) in entries.iter().enumerate() {
+                let host = format!("m{i}.{machine}");
+                let entry = netrc.lookup(&host, None).unwrap();
+                prop_assert_eq!(entry.login.as_deref(), Some(login.as_str()));
+                prop_assert_eq!(entry.password.as_deref(), Some(password.as_str()));
+                let mut url = Url::parse(&format!("sftp://{host}/x")).unwrap();
+                netrc.apply(&mut url);
+                let got = percent_decode_str(url.password().unwrap()).decode_utf8_lossy();
+                prop_assert_eq!(got.as_ref(), password.as_str());
+                let got = percent_decode_str(url.username()).decode_utf8_lossy();
+                prop_assert_eq!(got.as_ref(), login.as_str());
+            }
+        }
     }
 }

@@ -450,3 +450,101 @@ mod tests {
         ));
     }
 }
+
+/// Property tests: whatever a server sends in these headers, the parsers
+/// neither panic nor return something inconsistent, and what a careful
+/// server writes reads back as written.
+#[cfg(test)]
+mod proptests {
+    use http::HeaderValue;
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Text shaped like a `Content-Range`, so that most cases get past
+    /// the unit.
+    fn content_range_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,40}",
+            "(bytes|BYTES|items)[ \t]{0,2}[0-9*]{0,21}-?[0-9]{0,21}/?[0-9*]{0,21}[ ]{0,2}",
+            (any::<u64>(), any::<u64>(), any::<u64>())
+                .prop_map(|(a, b, c)| format!("bytes {a}-{b}/{c}")),
+        ]
+    }
+
+    proptest! {
+        /// A parsed range is consistent: first <= last < complete.
+        #[test]
+        fn content_range_is_consistent_or_refused(text in content_range_like()) {
+            match parse_content_range(&text) {
+                Some(ContentRange::Bytes { first, last, complete }) => {
+                    prop_assert!(first <= last);
+                    prop_assert!(complete.is_none_or(|c| last < c));
+                }
+                Some(ContentRange::Unsatisfied { .. }) | None => {}
+            }
+        }
+
+        #[test]
+        fn content_range_round_trips(
+            first in any::<u64>(),
+            len in 0u64..1 << 40,
+            extra in 1u64..1 << 40,
+            star in any::<bool>(),
+        ) {
+            let last = first.saturating_add(len);
+            let complete = last.checked_add(extra);
+            let written = match complete {
+                Some(c) if !star => format!("bytes {first}-{last}/{c}"),
+                _ => format!("bytes {first}-{last}/*"),
+            };
+            let expected = ContentRange::Bytes {
+                first,
+                last,
+                complete: if star { None } else { complete },
+            };
+            prop_assert_eq!(parse_content_range(&written), Some(expected));
+            prop_assert_eq!(
+                parse_content_range(&format!("bytes */{extra}")),
+                Some(ContentRange::Unsatisfied { complete: extra })
+            );
+        }
+
+        /// Any header value: no panic, and a name, when there is one, is
+        /// not empty.
+        #[test]
+        fn content_disposition_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..120)) {
+            if let Ok(value) = HeaderValue::from_bytes(&raw) {
+                let mut headers = HeaderMap::new();
+                headers.insert(CONTENT_DISPOSITION, value);
+                if let Some(name) = filename(&headers) {
+                    prop_assert!(!name.is_empty());
+                }
+            }
+            let text = String::from_utf8_lossy(&raw);
+            if let Some(name) = content_disposition_filename(&text) {
+                prop_assert!(!name.is_empty());
+            }
+        }
+
+        /// A name written as a quoted `filename` or as `filename*` reads
+        /// back as written, `filename*` first, whatever parameters surround
+        /// it.
+        #[test]
+        fn content_disposition_round_trips(
+            name in "[^\\x00-\\x1f\\x7f]{1,30}",
+            fallback in "[a-zA-Z0-9 ;=._-]{1,20}",
+            before in "(; [a-z]{1,8}=[a-z0-9]{0,8})?",
+            after in "(; [a-z]{1,8}=\"[^\"\\\\]{0,8}\")?",
+        ) {
+            let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+            let plain = format!("attachment{before}; filename=\"{quoted}\"{after}");
+            prop_assert_eq!(content_disposition_filename(&plain), Some(name.clone()));
+            let encoded = utf8_percent_encode(&name, NON_ALPHANUMERIC).to_string();
+            let fb = fallback.replace('"', "");
+            let ext = format!("attachment{before}; filename=\"{fb}\"; filename*=UTF-8''{encoded}{after}");
+            prop_assert_eq!(content_disposition_filename(&ext), Some(name));
+        }
+    }
+}

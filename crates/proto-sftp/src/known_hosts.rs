@@ -513,3 +513,91 @@ mod tests {
         assert!(d.starts_with("ssh-ed25519 key SHA256:"), "{d}");
     }
 }
+
+/// Property tests: any known_hosts file is read without a panic and never
+/// vouches for a key it does not hold; what `learn` writes is read back.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ED_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const ED_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAILIG2T/B0l0gaqj3puu510tu9N1OkQ4znY3LYuEm5zCF";
+
+    fn key(b64: &str) -> PublicKey {
+        russh::keys::parse_public_key_base64(b64).unwrap()
+    }
+
+    /// Lines shaped like known_hosts lines (markers, patterns, hashed
+    /// names, keys that parse or not), and raw text.
+    fn known_hosts_text() -> impl Strategy<Value = String> {
+        let line = prop_oneof![
+            "\\PC{0,60}",
+            "(@revoked |@cert-authority )?[a-z0-9.*?!,\\[\\]:|]{0,20} ssh-ed25519 [A-Za-z0-9+/=]{0,80}",
+            Just(format!("* ssh-ed25519 {ED_B}")),
+            Just(format!("@revoked * ssh-ed25519 {ED_B}")),
+            "\\|1\\|[A-Za-z0-9+/=|]{0,40} ssh-ed25519 [A-Za-z0-9+/=]{0,20}",
+        ];
+        proptest::collection::vec(line, 0..12).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// No file makes `check` panic, and a file that does not hold a key
+        /// never says it is known.
+        #[test]
+        fn any_file_is_read_without_vouching_for_a_missing_key(
+            text in known_hosts_text(),
+            host in "[a-z0-9.]{1,12}",
+            port in any::<u16>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("known_hosts");
+            fs::write(&path, &text).unwrap();
+            let files = [path];
+            let verdict = check(&files, &host, port, &key(ED_A)).unwrap();
+            prop_assert_ne!(verdict, Verdict::Known);
+            let _ = known_algorithms(&files, &host, port);
+        }
+
+        /// A learned key is known for its host and port, whatever else the
+        /// file holds (short of a revocation of that very key); another key
+        /// of the same type for that host is a change.
+        #[test]
+        fn learned_keys_read_back(
+            text in known_hosts_text(),
+            host in "[a-z0-9][a-z0-9.-]{0,20}",
+            port in 1u16..,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("known_hosts");
+            fs::write(&path, &text).unwrap();
+            learn(&path, &host, port, &key(ED_A)).unwrap();
+            let files = [path];
+            prop_assert_eq!(check(&files, &host, port, &key(ED_A)).unwrap(), Verdict::Known);
+            let other = check(&files, &host, port, &key(ED_B)).unwrap();
+            prop_assert!(
+                matches!(other, Verdict::Changed { .. } | Verdict::Known | Verdict::Revoked { .. }),
+                "{:?}", other
+            );
+        }
+
+        /// Pattern matching never panics; a name matches itself, `*`
+        /// matches all, and a negation of a matching pattern wins.
+        #[test]
+        fn patterns_match_as_documented(
+            patterns in "\\PC{0,40}",
+            name in "[a-zA-Z0-9.:\\[\\]-]{1,30}",
+        ) {
+            let _ = host_matches(&patterns, &name);
+            let _ = host_matches(&patterns, &patterns);
+            prop_assert!(host_matches(&name, &name));
+            prop_assert!(host_matches(&name.to_ascii_uppercase(), &name));
+            prop_assert!(host_matches("*", &name));
+            let negated = format!("*,!{}", name);
+            prop_assert!(!host_matches(&negated, &name));
+        }
+    }
+}
