@@ -586,3 +586,37 @@ fn a_part_file_swapped_for_a_link_mid_download_is_not_published() {
         assert_eq!(trap.files(), ["f.bin"], "{case}");
     }
 }
+
+/// A part file left for `--continue`, its state still beside it, replaced
+/// by a FIFO: the next run neither waits on it nor writes into it.
+#[test]
+fn a_resumable_part_swapped_for_a_fifo_is_not_waited_on() {
+    let body = random_bytes(MIB, 79);
+    let server = FaultServer::start([(
+        "/f.bin",
+        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
+            bytes: 300_000,
+            times: 2,
+        }),
+    )]);
+    let url = server.url("/f.bin");
+    let trap = Trap::new();
+    let args = [
+        "--quiet",
+        "-c",
+        "--max-tries",
+        "1",
+        "--max-splits",
+        "1",
+        "--dir",
+        trap.dir(),
+        &url,
+    ];
+    assert_exit(&run_bounded(&args), 1, "first run");
+    let part = trap.dir.join("f.bin.pymatris-part");
+    std::fs::remove_file(&part).unwrap();
+    mkfifo(&part);
+    assert_exit(&run_bounded(&args), 0, "second run");
+    trap.assert_regular("f.bin", &body, "second run");
+    assert_eq!(trap.files(), ["f.bin"]);
+}

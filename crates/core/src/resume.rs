@@ -21,6 +21,9 @@ pub(crate) struct State {
     pub(crate) spans: Vec<[u64; 3]>,
 }
 
+/// The largest state file read.
+const MAX_STATE: u64 = 1 << 20;
+
 /// `NAME.pymatris-part.state` for `NAME.pymatris-part`.
 pub(crate) fn state_path(temp: &Utf8Path) -> Utf8PathBuf {
     Utf8PathBuf::from(format!("{temp}.state"))
@@ -30,8 +33,9 @@ pub(crate) fn state_path(temp: &Utf8Path) -> Utf8PathBuf {
 /// it may be resumed against what the server now says of the file.
 pub(crate) fn load(temp: &Utf8Path, meta: &RemoteMeta) -> Option<Vec<[u64; 3]>> {
     let mut text = String::new();
-    let mut file = crate::files::open_regular(&state_path(temp), false).ok()??;
-    std::io::Read::read_to_string(&mut file, &mut text).ok()?;
+    let file = crate::files::open_regular(&state_path(temp), false).ok()??;
+    // A state is a few hundred bytes; a huge file planted there is not one.
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_STATE), &mut text).ok()?;
     let state: State = serde_json::from_str(&text).ok()?;
     // Only a regular file of no other name is resumed: a link planted in
     // its place is replaced, never written through.
@@ -122,6 +126,26 @@ mod tests {
         assert_eq!(load(&temp, &no_ranges), None);
         remove(&temp);
         assert_eq!(load(&temp, &meta(100, "\"v1\"")), None, "no state");
+    }
+
+    #[test]
+    fn a_huge_state_file_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let temp = Utf8PathBuf::from_path_buf(dir.path().join("a.bin.pymatris-part")).unwrap();
+        std::fs::write(&temp, vec![1u8; 100]).unwrap();
+        let state = State {
+            url: "http://h/a.bin".into(),
+            size: Some(100),
+            validator: meta(100, "\"v1\"").validator,
+            spans: vec![[0, 40, 100]],
+        };
+        save(&temp, &state).unwrap();
+        assert!(load(&temp, &meta(100, "\"v1\"")).is_some());
+        // Valid JSON, but no state of ours is this long.
+        let text = std::fs::read_to_string(state_path(&temp)).unwrap();
+        let padded = " ".repeat(MAX_STATE as usize) + &text;
+        std::fs::write(state_path(&temp), padded).unwrap();
+        assert_eq!(load(&temp, &meta(100, "\"v1\"")), None);
     }
 
     #[test]
