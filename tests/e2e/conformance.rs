@@ -1,6 +1,7 @@
 //! The cases every protocol must pass alike, as one set of cases run
 //! against every (protocol, server) pair the harness can start: nginx and
-//! lighttpd (HTTP, HTTPS), vsftpd and pyftpdlib (FTP, explicit FTPS),
+//! lighttpd (HTTP, HTTPS), vsftpd and pyftpdlib (FTP, explicit FTPS; and a
+//! pyftpdlib that logs in slowly and caps its sessions, FTP),
 //! OpenSSH's sshd and asyncssh (SFTP), all serving the same files: whole files, parts, a
 //! zero-byte file, UTF-8 names, a missing file, bad credentials, many small
 //! files, trust, and a resume (of a planted part, and after a Ctrl-C) that
@@ -31,13 +32,28 @@ enum Proto {
 struct Endpoint {
     server: Server,
     proto: Proto,
+    /// The suite's second pyftpdlib, which logs in slowly and caps sessions.
+    slow_login: bool,
 }
 
 const fn ep(server: Server, proto: Proto) -> Endpoint {
-    Endpoint { server, proto }
+    Endpoint {
+        server,
+        proto,
+        slow_login: false,
+    }
 }
 
-const ALL: [Endpoint; 10] = [
+/// Longer than a part may go without a byte before it counts as stalled,
+/// and a cap on sessions: what pure-ftpd does with its default password
+/// hashing (issue 19).
+const SLOW_LOGIN: PyftpdlibOptions = PyftpdlibOptions {
+    login_delay: Duration::from_secs(4),
+    max_sessions: Some(7),
+    max_sessions_per_ip: None,
+};
+
+const ALL: [Endpoint; 11] = [
     ep(Server::Nginx, Proto::Http),
     ep(Server::Nginx, Proto::Https),
     ep(Server::Lighttpd, Proto::Http),
@@ -46,18 +62,30 @@ const ALL: [Endpoint; 10] = [
     ep(Server::Vsftpd, Proto::Ftps),
     ep(Server::Pyftpdlib, Proto::Ftp),
     ep(Server::Pyftpdlib, Proto::Ftps),
+    Endpoint {
+        server: Server::Pyftpdlib,
+        proto: Proto::Ftp,
+        slow_login: true,
+    },
     ep(Server::Sshd, Proto::Sftp),
     ep(Server::Asyncssh, Proto::Sftp),
 ];
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} {:?}", self.server, self.proto)
+        write!(f, "{:?} {:?}", self.server, self.proto)?;
+        if self.slow_login {
+            f.write_str(" (slow login, 7 sessions)")?;
+        }
+        Ok(())
     }
 }
 
 impl Endpoint {
-    fn url(self, s: &Servers, rel: &str) -> String {
+    fn url(self, s: &Suite, rel: &str) -> String {
+        if self.slow_login {
+            return s.slow.pyftpdlib_url(rel);
+        }
         match (self.server, self.proto) {
             (Server::Nginx, Proto::Http) => s.http_url(rel),
             (Server::Nginx, Proto::Https) => s.https_url(rel),
@@ -94,12 +122,44 @@ impl Endpoint {
     }
 }
 
-fn servers() -> Servers {
-    Servers::start(Which::all())
+/// Every server of the suite: one `Servers` with one of each, which this
+/// derefs to, and the slow-login pyftpdlib on a data dir of its own.
+struct Suite {
+    main: Servers,
+    slow: Servers,
+}
+
+impl std::ops::Deref for Suite {
+    type Target = Servers;
+
+    fn deref(&self) -> &Servers {
+        &self.main
+    }
+}
+
+impl Suite {
+    /// Writes the file on every server.
+    fn write_file(&self, rel: &str, bytes: &[u8]) {
+        self.main.write_file(rel, bytes);
+        self.slow.write_file(rel, bytes);
+    }
+
+    /// The `Servers` that runs `e`.
+    fn of(&self, e: Endpoint) -> &Servers {
+        if e.slow_login { &self.slow } else { &self.main }
+    }
+}
+
+fn servers() -> Suite {
+    let main = Servers::start(Which::all())
         .and_then(|s| s.with_lighttpd())
         .and_then(|s| s.with_pyftpdlib(PyftpdlibOptions::default()))
         .and_then(|s| s.with_asyncssh())
-        .expect("start every server of the suite (see .ci/run)")
+        .expect("start every server of the suite (see .ci/run)");
+    let slow = Servers::start(Which::none())
+        .and_then(|s| s.with_pyftpdlib(SLOW_LOGIN))
+        .expect("start the slow-login pyftpdlib");
+    Suite { main, slow }
 }
 
 /// `pymatris --json` with what every protocol needs to trust the servers,
@@ -454,7 +514,7 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
         let missing = SIZE as u64 - have;
 
         let before = if measure {
-            servers.bytes_sent(e.server, &rel, 0)
+            servers.of(e).bytes_sent(e.server, &rel, 0)
         } else {
             0
         };
@@ -473,7 +533,7 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
         if !measure {
             continue;
         }
-        let sent = servers.bytes_sent(e.server, &rel, before + missing) - before;
+        let sent = servers.of(e).bytes_sent(e.server, &rel, before + missing) - before;
         assert!(
             sent >= missing,
             "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
@@ -540,7 +600,7 @@ fn resume_on_every_server(size: usize, measure: bool) -> Vec<Cost> {
         let url = e.url(&servers, &rel);
         // sshd counts whole connections, not files: count this run alone.
         let before = if measure {
-            servers.bytes_sent(e.server, &rel, 0)
+            servers.of(e).bytes_sent(e.server, &rel, 0)
         } else {
             0
         };
@@ -566,12 +626,12 @@ fn resume_on_every_server(size: usize, measure: bool) -> Vec<Cost> {
         if !measure {
             continue;
         }
-        let sent = servers.bytes_sent(e.server, &rel, before + missing) - before;
+        let sent = servers.of(e).bytes_sent(e.server, &rel, before + missing) - before;
         assert!(
             sent >= missing,
             "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
         );
-        let log = std::fs::read_to_string(servers.root_dir().join(e.server.log())).unwrap();
+        let log = std::fs::read_to_string(servers.of(e).root_dir().join(e.server.log())).unwrap();
         costs.push(Cost {
             endpoint: e.to_string(),
             missing,
