@@ -466,3 +466,38 @@ fn no_secret_reaches_the_output_even_at_trace_level() {
     assert_eq!(code, Some(0), "{all}");
     assert_no_secret(&all, &[&password], "sftp with netrc");
 }
+
+// The other flags are checked before anything starts too: a bad one is a
+// usage error naming it, not the failure of every URL, and a header's
+// value (often a token) is not shown.
+#[test]
+fn other_flags_are_checked_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let missing = dir.path().join("missing").to_str().unwrap().to_owned();
+    let cases: &[(&str, &[&str])] = &[
+        ("--header", &["-H", "X-Token: tok\u{1}S3CRET"]),
+        ("--header", &["-H", "Bad Name: v"]),
+        ("--header", &["-H", "S3CRET-without-colon"]),
+        ("--user-agent", &["--user-agent", "a\nb"]),
+        ("--proxy", &["--proxy", "socks5://u:S3CRET@h:1"]),
+        ("--proxy", &["--proxy", "http://"]),
+        ("--ca-cert", &["--ca-cert", &missing]),
+        ("--identity", &["--identity", &missing]),
+        ("--netrc-file", &["--netrc-file", &missing]),
+        ("--dir", &["--dir", file.to_str().unwrap()]),
+    ];
+    for (flag, args) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--quiet", "http://127.0.0.1:9/never"]);
+        let out = run_pymatris(&all);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(flag),
+            "{args:?}: the message names no flag: {err}"
+        );
+        assert!(!err.contains("S3CRET"), "{args:?}: {err}");
+    }
+}

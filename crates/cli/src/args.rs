@@ -227,14 +227,49 @@ impl Args {
         }
         let mut headers = Vec::new();
         for h in &self.headers {
+            // Messages show the name only: values are often tokens.
             let Some((k, v)) = h.split_once(':') else {
-                bail!("--header {h:?} is not of the form 'Name: value'");
+                bail!("--header: a header is of the form 'Name: value' (got no ':')");
             };
             let k = k.trim();
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic()) {
-                bail!("--header {h:?} has no valid header name");
+            if !is_header_name(k) {
+                bail!("--header {k:?}: not a valid header name");
             }
-            headers.push((k.to_owned(), v.trim().to_owned()));
+            let v = v.trim();
+            if !is_header_value(v) {
+                bail!("--header {k:?}: the value holds a control character");
+            }
+            headers.push((k.to_owned(), v.to_owned()));
+        }
+        if let Some(ua) = &self.user_agent
+            && !is_header_value(ua)
+        {
+            bail!("--user-agent {ua:?} holds a control character");
+        }
+        if let Some(proxy) = &self.proxy {
+            check_proxy(proxy)?;
+        }
+        for file in self
+            .ca_cert
+            .iter()
+            .chain(&self.identity)
+            .chain(&self.netrc_file)
+        {
+            // Read now, so that a mistyped path is a usage error rather
+            // than the failure of every URL.
+            std::fs::File::open(file).with_context(|| {
+                let flag = if self.ca_cert.contains(file) {
+                    "--ca-cert"
+                } else if self.identity.as_ref() == Some(file) {
+                    "--identity"
+                } else {
+                    "--netrc-file"
+                };
+                format!("{flag} {}: cannot read it", file.display())
+            })?;
+        }
+        if self.dir.exists() && !self.dir.is_dir() {
+            bail!("--dir {}: not a directory", self.dir);
         }
         let mut config = Config::default()
             .max_parallel(self.max_parallel as usize)
@@ -296,6 +331,37 @@ impl Args {
             json: self.json,
         })
     }
+}
+
+/// An HTTP header name: RFC 9110 token characters.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An HTTP header value: no control character but the tab.
+fn is_header_value(value: &str) -> bool {
+    !value.chars().any(|c| c.is_control() && c != '\t')
+}
+
+/// `--proxy`: an `http://` URL with a host (the scheme may be left out).
+fn check_proxy(proxy: &str) -> anyhow::Result<()> {
+    let shown = redact_url_str(proxy);
+    let full = if proxy.contains("://") {
+        proxy.to_owned()
+    } else {
+        format!("http://{proxy}")
+    };
+    let url = Url::parse(&full).map_err(|e| anyhow::anyhow!("--proxy {shown}: {e}"))?;
+    if url.scheme() != "http" {
+        bail!("--proxy {shown}: only http:// proxies are supported");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("--proxy {shown}: no host");
+    }
+    Ok(())
 }
 
 /// `~/name`.
