@@ -39,20 +39,22 @@ pub(crate) struct Args {
     #[arg(short = 'i', long, value_name = "FILE")]
     pub(crate) input_file: Option<String>,
 
-    /// Files downloaded at once.
+    /// Files downloaded at once (1 to 1024).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) max_parallel: u32,
 
-    /// Parts of one file fetched at once (when the server supports ranges).
+    /// Parts of one file fetched at once (when the server supports ranges;
+    /// 1 to 64).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) max_splits: u32,
 
-    /// Attempts in a row without progress, per part of a URL (1: no retry).
+    /// Attempts in a row without progress, per part of a URL (1: no retry;
+    /// up to 100).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) max_tries: u32,
 
     /// An attempt fails when no byte arrives for SECS seconds; also bounds
-    /// connecting and handshakes.
+    /// connecting and handshakes (0.001 to 604800).
     #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_timeout, allow_hyphen_values = true)]
     pub(crate) timeouts: Duration,
 
@@ -82,7 +84,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) verbose: bool,
 
-    /// Never cut a file into parts smaller than SIZE (e.g. 512K, 4M, 1G).
+    /// Never cut a file into parts smaller than SIZE (e.g. 512K, 4M, 1G;
+    /// at least 1 byte).
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_split_size, allow_hyphen_values = true)]
     pub(crate) min_split_size: u64,
 
@@ -118,11 +121,12 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) json: bool,
 
-    /// Overall bandwidth cap, bytes per second (e.g. 500K, 50M).
+    /// Overall bandwidth cap, bytes per second (e.g. 500K, 50M; at least 1:
+    /// leave the flag out for no cap).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, allow_hyphen_values = true)]
     pub(crate) max_speed: Option<u64>,
 
-    /// Connections to one host at once, all files together.
+    /// Connections to one host at once, all files together (1 to 1024).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) max_per_host: Option<u32>,
 

@@ -10,6 +10,8 @@
 //! info, FTP `PASS`/`ACCT`, `Authorization`, `Cookie`, `password` fields).
 
 use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::BTreeSet;
 use std::sync::{PoisonError, RwLock};
 
 use base64::Engine as _;
@@ -24,8 +26,9 @@ const HIDDEN: &str = "***";
 pub const MIN_SECRET_LEN: usize = 3;
 
 /// The secrets known by value, longest first (so that a secret holding
-/// another is hidden whole).
-static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+/// another is hidden whole); a set, so that a batch of many URLs with
+/// passwords registers them in `O(n log n)`.
+static SECRETS: RwLock<BTreeSet<(Reverse<usize>, String)>> = RwLock::new(BTreeSet::new());
 
 /// Remembers `secret` so that [`redact_text`] hides it wherever it appears,
 /// for the rest of the process. Secrets shorter than [`MIN_SECRET_LEN`]
@@ -34,10 +37,16 @@ pub fn register_secret(secret: &str) {
     if secret.chars().count() < MIN_SECRET_LEN {
         return;
     }
-    let mut secrets = SECRETS.write().unwrap_or_else(PoisonError::into_inner);
-    if !secrets.iter().any(|s| s == secret) {
-        secrets.push(secret.to_owned());
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let entry = (Reverse(secret.len()), secret.to_owned());
+    let known = SECRETS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&entry);
+    if !known {
+        SECRETS
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(entry);
     }
 }
 
@@ -63,7 +72,7 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
     let mut out = Cow::Borrowed(text);
     {
         let secrets = SECRETS.read().unwrap_or_else(PoisonError::into_inner);
-        for secret in secrets.iter() {
+        for (_, secret) in secrets.iter() {
             if out.contains(secret.as_str()) {
                 out = Cow::Owned(out.replace(secret.as_str(), HIDDEN));
             }
