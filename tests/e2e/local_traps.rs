@@ -334,12 +334,14 @@ fn a_link_at_the_final_name_is_kept_or_replaced_never_followed() {
     }
 }
 
-/// A server names its file after another download's part file: both
-/// files land whole, under names of their own, whatever the flags.
+/// A server names its file after another download's part file, by
+/// `Content-Disposition` or by where it redirects: all files land whole,
+/// under names of their own, whatever the flags.
 #[test]
 fn a_server_name_never_lands_on_another_downloads_working_file() {
     let big = random_bytes(2 * MIB, 67);
     let small = random_bytes(10_000, 68);
+    let third = random_bytes(20_000, 69);
     for flags in [
         &["--overwrite"][..],
         &["-c"][..],
@@ -364,9 +366,11 @@ fn a_server_name_never_lands_on_another_downloads_working_file() {
                     "attachment; filename=\"bigx.pymatris-part\"",
                 ),
             ),
+            ("/r", Route::redirect(302, "/d/bigx.pymatris-part.state")),
+            ("/d/bigx.pymatris-part.state", Route::new(third.clone())),
         ]);
         let trap = Trap::new();
-        let (big_url, small_url) = (server.url("/bigx"), server.url("/other"));
+        let urls = [server.url("/bigx"), server.url("/other"), server.url("/r")];
         let mut args = vec![
             "--quiet",
             "--json",
@@ -376,14 +380,14 @@ fn a_server_name_never_lands_on_another_downloads_working_file() {
             trap.dir(),
         ];
         args.extend(flags);
-        args.extend([big_url.as_str(), small_url.as_str()]);
+        args.extend(urls.iter().map(String::as_str));
         let out = run_bounded(&args);
         assert_exit(&out, 0, &case);
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let success = json["success"].as_array().unwrap();
-        assert_eq!(success.len(), 2, "{case}: {json:#}");
+        assert_eq!(success.len(), 3, "{case}: {json:#}");
         let mut names = Vec::new();
-        for (entry, body) in success.iter().zip([&big, &small]) {
+        for (entry, body) in success.iter().zip([&big, &small, &third]) {
             let path = PathBuf::from(entry["path"].as_str().unwrap());
             let name = path.file_name().unwrap().to_str().unwrap().to_owned();
             assert!(
@@ -395,7 +399,7 @@ fn a_server_name_never_lands_on_another_downloads_working_file() {
         }
         // Whichever was named first took `bigx`.
         names.sort();
-        assert_eq!(names, ["bigx", "bigx.1"], "{case}");
+        assert_eq!(names, ["bigx", "bigx.1", "bigx.2"], "{case}");
         assert_eq!(trap.files(), names, "{case}");
     }
 }

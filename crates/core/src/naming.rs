@@ -712,6 +712,10 @@ mod tests {
             {
                 one_component(&name);
                 proptest::prop_assert!(!name.starts_with('.'), "{:?}", name);
+                proptest::prop_assert!(
+                    find_ignore_ascii_case(&name, PART_SUFFIX).is_none(),
+                    "{:?}", name
+                );
             }
         }
     }
