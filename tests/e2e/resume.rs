@@ -355,3 +355,44 @@ fn ctrl_c_under_continue_leaves_a_resumable_part() {
     let state = std::fs::read_to_string(out.path().join("s.bin.pymatris-part.state")).unwrap();
     assert!(state.contains("\"spans\""), "state: {state}");
 }
+
+// With `Config::fsync`, checkpoints sync the part file first: they still
+// come while the file downloads, and still claim only bytes on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_with_fsync_claim_only_bytes_on_disk() {
+    use pymatris_core::{Config, Downloader, Request};
+    let server = stalled_server();
+    let out = tempfile::tempdir().unwrap();
+    let config = Config::default()
+        .resume(true)
+        .fsync(true)
+        .max_splits(1)
+        .timeout(Duration::from_secs(30));
+    let mut dl = Downloader::new(config);
+    let cancel = dl.cancel_token();
+    dl.enqueue(Request::new(server.url("/s.bin")).dir(out.path().to_str().unwrap()))
+        .unwrap();
+    let run = tokio::spawn(async move { dl.download().await });
+    let state = out.path().join("s.bin.pymatris-part.state");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let claimed = loop {
+        assert!(Instant::now() < deadline, "no checkpoint with a claim");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(text) = std::fs::read_to_string(&state) else {
+            continue;
+        };
+        let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let span = &saved["spans"][0];
+        let (start, pos) = (span[0].as_u64().unwrap(), span[1].as_u64().unwrap());
+        if pos > start {
+            break (start, pos);
+        }
+    };
+    let on_disk = std::fs::read(out.path().join("s.bin.pymatris-part")).unwrap();
+    let body = random_bytes(4 * MIB, 5);
+    let (start, pos) = (claimed.0 as usize, claimed.1 as usize);
+    assert!(pos <= on_disk.len() && on_disk[start..pos] == body[start..pos]);
+    cancel.cancel();
+    let results = run.await.unwrap();
+    assert_eq!(results.errors.len(), 1);
+}

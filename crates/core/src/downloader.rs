@@ -431,6 +431,7 @@ impl Batch {
             single: AtomicBool::new(false),
             rewound: AtomicBool::new(false),
             state_final: Mutex::new(false),
+            durable_part: std::sync::OnceLock::new(),
         };
         let start = Start {
             body,
@@ -913,6 +914,9 @@ struct FileJob {
     /// becomes of its resume state: checkpoints (written under the same
     /// lock) stop then, and never undo that decision.
     state_final: Mutex<bool>,
+    /// The part file, kept under `--continue` with `fsync`: a state is
+    /// written only after the bytes it claims are synced.
+    durable_part: std::sync::OnceLock<PartFile>,
 }
 
 impl FileJob {
@@ -940,7 +944,9 @@ impl FileJob {
                     && (e.is_retryable() || e.kind() == ErrorKind::Cancelled)
                     && tokio::fs::symlink_metadata(&temp).await.is_ok() =>
             {
-                if let Err(io) = resume::save(&temp, &job.state()) {
+                let state = job.state();
+                let synced = job.sync_part().await;
+                if let Err(io) = synced.and_then(|()| resume::save(&temp, &state)) {
                     tracing::warn!("cannot save the state of {temp}: {io}");
                     let _ = tokio::fs::remove_file(&temp).await;
                 }
@@ -979,6 +985,10 @@ impl FileJob {
             if state.spans.is_empty() || state.spans == saved {
                 continue;
             }
+            if let Err(e) = self.sync_part().await {
+                tracing::debug!("cannot sync {}: {e}", self.temp);
+                continue;
+            }
             let done = self.state_final.lock().expect("state lock poisoned");
             if *done {
                 return;
@@ -989,6 +999,15 @@ impl FileJob {
                 Err(e) => tracing::debug!("cannot checkpoint {}: {e}", self.temp),
             }
             drop(done);
+        }
+    }
+
+    /// With `fsync`, makes what the part file holds durable, so that a
+    /// state taken before survives a power cut as well as a killed process.
+    async fn sync_part(&self) -> std::io::Result<()> {
+        match self.durable_part.get() {
+            Some(part) => part.with(|f| f.sync_data()).await,
+            None => Ok(()),
         }
     }
 
@@ -1069,6 +1088,9 @@ impl FileJob {
             }
         };
         let file = PartFile::new(file);
+        if self.batch.config.resume && self.batch.config.fsync {
+            let _ = self.durable_part.set(file.clone());
+        }
         let config = &self.batch.config;
         let resumed = start.resumed.is_some();
         let plan: Vec<[u64; 3]> = match start.resumed {
