@@ -501,3 +501,41 @@ fn other_flags_are_checked_before_anything_starts() {
         assert!(!err.contains("S3CRET"), "{args:?}: {err}");
     }
 }
+
+// A signal the parent told us to ignore (`nohup`, a background job of a
+// script) stays ignored: the run goes on to its end.
+#[test]
+fn signals_ignored_by_the_parent_stay_ignored() {
+    for signal in ["HUP", "INT"] {
+        let body = random_bytes(2 * MIB, 23);
+        let server = FaultServer::start([(
+            "/s.bin",
+            Route::new(body.clone()).behaviour(Behaviour::StallAfter {
+                bytes: STALL_AFTER,
+                times: 1,
+            }),
+        )]);
+        let out = tempfile::tempdir().unwrap();
+        let url = server.url("/s.bin");
+        let script = format!(
+            "trap '' {signal}; exec \"$0\" --quiet --max-splits 1 --timeouts 2 --dir \"$1\" \"$2\""
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .arg(pymatris_bin())
+            .args([out.path().to_str().unwrap(), &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_the_stall(&server, &mut child);
+        kill(&child, &format!("-{signal}"));
+        let output = child.wait_with_output().unwrap();
+        assert_exit(&output, 0);
+        assert!(
+            std::fs::read(out.path().join("s.bin")).unwrap() == body,
+            "{signal}"
+        );
+    }
+}

@@ -182,16 +182,21 @@ impl StopSignals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
+            // (signal, its number, the exit status it calls for)
             let wanted = [
-                (SignalKind::interrupt(), 130),
-                (SignalKind::terminate(), 143),
-                (SignalKind::hangup(), 129),
+                (SignalKind::interrupt(), 2, 130),
+                (SignalKind::terminate(), 15, 143),
+                (SignalKind::hangup(), 1, 129),
             ];
-            // Should a handler fail to install, that signal keeps its
-            // default action (the process ends at once).
+            let ignored = ignored_signals();
+            // A signal the parent set to be ignored (`nohup`, a background
+            // job of a script) stays ignored: installing a handler would
+            // undo that choice. Should a handler fail to install, that
+            // signal keeps its default action (the process ends at once).
             let listening = wanted
                 .into_iter()
-                .filter_map(|(kind, status)| Some((signal(kind).ok()?, status)))
+                .filter(|&(_, number, _)| ignored & (1 << (number - 1)) == 0)
+                .filter_map(|(kind, _, status)| Some((signal(kind).ok()?, status)))
                 .collect();
             StopSignals { listening }
         }
@@ -223,6 +228,21 @@ impl StopSignals {
             130
         }
     }
+}
+
+/// The signals this process was started with set to be ignored, as a mask
+/// (bit `n - 1` for signal `n`), read before any handler is installed.
+/// Linux tells it in `/proc/self/status` (`SigIgn`), which needs no
+/// `unsafe` call to `sigaction`; elsewhere none is taken as ignored.
+#[cfg(unix)]
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("SigIgn:"))?;
+            u64::from_str_radix(line["SigIgn:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(0)
 }
 
 /// Adds the input file's bad lines to the failures, and returns the line
