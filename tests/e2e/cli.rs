@@ -246,6 +246,8 @@ fn a_bad_input_line_fails_alone_with_its_line_number() {
     text.extend(b"http://[::1/broken\n"); // 7
     text.extend(format!("{}\n", server.url("/b.bin")).as_bytes()); // 8
     text.extend(b"http://127.0.0.1:9/\xff\xfe.bin\n"); // 9
+    // A good line that fails later keeps its number too.
+    text.extend(format!("{}\n", server.url("/missing.bin")).as_bytes()); // 10
     std::fs::write(&list, text).unwrap();
 
     let output = run_pymatris([
@@ -275,8 +277,8 @@ fn a_bad_input_line_fails_alone_with_its_line_number() {
         })
         .collect();
     lines.sort_unstable();
-    assert_eq!(lines, [4, 5, 6, 7, 9], "{json}");
-    for n in [4, 5, 6, 7, 9] {
+    assert_eq!(lines, [4, 5, 6, 7, 9, 10], "{json}");
+    for n in [4, 5, 6, 7, 9, 10] {
         assert!(err.contains(&format!("line {n}")), "line {n} not in: {err}");
     }
 }
