@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pymatris_harness::{Options, Servers, Which, random_bytes};
+use pymatris_harness::{Options, PyftpdlibOptions, Server, Servers, Which, random_bytes};
 use pymatris_tests::{list_dir, run_pymatris, sha256_hex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -506,4 +506,80 @@ async fn relay_data(
         }
     }
     Ok(())
+}
+
+/// pyftpdlib alone, with `options`.
+fn pyftpdlib(options: PyftpdlibOptions) -> Servers {
+    Servers::start(Which::none())
+        .and_then(|s| s.with_pyftpdlib(options))
+        .expect("starting pyftpdlib")
+}
+
+/// What pyftpdlib's log says: logins, and sessions it turned away.
+fn pyftpdlib_log(s: &Servers) -> (usize, usize) {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let text =
+        std::fs::read_to_string(s.root_dir().join(Server::Pyftpdlib.log())).unwrap_or_default();
+    (
+        text.matches("logged in").count(),
+        text.matches("Too many connections").count(),
+    )
+}
+
+// A server whose logins take seconds (pure-ftpd's password hashing) and
+// that allows few connections: parts still logging in are no stalled
+// parts (the stall clock starts with the transfer), and a part that the
+// full server turns away (421 for a session, 425 for a data connection)
+// waits for a session rather than spend its tries while the file's other
+// sessions transfer. One file, cut into as many parts as asked, lands
+// whole, without logins thrown away by the dozen.
+fn slow_logins_and_a_full_server(options: PyftpdlibOptions) {
+    let s = pyftpdlib(options);
+    let want = s.write_random("slow.bin", 48 * MIB, 19);
+    let want = std::fs::read(want).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let url = s.pyftpdlib_url("slow.bin");
+    let (code, json, stderr) = pymatris(
+        out.path(),
+        &[
+            "--max-splits",
+            "8",
+            "--min-split-size",
+            "1M",
+            "--max-tries",
+            "2",
+            "--timeouts",
+            "20",
+            // Slow enough that parts still run when the logins end.
+            "--max-speed",
+            "8M",
+            &url,
+        ],
+    );
+    let (logins, refused) = pyftpdlib_log(&s);
+    assert_success(code, &json, &stderr);
+    assert_same(&out.path().join("slow.bin"), &want);
+    assert!(logins <= 8, "{logins} logins ({refused} refused)");
+}
+
+// pyftpdlib's `max_cons` counts data connections too: a full server
+// refuses the data connection of a logged-in session with 425.
+#[test]
+fn slow_logins_and_a_full_server_fail_no_part() {
+    slow_logins_and_a_full_server(PyftpdlibOptions {
+        login_delay: std::time::Duration::from_secs(4),
+        max_sessions: Some(4),
+        max_sessions_per_ip: None,
+    });
+}
+
+// Sessions per client address, as pure-ftpd caps logged-in users: the
+// next session is refused with 421.
+#[test]
+fn slow_logins_and_a_session_cap_fail_no_part() {
+    slow_logins_and_a_full_server(PyftpdlibOptions {
+        login_delay: std::time::Duration::from_secs(4),
+        max_sessions: None,
+        max_sessions_per_ip: Some(3),
+    });
 }

@@ -533,6 +533,18 @@ impl Batch {
         }
     }
 
+    /// A short, growing, jittered wait after a server refused one more
+    /// connection, which spends no try.
+    async fn wait_busy(&self, wait: &mut HandleWait, error: &Error) -> Result<()> {
+        wait.waits += 1;
+        let pause = pause_after(wait.waits);
+        tracing::debug!(waits = wait.waits, ?pause, error = %error, "the server is busy, waiting for a connection to free");
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(Error::cancelled()),
+            () = tokio::time::sleep(pause) => Ok(()),
+        }
+    }
+
     /// Waits for file handles to free after an attempt ran out of them,
     /// without spending a try: other transfers of the batch hold them and
     /// will give them back. Fails (with `error`, explained) only when
@@ -552,10 +564,7 @@ impl Batch {
                 .retryable(false));
         }
         wait.waits += 1;
-        // From 20 ms to about a second, jittered so the waiting transfers
-        // do not all try again at once.
-        let step = Duration::from_millis(10 << wait.waits.min(7)).min(Duration::from_secs(1));
-        let pause = step.mul_f64(0.5 + 0.5 * fastrand::f64());
+        let pause = pause_after(wait.waits);
         tracing::debug!(waits = wait.waits, ?pause, error = %error, "out of file handles, waiting for some to free");
         tokio::select! {
             () = self.cancel.cancelled() => Err(Error::cancelled()),
@@ -670,6 +679,12 @@ impl Batch {
         if error.is_out_of_handles() {
             return self.wait_for_handles(&mut tries.handles, error).await;
         }
+        if error.kind() == ErrorKind::Busy && self.idle_for() < self.config.protocol.timeout {
+            // The server takes no more connections while others of the
+            // batch are transferring: one of theirs will come free, and the
+            // protocol (which lowered the host's limit) waits for it.
+            return self.wait_busy(&mut tries.handles, &error).await;
+        }
         tries.handles = HandleWait::default();
         if !error.is_retryable() || !tries.fail(gained) {
             return Err(error);
@@ -700,6 +715,14 @@ impl Batch {
             () = tokio::time::sleep(wait) => Ok(()),
         }
     }
+}
+
+/// The wait after `waits` attempts in a row that found no connection or
+/// handle free: from 20 ms to about a second, jittered so the waiting
+/// transfers do not all try again at once.
+fn pause_after(waits: u32) -> Duration {
+    let step = Duration::from_millis(10 << waits.min(7)).min(Duration::from_secs(1));
+    step.mul_f64(0.5 + 0.5 * fastrand::f64())
 }
 
 /// How long after running out of file handles the batch adds no parts.
@@ -828,8 +851,14 @@ struct Span {
     /// Whether a worker is filling it; a span left by a worker that the
     /// server refused is taken over whole by the next idle worker.
     active: bool,
-    /// When a byte last arrived (or the span was made).
+    /// When a byte last arrived (or the span was made, or its request
+    /// was answered).
     progressed: Instant,
+    /// Whether its worker is asking for its bytes (connecting, logging
+    /// in, waiting for a connection the server will take): not a stall,
+    /// which only a transfer that started can be. The protocol bounds
+    /// the request by the timeout.
+    requesting: bool,
     /// Cancelled when an idle worker takes over the rest of this span
     /// because it stalled: its own worker then stops.
     taken: CancellationToken,
@@ -848,6 +877,7 @@ impl Span {
             on_disk: pos,
             active: true,
             progressed: Instant::now(),
+            requesting: false,
             taken: CancellationToken::new(),
             takeovers: 0,
         }))
@@ -1523,6 +1553,7 @@ impl FileJob {
             .find(|span| {
                 let s = lock(span);
                 s.active
+                    && !s.requesting
                     && s.pos < s.end
                     && s.takeovers < self.batch.config.max_tries
                     && s.progressed.elapsed() >= after
@@ -1558,10 +1589,21 @@ impl FileJob {
                     None => {
                         // Nothing is received yet, so nothing is lost if the
                         // request is dropped when another worker takes over.
+                        lock(span).requesting = true;
                         let next = tokio::select! {
-                            () = taken.cancelled() => return Ok(()),
-                            next = self.refetch(span) => next?,
+                            () = taken.cancelled() => None,
+                            next = self.refetch(span) => Some(next),
                         };
+                        {
+                            // The stall clock starts with the transfer.
+                            let mut s = lock(span);
+                            s.requesting = false;
+                            s.progressed = Instant::now();
+                        }
+                        let Some(next) = next else {
+                            return Ok(());
+                        };
+                        let next = next?;
                         match next {
                             Some(body) => body,
                             None => return Ok(()),

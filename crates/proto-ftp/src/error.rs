@@ -7,7 +7,7 @@
 //! | 550 | NotFound | no |
 //! | 530 | Auth | no |
 //! | 553 | PermissionDenied | no |
-//! | 421 | Busy | yes |
+//! | 421, 425 | Busy | yes |
 //! | 426, 451 during a transfer | Truncated | yes |
 //! | other 4xx | Protocol | yes |
 //! | other 5xx, unexpected 1xx-3xx | Protocol | no |
@@ -65,7 +65,10 @@ pub(crate) fn kind_of_code(code: u32) -> (ErrorKind, bool) {
         550 => (ErrorKind::NotFound, false),
         530 | 532 => (ErrorKind::Auth, false),
         553 => (ErrorKind::PermissionDenied, false),
-        421 => (ErrorKind::Busy, true),
+        // 421: no more sessions; 425: no data connection, which servers
+        // that count data connections among their connections (pyftpdlib,
+        // pure-ftpd) answer when full.
+        421 | 425 => (ErrorKind::Busy, true),
         400..=499 => (ErrorKind::Protocol, true),
         _ => (ErrorKind::Protocol, false),
     }
@@ -198,8 +201,8 @@ mod tests {
             ),
             ("450 Busy, try later.\r\n", ErrorKind::Protocol, true),
             (
-                "425 Failed to establish connection.\r\n",
-                ErrorKind::Protocol,
+                "425 Too many connections. Can't open data channel.\r\n",
+                ErrorKind::Busy,
                 true,
             ),
             ("500 Unknown command.\r\n", ErrorKind::Protocol, false),

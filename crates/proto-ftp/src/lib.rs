@@ -146,7 +146,15 @@ impl FtpProtocol {
         let what = format!("RETR {}", target.shown);
         let fail = |e: FtpError| {
             let keep = keeps_session(&e);
-            (ftp_error(e, &what), keep)
+            let err = ftp_error(e, &what);
+            if err.kind() == ErrorKind::Busy {
+                // No data connection: the server counts data connections
+                // among its connections and is full. This session goes, to
+                // free its place, and the host allows one fewer.
+                host.refused_data_connection();
+                return (err, false);
+            }
+            (err, keep)
         };
         let mut tried_pasv = false;
         loop {

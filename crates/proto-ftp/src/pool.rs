@@ -226,7 +226,21 @@ impl Host {
     /// The server refused a connection: allow only as many as are open.
     pub(crate) fn lower_limit(&self) {
         let mut st = self.lock();
-        let new = st.open.max(1);
+        let open = st.open;
+        self.lower_to(&mut st, open, "the server refused a connection");
+    }
+
+    /// The server refused a data connection for lack of room: allow one
+    /// connection fewer than are open (the one that was refused is
+    /// closed).
+    pub(crate) fn refused_data_connection(&self) {
+        let mut st = self.lock();
+        let open = st.open.saturating_sub(1);
+        self.lower_to(&mut st, open, "the server refused a data connection");
+    }
+
+    fn lower_to(&self, st: &mut HostState, new: usize, why: &str) {
+        let new = new.max(1);
         if new < st.limit {
             let cut = st.limit - new;
             let forgotten = self.sem.forget_permits(cut);
@@ -235,7 +249,7 @@ impl Host {
                 host = %self.id,
                 from = st.limit,
                 to = new,
-                "the server refused a connection; lowering its connection limit"
+                "{why}; lowering its connection limit"
             );
             st.limit = new;
         }

@@ -186,6 +186,17 @@ fn connect_error(host: &Host, target: &Target, failure: Failure) -> Error {
         )
         .retryable(false),
         Failure::Tls(e) => ftp_error(e, &format!("{shown}: TLS handshake with {}", host.id)),
+        Failure::Login(FtpError::UnexpectedResponse(reply)) if reply_code(&reply) == 421 => {
+            // pure-ftpd: "421 7 users (the maximum) are already logged in".
+            host.lower_limit();
+            busy_error(
+                &format!("{shown}: logging in as {}", target.login.user),
+                &format!(
+                    "the server refused one more session: {}",
+                    reply_text(&reply)
+                ),
+            )
+        }
         Failure::Login(e) => {
             let what = format!("{shown}: logging in as {}", target.login.user);
             let err = ftp_error(e, &what);
