@@ -428,6 +428,54 @@ async fn attempts_that_repeat_old_bytes_are_no_progress() {
     sb.assert_empty();
 }
 
+// 2h. A part whose request takes long to be answered (a slow login) is
+// not stalled: the stall clock starts with its transfer, so no idle
+// connection takes its range over and asks for the same bytes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_slow_to_start_is_not_taken_over() {
+    let body = random_bytes(2 * MIB, 25);
+    let server = FaultServer::start([(
+        "/late.bin",
+        Route::new(body.clone()).behaviour(Behaviour::SlowStart {
+            delay: Duration::from_millis(1500),
+            after: 1,
+        }),
+    )]);
+    let config = config()
+        .max_splits(2)
+        .min_split_size(MIB as u64)
+        .takeover_after(Duration::from_millis(300));
+    let (sb, results, log) = fetch_path(&server, config, "/late.bin").await;
+    assert_landed(&sb, &results, &log, "late.bin", &body);
+    let mut starts: Vec<u64> = log.iter().filter_map(RequestLog::range_start).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    assert_eq!(
+        starts.len(),
+        log.len(),
+        "a range was asked for twice: {}",
+        show(&log)
+    );
+}
+
+// 2i. A part that waits on the bandwidth cap is not stalled either: the
+// server is not what holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_held_by_the_speed_cap_is_not_taken_over() {
+    let body = random_bytes(2 * MIB, 26);
+    let server = FaultServer::start([("/capped.bin", Route::new(body.clone()))]);
+    let config = config()
+        .max_splits(4)
+        .min_split_size(512 * KIB as u64)
+        .max_speed(Some(1024 * KIB as u64))
+        .takeover_after(Duration::from_millis(300));
+    let (sb, results, log) = fetch_path(&server, config, "/capped.bin").await;
+    assert_landed(&sb, &results, &log, "capped.bin", &body);
+    // One request per part (of 512 KiB each, too small to split): no
+    // range was taken over and asked for again.
+    assert_eq!(log.len(), 4, "{}", show(&log));
+}
+
 /// `n` files `/{prefix}{i}.bin` of about `size` bytes (each a little
 /// larger than the one before) on a fresh server, and a request for each
 /// into the sandbox.

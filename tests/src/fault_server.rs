@@ -115,6 +115,10 @@ pub enum Behaviour {
     /// The file changes after `after` requests: later requests see `body`
     /// (with a new `ETag`).
     ChangeAfter { after: usize, body: Bytes },
+    /// Requests after the first `after` are answered normally, but only
+    /// after `delay`: a server whose new connections take long to be
+    /// served (a slow login, in HTTP's terms).
+    SlowStart { delay: Duration, after: usize },
     /// Every range is answered with at most `max` bytes, correctly
     /// labelled (`206`, `Content-Range: bytes a-(a+max-1)/LEN`, keep-alive):
     /// a server (or CDN) that caps the size of a range response.
@@ -619,6 +623,8 @@ enum Ending {
     DropAfter(u64),
     /// Go silent after this many bytes.
     StallAfter(u64),
+    /// Wait this long, then answer in full.
+    Late(Duration),
     /// Send nothing at all, not even the head.
     Hang,
 }
@@ -875,6 +881,14 @@ fn plan(head: &Head, route: &Route, n: usize) -> Plan {
             }
             p
         }
+        Behaviour::SlowStart { delay, after } => {
+            let mut p = normal(head, body, route.ranges);
+            if n >= *after {
+                p.ending = Ending::Late(*delay);
+                p.fault = true;
+            }
+            p
+        }
         Behaviour::ShortRanges { max } => {
             let mut p = normal(head, body, route.ranges);
             let len = body.len() as u64;
@@ -949,7 +963,10 @@ async fn respond(
         tokio::time::sleep(STALL).await;
         return Ok(false);
     }
-    let keep = plan.ending == Ending::Complete && head.keep_alive;
+    if let Ending::Late(delay) = plan.ending {
+        tokio::time::sleep(delay).await;
+    }
+    let keep = matches!(plan.ending, Ending::Complete | Ending::Late(_)) && head.keep_alive;
     let mut out = format!("HTTP/1.1 {} {}\r\n", plan.status, reason(plan.status));
     out.push_str("Server: pymatris-fault-server\r\n");
     out.push_str(&format!("Date: {}\r\n", http_date()));

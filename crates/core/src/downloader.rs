@@ -854,11 +854,12 @@ struct Span {
     /// When a byte last arrived (or the span was made, or its request
     /// was answered).
     progressed: Instant,
-    /// Whether its worker is asking for its bytes (connecting, logging
-    /// in, waiting for a connection the server will take): not a stall,
-    /// which only a transfer that started can be. The protocol bounds
-    /// the request by the timeout.
-    requesting: bool,
+    /// Whether its worker is in a wait that is no stall: asking for its
+    /// bytes (connecting, logging in, waiting for a connection the server
+    /// will take; a stall is of a transfer that started, and the protocol
+    /// bounds the request by the timeout), or held back by the bandwidth
+    /// cap.
+    waiting: bool,
     /// Cancelled when an idle worker takes over the rest of this span
     /// because it stalled: its own worker then stops.
     taken: CancellationToken,
@@ -877,7 +878,7 @@ impl Span {
             on_disk: pos,
             active: true,
             progressed: Instant::now(),
-            requesting: false,
+            waiting: false,
             taken: CancellationToken::new(),
             takeovers: 0,
         }))
@@ -1553,7 +1554,7 @@ impl FileJob {
             .find(|span| {
                 let s = lock(span);
                 s.active
-                    && !s.requesting
+                    && !s.waiting
                     && s.pos < s.end
                     && s.takeovers < self.batch.config.max_tries
                     && s.progressed.elapsed() >= after
@@ -1589,7 +1590,7 @@ impl FileJob {
                     None => {
                         // Nothing is received yet, so nothing is lost if the
                         // request is dropped when another worker takes over.
-                        lock(span).requesting = true;
+                        lock(span).waiting = true;
                         let next = tokio::select! {
                             () = taken.cancelled() => None,
                             next = self.refetch(span) => Some(next),
@@ -1597,7 +1598,7 @@ impl FileJob {
                         {
                             // The stall clock starts with the transfer.
                             let mut s = lock(span);
-                            s.requesting = false;
+                            s.waiting = false;
                             s.progressed = Instant::now();
                         }
                         let Some(next) = next else {
@@ -1756,7 +1757,12 @@ impl FileJob {
                         lock(span).on_disk += written;
                         self.batch.reporter.on_progress(self.id, written);
                         if let Some(throttle) = &self.batch.throttle {
+                            // The wait is ours, not the server's.
+                            lock(span).waiting = true;
                             throttle.take(take as u64).await;
+                            let mut s = lock(span);
+                            s.waiting = false;
+                            s.progressed = Instant::now();
                         }
                         if past_file_end {
                             break 'pump Err(Error::new(
