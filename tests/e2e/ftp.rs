@@ -368,10 +368,12 @@ fn continue_resumes_a_run_broken_mid_transfer() {
 /// control connection, rewrites `229` (EPSV) answers to a data port of its
 /// own, and forwards data connections; the first one is closed after
 /// `cut_at` bytes, and with `cut_control` its control connection too.
-/// It records the `REST` commands the client sends.
+/// It records the `REST` commands the client sends, and the verb of
+/// every command.
 struct FtpCutter {
     port: u16,
     rests: Arc<Mutex<Vec<u64>>>,
+    verbs: Arc<Mutex<Vec<String>>>,
     cut: Arc<AtomicBool>,
     _rt: tokio::runtime::Runtime,
 }
@@ -388,19 +390,21 @@ impl FtpCutter {
             .expect("bind the relay");
         let port = listener.local_addr().unwrap().port();
         let rests = Arc::new(Mutex::new(Vec::new()));
+        let verbs = Arc::new(Mutex::new(Vec::new()));
         let cut = Arc::new(AtomicBool::new(false));
-        let (r, c) = (rests.clone(), cut.clone());
+        let (r, v, c) = (rests.clone(), verbs.clone(), cut.clone());
         rt.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (r, c) = (r.clone(), c.clone());
+                let (r, v, c) = (r.clone(), v.clone(), c.clone());
                 tokio::spawn(async move {
-                    let _ = relay_control(client, upstream, cut_at, cut_control, r, c).await;
+                    let _ = relay_control(client, upstream, cut_at, cut_control, r, v, c).await;
                 });
             }
         });
         FtpCutter {
             port,
             rests,
+            verbs,
             cut,
             _rt: rt,
         }
@@ -413,6 +417,7 @@ async fn relay_control(
     cut_at: u64,
     cut_control: bool,
     rests: Arc<Mutex<Vec<u64>>>,
+    verbs: Arc<Mutex<Vec<String>>>,
     cut: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(("127.0.0.1", upstream)).await?;
@@ -428,6 +433,8 @@ async fn relay_control(
             if lines.read_line(&mut line).await? == 0 {
                 return Ok::<(), std::io::Error>(());
             }
+            let verb = line.split_whitespace().next().unwrap_or_default();
+            verbs.lock().unwrap().push(verb.to_ascii_uppercase());
             if let Some(n) = line.strip_prefix("REST ") {
                 rests
                     .lock()
@@ -506,6 +513,31 @@ async fn relay_data(
         }
     }
     Ok(())
+}
+
+// Sessions end with QUIT, at the end of the batch too, so that servers
+// that count sessions free their places at once: every login has its
+// goodbye.
+#[test]
+fn every_session_ends_with_quit() {
+    let s = ftp_servers();
+    for i in 0..3 {
+        s.write_random(&format!("q{i}.bin"), 3 * MIB, 30 + i);
+    }
+    let relay = FtpCutter::start(s.ftp_port(), u64::MAX, false);
+    let (user, password) = s.ftp_user();
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("ftp://{user}:{password}@127.0.0.1:{}/q{i}.bin", relay.port))
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec!["--max-splits", "3", "--min-split-size", "1M"];
+    args.extend(urls.iter().map(String::as_str));
+    let (code, json, stderr) = pymatris(out.path(), &args);
+    assert_success(code, &json, &stderr);
+    let verbs = relay.verbs.lock().unwrap().clone();
+    let count = |verb: &str| verbs.iter().filter(|v| *v == verb).count();
+    assert!(count("PASS") >= 1, "{verbs:?}");
+    assert_eq!(count("QUIT"), count("PASS"), "{verbs:?}");
 }
 
 /// pyftpdlib alone, with `options`.

@@ -50,6 +50,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// How often a worker with nothing left to split looks for a stalled part.
 const TAIL_POLL: Duration = Duration::from_millis(250);
 
+/// How long the end of a batch waits for the protocols to close their
+/// idle connections politely.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// The longest `Retry-After` honoured; a server asking for more is waited
 /// on for this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -231,6 +235,8 @@ impl Downloader {
         // The tasks catch the panics of their requests and are never
         // aborted; a request whose outcome is missing is reported below.
         while running.join_next().await.is_some() {}
+        // Bounded: a server that does not answer a goodbye holds no batch.
+        let _ = tokio::time::timeout(CLOSE_WAIT, batch.protocols.close()).await;
         let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes poisoned"));
         let mut results = Results::default();
         for outcome in outcomes {

@@ -135,6 +135,11 @@ pub trait Protocol: Send + Sync + Debug {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> Result<Fetched>;
+
+    /// Closes the idle connections it keeps, politely (FTP `QUIT`), at the
+    /// end of a batch: servers that count sessions free their places at
+    /// once rather than when they notice the connection is gone.
+    async fn close(&self) {}
 }
 
 /// How a protocol crate makes itself known to the engine.

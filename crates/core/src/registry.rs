@@ -60,6 +60,17 @@ impl Protocols {
         built.insert(key, p.clone());
         Ok(p)
     }
+
+    /// Closes the idle connections of every protocol built (see
+    /// [`Protocol::close`]).
+    pub(crate) async fn close(&self) {
+        let built: Vec<Arc<dyn Protocol>> = (self.built.lock())
+            .expect("protocol cache poisoned")
+            .values()
+            .cloned()
+            .collect();
+        futures_util::future::join_all(built.iter().map(|p| p.close())).await;
+    }
 }
 
 #[cfg(test)]

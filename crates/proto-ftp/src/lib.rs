@@ -15,6 +15,9 @@
 //! - Control connections are pooled per server and login, reused across
 //!   files, and bounded per server by `max_per_host`. A server that refuses
 //!   one more connection gets a [`ErrorKind::Busy`], and a lower limit.
+//!   Sessions the pool lets go, and the idle ones at the end of the batch
+//!   ([`Protocol::close`]), say `QUIT`, so servers that count sessions
+//!   free their places at once.
 //! - One transfer per control connection. A body dropped before its end
 //!   (the engine stops at the end of its range) closes the data connection;
 //!   a background task reads the server's `426`/`226` and pools the session
@@ -276,6 +279,10 @@ impl Protocol for FtpProtocol {
             offset: range.start,
             body: Box::pin(Body::new(transfer, session, self.timeout, what)),
         })
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }
 

@@ -30,6 +30,9 @@ const IDLE_MAX: Duration = Duration::from_secs(30);
 /// background rather than log in anew.
 const DRAIN_WAIT: Duration = Duration::from_millis(250);
 
+/// How long a goodbye waits for the server's answer.
+const QUIT_WAIT: Duration = Duration::from_secs(1);
+
 /// The servers of one batch.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -43,6 +46,24 @@ impl Pool {
             hosts: Mutex::new(HashMap::new()),
             max_per_host,
         }
+    }
+
+    /// Says goodbye (`QUIT`) on every idle session, at the end of the
+    /// batch.
+    pub(crate) async fn close(&self) {
+        let hosts: Vec<Arc<Host>> = (self.hosts.lock())
+            .expect("hosts poisoned")
+            .values()
+            .cloned()
+            .collect();
+        // Sessions finishing a cut transfer come back first.
+        let settled = futures_util::future::join_all(hosts.iter().map(|h| h.drained()));
+        let _ = tokio::time::timeout(QUIT_WAIT, settled).await;
+        let idle: Vec<Session> = hosts
+            .iter()
+            .flat_map(|h| std::mem::take(&mut h.lock().idle))
+            .collect();
+        futures_util::future::join_all(idle.into_iter().map(Session::quit)).await;
     }
 
     /// The state of server `id`.
@@ -146,7 +167,7 @@ impl Host {
             changed.as_mut().enable();
 
             let (session, stale, draining) = self.take_idle(login);
-            drop(stale);
+            stale.into_iter().for_each(Session::close);
             if let Some(session) = session {
                 return Acquired::Idle(Box::new(session));
             }
@@ -164,9 +185,8 @@ impl Host {
                 Err(TryAcquireError::NoPermits) => {}
                 Err(TryAcquireError::Closed) => unreachable!("host semaphores are never closed"),
             }
-            let evicted = self.lock_and_pop_oldest_idle();
-            if evicted.is_some() {
-                drop(evicted);
+            if let Some(evicted) = self.lock_and_pop_oldest_idle() {
+                evicted.close();
                 continue;
             }
             tokio::select! {
@@ -215,7 +235,7 @@ impl Host {
         if st.debt > 0 {
             // Over the (lowered) limit: close it rather than keep it.
             drop(st);
-            drop(session);
+            session.close();
         } else {
             st.idle.push(session);
             drop(st);
@@ -264,6 +284,19 @@ impl Host {
     #[cfg(test)]
     pub(crate) fn limit(&self) -> usize {
         self.lock().limit
+    }
+
+    /// Returns once no session of this host is draining.
+    async fn drained(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.lock().draining == 0 {
+                return;
+            }
+            changed.await;
+        }
     }
 
     fn begin_drain(&self) {
@@ -366,6 +399,23 @@ impl Session {
         if let Some(host) = self.slot.host.upgrade() {
             host.put_idle(self);
         }
+    }
+
+    /// Closes the session politely in the background: servers that
+    /// count sessions free its place at once.
+    pub(crate) fn close(self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(self.quit());
+            }
+            Err(_) => drop(self),
+        }
+    }
+
+    /// `QUIT`, waiting a little for the server's `221`.
+    pub(crate) async fn quit(mut self) {
+        let said = tokio::time::timeout(QUIT_WAIT, self.ftp.quit()).await;
+        tracing::debug!(login = %self.login.user, ok = matches!(said, Ok(Ok(()))), "QUIT");
     }
 
     /// The host, while the batch lives.
