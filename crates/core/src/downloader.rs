@@ -685,10 +685,15 @@ impl Batch {
         if error.is_out_of_handles() {
             return self.wait_for_handles(&mut tries.handles, error).await;
         }
-        if error.kind() == ErrorKind::Busy && self.idle_for() < self.config.protocol.timeout {
+        let others = self.transfers.load(Ordering::SeqCst) > usize::from(tries.worker);
+        if error.kind() == ErrorKind::Busy
+            && others
+            && self.idle_for() < self.config.protocol.timeout
+        {
             // The server takes no more connections while others of the
-            // batch are transferring: one of theirs will come free, and the
-            // protocol (which lowered the host's limit) waits for it.
+            // batch transfer: one of theirs will come free, and the
+            // protocol (which lowered the host's limit) waits for it. A
+            // server busy with nothing of ours spends tries as before.
             return self.wait_busy(&mut tries.handles, &error).await;
         }
         tries.handles = HandleWait::default();
@@ -760,6 +765,9 @@ const PROGRESS_MIN: u64 = 64 * 1024;
 struct Tries {
     /// Waiting for file handles, which spends no try.
     handles: HandleWait,
+    /// Whether the attempts are a worker's, counted among the batch's
+    /// transfers.
+    worker: bool,
     max: u32,
     /// Failed attempts in a row without progress.
     misses: u32,
@@ -773,11 +781,18 @@ impl Tries {
     fn new(max_tries: u32) -> Self {
         Tries {
             handles: HandleWait::default(),
+            worker: false,
             max: max_tries.max(1),
             misses: 0,
             failed: 0,
             gained: 0,
         }
+    }
+
+    /// The attempts of a worker (see [`Tries::worker`]).
+    fn of_worker(mut self) -> Self {
+        self.worker = true;
+        self
     }
 
     /// Records a failed attempt that brought `gained` new bytes; returns
@@ -1584,7 +1599,7 @@ impl FileJob {
         span: &SharedSpan,
         mut body: Option<ByteStream>,
     ) -> Result<Filled> {
-        let mut tries = Tries::new(self.batch.config.max_tries);
+        let mut tries = Tries::new(self.batch.config.max_tries).of_worker();
         // The furthest the span got: bytes received again after a restart
         // from zero (a server without ranges) are no progress.
         let mut reached = lock(span).pos;
