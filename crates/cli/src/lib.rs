@@ -1,0 +1,385 @@
+//! The `pymatris` command: parses flags, runs a batch with progress bars,
+//! prints the account of what failed, and exits 0 (all fetched), 1 (some
+//! failed), 2 (usage error), 130 (Ctrl-C), 143 (SIGTERM) or 129 (SIGHUP).
+//!
+//! It is a library so that the Python package's `pymatris` command runs
+//! this same code ([`main`]) rather than a second implementation; the
+//! binary is one call to it.
+
+// The CLI is the one place that writes to the terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+// Each protocol crate registers itself with `inventory`, and rustc links
+// only crates that something names: name every enabled one.
+#[cfg(feature = "ftp")]
+extern crate pymatris_proto_ftp as _;
+#[cfg(feature = "http")]
+extern crate pymatris_proto_http as _;
+#[cfg(feature = "sftp")]
+extern crate pymatris_proto_sftp as _;
+
+/// `println!` that never panics: once the terminal is closed (SIGHUP) or
+/// the reader of a pipe is gone, output is lost but the run still ends with
+/// its own exit status.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`out!`]).
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+mod args;
+mod logging;
+mod progress;
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use clap::Parser;
+use pymatris_core::{Downloader, ErrorKind, Failed, Results};
+
+use crate::args::{Args, BadLine, Plan};
+use crate::progress::Bars;
+
+/// Runs the command with `args` (the program's name first, as
+/// `std::env::args_os` gives them) and returns its exit status. `--help`,
+/// `--version` and a flag clap rejects end the process, as in any clap
+/// program.
+pub fn main<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    raise_open_files_limit();
+    let args = Args::parse_from(args);
+    let plan = match args.into_plan(std::io::stdin().lock()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("pymatris: {e:#}");
+            return 2;
+        }
+    };
+    if plan.verbose {
+        logging::init();
+    }
+    let runtime = match runtime(std::env::var_os(WORKER_THREADS_VAR).is_some()) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pymatris: cannot start: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(run(plan))
+}
+
+/// Raises the soft limit of open files to the hard one, as servers do: a
+/// batch holds a socket and a file for each transfer, and the soft limit
+/// (often 1024) is a default for programs that need few. Running out
+/// anyway only slows the batch down (the engine waits for handles).
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut limit = getrlimit(Resource::Nofile);
+        if limit.current != limit.maximum {
+            limit.current = limit.maximum;
+            // macOS refuses an unlimited soft limit: what there is stays.
+            let _ = setrlimit(Resource::Nofile, limit);
+        }
+    }
+}
+
+/// tokio's own setting of its worker threads, honoured when set.
+const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
+/// The runtime of a batch: one worker thread for every transfer, unless
+/// `TOKIO_WORKER_THREADS` is set (`from_env`). Writes of more than 64 KiB
+/// go to tokio's blocking pool, so the disk does not wait on the network
+/// nor the network on the disk.
+///
+/// One worker, as curl and aria2 have one thread, because a second one
+/// costs more than it gains below about 1.5 GB/s: with two, the eight
+/// workloads of the benchmark took 2-24 % more CPU (2000 small files over
+/// HTTP 3.81 s/GB against 3.07, curl 3.19), from the threads' sleeps,
+/// wakeups and shared locks, and were no faster except where the bytes
+/// came at over 1.3 GB/s from a server on the same two cores
+/// (docs/benchmarks.md).
+fn runtime(from_env: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if !from_env {
+        builder.worker_threads(1);
+    }
+    builder.build()
+}
+
+async fn run(plan: Plan) -> u8 {
+    if let Some(list) = &plan.empty_list {
+        // Even with --quiet: a list that lost its lines is worth a word.
+        err!("pymatris: no URL in {list}: nothing to do");
+    }
+    let total = plan.requests.len();
+    // Bars and logs would interleave, and bars on a pipe are noise.
+    let show_bars = !plan.quiet && !plan.verbose && std::io::stderr().is_terminal();
+    let bars = show_bars.then(|| Arc::new(Bars::new(total)));
+    let mut downloader = Downloader::new(plan.config);
+    if let Some(bars) = &bars {
+        downloader = downloader.with_reporter(bars.clone());
+    }
+    for request in plan.requests {
+        // Enqueueing never fails: bad URLs end up among the results' errors.
+        let _ = downloader.enqueue(request);
+    }
+    let cancel = downloader.cancel_token();
+    // 0 until a signal stops the batch, then the status to exit with.
+    let interrupted = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    {
+        let interrupted = interrupted.clone();
+        // Listening starts here, before the first transfer, not when the
+        // task first runs.
+        let signals = StopSignals::listen();
+        tokio::spawn(async move {
+            let status = signals.recv().await;
+            interrupted.store(status, std::sync::atomic::Ordering::SeqCst);
+            cancel.cancel();
+        });
+    }
+    let started = std::time::Instant::now();
+    let mut results = downloader.download().await;
+    if let Some(bars) = &bars {
+        bars.finish();
+    }
+    let lines = add_bad_lines(&mut results, &plan.origins, plan.bad_lines);
+    report(
+        &results,
+        &lines,
+        plan.json,
+        plan.show_errors,
+        plan.quiet,
+        started.elapsed(),
+    );
+    let status = interrupted.load(std::sync::atomic::Ordering::SeqCst);
+    if status != 0 {
+        status
+    } else if results.is_ok() {
+        0
+    } else {
+        1
+    }
+}
+
+/// The signals that stop a batch the way Ctrl-C does, so that a run ended
+/// by `timeout`, systemd, docker (SIGTERM) or a closed terminal (SIGHUP)
+/// keeps its resumable parts under `--continue` and leaves nothing behind
+/// otherwise. Each gives the exit status a shell reports for it: 128 plus
+/// the signal's number.
+struct StopSignals {
+    /// Each signal listened to, with the status it calls for.
+    #[cfg(unix)]
+    listening: Vec<(tokio::signal::unix::Signal, u8)>,
+}
+
+impl StopSignals {
+    /// Starts listening; must be called inside the runtime.
+    fn listen() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            // (signal, its number, the exit status it calls for)
+            let wanted = [
+                (SignalKind::interrupt(), 2, 130),
+                (SignalKind::terminate(), 15, 143),
+                (SignalKind::hangup(), 1, 129),
+            ];
+            let ignored = ignored_signals();
+            // A signal the parent set to be ignored (`nohup`, a background
+            // job of a script) stays ignored: installing a handler would
+            // undo that choice. Should a handler fail to install, that
+            // signal keeps its default action (the process ends at once).
+            let listening = wanted
+                .into_iter()
+                .filter(|&(_, number, _)| ignored & (1 << (number - 1)) == 0)
+                .filter_map(|(kind, _, status)| Some((signal(kind).ok()?, status)))
+                .collect();
+            StopSignals { listening }
+        }
+        #[cfg(not(unix))]
+        StopSignals {}
+    }
+
+    /// Waits for the first stop signal, and returns the exit status it
+    /// calls for.
+    async fn recv(self) -> u8 {
+        #[cfg(unix)]
+        {
+            let waits = self.listening.into_iter().map(|(mut signal, status)| {
+                Box::pin(async move {
+                    signal.recv().await;
+                    status
+                })
+            });
+            if waits.len() == 0 {
+                return std::future::pending().await;
+            }
+            futures_util::future::select_all(waits).await.0
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            130
+        }
+    }
+}
+
+/// The signals this process was started with set to be ignored, as a mask
+/// (bit `n - 1` for signal `n`), read before any handler is installed.
+/// Linux tells it in `/proc/self/status` (`SigIgn`), which needs no
+/// `unsafe` call to `sigaction`; elsewhere none is taken as ignored.
+#[cfg(unix)]
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("SigIgn:"))?;
+            u64::from_str_radix(line["SigIgn:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Adds the input file's bad lines to the failures, and returns the line
+/// of the input file each failure comes from (`None`: the command line).
+///
+/// Results keep the order of the requests, so the failed ones are found
+/// among `origins` (each request's URL as results show it, and its line)
+/// in one pass.
+fn add_bad_lines(
+    results: &mut Results,
+    origins: &[(String, Option<usize>)],
+    bad_lines: Vec<BadLine>,
+) -> Vec<Option<usize>> {
+    let mut lines = Vec::with_capacity(results.errors.len() + bad_lines.len());
+    let mut next = origins.iter();
+    for failed in &results.errors {
+        let line = next
+            .by_ref()
+            .find(|(url, _)| *url == failed.url)
+            .and_then(|(_, line)| *line);
+        lines.push(line);
+    }
+    for bad in bad_lines {
+        lines.push(Some(bad.line));
+        results.errors.push(Failed {
+            filepath_partial: Default::default(),
+            url: bad.shown,
+            error: pymatris_core::Error::new(bad.kind, bad.reason).retryable(false),
+        });
+    }
+    lines
+}
+
+/// `results` as JSON, each failure that comes from the input file with its
+/// `line`.
+fn results_json(results: &Results, lines: &[Option<usize>]) -> serde_json::Result<String> {
+    let mut value = serde_json::to_value(results)?;
+    if let Some(errors) = value.get_mut("errors").and_then(|e| e.as_array_mut()) {
+        for (error, line) in errors.iter_mut().zip(lines) {
+            if let (Some(error), Some(line)) = (error.as_object_mut(), line) {
+                error.insert("line".to_owned(), (*line).into());
+            }
+        }
+    }
+    serde_json::to_string_pretty(&value)
+}
+
+fn report(
+    results: &Results,
+    lines: &[Option<usize>],
+    json: bool,
+    show_errors: bool,
+    quiet: bool,
+    elapsed: std::time::Duration,
+) {
+    if json {
+        match results_json(results, lines) {
+            Ok(text) => out!("{text}"),
+            Err(e) => err!("pymatris: cannot write JSON: {e}"),
+        }
+    }
+    let bytes: u64 = results.success.iter().map(|s| s.size).sum();
+    if !quiet {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        err!(
+            "Downloaded {} file(s), {} bytes in {:.2}s ({:.1} MB/s).",
+            results.success.len(),
+            bytes,
+            secs,
+            bytes as f64 / secs / 1e6
+        );
+    }
+    // The account of failures goes to stderr even with --quiet.
+    let failed: Vec<_> = results
+        .errors
+        .iter()
+        .zip(lines.iter().copied().chain(std::iter::repeat(None)))
+        .filter(|(e, _)| e.error.kind() != ErrorKind::Cancelled || show_errors)
+        .collect();
+    let cancelled = results.errors.len() - failed.len();
+    if !results.errors.is_empty() {
+        err!(
+            "{} of {} download(s) failed:",
+            results.errors.len(),
+            results.errors.len() + results.success.len()
+        );
+        for (e, line) in failed {
+            let text = if show_errors {
+                e.error.chain()
+            } else {
+                e.error.to_string()
+            };
+            match line {
+                Some(n) => err!("  line {n}: {}: {}", e.url, text),
+                None => err!("  {}: {}", e.url, text),
+            }
+        }
+        if cancelled > 0 {
+            err!("  {cancelled} cancelled by the user.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every enabled protocol feature must register its schemes, and no
+    /// other scheme may appear: a protocol crate that is enabled but not
+    /// linked would otherwise vanish without a word.
+    #[test]
+    fn registered_schemes_match_enabled_features() {
+        #[allow(unused_mut)]
+        let mut expected: Vec<&str> = Vec::new();
+        #[cfg(feature = "http")]
+        expected.extend(["http", "https"]);
+        #[cfg(feature = "ftp")]
+        expected.extend(["ftp", "ftps"]);
+        #[cfg(feature = "sftp")]
+        expected.push("sftp");
+        expected.sort_unstable();
+        assert_eq!(pymatris_core::registry::schemes(), expected);
+    }
+
+    #[test]
+    fn one_worker_thread_unless_tokio_is_told_otherwise() {
+        let runtime = super::runtime(false).unwrap();
+        assert_eq!(runtime.metrics().num_workers(), 1);
+    }
+}
