@@ -1,5 +1,10 @@
 //! `cargo xtask servers start`: the test servers of `pymatris-harness`, with
 //! a few sample files, until Ctrl-C, for trying the CLI by hand.
+//!
+//! With `--json` it is the server starter of the Python package's tests:
+//! one line of JSON on stdout says where everything is, and the servers stop
+//! when standard input closes (the test session ended, or died) as well as
+//! on SIGINT or SIGTERM.
 
 use std::sync::mpsc;
 use std::time::Instant;
@@ -28,6 +33,10 @@ pub(crate) struct StartArgs {
     /// Limit vsftpd to this many clients per address.
     #[arg(long, value_name = "N")]
     ftp_max_per_ip: Option<u32>,
+    /// Print the URLs, credentials and paths as one line of JSON, and stop
+    /// when standard input closes too.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn run(action: Action) -> Result<()> {
@@ -50,6 +59,13 @@ fn start(args: StartArgs) -> Result<()> {
     // wait below, and `servers` drops normally, killing its children and
     // removing the temp dir.
     let (tx, rx) = mpsc::channel();
+    if args.json {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = tx.send(());
+        });
+    }
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })
@@ -72,6 +88,12 @@ fn start(args: StartArgs) -> Result<()> {
             format!("small file {i}\n").as_bytes(),
         );
     }
+    if args.json {
+        println!("{}", describe_json(&servers, which));
+        let _ = rx.recv();
+        drop(servers);
+        return Ok(());
+    }
     println!("Servers started in {elapsed:.2?}.\n");
     print!("{}", servers.describe());
     println!("\nSample files: hello.txt, empty.bin, big.bin (8 MiB), small/0.txt … small/9.txt");
@@ -80,4 +102,33 @@ fn start(args: StartArgs) -> Result<()> {
     println!("\nStopping.");
     drop(servers);
     Ok(())
+}
+
+/// Where the servers are, for programs (the Python package's tests).
+fn describe_json(servers: &Servers, which: Which) -> String {
+    let mut out = serde_json::Map::new();
+    let path = |p: &std::path::Path| serde_json::Value::from(p.display().to_string());
+    out.insert("data_dir".into(), path(servers.data_dir()));
+    out.insert("ca_cert".into(), path(servers.ca_cert()));
+    if which.http {
+        out.insert("http".into(), servers.http_url("").into());
+        out.insert("https".into(), servers.https_url("").into());
+    }
+    if which.ftp {
+        let (user, password) = servers.ftp_user();
+        out.insert("ftp".into(), servers.ftp_url("").into());
+        out.insert("ftp_anon".into(), servers.ftp_anon_url("").into());
+        out.insert("ftp_user".into(), user.into());
+        out.insert("ftp_password".into(), password.into());
+    }
+    if which.sftp {
+        out.insert("sftp".into(), servers.sftp_url("").into());
+        out.insert("sftp_port".into(), servers.sftp_port().into());
+        out.insert("sftp_user".into(), servers.sftp_user().into());
+        out.insert("sftp_password".into(), servers.sftp_password().into());
+        out.insert("ssh_key".into(), path(servers.ssh_client_key()));
+        out.insert("known_hosts".into(), path(servers.ssh_known_hosts()));
+        out.insert("host_key".into(), servers.ssh_host_key_pub().into());
+    }
+    serde_json::Value::Object(out).to_string()
 }
