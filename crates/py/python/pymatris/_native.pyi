@@ -1,0 +1,48 @@
+"""Type stubs of the native module (the Rust engine)."""
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+def schemes() -> List[str]: ...
+def version() -> str: ...
+def cli_main(argv: Sequence[str]) -> int: ...
+
+Outcome = Tuple[int, str, str, Optional[Tuple[str, bool, str, str]]]
+
+class Job:
+    def __init__(
+        self,
+        *,
+        max_parallel: int,
+        max_splits: int,
+        max_tries: int,
+        overwrite: bool,
+        timeout: float,
+        user_agent: str,
+        headers: Sequence[Tuple[str, str]],
+        ca_certs: Sequence[str],
+        insecure: bool,
+        proxy: Optional[str],
+        netrc: Optional[str],
+        identity: Optional[str],
+        known_hosts: Optional[str],
+        accept_new_host_keys: bool,
+        max_speed: Optional[int],
+        max_per_host: Optional[int],
+        min_split_size: Optional[int],
+        resume: bool,
+    ) -> None: ...
+    def add(
+        self,
+        url: str,
+        dir: str,
+        *,
+        filename: Optional[str] = ...,
+        sha256: Optional[str] = ...,
+        max_splits: Optional[int] = ...,
+        max_tries: Optional[int] = ...,
+        headers: Optional[Sequence[Tuple[str, str]]] = ...,
+        overwrite: Optional[bool] = ...,
+    ) -> None: ...
+    def run(self, on_events: Optional[Callable[[List[tuple]], None]] = ...) -> List[Outcome]: ...
+    def cancel(self) -> None: ...
+    def __len__(self) -> int: ...

@@ -1,0 +1,201 @@
+"""``Downloader``: pymatris 0.0.10's API over the Rust engine."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import _native
+from .config import DownloaderConfig, SessionConfig, _check_count
+from .exceptions import _from_engine
+from .results import Results
+
+__all__ = ["Downloader"]
+
+# The keywords `enqueue_file` takes besides its own.
+_FILE_OPTIONS = ("max_splits", "max_tries", "headers", "checksum")
+
+
+class Downloader:
+    """Downloads files in parallel over HTTP(S), FTP(S) and SFTP.
+
+    ``max_parallel`` files at once, each in up to ``max_splits`` parts,
+    each part tried up to ``max_tries`` times in a row without progress.
+    ``all_progress=False`` shows no progress bar; ``overwrite=True``
+    replaces existing files (otherwise a new name is chosen).
+    """
+
+    def __init__(
+        self,
+        max_parallel: int = 5,
+        max_splits: int = 5,
+        max_tries: int = 5,
+        all_progress: bool = True,
+        overwrite: bool = False,
+        session_config: Optional[SessionConfig] = None,
+    ) -> None:
+        self.config = DownloaderConfig(
+            max_parallel=max_parallel,
+            max_splits=max_splits,
+            max_tries=max_tries,
+            all_progress=all_progress,
+            overwrite=overwrite,
+            config=session_config if session_config is not None else SessionConfig(),
+        )
+        self._queue: List[Dict[str, Any]] = []
+        self._tqdm: Optional[Callable[..., Any]] = None
+
+    @property
+    def tqdm(self) -> Callable[..., Any]:
+        """The progress bar class (``tqdm.auto.tqdm``: terminals and
+        notebooks); replace it to draw bars another way."""
+        if self._tqdm is None:
+            from tqdm.auto import tqdm
+
+            self._tqdm = tqdm
+        return self._tqdm
+
+    @tqdm.setter
+    def tqdm(self, value: Callable[..., Any]) -> None:
+        self._tqdm = value
+
+    @property
+    def queued_downloads(self) -> int:
+        """How many files wait for the next ``download()``."""
+        return len(self._queue)
+
+    def enqueue_file(
+        self,
+        url: str,
+        path: Optional[os.PathLike[str] | str] = None,
+        filename: Optional[str] = None,
+        overwrite: Optional[bool] = None,
+        **kwargs: Any,
+    ) -> None:
+        """Queues ``url``, to be saved in the directory ``path`` (default:
+        the current one; created when the download starts) under
+        ``filename`` (default: the name the server or URL gives, made
+        safe). ``overwrite`` overrides the Downloader's for this file.
+
+        Keywords: ``max_splits``, ``max_tries`` (this file's own),
+        ``headers`` (a dict of extra HTTP headers for this file),
+        ``checksum`` (``"sha256:<hex>"``: a file that does not match fails
+        and is not kept). An unsupported scheme raises ``ValueError``; an
+        unknown keyword ``TypeError``.
+        """
+        unknown = [k for k in kwargs if k not in _FILE_OPTIONS]
+        if unknown:
+            raise TypeError(f"enqueue_file() got an unexpected keyword argument '{unknown[0]}'")
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a str, not {type(url).__name__}")
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        if scheme not in _schemes():
+            shown = scheme or url
+            raise ValueError(
+                f"unsupported URL scheme {shown!r} (pymatris downloads {', '.join(_schemes())})"
+            )
+        item: Dict[str, Any] = {
+            "url": url,
+            "dir": os.fspath(path) if path is not None else ".",
+            "filename": None if filename is None else str(filename),
+            "overwrite": None if overwrite is None else bool(overwrite),
+        }
+        for name in ("max_splits", "max_tries"):
+            if kwargs.get(name) is not None:
+                _check_count(name, kwargs[name])
+                item[name] = kwargs[name]
+        if kwargs.get("headers"):
+            item["headers"] = [(str(k), str(v)) for k, v in dict(kwargs["headers"]).items()]
+        checksum = kwargs.get("checksum")
+        if checksum is not None:
+            algo, sep, hexdigest = str(checksum).partition(":")
+            if not sep or algo.lower() != "sha256" or len(hexdigest) != 64 or not _is_hex(hexdigest):
+                raise ValueError(f"checksum must be 'sha256:<64 hex digits>', not {checksum!r}")
+            item["sha256"] = hexdigest
+        self._queue.append(item)
+
+    def _job(self) -> Tuple[Any, Optional[Any]]:
+        """Empties the queue into an engine job, with its progress bars."""
+        queue, self._queue = self._queue, []
+        cfg = self.config
+        job = _native.Job(
+            max_parallel=cfg.max_parallel,
+            max_splits=cfg.max_splits,
+            max_tries=cfg.max_tries,
+            overwrite=bool(cfg.overwrite),
+            **cfg.config._engine(),
+        )
+        for item in queue:
+            job.add(item.pop("url"), item.pop("dir"), **item)
+        bars = None
+        if cfg.all_progress and queue:
+            from ._progress import Bars
+
+            bars = Bars(
+                self.tqdm,
+                total=len(queue),
+                file_progress=bool(cfg.config.file_progress),
+                max_parallel=cfg.max_parallel,
+            )
+        return job, bars
+
+    @staticmethod
+    def _run(job: Any, bars: Optional[Any]) -> Results:
+        try:
+            outcomes = job.run(bars.on_events if bars is not None else None)
+            if bars is not None:
+                bars.finish(len(outcomes))
+        finally:
+            if bars is not None:
+                bars.close()
+        results = Results()
+        for _index, path, url, error in outcomes:
+            path = os.path.normpath(path) if path else path
+            if error is None:
+                results._add_success(path, url)
+            else:
+                kind, retryable, message, chain = error
+                results._add_error(path, url, _from_engine(url, kind, retryable, message, chain))
+        return results
+
+    def download(self) -> Results:
+        """Downloads every queued file and empties the queue; blocks until
+        done, without holding the GIL. Works inside a running event loop
+        (Jupyter) too. Ctrl-C stops the transfers, removes their partial
+        files (keeps them with ``SessionConfig(resume=True)``) and raises
+        ``KeyboardInterrupt``; the Downloader stays usable."""
+        job, bars = self._job()
+        return self._run(job, bars)
+
+    async def run_download(self) -> Results:
+        """``download()`` as a coroutine: the transfers run on a worker
+        thread and the event loop stays free. Cancelling the task cancels
+        the transfers."""
+        import asyncio
+
+        job, bars = self._job()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, self._run, job, bars)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            job.cancel()
+            try:
+                await future
+            except BaseException:  # noqa: BLE001 - the cancellation is what is raised
+                pass
+            raise
+
+
+_SCHEMES: Optional[List[str]] = None
+
+
+def _schemes() -> List[str]:
+    global _SCHEMES
+    if _SCHEMES is None:
+        _SCHEMES = list(_native.schemes())
+    return _SCHEMES
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)

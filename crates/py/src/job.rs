@@ -1,0 +1,486 @@
+//! One `Downloader.download()` call: the settings and the queue the Python
+//! layer hands over, run on the engine while the caller waits without the
+//! GIL.
+//!
+//! The engine takes per-batch settings; pymatris 0.0.10 lets each file
+//! have its own `max_splits`, `max_tries`, `headers` and `overwrite`. Files
+//! that share those settings form one batch of the engine, and the batches
+//! run one after the other (most calls have one), so the files of a batch
+//! still share one `max_parallel` and never clash on a name with the ones
+//! of the batches before them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use pymatris_core::{CancellationToken, Config, Downloader, Error, Reporter, Request, Results};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::logs;
+
+/// How often the waiting caller hands events to Python and looks for
+/// Ctrl-C: ten times a second, the most a progress bar needs.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The per-file settings that split a queue into batches of the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileSettings {
+    max_splits: Option<usize>,
+    max_tries: Option<u32>,
+    headers: Vec<(String, String)>,
+    overwrite: Option<bool>,
+}
+
+/// A batch of the engine: files with the same [`FileSettings`].
+struct Group {
+    settings: FileSettings,
+    /// Each request with its place in the queue and its URL as results
+    /// show it.
+    requests: Vec<(usize, Request, String)>,
+}
+
+/// How one request ended: its place in the queue, the path, the URL (no
+/// password), and for a failure its kind, whether it was retryable, the
+/// message and the whole chain of causes.
+type Outcome = (
+    usize,
+    String,
+    String,
+    Option<(String, bool, String, String)>,
+);
+
+/// A queue of downloads and the settings they share; `run` downloads
+/// them once.
+#[pyclass(module = "pymatris._native")]
+pub(crate) struct Job {
+    config: Config,
+    groups: Mutex<Option<Vec<Group>>>,
+    queued: AtomicU64,
+    cancel: CancellationToken,
+}
+
+#[pymethods]
+impl Job {
+    /// The settings of the whole queue (the Python layer has checked their
+    /// types and ranges and passes every one).
+    #[new]
+    #[pyo3(signature = (*, max_parallel, max_splits, max_tries, overwrite, timeout, user_agent,
+        headers, ca_certs, insecure, proxy, netrc, identity, known_hosts, accept_new_host_keys,
+        max_speed, max_per_host, min_split_size, resume))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        max_parallel: usize,
+        max_splits: usize,
+        max_tries: u32,
+        overwrite: bool,
+        timeout: f64,
+        user_agent: String,
+        headers: Vec<(String, String)>,
+        ca_certs: Vec<PathBuf>,
+        insecure: bool,
+        proxy: Option<String>,
+        netrc: Option<PathBuf>,
+        identity: Option<PathBuf>,
+        known_hosts: Option<PathBuf>,
+        accept_new_host_keys: bool,
+        max_speed: Option<u64>,
+        max_per_host: Option<usize>,
+        min_split_size: Option<u64>,
+        resume: bool,
+    ) -> PyResult<Self> {
+        if max_parallel == 0 || max_splits == 0 || max_tries == 0 {
+            return Err(PyValueError::new_err(
+                "max_parallel, max_splits and max_tries must be at least 1",
+            ));
+        }
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| {
+                PyValueError::new_err("timeouts must be a positive number of seconds")
+            })?;
+        logs::add_secrets(proxy.iter().map(String::as_str), &headers);
+        let mut config = Config::default()
+            .max_parallel(max_parallel)
+            .max_splits(max_splits)
+            .max_tries(max_tries)
+            .overwrite(overwrite)
+            .timeout(timeout)
+            .user_agent(user_agent)
+            .headers(headers)
+            .ca_certs(ca_certs)
+            .insecure(insecure)
+            .proxy(proxy)
+            .netrc(netrc)
+            .identity(identity)
+            .known_hosts(known_hosts)
+            .accept_new_host_keys(accept_new_host_keys)
+            .max_speed(max_speed)
+            .max_per_host(max_per_host)
+            .resume(resume);
+        if let Some(size) = min_split_size {
+            config = config.min_split_size(size.max(1));
+        }
+        Ok(Job {
+            config,
+            groups: Mutex::new(Some(Vec::new())),
+            queued: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// Queues one file.
+    #[pyo3(signature = (url, dir, *, filename=None, sha256=None, max_splits=None, max_tries=None,
+        headers=None, overwrite=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        url: String,
+        dir: String,
+        filename: Option<String>,
+        sha256: Option<String>,
+        max_splits: Option<usize>,
+        max_tries: Option<u32>,
+        headers: Option<Vec<(String, String)>>,
+        overwrite: Option<bool>,
+    ) -> PyResult<()> {
+        if max_splits == Some(0) || max_tries == Some(0) {
+            return Err(PyValueError::new_err(
+                "max_splits and max_tries must be at least 1",
+            ));
+        }
+        let headers = headers.unwrap_or_default();
+        logs::add_secrets(std::iter::once(url.as_str()), &headers);
+        let settings = FileSettings {
+            max_splits,
+            max_tries,
+            headers,
+            overwrite,
+        };
+        let shown = pymatris_core::Url::parse(&url)
+            .map(|u| pymatris_core::redact_url(&u))
+            .unwrap_or_else(|_| pymatris_core::redact_url_str(&url));
+        let mut request = Request::new(url).dir(dir);
+        if let Some(name) = filename {
+            request = request.filename(name);
+        }
+        if let Some(hex) = sha256 {
+            request = request.sha256(hex);
+        }
+        let mut groups = self.groups.lock().expect("job poisoned");
+        let groups = groups
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("this job has already run"))?;
+        let index = self.queued.fetch_add(1, Ordering::SeqCst) as usize;
+        match groups.iter_mut().find(|g| g.settings == settings) {
+            Some(group) => group.requests.push((index, request, shown)),
+            None => groups.push(Group {
+                settings,
+                requests: vec![(index, request, shown)],
+            }),
+        }
+        Ok(())
+    }
+
+    /// Downloads the queue, blocking, without the GIL. `on_events`, when
+    /// given, receives lists of progress events at most ten times a
+    /// second: `("start", id, url, name, size)`, `("progress", id, bytes)`,
+    /// `("retry", id, attempt, message)`, `("finish", id, error)`. Returns
+    /// each request's outcome. Ctrl-C (or an exception in `on_events`)
+    /// cancels the transfers, waits for them to clean up, and is raised.
+    #[pyo3(signature = (on_events=None))]
+    fn run(&self, py: Python<'_>, on_events: Option<Py<PyAny>>) -> PyResult<Vec<Outcome>> {
+        let groups = self
+            .groups
+            .lock()
+            .expect("job poisoned")
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this job has already run"))?;
+        let logger = logs::start(py)?;
+        let progress = on_events.as_ref().map(|_| Arc::new(Progress::default()));
+        let runtime = runtime().map_err(|e| {
+            PyRuntimeError::new_err(format!("cannot start the download engine: {e}"))
+        })?;
+        let (tx, mut rx) = mpsc::channel();
+        let (config, cancel) = (self.config.clone(), self.cancel.clone());
+        let reporter = progress.clone();
+        let engine = std::thread::Builder::new()
+            .name("pymatris".into())
+            .spawn(move || {
+                let outcomes = runtime.block_on(run_groups(config, groups, reporter, cancel));
+                let _ = tx.send(outcomes);
+            })
+            .map_err(|e| {
+                PyRuntimeError::new_err(format!("cannot start the download thread: {e}"))
+            })?;
+        let mut raised: Option<PyErr> = None;
+        let outcomes = loop {
+            // A receiver may not be shared with the detached closure, only
+            // moved into it and back.
+            let (got, back) = py.detach(move || (rx.recv_timeout(TICK), rx));
+            rx = back;
+            logs::flush(py, &logger);
+            if let (Some(progress), Some(callback)) = (&progress, &on_events) {
+                let events = progress.drain(py)?;
+                if !events.is_empty()
+                    && raised.is_none()
+                    && let Err(e) = callback.call1(py, (events,))
+                {
+                    self.cancel.cancel();
+                    raised = Some(e);
+                }
+            }
+            match got {
+                Ok(outcomes) => break outcomes,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Vec::new();
+                }
+            }
+            if raised.is_none()
+                && let Err(e) = py.check_signals()
+            {
+                self.cancel.cancel();
+                raised = Some(e);
+            }
+        };
+        if py.detach(|| engine.join()).is_err() && raised.is_none() {
+            raised = Some(PyRuntimeError::new_err(
+                "the download engine failed (a bug in pymatris)",
+            ));
+        }
+        logs::flush(py, &logger);
+        match raised {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
+    /// Cancels the transfers of a running `run` (from another thread): they
+    /// end as cancelled failures, their temporary files removed (or kept
+    /// for resuming).
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// How many files are queued.
+    fn __len__(&self) -> usize {
+        self.queued.load(Ordering::SeqCst) as usize
+    }
+}
+
+/// The runtime of a download: one worker thread as in the CLI (curl and
+/// aria2 have one too), unless `TOKIO_WORKER_THREADS` says otherwise.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    builder.build()
+}
+
+async fn run_groups(
+    base: Config,
+    groups: Vec<Group>,
+    reporter: Option<Arc<Progress>>,
+    cancel: CancellationToken,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for group in groups {
+        let mut config = base.clone();
+        let s = &group.settings;
+        if let Some(n) = s.max_splits {
+            config = config.max_splits(n);
+        }
+        if let Some(n) = s.max_tries {
+            config = config.max_tries(n);
+        }
+        if let Some(overwrite) = s.overwrite {
+            config = config.overwrite(overwrite);
+        }
+        if !s.headers.is_empty() {
+            // The file's own headers replace the session's of the same name.
+            let mut headers: Vec<(String, String)> = config
+                .protocol
+                .headers
+                .iter()
+                .filter(|(k, _)| !s.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)))
+                .cloned()
+                .collect();
+            headers.extend(s.headers.iter().cloned());
+            config = config.headers(headers);
+        }
+        let mut downloader = Downloader::new(config);
+        if let Some(reporter) = &reporter {
+            downloader = downloader.with_reporter(reporter.clone());
+        }
+        let places: Vec<(usize, String)> = group
+            .requests
+            .iter()
+            .map(|(i, _, shown)| (*i, shown.clone()))
+            .collect();
+        for (_, request, _) in group.requests {
+            // Enqueueing never fails: bad URLs end up among the errors.
+            let _ = downloader.enqueue(request);
+        }
+        let token = downloader.cancel_token();
+        let relay = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                token.cancel();
+            })
+        };
+        if cancel.is_cancelled() {
+            downloader.cancel_token().cancel();
+        }
+        let results = downloader.download().await;
+        relay.abort();
+        outcomes.extend(place(results, &places));
+    }
+    outcomes.sort_by_key(|o| o.0);
+    outcomes
+}
+
+/// Gives each result of a batch its place in the queue. The engine keeps
+/// the successes and the errors each in the order of the requests, so each
+/// request is the next of one of the two lists: the one whose URL is the
+/// request's (either, when both or neither are: the URLs are then the
+/// same, or rewritten alike by `netrc`).
+fn place(results: Results, places: &[(usize, String)]) -> Vec<Outcome> {
+    let mut success = results.success.into_iter().peekable();
+    let mut errors = results.errors.into_iter().peekable();
+    let mut out = Vec::with_capacity(places.len());
+    for (index, shown) in places {
+        let take_error = match (success.peek(), errors.peek()) {
+            (Some(s), Some(e)) => e.url == *shown && s.url != *shown,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if take_error {
+            if let Some(e) = errors.next() {
+                out.push((
+                    *index,
+                    e.filepath_partial.into_string(),
+                    e.url,
+                    Some(describe(&e.error)),
+                ));
+            }
+        } else if let Some(s) = success.next() {
+            out.push((*index, s.path.into_string(), s.url, None));
+        }
+    }
+    out
+}
+
+fn describe(error: &Error) -> (String, bool, String, String) {
+    (
+        format!("{:?}", error.kind()),
+        error.is_retryable(),
+        error.to_string(),
+        error.chain(),
+    )
+}
+
+/// What the engine reported since Python last looked.
+#[derive(Default)]
+struct Progress {
+    next_id: AtomicU64,
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    started: Vec<(u64, String, String, Option<u64>)>,
+    /// Each running file's bytes so far, and whether they changed.
+    bytes: HashMap<u64, (u64, bool)>,
+    retries: Vec<(u64, u32, String)>,
+    finished: Vec<(u64, Option<String>)>,
+}
+
+impl Progress {
+    /// The events since the last call, as Python tuples, oldest kind first.
+    fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+        let mut state = self.state.lock().expect("progress poisoned");
+        let mut events = Vec::new();
+        for (id, url, name, size) in state.started.drain(..) {
+            events.push(
+                ("start", id, url, name, size)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            );
+        }
+        let mut changed: Vec<(u64, u64)> = Vec::new();
+        for (id, (bytes, dirty)) in state.bytes.iter_mut() {
+            if std::mem::take(dirty) {
+                changed.push((*id, *bytes));
+            }
+        }
+        changed.sort_unstable();
+        for (id, bytes) in changed {
+            events.push(
+                ("progress", id, bytes)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            );
+        }
+        for (id, attempt, message) in state.retries.drain(..) {
+            events.push(
+                ("retry", id, attempt, message)
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind(),
+            );
+        }
+        let finished: Vec<_> = state.finished.drain(..).collect();
+        for (id, error) in finished {
+            state.bytes.remove(&id);
+            events.push(("finish", id, error).into_pyobject(py)?.into_any().unbind());
+        }
+        Ok(events)
+    }
+}
+
+impl Reporter for Progress {
+    fn on_start(&self, url: &str, name: &str, size: Option<u64>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock().expect("progress poisoned");
+        state
+            .started
+            .push((id, url.to_owned(), name.to_owned(), size));
+        state.bytes.insert(id, (0, false));
+        id
+    }
+
+    fn on_progress(&self, id: u64, bytes: u64) {
+        let mut state = self.state.lock().expect("progress poisoned");
+        if let Some((total, dirty)) = state.bytes.get_mut(&id) {
+            *total += bytes;
+            *dirty = true;
+        }
+    }
+
+    fn on_rewind(&self, id: u64, bytes: u64) {
+        let mut state = self.state.lock().expect("progress poisoned");
+        if let Some((total, dirty)) = state.bytes.get_mut(&id) {
+            *total = total.saturating_sub(bytes);
+            *dirty = true;
+        }
+    }
+
+    fn on_retry(&self, id: u64, attempt: u32, error: &Error) {
+        let mut state = self.state.lock().expect("progress poisoned");
+        state.retries.push((id, attempt, error.to_string()));
+    }
+
+    fn on_finish(&self, id: u64, error: Option<&Error>) {
+        let mut state = self.state.lock().expect("progress poisoned");
+        state.finished.push((id, error.map(|e| e.to_string())));
+    }
+}
