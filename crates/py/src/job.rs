@@ -484,3 +484,64 @@ impl Reporter for Progress {
         state.finished.push((id, error.map(|e| e.to_string())));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pymatris_core::{ErrorKind, Failed, Succeeded};
+
+    fn ok(url: &str) -> Succeeded {
+        Succeeded {
+            path: format!("d/{}", &url[url.len() - 1..]).into(),
+            url: url.to_owned(),
+            size: 1,
+        }
+    }
+
+    fn failed(url: &str) -> Failed {
+        Failed {
+            filepath_partial: "d/x".into(),
+            url: url.to_owned(),
+            error: Error::new(ErrorKind::NotFound, "gone"),
+        }
+    }
+
+    #[test]
+    fn results_of_a_batch_go_back_to_their_places() {
+        let places: Vec<(usize, String)> =
+            [(0, "http://h/a"), (3, "http://h/b"), (5, "http://h/c")]
+                .into_iter()
+                .map(|(i, u)| (i, u.to_owned()))
+                .collect();
+        let results = Results {
+            success: vec![ok("http://h/a"), ok("http://h/c")],
+            errors: vec![failed("http://h/b")],
+        };
+        let out = place(results, &places);
+        let got: Vec<(usize, &str, bool)> = out
+            .iter()
+            .map(|(i, _, url, e)| (*i, url.as_str(), e.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "http://h/a", false),
+                (3, "http://h/b", true),
+                (5, "http://h/c", false)
+            ]
+        );
+        assert_eq!(out[1].3.as_ref().unwrap().0, "NotFound");
+    }
+
+    #[test]
+    fn the_same_url_twice_fills_both_places() {
+        let places = vec![(1, "http://h/a".to_owned()), (2, "http://h/a".to_owned())];
+        let results = Results {
+            success: vec![ok("http://h/a")],
+            errors: vec![failed("http://h/a")],
+        };
+        let out = place(results, &places);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out.iter().filter(|o| o.3.is_some()).count(), 1);
+    }
+}

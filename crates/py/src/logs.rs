@@ -235,3 +235,25 @@ pub(crate) fn flush(py: Python<'_>, logger: &Bound<'_, PyAny>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hides_url_passwords_and_secret_headers() {
+        add_secrets(
+            ["sftp://belle:s3cr%40t@host/f", "https://h/x"].into_iter(),
+            &[
+                ("Authorization".to_owned(), "Bearer tok123".to_owned()),
+                ("X-Plain".to_owned(), "visible".to_owned()),
+            ],
+        );
+        let text =
+            redact("connecting ftp://bob:pw99@h/x with s3cr@t, s3cr%40t, tok123 and visible");
+        assert_eq!(
+            text,
+            "connecting ftp://bob:***@h/x with ***, ***, *** and visible"
+        );
+    }
+}
