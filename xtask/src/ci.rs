@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: the checks that must hold on main, in the order that
 //! fails fastest: formatting, lints, builds of each protocol alone, a smoke
-//! run of the benchmark, the demo, and every test (which start real servers
-//! through the harness).
+//! run of the benchmark, the demo, the Python package's wheel and its
+//! pytest tests, and every Rust test (which start real servers through the
+//! harness).
 
 use std::process::Command;
 
@@ -49,14 +50,146 @@ pub(crate) fn run() -> anyhow::Result<()> {
     // The README's first command as a newcomer runs it: a release build, the
     // servers, a mixed batch over every protocol, every byte compared.
     cargo(&["xtask", "demo"])?;
+    // The Python package as a newcomer installs it, then its tests; their
+    // counts join the closing line below.
+    let python = python_tests()?;
     // Last, so that the tests' summary closes the log.
     // `--workspace` builds the `pymatris` binary that the end-to-end tests run.
-    tests(&["test", "--workspace", "--no-fail-fast"])
+    tests(&["test", "--workspace", "--no-fail-fast"], python)
+}
+
+/// Passed, failed and skipped tests.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+/// The pinned tools of the Python package's build and tests, installed
+/// from PyPI into the harness's venv under `target/`.
+const PY_REQUIREMENTS: &[&str] = &["maturin==1.16.0", "pytest==9.2.0", "tqdm==4.70.1"];
+
+/// Builds the wheel with `pip wheel crates/py` (maturin as its PEP 517
+/// backend), installs it into the venv, and runs `crates/py/tests` against
+/// the harness's servers. A build or install that fails stops CI; failing
+/// tests are counted.
+fn python_tests() -> anyhow::Result<Counts> {
+    let root = workspace_root();
+    let python = pymatris_harness::python::venv_python(PY_REQUIREMENTS)?;
+    let wheels = root.join("target/wheels");
+    let _ = std::fs::remove_dir_all(&wheels);
+    run_python(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+        ],
+        &[wheels.as_os_str(), root.join("crates/py").as_os_str()],
+    )?;
+    let wheel = std::fs::read_dir(&wheels)
+        .context("reading target/wheels")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .context("pip wheel crates/py made no wheel")?;
+    run_python(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--force-reinstall",
+            "--disable-pip-version-check",
+        ],
+        &[wheel.as_os_str()],
+    )?;
+    use std::io::{BufRead, BufReader};
+    eprintln!("$ python -m pytest crates/py/tests");
+    let mut child = Command::new(&python)
+        .args([
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "crates/py/tests",
+        ])
+        .current_dir(&root)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running pytest")?;
+    let stdout = child.stdout.take().context("pytest output")?;
+    let mut counts = Counts::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if line.contains(" in ") && (line.contains(" passed") || line.contains(" failed")) {
+            counts = pytest_counts(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && counts.failed == 0 {
+        // Collection errors, or pytest's exit 5 (no test ran).
+        counts.failed = 1;
+    }
+    Ok(counts)
+}
+
+/// The counts of pytest's closing line (`== 3 passed, 1 failed, 2 skipped
+/// in 9.1s ==`); errors count as failures.
+fn pytest_counts(line: &str) -> Counts {
+    let mut counts = Counts::default();
+    let words: Vec<&str> = line
+        .split(|c: char| c == ',' || c.is_whitespace() || c == '=')
+        .filter(|w| !w.is_empty())
+        .collect();
+    for pair in words.windows(2) {
+        let Ok(n) = pair[0].parse::<u64>() else {
+            continue;
+        };
+        match pair[1] {
+            "passed" => counts.passed += n,
+            "failed" | "error" | "errors" => counts.failed += n,
+            "skipped" => counts.skipped += n,
+            _ => {}
+        }
+    }
+    counts
+}
+
+fn run_python(
+    python: &std::path::Path,
+    args: &[&str],
+    paths: &[&std::ffi::OsStr],
+) -> anyhow::Result<()> {
+    eprintln!("$ python {}", args.join(" "));
+    let status = Command::new(python)
+        .args(args)
+        .args(paths)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("running python {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`python {}` failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs the tests, passing their output through, and closes with one line
 /// that adds up every test binary's `test result:` line.
-fn tests(args: &[&str]) -> anyhow::Result<()> {
+fn tests(args: &[&str], python: Counts) -> anyhow::Result<()> {
     use std::io::{BufRead, BufReader};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("$ cargo {}", args.join(" "));
@@ -65,7 +198,7 @@ fn tests(args: &[&str]) -> anyhow::Result<()> {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let (mut passed, mut failed, mut ignored) = (python.passed, python.failed, python.skipped);
     let stdout = child.stdout.take().context("test output")?;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
@@ -86,9 +219,23 @@ fn tests(args: &[&str]) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
+    // With the Python package's tests.
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() || failed > 0 {
         bail!("`cargo {}` failed", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pytest_closing_lines() {
+        let c = pytest_counts("===== 3 passed, 1 failed, 2 skipped, 1 error in 9.10s =====");
+        assert_eq!((c.passed, c.failed, c.skipped), (3, 2, 2));
+        let c = pytest_counts("24 passed in 19.52s");
+        assert_eq!((c.passed, c.failed, c.skipped), (24, 0, 0));
+    }
 }
