@@ -34,93 +34,27 @@ static QUEUE: Mutex<Queue> = Mutex::new(Queue {
     dropped: 0,
 });
 
-/// Passwords of the URLs and values of the secret headers seen so far,
-/// hidden from every message.
-static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Remembers the secrets among `urls` (their passwords, as written and
-/// decoded) and `headers` (values of the headers that carry credentials).
+/// Registers with the core's redaction the secrets among `urls` (their
+/// passwords) and `headers` (their values), as the CLI does, so that
+/// [`redact`] hides them from every log line.
 pub(crate) fn add_secrets<'a>(urls: impl Iterator<Item = &'a str>, headers: &[(String, String)]) {
-    let mut found = Vec::new();
     for url in urls {
-        if let Ok(url) = pymatris_core::Url::parse(url)
-            && let Some(password) = url.password()
-        {
-            found.push(password.to_owned());
-            let decoded: Vec<u8> = percent_decode(password);
-            found.push(String::from_utf8_lossy(&decoded).into_owned());
+        if let Ok(url) = pymatris_core::Url::parse(url) {
+            pymatris_core::register_url_secrets(&url);
         }
     }
-    for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        let secret = ["authorization", "cookie", "token", "key", "secret", "auth"]
-            .iter()
-            .any(|word| name.contains(word));
-        if secret {
-            found.push(value.clone());
-            // `Bearer abc`: the credential alone may be logged too.
-            if let Some((_, rest)) = value.split_once(' ') {
-                found.push(rest.to_owned());
-            }
+    for (_, value) in headers {
+        pymatris_core::register_secret(value);
+        // `Bearer abc`: the credential may be logged on its own.
+        if let Some((_, credential)) = value.split_once(' ') {
+            pymatris_core::register_secret(credential.trim());
         }
     }
-    found.retain(|s| s.len() >= 3);
-    if found.is_empty() {
-        return;
-    }
-    let mut secrets = SECRETS.lock().expect("secrets poisoned");
-    for s in found {
-        if !secrets.contains(&s) {
-            secrets.push(s);
-        }
-    }
-    // Longest first, so that a secret containing another is hidden whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// `text` with every known secret replaced by `***`, and the password of
-/// any URL in it too.
+/// `text` with every known secret, URL password and credential hidden.
 pub(crate) fn redact(text: &str) -> String {
-    let mut out: String = text
-        .split(' ')
-        .map(|word| {
-            if word.contains("://") && word.contains('@') {
-                pymatris_core::redact_url_str(word)
-            } else {
-                word.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    for secret in SECRETS.lock().expect("secrets poisoned").iter() {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), "***");
-        }
-    }
-    out
+    pymatris_core::redact_text(text).into_owned()
 }
 
 /// Python's `logging` level for a `tracing` level.
@@ -241,19 +175,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hides_url_passwords_and_secret_headers() {
+    fn hides_url_passwords_and_header_values() {
         add_secrets(
             ["sftp://belle:s3cr%40t@host/f", "https://h/x"].into_iter(),
-            &[
-                ("Authorization".to_owned(), "Bearer tok123".to_owned()),
-                ("X-Plain".to_owned(), "visible".to_owned()),
-            ],
+            &[("X-Api".to_owned(), "Bearer tok123".to_owned())],
         );
-        let text =
-            redact("connecting ftp://bob:pw99@h/x with s3cr@t, s3cr%40t, tok123 and visible");
-        assert_eq!(
-            text,
-            "connecting ftp://bob:***@h/x with ***, ***, *** and visible"
-        );
+        let text = redact("connecting ftp://bob:pw99@h/x with s3cr@t, s3cr%40t and tok123");
+        assert_eq!(text, "connecting ftp://bob:***@h/x with ***, *** and ***");
     }
 }
