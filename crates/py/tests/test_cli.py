@@ -49,3 +49,22 @@ def test_same_exit_codes_and_files(servers, tmp_path):
         assert bad.returncode == 1 and "HTTP 404" in bad.stderr
         usage = run(cmd, "--max-parallel", "0", ok)
         assert usage.returncode == 2
+
+
+def test_ctrl_c_ends_the_command_with_130(servers, tmp_path):
+    """The Rust tool's own Ctrl-C handling, not a Python traceback."""
+    import signal
+    import time
+
+    servers.write("cli/slow.bin", os.urandom(1 << 22))
+    proc = subprocess.Popen(
+        [wheel_command(), "--quiet", "--max-speed", "256K", "--dir", str(tmp_path), servers.http("cli/slow.bin")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert os.listdir(tmp_path) == []

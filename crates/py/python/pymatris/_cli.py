@@ -10,12 +10,12 @@ from . import _native
 
 
 def main() -> None:
-    # The Rust tool handles Ctrl-C, SIGTERM and SIGHUP itself (cleaning up,
-    # exit 130, 143, 129); Python's own handlers would turn them into a
-    # KeyboardInterrupt after it has exited.
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    # The Rust tool handles Ctrl-C itself (cleaning up, exit 130); Python's
+    # handler would turn it into a KeyboardInterrupt after the tool exited.
+    # A SIGINT the parent ignores (Python then keeps it ignored) stays
+    # ignored, as the tool wants; SIGTERM and SIGHUP Python leaves alone.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.stdout.flush()
     sys.exit(_native.cli_main(["pymatris", *sys.argv[1:]]))
 
