@@ -74,7 +74,7 @@ pub(crate) struct Args {
     /// /tmp/before`). Nothing is written to the docs unless --out is given.
     #[arg(long, value_name = "FILE", conflicts_with = "smoke")]
     baseline: Option<PathBuf>,
-    /// Only these tools (comma-separated: pymatris, aria2c, curl, wget,
+    /// Only these tools (comma-separated: pymatris, python, aria2c, curl, wget,
     /// lftp, sftp, sftp-gcm, cp), to compare two builds or settings
     /// quickly. Nothing is written to the docs unless --out is given.
     #[arg(
@@ -154,7 +154,23 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let (tools, mut missing) = installed(tools);
+    let (mut tools, mut missing) = installed(tools);
+    let python = if tools.contains(&Tool::Python) {
+        eprintln!("building and installing the Python package…");
+        match install_python_package(&root) {
+            Ok(python) => Some(python),
+            Err(e) => {
+                tools.retain(|&t| t != Tool::Python);
+                missing.push(format!(
+                    "{}: the package did not install ({e:#}): left out",
+                    Tool::Python.name()
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut protos: Vec<Proto> = Vec::new();
     for w in &workloads {
         if !protos.contains(&w.proto) {
@@ -203,6 +219,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         scratch: scratch.path(),
         host_key_sha256,
         extra_args: &args.pymatris_arg,
+        python: python.as_deref(),
     };
 
     let mut report = Report {
@@ -278,7 +295,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .copied()
             .filter(|&t| {
-                !matches!(t, Tool::Pymatris | Tool::Baseline)
+                !matches!(t, Tool::Pymatris | Tool::Python | Tool::Baseline)
                     || !matches!(probes.get(&wl.proto), Some(Probe::NotBuilt(_)))
             })
             .collect();
@@ -341,7 +358,7 @@ fn installed(tools: Vec<Tool>) -> (Vec<Tool>, Vec<String>) {
     let found = tools
         .into_iter()
         .filter(|&t| {
-            let found = matches!(t, Tool::Pymatris | Tool::Baseline)
+            let found = matches!(t, Tool::Pymatris | Tool::Python | Tool::Baseline)
                 || tools::find_in_path(t.program()).is_some();
             if !found {
                 missing.push(format!(
@@ -354,6 +371,32 @@ fn installed(tools: Vec<Tool>) -> (Vec<Tool>, Vec<String>) {
         })
         .collect();
     (found, missing)
+}
+
+/// Installs the Python package from `crates/py` (a release build, as
+/// `pip install ./crates/py` makes it) into the harness's venv, and returns
+/// that venv's `python`.
+fn install_python_package(root: &Path) -> anyhow::Result<PathBuf> {
+    let python = pymatris_harness::python::venv_python(&["tqdm==4.70.1"])?;
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--force-reinstall", "--no-deps"])
+        .arg(root.join("crates/py"))
+        .output()
+        .context("running pip install ./crates/py")?;
+    if !out.status.success() {
+        bail!(
+            "pip install ./crates/py failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(python)
 }
 
 /// How this run was asked for, for the report.

@@ -598,7 +598,10 @@ pub(super) fn versions(cli: &Path, tools: &[Tool]) -> Vec<(String, String)> {
         v.push(("rustc".to_owned(), rustc));
     }
     for &t in tools {
-        if matches!(t, Tool::Pymatris | Tool::Baseline | Tool::SftpGcm) {
+        if matches!(
+            t,
+            Tool::Pymatris | Tool::Python | Tool::Baseline | Tool::SftpGcm
+        ) {
             continue;
         }
         if let Some(line) = first_line(t.version_program(), t.version_args()) {

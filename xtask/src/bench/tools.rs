@@ -13,6 +13,9 @@ use super::data::{DataFile, Proto, Workload};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Tool {
     Pymatris,
+    /// pymatris's Python API (crates/py): a script that enqueues the
+    /// workload's URLs on a `Downloader` (`pymatris_api.py`).
+    Python,
     /// Another pymatris binary (`--baseline`), run like pymatris in the
     /// same run, to compare two builds; not a peer.
     Baseline,
@@ -29,8 +32,9 @@ pub(super) enum Tool {
 }
 
 /// Every tool, in the order of the tables.
-pub(super) const ALL: [Tool; 8] = [
+pub(super) const ALL: [Tool; 9] = [
     Tool::Pymatris,
+    Tool::Python,
     Tool::Aria2c,
     Tool::Curl,
     Tool::Wget,
@@ -52,6 +56,7 @@ impl Tool {
     pub(super) fn name(self) -> &'static str {
         match self {
             Tool::Pymatris => "pymatris",
+            Tool::Python => "pymatris (Python API)",
             Tool::Baseline => "pymatris (baseline)",
             Tool::Aria2c => "aria2c",
             Tool::Curl => "curl",
@@ -67,6 +72,7 @@ impl Tool {
     pub(super) fn slug(self) -> &'static str {
         match self {
             Tool::Pymatris => "pymatris",
+            Tool::Python => "python",
             Tool::Baseline => "baseline",
             Tool::Aria2c => "aria2c",
             Tool::Curl => "curl",
@@ -82,6 +88,7 @@ impl Tool {
     pub(super) fn program(self) -> &'static str {
         match self {
             Tool::Pymatris | Tool::Baseline => "pymatris",
+            Tool::Python => "python3",
             Tool::Aria2c => "aria2c",
             Tool::Curl => "curl",
             Tool::Wget => "wget",
@@ -95,6 +102,7 @@ impl Tool {
     pub(super) fn package(self) -> &'static str {
         match self {
             Tool::Pymatris | Tool::Baseline => "(built from this workspace)",
+            Tool::Python => "(crates/py, built from this workspace)",
             Tool::Aria2c => "aria2",
             Tool::Curl => "curl",
             Tool::Wget => "wget",
@@ -106,12 +114,17 @@ impl Tool {
 
     /// A peer: a downloader other than pymatris.
     pub(super) fn is_peer(self) -> bool {
-        !matches!(self, Tool::Pymatris | Tool::Baseline | Tool::Cp)
+        !matches!(
+            self,
+            Tool::Pymatris | Tool::Python | Tool::Baseline | Tool::Cp
+        )
     }
 
     pub(super) fn supports(self, proto: Proto) -> bool {
         match self {
-            Tool::Pymatris | Tool::Baseline | Tool::Cp | Tool::Curl | Tool::Lftp => true,
+            Tool::Pymatris | Tool::Python | Tool::Baseline | Tool::Cp | Tool::Curl | Tool::Lftp => {
+                true
+            }
             Tool::Aria2c | Tool::Wget => proto != Proto::Sftp,
             Tool::Sftp | Tool::SftpGcm => proto == Proto::Sftp,
         }
@@ -195,7 +208,12 @@ pub(super) struct Ctx<'a> {
     pub(super) host_key_sha256: Option<String>,
     /// Extra arguments for pymatris (`--pymatris-arg`), for experiments.
     pub(super) extra_args: &'a [String],
+    /// The Python with the package installed, for [`Tool::Python`].
+    pub(super) python: Option<&'a Path>,
 }
+
+/// The script of [`Tool::Python`].
+const PYTHON_SCRIPT: &str = include_str!("pymatris_api.py");
 
 /// One command line, with the input files it reads.
 #[derive(Clone, Debug)]
@@ -361,6 +379,36 @@ impl Ctx<'_> {
                     inv.settings = format!("{}, {}", inv.settings, self.extra_args.join(" "));
                 }
                 self.hand_urls(&mut inv, "-i", list_path, proto, files);
+            }
+            Tool::Python => {
+                let python = self.python.context("the Python package is not installed")?;
+                inv = Invocation::new(path(python));
+                let script = inv.input(
+                    self.scratch.join("pymatris_api.py"),
+                    PYTHON_SCRIPT.to_owned(),
+                );
+                let urls = files.iter().fold(String::new(), |mut u, f| {
+                    let _ = writeln!(u, "{}", self.url(proto, f));
+                    u
+                });
+                let list = inv.input(list_path, urls);
+                inv.arg(script).arg(list).arg(path(out));
+                if let Some(p) = wl.parallel {
+                    inv.arg(format!("max_parallel={p}"));
+                    inv.settings = format!("max_parallel={p}");
+                } else {
+                    inv.settings = "Downloader() defaults".to_owned();
+                }
+                match proto {
+                    Proto::Https => {
+                        inv.arg(format!("ca_cert={}", path(s.ca_cert())));
+                    }
+                    Proto::Sftp => {
+                        inv.arg(format!("identity={}", path(s.ssh_client_key())));
+                        inv.arg(format!("known_hosts={}", path(s.ssh_known_hosts())));
+                    }
+                    Proto::Http | Proto::Ftp => {}
+                }
             }
             Tool::Aria2c => {
                 inv = Invocation::new("aria2c");
