@@ -121,6 +121,12 @@ def test_enqueue_refuses_bad_schemes_and_keywords():
         dl.enqueue_file("https://example.org/x", timeout=3)
     with pytest.raises(ValueError):
         dl.enqueue_file("https://example.org/x", checksum="md5:abc")
+    with pytest.raises(ValueError, match="header name"):
+        dl.enqueue_file("https://example.org/x", headers={"Bad Name": "v"})
+    with pytest.raises(ValueError, match="value"):
+        dl.enqueue_file("https://example.org/x", headers={"X-A": "v\r\nX-Injected: 1"})
+    with pytest.raises(ValueError):
+        SessionConfig(headers={"": "v"})
     assert dl.queued_downloads == 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _native
 
@@ -82,6 +82,7 @@ class SessionConfig:
             self.accept_new_host_keys = _env_true("PYMATRIS_ACCEPT_NEW_HOST_KEYS")
         if self.known_hosts is None and os.environ.get("PYMATRIS_KNOWN_HOSTS"):
             self.known_hosts = os.environ["PYMATRIS_KNOWN_HOSTS"]
+        _check_headers(self.headers)
         for name in ("max_speed", "max_per_host", "min_split_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -120,7 +121,7 @@ class SessionConfig:
         return dict(
             timeout=self._timeout_seconds(),
             user_agent=user_agent,
-            headers=[(str(k), str(v)) for k, v in headers.items()],
+            headers=_check_headers(headers),
             ca_certs=ca_certs,
             insecure=bool(self.insecure),
             proxy=self.proxy,
@@ -163,6 +164,22 @@ class DownloaderConfig:
         if name in _SESSION_FIELDS:
             return getattr(self.__dict__["config"], name)
         raise AttributeError(f"'DownloaderConfig' object has no attribute '{name}'")
+
+
+_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _check_headers(headers: Any) -> List[Tuple[str, str]]:
+    """`headers` as pairs, refused at once (`ValueError`) when a name is not
+    an HTTP token or a value holds a line break or NUL: the engine would
+    otherwise fail every file sent with them."""
+    pairs = [(str(k), str(v)) for k, v in dict(headers or {}).items()]
+    for name, value in pairs:
+        if not name or any(c not in _TCHARS for c in name):
+            raise ValueError(f"invalid HTTP header name {name!r}")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"invalid value for HTTP header {name!r}")
+    return pairs
 
 
 def _check_count(name: str, value: Any) -> None:

@@ -6,7 +6,7 @@ import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _native
-from .config import DownloaderConfig, SessionConfig, _check_count
+from .config import DownloaderConfig, SessionConfig, _check_count, _check_headers
 from .exceptions import _from_engine
 from .results import Results
 
@@ -105,7 +105,7 @@ class Downloader:
                 _check_count(name, kwargs[name])
                 item[name] = kwargs[name]
         if kwargs.get("headers"):
-            item["headers"] = [(str(k), str(v)) for k, v in dict(kwargs["headers"]).items()]
+            item["headers"] = _check_headers(kwargs["headers"])
         checksum = kwargs.get("checksum")
         if checksum is not None:
             algo, sep, hexdigest = str(checksum).partition(":")
