@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 /// tools the tests call (`kill`, `pgrep`, `mount`, `ssh-keygen`, `ssh-agent`).
 /// `python3-venv` holds the harness's servers written in Python (pyftpdlib,
 /// asyncssh), which it installs from PyPI into a venv under `target/`;
-/// lighttpd is the second HTTP(S) server of the conformance tests.
+/// lighttpd is the second HTTP(S) server of the conformance tests;
+/// `libpython3-dev` lets cargo's own builds of `crates/py` (tests, the
+/// workspace's `cargo test`) link libpython, as pyo3 does outside maturin.
 pub(crate) const PACKAGES: &[&str] = &[
     "nginx-light",
     "lighttpd",
@@ -19,6 +21,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "vsftpd",
     "openssh-server",
     "python3-venv",
+    "libpython3-dev",
     "openssh-client",
     "curl",
     "wget",
