@@ -82,6 +82,10 @@ impl fmt::Display for Endpoint {
 }
 
 impl Endpoint {
+    fn is_ftp(&self) -> bool {
+        matches!(self.proto, Proto::Ftp | Proto::Ftps)
+    }
+
     fn url(self, s: &Suite, rel: &str) -> String {
         if self.slow_login {
             return s.slow.pyftpdlib_url(rel);
@@ -402,22 +406,32 @@ fn many_small_files_on_every_server() {
 /// resumed download keeps and a restarted one would replace.
 #[test]
 fn continue_fetches_only_what_is_missing_on_every_server() {
-    resume_on_every_server(4 << 20, false);
+    resume_on_every_server(4 << 20, false, |_| true);
 }
 
-/// Resuming costs each server not much more than the missing bytes: at most
-/// 1.05 times them plus a little for headers, framing and a handshake. What
-/// a server sent is read from its transfer log (see the harness's
-/// `sent.rs`).
+/// Resuming costs each HTTP and SFTP server not much more than the missing
+/// bytes: at most 1.05 times them plus a little for headers, framing and a
+/// handshake. What a server sent is read from its transfer log (see the
+/// harness's `sent.rs`).
 #[test]
-#[ignore = "fails on main (issue 19.2): split FTP parts read past their end (REST has none), \
-            HTTP's first request has no end, free connections re-request spans still in \
-            flight, and split SFTP downloads cost twice the file"]
-fn resuming_costs_about_the_missing_bytes_on_every_server() {
+fn resuming_costs_about_the_missing_bytes_on_http_and_sftp_servers() {
+    assert_resume_costs_about_the_missing_bytes(|e| !e.is_ftp());
+}
+
+/// The same on FTP servers.
+#[test]
+#[ignore = "fails (issue 19.2): a RETR from REST has no end, so each part but the file's \
+            last is cut, and what the server had pushed into the sockets past the cut is \
+            sent for nothing"]
+fn resuming_costs_about_the_missing_bytes_on_ftp_servers() {
+    assert_resume_costs_about_the_missing_bytes(Endpoint::is_ftp);
+}
+
+fn assert_resume_costs_about_the_missing_bytes(pick: fn(&Endpoint) -> bool) {
     // Headers, framing, an SSH handshake and a little read-ahead per part.
     const SLACK: u64 = 64 << 10;
-    let mut costs = resume_on_every_server(16 << 20, true);
-    costs.extend(interrupt_and_resume_on_every_server(true));
+    let mut costs = resume_on_every_server(16 << 20, true, pick);
+    costs.extend(interrupt_and_resume_on_every_server(true, pick));
     let costly: Vec<String> = costs
         .iter()
         .filter(|c| c.sent > c.missing + c.missing / 20 + SLACK)
@@ -434,13 +448,13 @@ fn resuming_costs_about_the_missing_bytes_on_every_server() {
 /// a second `-c` run, without fetching again what the first one had.
 #[test]
 fn a_run_interrupted_under_continue_resumes_on_every_server() {
-    interrupt_and_resume_on_every_server(false);
+    interrupt_and_resume_on_every_server(false, |_| true);
 }
 
 /// For every endpoint: a throttled `-c` run of a file is sent SIGINT about
 /// halfway, then rerun with `-c`; checks the bytes and, if `measure`,
 /// returns what each server sent on the rerun.
-fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
+fn interrupt_and_resume_on_every_server(measure: bool, pick: fn(&Endpoint) -> bool) -> Vec<Cost> {
     const SIZE: usize = 8 << 20;
     // The cap gives the test time to see a third of the file on disk and
     // signal before the first run could finish (two seconds at least).
@@ -448,7 +462,7 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
     let servers = servers();
     let source = random_bytes(SIZE, 32);
     let mut costs = Vec::new();
-    for (i, e) in ALL.into_iter().enumerate() {
+    for (i, e) in ALL.into_iter().enumerate().filter(|(_, e)| pick(e)) {
         let name = format!("interrupted-{i}.bin");
         let rel = format!("c/{name}");
         servers.write_file(&rel, &source);
@@ -513,8 +527,10 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
         assert!(have > 0, "{e}: the state records no byte: {state}");
         let missing = SIZE as u64 - have;
 
+        // The first run's transfers must all be in the log before the
+        // second begins: they sent at least what is on disk.
         let before = if measure {
-            servers.of(e).bytes_sent(e.server, &rel, 0)
+            settled_sent(&servers, e, &rel, have)
         } else {
             0
         };
@@ -539,13 +555,41 @@ fn interrupt_and_resume_on_every_server(measure: bool) -> Vec<Cost> {
             "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
         );
         costs.push(Cost {
-            endpoint: format!("{e}, after Ctrl-C"),
+            endpoint: format!("{e}, after Ctrl-C from {}", state["spans"]),
             missing,
             sent,
-            log: Vec::new(),
+            log: log_lines(&servers, e, &name),
         });
     }
     costs
+}
+
+/// What `e`'s server has sent of `rel` (see `Servers::bytes_sent`), once its
+/// log has been quiet for a while: lighttpd writes its access log in
+/// batches, seconds after the transfers (of a client that was killed)
+/// ended.
+fn settled_sent(servers: &Suite, e: Endpoint, rel: &str, at_least: u64) -> u64 {
+    let mut last = servers.of(e).bytes_sent(e.server, rel, at_least);
+    if e.server != Server::Lighttpd {
+        return last;
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(5));
+        let now = servers.of(e).bytes_sent(e.server, rel, at_least);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// The lines of `e`'s server log about the file `name`.
+fn log_lines(servers: &Suite, e: Endpoint, name: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(servers.of(e).root_dir().join(e.server.log())).unwrap();
+    log.lines()
+        .filter(|l| l.contains(name))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// What one resumed download cost its server.
@@ -562,7 +606,7 @@ struct Cost {
 /// Resumes, on every endpoint, a file of `size` bytes left as four parts
 /// each half done; checks the bytes and, if `measure`, returns what each
 /// server sent.
-fn resume_on_every_server(size: usize, measure: bool) -> Vec<Cost> {
+fn resume_on_every_server(size: usize, measure: bool, pick: fn(&Endpoint) -> bool) -> Vec<Cost> {
     const PARTS: usize = 4;
     let servers = servers();
     let source = random_bytes(size, 31);
@@ -572,7 +616,7 @@ fn resume_on_every_server(size: usize, measure: bool) -> Vec<Cost> {
         .collect();
     let missing: u64 = spans.iter().map(|[_, pos, end]| (end - pos) as u64).sum();
     let mut costs = Vec::new();
-    for (i, e) in ALL.into_iter().enumerate() {
+    for (i, e) in ALL.into_iter().enumerate().filter(|(_, e)| pick(e)) {
         // A file of its own per endpoint: the servers' logs are counted by name.
         let rel = format!("c/resume-{i}.bin");
         servers.write_file(&rel, &source);
@@ -631,16 +675,11 @@ fn resume_on_every_server(size: usize, measure: bool) -> Vec<Cost> {
             sent >= missing,
             "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
         );
-        let log = std::fs::read_to_string(servers.of(e).root_dir().join(e.server.log())).unwrap();
         costs.push(Cost {
             endpoint: e.to_string(),
             missing,
             sent,
-            log: log
-                .lines()
-                .filter(|l| l.contains(&name))
-                .map(str::to_owned)
-                .collect(),
+            log: log_lines(&servers, e, &name),
         });
     }
     costs

@@ -476,6 +476,27 @@ async fn a_part_held_by_the_speed_cap_is_not_taken_over() {
     assert_eq!(log.len(), 4, "{}", show(&log));
 }
 
+// 2j. A part whose request is out and whose bytes will come soon is not
+// split by an idle connection: its request already asks up to the part's
+// end, and the server sends what a cut would ask for again (issue 19.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_about_to_be_served_is_not_asked_for_twice() {
+    let body = random_bytes(4 * MIB, 27);
+    let server = FaultServer::start([(
+        "/soon.bin",
+        Route::new(body.clone()).behaviour(Behaviour::SlowStart {
+            delay: Duration::from_millis(300),
+            after: 1,
+        }),
+    )]);
+    let config = config().max_splits(4).min_split_size(256 * KIB as u64);
+    let (sb, results, log) = fetch_path(&server, config, "/soon.bin").await;
+    assert_landed(&sb, &results, &log, "soon.bin", &body);
+    // One request per part: the first part, done long before the others
+    // are answered, split none of them.
+    assert_eq!(log.len(), 4, "{}", show(&log));
+}
+
 /// `n` files `/{prefix}{i}.bin` of about `size` bytes (each a little
 /// larger than the one before) on a fresh server, and a request for each
 /// into the sandbox.

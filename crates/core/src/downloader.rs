@@ -50,6 +50,16 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 /// How often a worker with nothing left to split looks for a stalled part.
 const TAIL_POLL: Duration = Duration::from_millis(250);
 
+/// A part whose request is answered and whose bytes arrive is split only if,
+/// at its own pace, it would not be done within this long. Splitting it
+/// costs the bytes the server has already sent past the cut (its request
+/// ends at the old end, and the kernel's buffers hold megabytes), and
+/// saves at most half of this.
+const SPLIT_HORIZON: Duration = Duration::from_secs(1);
+
+/// How long a part's request runs before its pace says anything.
+const PACE_SEEN_AFTER: Duration = TAIL_POLL;
+
 /// How long the end of a batch waits for the protocols to close their
 /// idle connections politely.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -875,6 +885,9 @@ struct Span {
     /// When a byte last arrived (or the span was made, or its request
     /// was answered).
     progressed: Instant,
+    /// When its current request was made, and `pos` then: its pace.
+    began: Instant,
+    began_pos: u64,
     /// Whether its worker is in a wait that is no stall: asking for its
     /// bytes (connecting, logging in, waiting for a connection the server
     /// will take; a stall is of a transfer that started, and the protocol
@@ -899,10 +912,33 @@ impl Span {
             on_disk: pos,
             active: true,
             progressed: Instant::now(),
+            began: Instant::now(),
+            began_pos: pos,
             waiting: false,
             taken: CancellationToken::new(),
             takeovers: 0,
         }))
+    }
+
+    /// Whether an idle connection gains by taking the back half of this
+    /// span now. Its request asks up to `end`: a cut wastes whatever the
+    /// server has sent past it (and SFTP reads already asked for), so a
+    /// part on course to finish soon is left to its connection; one that
+    /// is slow, or stuck asking for its bytes, is split.
+    fn worth_splitting(&self) -> bool {
+        let elapsed = self.began.elapsed();
+        if self.waiting {
+            return elapsed >= SPLIT_HORIZON;
+        }
+        if elapsed < PACE_SEEN_AFTER {
+            return false;
+        }
+        let received = self.pos.saturating_sub(self.began_pos);
+        if received == 0 {
+            return true;
+        }
+        let left = self.end.saturating_sub(self.pos);
+        elapsed.mul_f64(left as f64 / received as f64) >= SPLIT_HORIZON
     }
 }
 
@@ -1194,6 +1230,11 @@ impl FileJob {
                 Err(_) => lock(&span).active = false,
             }
         }
+        // Connections left free by files that finished may find nothing
+        // worth splitting at that moment (every part on course to finish
+        // soon): they look again while the file runs.
+        let mut look_again = tokio::time::interval(TAIL_POLL);
+        look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             loop {
                 let joined = tokio::select! {
@@ -1203,6 +1244,10 @@ impl FileJob {
                         if failure.is_none() {
                             job.help(&mut workers, &file).await;
                         }
+                        continue;
+                    }
+                    _ = look_again.tick(), if failure.is_none() && !workers.is_empty() => {
+                        job.help(&mut workers, &file).await;
                         continue;
                     }
                 };
@@ -1508,7 +1553,8 @@ impl FileJob {
     }
 
     /// Takes a span no worker fills, or splits the span with the most bytes
-    /// left, if it is worth it, and returns its second half.
+    /// left of those worth splitting (see [`Span::worth_splitting`]) and
+    /// returns its second half; or takes over a stalled one.
     fn steal(&self) -> Option<SharedSpan> {
         if self.cancel_token().is_cancelled() {
             return None;
@@ -1526,18 +1572,20 @@ impl FileJob {
         let mut spans = self.spans.lock().expect("spans poisoned");
         let victim = spans
             .iter()
-            .filter(|s| lock(s).active)
+            .filter(|s| {
+                let s = lock(s);
+                s.active && s.end.saturating_sub(s.pos) >= 2 * min && s.worth_splitting()
+            })
             .max_by_key(|s| {
                 let s = lock(s);
                 s.end.saturating_sub(s.pos)
-            })?
-            .clone();
+            })
+            .cloned();
+        let Some(victim) = victim else {
+            return self.take_over_stalled(&mut spans);
+        };
         let mut v = lock(&victim);
         let left = v.end.saturating_sub(v.pos);
-        if left < 2 * min {
-            drop(v);
-            return self.take_over_stalled(&mut spans);
-        }
         let mid = v.pos + left / 2;
         let stolen = Span::new(mid, mid, v.end);
         v.end = mid;
@@ -1665,6 +1713,8 @@ impl FileJob {
             // After a failed write, from the first byte not on disk.
             let mut s = lock(span);
             s.pos = s.on_disk;
+            s.began = Instant::now();
+            s.began_pos = s.pos;
             (s.pos, s.end)
         };
         if pos >= end {
