@@ -526,7 +526,13 @@ impl Batch {
 
     /// Notes that a byte arrived or a file finished.
     fn progressed(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
+        self.progressed_at(Instant::now());
+    }
+
+    /// [`Batch::progressed`] with the time already read: it runs for every
+    /// chunk received, which has read the clock once already.
+    fn progressed_at(&self, now: Instant) {
+        let now = now.saturating_duration_since(self.started).as_millis() as u64;
         self.last_progress.fetch_max(now, Ordering::Relaxed);
     }
 
@@ -1816,8 +1822,9 @@ impl FileJob {
                             let room = s.end.saturating_sub(s.pos);
                             let take = (chunk.len() as u64).min(room) as usize;
                             s.pos += take as u64;
-                            s.progressed = Instant::now();
-                            self.batch.progressed();
+                            let now = Instant::now();
+                            s.progressed = now;
+                            self.batch.progressed_at(now);
                             let full = s.pos >= s.end;
                             let past = take < chunk.len() && Some(s.end) == self.size;
                             (take, full, past)
