@@ -2,7 +2,8 @@
 //! tests, the benchmark and the demo, and on request a second implementation
 //! of a protocol over the same data (lighttpd: [`Servers::with_lighttpd`];
 //! pyftpdlib: [`Servers::with_pyftpdlib`]; asyncssh's SFTP server:
-//! [`Servers::with_asyncssh`]).
+//! [`Servers::with_asyncssh`]), and shaping proxies that put one behind an
+//! emulated wide-area link ([`Servers::shaped`]).
 //!
 //! Each [`Servers`] owns a fresh temp dir holding private configs, logs,
 //! keys and one data directory that every server serves, and listens on its
@@ -21,6 +22,7 @@ mod process;
 mod pyftpdlib;
 pub mod python;
 mod sent;
+mod shaper;
 mod sshd;
 mod tls;
 mod users;
@@ -38,6 +40,7 @@ use anyhow::{Context as _, Result, bail};
 
 pub use pyftpdlib::PyftpdlibOptions;
 pub use sent::Server;
+pub use shaper::{Counters, Shape, Shaper};
 
 /// Which servers to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
