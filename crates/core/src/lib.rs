@@ -20,7 +20,6 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod config;
-mod downloader;
 mod error;
 mod files;
 mod naming;
@@ -31,12 +30,12 @@ pub mod registry;
 mod reporter;
 mod results;
 mod resume;
+mod scheduler;
 mod throttle;
 mod writer;
 
 pub use camino;
 pub use config::{Config, ProtocolConfig};
-pub use downloader::{Downloader, Request};
 pub use error::{Error, ErrorKind, Result};
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{
@@ -47,6 +46,7 @@ pub use redact::{
 };
 pub use reporter::{NoReporter, ReportId, Reporter};
 pub use results::{Failed, Results, Succeeded};
+pub use scheduler::{Downloader, Request};
 pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 

@@ -1,0 +1,143 @@
+//! The end of a file's download: its length and checksum checked, its
+//! bytes made durable when asked, and the file given its name, so that a
+//! download is visible only when it is complete.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::file_job::FileJob;
+use crate::error::{Error, ErrorKind, Result};
+use crate::writer::PartFile;
+
+impl FileJob {
+    pub(super) async fn finish(
+        self: &Arc<Self>,
+        file: PartFile,
+        target: &Utf8Path,
+        sha256: Option<&str>,
+        resumed: bool,
+    ) -> Result<(Utf8PathBuf, u64)> {
+        let job = self;
+        let received = job.received();
+        if let Some(size) = job.size
+            && received != size
+        {
+            return Err(Error::new(
+                ErrorKind::Truncated,
+                format!("received {received} of {size} bytes"),
+            ));
+        }
+        let fsync = job.batch.config.fsync;
+        // The parts tile 0..received, so the file is that long unless a
+        // restart from zero or an earlier run left more behind.
+        let truncate = job.rewound.load(Ordering::SeqCst) || resumed;
+        if fsync || truncate {
+            file.with(move |f| {
+                if truncate {
+                    f.set_len(received)?;
+                }
+                if fsync {
+                    f.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| Error::io(format_args!("cannot finish {}", job.part()), e))?;
+        }
+
+        if let Some(expected) = sha256 {
+            let actual = file
+                .sha256()
+                .await
+                .map_err(|e| Error::io(format_args!("cannot read {}", job.part()), e))?;
+            if actual != expected {
+                return Err(Error::new(
+                    ErrorKind::Checksum,
+                    format!("sha256 is {actual}, expected {expected}"),
+                )
+                .retryable(false));
+            }
+        }
+        if job.unnamed.load(Ordering::Relaxed) {
+            let named = (job.batch.names)
+                .publish_unnamed(file.raw(), target, job.batch.config.overwrite)
+                .map_err(|e| Error::io(format_args!("cannot create {target}"), e))?;
+            if let Some(target) = named {
+                return Ok((target, received));
+            }
+            // The system would not name it: a named part file after all.
+            let temp = job.temp.clone();
+            file.with(move |f| copy_to_named(f, &temp, fsync))
+                .await
+                .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
+            job.unnamed.store(false, Ordering::Relaxed);
+        } else if !crate::files::is_at(file.raw(), &job.temp) {
+            // The part file was swapped for something else (a link) while
+            // we wrote to it: that is not ours to rename into place. Our
+            // bytes go to a new part file first.
+            tracing::warn!("{} was replaced during the download", job.temp);
+            let temp = job.temp.clone();
+            file.with(move |f| copy_to_named(f, &temp, fsync))
+                .await
+                .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
+        }
+        drop(file);
+        let target = job
+            .batch
+            .names
+            .publish(&job.temp, target, job.batch.config.overwrite)
+            .map_err(|e| Error::io(format_args!("cannot rename {} to {target}", job.temp), e))?;
+        Ok((target, received))
+    }
+}
+
+/// Copies the whole of `from` into a new file at `to` (replacing any, never
+/// writing through a link), for an unnamed file the system would not name.
+pub(super) fn copy_to_named(
+    from: &std::fs::File,
+    to: &Utf8Path,
+    fsync: bool,
+) -> std::io::Result<()> {
+    use std::io::Seek;
+    let mut named = crate::files::create_replacing(to)?;
+    let mut from = from;
+    let copied = (from.rewind())
+        .and_then(|()| std::io::copy(&mut from, &mut named))
+        .and_then(|_| if fsync { named.sync_all() } else { Ok(()) });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(to);
+    }
+    copied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The way out when the system will not name an unnamed file.
+    #[cfg(unix)]
+    #[test]
+    fn a_copy_to_a_named_file_holds_every_byte() {
+        use std::os::unix::fs::FileExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let source = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.join("source"))
+            .unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        // Written the way parts are: at offsets, the cursor left at 0...
+        source.write_all_at(&bytes[1000..], 1000).unwrap();
+        source.write_all_at(&bytes[..1000], 0).unwrap();
+        // ...or anywhere.
+        std::io::Seek::seek(&mut &source, std::io::SeekFrom::Start(5)).unwrap();
+        let named = dir.join("named");
+        std::fs::write(&named, b"stale, longer than nothing").unwrap();
+        copy_to_named(&source, &named, true).unwrap();
+        assert!(std::fs::read(&named).unwrap() == bytes);
+    }
+}
