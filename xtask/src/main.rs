@@ -38,7 +38,7 @@ enum Task {
     Ci,
     /// Compares pymatris with aria2c, curl, wget, lftp and OpenSSH sftp on
     /// the local servers.
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
 }
 
 fn main() -> ExitCode {
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Task::Deps => deps::run(),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
-        Task::Bench(args) => bench::run(args),
+        Task::Bench(args) => bench::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

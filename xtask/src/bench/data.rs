@@ -35,12 +35,16 @@ impl Proto {
 pub(super) enum DataSet {
     /// One file of 1 GiB.
     Big,
+    /// One file of 256 MiB.
+    Quarter,
     /// 32 files of 16 MiB.
     Medium,
     /// 2000 files of 16 KiB.
     Small,
     /// The first 200 of [`DataSet::Small`].
     Small200,
+    /// The first n of [`DataSet::Small`].
+    SmallFirst(usize),
     /// 8 files of 1 MiB, for the smoke run.
     Smoke,
 }
@@ -200,9 +204,13 @@ impl Data {
     }
 
     pub(super) fn files(&mut self, servers: &Servers, set: DataSet) -> Vec<DataFile> {
-        if set == DataSet::Small200 {
+        if let DataSet::Small200 | DataSet::SmallFirst(_) = set {
             let mut all = self.files(servers, DataSet::Small);
-            all.truncate(200);
+            all.truncate(if let DataSet::SmallFirst(n) = set {
+                n
+            } else {
+                200
+            });
             return all;
         }
         self.sets
@@ -216,8 +224,11 @@ fn create(servers: &Servers, set: DataSet, divisor: u64) -> Vec<DataFile> {
     let started = std::time::Instant::now();
     let (dir, count, size, seed) = match set {
         DataSet::Big => ("big", 1, GIB, 1),
+        DataSet::Quarter => ("quarter", 1, 256 * MIB, 2),
         DataSet::Medium => ("medium", 32, 16 * MIB, 100),
-        DataSet::Small | DataSet::Small200 => ("small", 2000, 16 * KIB, 10_000),
+        DataSet::Small | DataSet::Small200 | DataSet::SmallFirst(_) => {
+            ("small", 2000, 16 * KIB, 10_000)
+        }
         DataSet::Smoke => ("smoke", 8, MIB, 50_000),
     };
     let size = if size > MIB { size / divisor } else { size };

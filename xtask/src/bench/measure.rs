@@ -43,6 +43,9 @@ pub(super) struct Sample {
     /// CPU seconds the server spent in the run (set by the caller; `None`
     /// for `cp` or when it could not be read).
     pub(super) server_cpu: Option<f64>,
+    /// What the shaping proxy carried in the run (`--wan`; set by the
+    /// caller).
+    pub(super) link: Option<pymatris_harness::Counters>,
 }
 
 /// Waits (up to `limit`) until process `pid` has no children left: the
@@ -160,6 +163,7 @@ pub(super) fn run_timed(
     }
     Ok(Sample {
         server_cpu: None,
+        link: None,
         wall: Duration::from_secs_f64(m.wall),
         cpu: m.cpu,
         rss_kib: m.rss_kib,

@@ -13,6 +13,7 @@ mod data;
 mod measure;
 mod report;
 mod tools;
+mod wan;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use pymatris_harness::{Servers, Which};
+use pymatris_harness::{Servers, Shaper, Which};
 
 use self::data::{Data, DataFile, DataSet, Proto, Workload};
 use self::measure::INTERRUPTED;
@@ -88,6 +89,15 @@ pub(crate) struct Args {
     /// Kill a run that takes longer than this many seconds (counted failed).
     #[arg(long, default_value_t = 600, value_name = "SECS")]
     pub(crate) timeout: u64,
+    /// The WAN bench (issue 14): its own workloads through a shaping proxy
+    /// in front of each server (delay, per-connection caps: the --wan-*
+    /// flags), peers at a fixed number of connections; reports connections
+    /// and bytes per file byte too. A full run writes the WAN part of
+    /// docs/benchmarks.md. With --quick, files 16 times smaller.
+    #[arg(long, conflicts_with_all = ["smoke", "baseline"])]
+    pub(crate) wan: bool,
+    #[command(flatten)]
+    pub(crate) wan_link: wan::WanArgs,
     /// Internal: be the measuring wrapper of one run (see `measure.rs`).
     #[arg(long, hide = true, value_name = "FILE")]
     pub(crate) measure_into: Option<PathBuf>,
@@ -121,6 +131,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let workloads = select_workloads(&args)?;
     let tools: Vec<Tool> = if args.smoke {
         vec![Tool::Pymatris, Tool::Curl]
+    } else if args.wan {
+        let chosen = args.tools.clone();
+        wan::TOOLS
+            .into_iter()
+            .filter(|t| chosen.as_ref().is_none_or(|c| c.contains(t)))
+            .collect()
     } else {
         let mut tools = args.tools.clone().unwrap_or_else(|| tools::ALL.to_vec());
         if args.baseline.is_some() {
@@ -211,7 +227,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let links = if args.wan {
+        Some(wan::Links::start(
+            &servers,
+            &args.wan_link,
+            &workloads,
+            scratch.path(),
+        )?)
+    } else {
+        None
+    };
     let ctx = Ctx {
+        link: None,
+        meter: None,
+        peers_at: args.wan.then_some(args.wan_link.wan_connections),
         servers: &servers,
         cli: &cli,
         baseline: baseline.as_deref(),
@@ -223,7 +252,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let mut report = Report {
-        command: command_line(&args, runs),
+        command: command_line(&args, runs)
+            + &links.as_ref().map_or_else(String::new, wan::Links::flags),
         runs,
         date: report::now(),
         machine: {
@@ -295,19 +325,35 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .copied()
             .filter(|&t| {
-                !matches!(t, Tool::Pymatris | Tool::Python | Tool::Baseline)
-                    || !matches!(probes.get(&wl.proto), Some(Probe::NotBuilt(_)))
+                !matches!(
+                    t,
+                    Tool::Pymatris | Tool::PymatrisAt | Tool::Python | Tool::Baseline
+                ) || !matches!(probes.get(&wl.proto), Some(Probe::NotBuilt(_)))
             })
             .collect();
+        let link = links.as_ref().and_then(|l| l.of(wl));
+        let ctx = Ctx {
+            link: link.map(|(_, endpoint)| endpoint.clone()),
+            meter: link.map(|(shaper, _)| shaper),
+            ..ctx.clone()
+        };
+        let runs = if args.wan { wan::runs(wl, runs) } else { runs };
         let result = run_workload(&ctx, wl, &files, &tools, runs, timeout, &wrapper)?;
         report.results.push(result);
     }
     report.load_after = report::load_average();
 
-    let md = report.markdown();
+    let md = match &links {
+        Some(links) => wan::markdown(&report, links),
+        None => report.markdown(),
+    };
     println!("{md}");
     if let Some(doc) = doc {
-        report::write_doc(&doc, &md, DOC_TEMPLATE)?;
+        if args.wan {
+            wan::write_doc(&doc, &md)?;
+        } else {
+            report::write_doc(&doc, &md, DOC_TEMPLATE)?;
+        }
         eprintln!("wrote {}", doc.display());
     }
     let failed = report.failed_runs();
@@ -322,6 +368,7 @@ fn parse_tool(name: &str) -> Result<Tool, String> {
     let name = name.trim();
     tools::ALL
         .into_iter()
+        .chain([Tool::PymatrisAt])
         .find(|t| t.slug() == name)
         .ok_or_else(|| {
             let known: Vec<&str> = tools::ALL.iter().map(|t| t.slug()).collect();
@@ -334,7 +381,11 @@ fn select_workloads(args: &Args) -> anyhow::Result<Vec<Workload>> {
     if args.smoke {
         return Ok(vec![data::smoke_workload()]);
     }
-    let all = data::workloads();
+    let all = if args.wan {
+        wan::workloads()
+    } else {
+        data::workloads()
+    };
     let Some(pattern) = &args.only else {
         return Ok(all);
     };
@@ -358,8 +409,10 @@ fn installed(tools: Vec<Tool>) -> (Vec<Tool>, Vec<String>) {
     let found = tools
         .into_iter()
         .filter(|&t| {
-            let found = matches!(t, Tool::Pymatris | Tool::Python | Tool::Baseline)
-                || tools::find_in_path(t.program()).is_some();
+            let found = matches!(
+                t,
+                Tool::Pymatris | Tool::PymatrisAt | Tool::Python | Tool::Baseline
+            ) || tools::find_in_path(t.program()).is_some();
             if !found {
                 missing.push(format!(
                     "{} is not installed (Debian package `{}`): left out",
@@ -405,6 +458,9 @@ fn command_line(args: &Args, runs: u32) -> String {
         return "cargo xtask bench --smoke".to_owned();
     }
     let mut c = format!("cargo xtask bench --runs {runs}");
+    if args.wan {
+        c.push_str(" --wan");
+    }
     if args.quick {
         c.push_str(" --quick");
     }
@@ -621,9 +677,14 @@ fn run_workload(
                 measure::wait_childless(pid, Duration::from_secs(5));
                 measure::process_cpu(pid)
             });
+            let meter = ctx.meter;
+            let link_before = meter.map(Shaper::counters);
             let outcome = measure::run_timed(inv, &out, &log, timeout, wrapper)
                 .and_then(|s| measure::verify(&out, files).map(|()| s))
                 .map(|mut s| {
+                    s.link = meter
+                        .zip(link_before)
+                        .map(|(m, before)| m.counters().since(&before));
                     s.server_cpu = server.zip(server_before).and_then(|(pid, before)| {
                         measure::wait_childless(pid, Duration::from_secs(5));
                         Some(measure::process_cpu(pid)? - before)

@@ -13,6 +13,8 @@ use super::data::{DataFile, Proto, Workload};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Tool {
     Pymatris,
+    /// pymatris with the peers' number of connections (`--wan`).
+    PymatrisAt,
     /// pymatris's Python API (crates/py): a script that enqueues the
     /// workload's URLs on a `Downloader` (`pymatris_api.py`).
     Python,
@@ -56,6 +58,7 @@ impl Tool {
     pub(super) fn name(self) -> &'static str {
         match self {
             Tool::Pymatris => "pymatris",
+            Tool::PymatrisAt => "pymatris, peers' settings",
             Tool::Python => "pymatris (Python API)",
             Tool::Baseline => "pymatris (baseline)",
             Tool::Aria2c => "aria2c",
@@ -72,6 +75,7 @@ impl Tool {
     pub(super) fn slug(self) -> &'static str {
         match self {
             Tool::Pymatris => "pymatris",
+            Tool::PymatrisAt => "pymatris-at",
             Tool::Python => "python",
             Tool::Baseline => "baseline",
             Tool::Aria2c => "aria2c",
@@ -87,7 +91,7 @@ impl Tool {
     /// The executable looked up on `PATH` (pymatris is built instead).
     pub(super) fn program(self) -> &'static str {
         match self {
-            Tool::Pymatris | Tool::Baseline => "pymatris",
+            Tool::Pymatris | Tool::PymatrisAt | Tool::Baseline => "pymatris",
             Tool::Python => "python3",
             Tool::Aria2c => "aria2c",
             Tool::Curl => "curl",
@@ -101,7 +105,7 @@ impl Tool {
     /// The Debian package that has it, for the "missing" note.
     pub(super) fn package(self) -> &'static str {
         match self {
-            Tool::Pymatris | Tool::Baseline => "(built from this workspace)",
+            Tool::Pymatris | Tool::PymatrisAt | Tool::Baseline => "(built from this workspace)",
             Tool::Python => "(crates/py, built from this workspace)",
             Tool::Aria2c => "aria2",
             Tool::Curl => "curl",
@@ -116,15 +120,19 @@ impl Tool {
     pub(super) fn is_peer(self) -> bool {
         !matches!(
             self,
-            Tool::Pymatris | Tool::Python | Tool::Baseline | Tool::Cp
+            Tool::Pymatris | Tool::PymatrisAt | Tool::Python | Tool::Baseline | Tool::Cp
         )
     }
 
     pub(super) fn supports(self, proto: Proto) -> bool {
         match self {
-            Tool::Pymatris | Tool::Python | Tool::Baseline | Tool::Cp | Tool::Curl | Tool::Lftp => {
-                true
-            }
+            Tool::Pymatris
+            | Tool::PymatrisAt
+            | Tool::Python
+            | Tool::Baseline
+            | Tool::Cp
+            | Tool::Curl
+            | Tool::Lftp => true,
             Tool::Aria2c | Tool::Wget => proto != Proto::Sftp,
             Tool::Sftp | Tool::SftpGcm => proto == Proto::Sftp,
         }
@@ -194,8 +202,20 @@ fn help_default(help: &str, flag: &str) -> Option<String> {
     None
 }
 
+/// A shaping proxy in front of a workload's server (`--wan`), which the
+/// tools reach instead.
+#[derive(Clone, Debug)]
+pub(super) struct Endpoint {
+    /// The server's own port.
+    pub(super) server_port: u16,
+    /// The proxy's.
+    pub(super) port: u16,
+    /// For SFTP: the server's host key under the proxy's port.
+    pub(super) known_hosts: Option<PathBuf>,
+}
+
 /// What the commands need to know about the servers.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Ctx<'a> {
     pub(super) servers: &'a Servers,
     pub(super) cli: &'a Path,
@@ -210,6 +230,13 @@ pub(super) struct Ctx<'a> {
     pub(super) extra_args: &'a [String],
     /// The Python with the package installed, for [`Tool::Python`].
     pub(super) python: Option<&'a Path>,
+    /// Where the tools connect instead of the server (`--wan`).
+    pub(super) link: Option<Endpoint>,
+    /// The proxy of [`Ctx::link`], whose counters each run reads.
+    pub(super) meter: Option<&'a pymatris_harness::Shaper>,
+    /// The peers' connections and files at once, and [`Tool::PymatrisAt`]'s
+    /// (`--wan`); otherwise pymatris's defaults.
+    pub(super) peers_at: Option<u32>,
 }
 
 /// The script of [`Tool::Python`].
@@ -281,12 +308,36 @@ fn path(p: &Path) -> String {
 impl Ctx<'_> {
     fn url(&self, proto: Proto, f: &DataFile) -> String {
         let s = self.servers;
-        match proto {
+        let url = match proto {
             Proto::Http => s.http_url(&f.rel),
             Proto::Https => s.https_url(&f.rel),
             Proto::Ftp => s.ftp_url(&f.rel),
             Proto::Sftp => s.sftp_url(&f.rel),
+        };
+        match &self.link {
+            Some(l) => url.replacen(&format!(":{}/", l.server_port), &format!(":{}/", l.port), 1),
+            None => url,
         }
+    }
+
+    /// The port the tools connect to for `proto`.
+    fn port(&self, proto: Proto) -> u16 {
+        let s = self.servers;
+        self.link.as_ref().map_or_else(
+            || match proto {
+                Proto::Http => s.http_port(),
+                Proto::Https => s.https_port(),
+                Proto::Ftp => s.ftp_port(),
+                Proto::Sftp => s.sftp_port(),
+            },
+            |l| l.port,
+        )
+    }
+
+    /// The known_hosts file naming the SFTP server's key at [`Ctx::port`].
+    fn known_hosts(&self) -> String {
+        let hosts = self.link.as_ref().and_then(|l| l.known_hosts.as_deref());
+        path(hosts.unwrap_or(self.servers.ssh_known_hosts()))
     }
 
     /// Gives `inv` the URLs of `files`: the one URL as an argument, or
@@ -339,15 +390,15 @@ impl Ctx<'_> {
         }
         let proto = wl.proto;
         let many = files.len() > 1;
-        let n = self.parallel(wl);
-        let splits = self.defaults.max_splits;
+        let n = self.peers_at.unwrap_or_else(|| self.parallel(wl));
+        let splits = self.peers_at.unwrap_or(self.defaults.max_splits);
         let min_split = &self.defaults.min_split_size;
         let stem = format!("{}-{}", wl.id.to_lowercase(), tool.slug());
         let list_path = self.scratch.join(format!("{stem}.list"));
         let s = self.servers;
         let mut inv;
         match tool {
-            Tool::Pymatris | Tool::Baseline => {
+            Tool::Pymatris | Tool::PymatrisAt | Tool::Baseline => {
                 let program = match (tool, self.baseline) {
                     (Tool::Baseline, Some(baseline)) => baseline,
                     (Tool::Baseline, None) => bail!("no --baseline binary"),
@@ -361,8 +412,16 @@ impl Ctx<'_> {
                 } else {
                     inv.settings = format!(
                         "defaults: {} files, {} splits >= {}",
-                        self.defaults.max_parallel, splits, min_split
+                        self.defaults.max_parallel, self.defaults.max_splits, min_split
                     );
+                }
+                if tool == Tool::PymatrisAt {
+                    let k = self.peers_at.context("no peers' setting")?.to_string();
+                    for flag in ["--max-parallel", "--max-splits", "--max-per-host"] {
+                        inv.arg(flag).arg(&k);
+                    }
+                    inv.settings =
+                        format!("--max-parallel {k} --max-splits {k} --max-per-host {k}");
                 }
                 match proto {
                     Proto::Https => {
@@ -370,7 +429,7 @@ impl Ctx<'_> {
                     }
                     Proto::Sftp => {
                         inv.arg("--identity").arg(path(s.ssh_client_key()));
-                        inv.arg("--known-hosts").arg(path(s.ssh_known_hosts()));
+                        inv.arg("--known-hosts").arg(self.known_hosts());
                     }
                     Proto::Http | Proto::Ftp => {}
                 }
@@ -405,7 +464,7 @@ impl Ctx<'_> {
                     }
                     Proto::Sftp => {
                         inv.arg(format!("identity={}", path(s.ssh_client_key())));
-                        inv.arg(format!("known_hosts={}", path(s.ssh_known_hosts())));
+                        inv.arg(format!("known_hosts={}", self.known_hosts()));
                     }
                     Proto::Http | Proto::Ftp => {}
                 }
@@ -494,29 +553,32 @@ impl Ctx<'_> {
                      set net:timeout 30\n",
                 );
                 let open = match proto {
-                    Proto::Http => format!("open -p {} http://127.0.0.1", s.http_port()),
+                    Proto::Http => format!("open -p {} http://127.0.0.1", self.port(proto)),
                     Proto::Https => {
                         let _ = writeln!(script, "set ssl:ca-file {}", quote(&path(s.ca_cert())));
-                        format!("open -p {} https://localhost", s.https_port())
+                        format!("open -p {} https://localhost", self.port(proto))
                     }
                     Proto::Ftp => {
                         // Plain FTP like every other tool (lftp tries AUTH TLS
                         // first by default).
                         script.push_str("set ftp:ssl-allow no\n");
                         let (user, pass) = s.ftp_user();
-                        format!("open -u {user},{pass} -p {} ftp://127.0.0.1", s.ftp_port())
+                        format!(
+                            "open -u {user},{pass} -p {} ftp://127.0.0.1",
+                            self.port(proto)
+                        )
                     }
                     Proto::Sftp => {
                         let ssh = format!(
                             "ssh -a -x -F none -i {} -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
                             path(s.ssh_client_key()),
-                            path(s.ssh_known_hosts())
+                            self.known_hosts()
                         );
                         let _ = writeln!(script, "set sftp:connect-program \"{ssh}\"");
                         format!(
                             "open -u {}, -p {} sftp://127.0.0.1",
                             s.sftp_user(),
-                            s.sftp_port()
+                            self.port(proto)
                         )
                     }
                 };
@@ -561,11 +623,11 @@ impl Ctx<'_> {
                     .arg("-B")
                     .arg(SFTP_BUFFER.to_string())
                     .arg("-P")
-                    .arg(s.sftp_port().to_string())
+                    .arg(self.port(proto).to_string())
                     .arg("-i")
                     .arg(path(s.ssh_client_key()))
                     .arg("-o")
-                    .arg(format!("UserKnownHostsFile={}", path(s.ssh_known_hosts())))
+                    .arg(format!("UserKnownHostsFile={}", self.known_hosts()))
                     .args(["-o", "StrictHostKeyChecking=yes"])
                     .args(["-o", "IdentitiesOnly=yes"])
                     .arg(format!("{}@127.0.0.1", s.sftp_user()));

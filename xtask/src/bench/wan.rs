@@ -1,0 +1,531 @@
+//! `cargo xtask bench --wan`: the workloads of issue 14 through the
+//! harness's shaping proxy, so that round trips and per-connection caps,
+//! which loopback hides, decide the results, as they do for users on the
+//! internet.
+//!
+//! The same servers, tools, measurements and checks as the loopback bench
+//! (`mod.rs`); each workload's tools reach its server through a proxy
+//! whose counters give each run's connections and bytes. The peers get a
+//! fixed number of connections (`--wan-connections`), pymatris its
+//! defaults and, in a second row, the peers' number.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use pymatris_harness::{Servers, Shape, Shaper};
+
+use super::data::{DataSet, Proto, Workload};
+use super::report::{Report, WorkloadResult};
+use super::tools::{Endpoint, Tool};
+
+/// The link flags of `cargo xtask bench --wan`.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct WanArgs {
+    /// With --wan: the one-way delay of the capped links, in ms.
+    #[arg(long, default_value_t = 20, value_name = "MS")]
+    wan_delay: u64,
+    /// With --wan: the cap of each HTTP(S) connection, in MB/s (0: none).
+    #[arg(long, default_value_t = 8.0, value_name = "MB/S")]
+    wan_http_rate: f64,
+    /// With --wan: the cap of each SSH connection, in MB/s (0: none).
+    #[arg(long, default_value_t = 16.0, value_name = "MB/S")]
+    wan_ssh_rate: f64,
+    /// With --wan: a cap across all connections of a capped link, in MB/s.
+    #[arg(long, value_name = "MB/S")]
+    wan_total_rate: Option<f64>,
+    /// With --wan: the one-way delay of the uncapped link (the 1 GiB row).
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    wan_far_delay: u64,
+    /// With --wan: bytes in flight per connection and direction, in KiB (0:
+    /// unbounded); with the round trip, what bounds one uncapped connection
+    /// (the default is about what Linux's TCP autotuning reaches).
+    #[arg(long, default_value_t = 4096, value_name = "KIB")]
+    wan_window: u64,
+    /// With --wan: the peers' connections (aria2c -x -s, lftp pget -n and
+    /// mget -P, curl --parallel-max), and the second pymatris row's
+    /// --max-parallel, --max-splits and --max-per-host.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) wan_connections: u32,
+}
+
+/// The two links of issue 14.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Link {
+    /// `--wan-delay`, and the protocol's per-connection cap.
+    Capped,
+    /// `--wan-far-delay`, no cap.
+    Far,
+}
+
+/// Issue 14's workloads and the link of each.
+fn table() -> Vec<(Workload, Link)> {
+    let w = |id, title, proto, data, per_file| Workload {
+        id,
+        title,
+        proto,
+        data,
+        parallel: None,
+        per_file,
+    };
+    vec![
+        (
+            w(
+                "N1",
+                "256 MiB over HTTP, capped",
+                Proto::Http,
+                DataSet::Quarter,
+                false,
+            ),
+            Link::Capped,
+        ),
+        (
+            w(
+                "N2",
+                "300 x 16 KiB over HTTP, capped",
+                Proto::Http,
+                DataSet::SmallFirst(300),
+                true,
+            ),
+            Link::Capped,
+        ),
+        (
+            w(
+                "N3",
+                "300 x 16 KiB over HTTPS, capped",
+                Proto::Https,
+                DataSet::SmallFirst(300),
+                true,
+            ),
+            Link::Capped,
+        ),
+        (
+            w(
+                "N4",
+                "256 MiB over SFTP, capped",
+                Proto::Sftp,
+                DataSet::Quarter,
+                false,
+            ),
+            Link::Capped,
+        ),
+        (
+            w(
+                "N5",
+                "100 x 16 KiB over SFTP, capped",
+                Proto::Sftp,
+                DataSet::SmallFirst(100),
+                true,
+            ),
+            Link::Capped,
+        ),
+        (
+            w(
+                "N6",
+                "1 GiB over HTTP, far, uncapped",
+                Proto::Http,
+                DataSet::Big,
+                false,
+            ),
+            Link::Far,
+        ),
+    ]
+}
+
+pub(super) fn workloads() -> Vec<Workload> {
+    table().into_iter().map(|(w, _)| w).collect()
+}
+
+fn link_of(wl: &Workload) -> Link {
+    table()
+        .into_iter()
+        .find(|(w, _)| w.id == wl.id)
+        .map_or(Link::Capped, |(_, l)| l)
+}
+
+/// The tools of the WAN rows: OpenSSH sftp with its default cipher only,
+/// and no copy limit (the link is the limit).
+pub(super) const TOOLS: [Tool; 7] = [
+    Tool::Pymatris,
+    Tool::PymatrisAt,
+    Tool::Aria2c,
+    Tool::Curl,
+    Tool::Wget,
+    Tool::Lftp,
+    Tool::Sftp,
+];
+
+/// Runs per tool: the large single files, which take most of the time,
+/// once; the many small files `runs` times.
+pub(super) fn runs(wl: &Workload, runs: u32) -> u32 {
+    if wl.per_file { runs } else { 1 }
+}
+
+fn mb(rate: f64) -> Option<u64> {
+    (rate > 0.0).then_some((rate * 1e6) as u64)
+}
+
+/// One proxy per (protocol, link) the chosen workloads use, in front of
+/// that protocol's server.
+#[derive(Debug)]
+pub(super) struct Links {
+    args: WanArgs,
+    shapers: HashMap<(Proto, Link), (Shaper, Endpoint)>,
+}
+
+impl Links {
+    pub(super) fn start(
+        servers: &Servers,
+        args: &WanArgs,
+        workloads: &[Workload],
+        scratch: &Path,
+    ) -> anyhow::Result<Links> {
+        let mut shapers = HashMap::new();
+        for wl in workloads {
+            let link = link_of(wl);
+            if shapers.contains_key(&(wl.proto, link)) {
+                continue;
+            }
+            let (port, rate) = match wl.proto {
+                Proto::Http => (servers.http_port(), args.wan_http_rate),
+                Proto::Https => (servers.https_port(), args.wan_http_rate),
+                Proto::Sftp => (servers.sftp_port(), args.wan_ssh_rate),
+                // Passive data connections would bypass a proxy.
+                Proto::Ftp => bail!("the WAN bench has no FTP workload"),
+            };
+            let shape = Shape::new()
+                .window(Some(args.wan_window * 1024).filter(|&w| w > 0))
+                .delay(Duration::from_millis(match link {
+                    Link::Capped => args.wan_delay,
+                    Link::Far => args.wan_far_delay,
+                }));
+            let shape = match link {
+                Link::Capped => shape
+                    .rate(mb(rate))
+                    .total_rate(args.wan_total_rate.and_then(mb)),
+                Link::Far => shape,
+            };
+            let shaper = servers.shaped(port, shape)?;
+            // The host key is the server's; ssh looks it up by port.
+            let known_hosts = if wl.proto == Proto::Sftp {
+                let p = scratch.join(format!("known_hosts-{}", shaper.port()));
+                std::fs::write(
+                    &p,
+                    format!(
+                        "[127.0.0.1]:{} {}\n",
+                        shaper.port(),
+                        servers.ssh_host_key_pub()
+                    ),
+                )
+                .with_context(|| format!("writing {}", p.display()))?;
+                Some(p)
+            } else {
+                None
+            };
+            let endpoint = Endpoint {
+                server_port: port,
+                port: shaper.port(),
+                known_hosts,
+            };
+            shapers.insert((wl.proto, link), (shaper, endpoint));
+        }
+        Ok(Links {
+            args: args.clone(),
+            shapers,
+        })
+    }
+
+    /// The proxy `wl` goes through, and how the tools reach it.
+    pub(super) fn of(&self, wl: &Workload) -> Option<(&Shaper, &Endpoint)> {
+        self.shapers
+            .get(&(wl.proto, link_of(wl)))
+            .map(|(s, e)| (s, e))
+    }
+
+    fn describe(&self, link: Link, proto: Proto) -> String {
+        let a = &self.args;
+        let window = if a.wan_window > 0 {
+            format!("window {} KiB", a.wan_window)
+        } else {
+            "no window".to_owned()
+        };
+        match link {
+            Link::Far => format!("{} ms one way, uncapped, {window}", a.wan_far_delay),
+            Link::Capped => {
+                let rate = if proto == Proto::Sftp {
+                    a.wan_ssh_rate
+                } else {
+                    a.wan_http_rate
+                };
+                let cap = mb(rate).map_or("uncapped".to_owned(), |_| {
+                    format!("{rate} MB/s per connection")
+                });
+                let total = a.wan_total_rate.and_then(mb).map_or(String::new(), |_| {
+                    format!(", {} MB/s in all", a.wan_total_rate.unwrap_or_default())
+                });
+                format!("{} ms one way, {cap}{total}, {window}", a.wan_delay)
+            }
+        }
+    }
+
+    /// The flags that set the links, for the report's command line.
+    pub(super) fn flags(&self) -> String {
+        let a = &self.args;
+        let mut s = format!(
+            " --wan-delay {} --wan-http-rate {} --wan-ssh-rate {} --wan-far-delay {} --wan-window {} --wan-connections {}",
+            a.wan_delay,
+            a.wan_http_rate,
+            a.wan_ssh_rate,
+            a.wan_far_delay,
+            a.wan_window,
+            a.wan_connections
+        );
+        if let Some(t) = a.wan_total_rate {
+            let _ = write!(s, " --wan-total-rate {t}");
+        }
+        s
+    }
+}
+
+/// Marks the WAN part of `docs/benchmarks.md`.
+const BEGIN: &str =
+    "<!-- wan:begin: generated by `cargo xtask bench --wan`, replaced on each full run -->";
+const END: &str = "<!-- wan:end -->";
+
+/// Replaces the WAN part of the docs page at `path`, or appends it with a
+/// heading when the page has none yet.
+pub(super) fn write_doc(path: &Path, generated: &str) -> anyhow::Result<()> {
+    let block = format!("{BEGIN}\n\n{}\n{END}", generated.trim_end());
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let text = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if b < e => format!("{}{block}{}", &old[..b], &old[e + END.len()..]),
+        _ => format!("{}\n## WAN bench\n\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// What the WAN rows add to a cell: medians over its runs.
+#[derive(Clone, Copy, Debug)]
+struct Wire {
+    connections: f64,
+    /// Bytes the server sent through the proxy per byte of the files.
+    per_file_byte: f64,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn wire(r: &WorkloadResult, tool: Tool) -> Option<Wire> {
+    let cell = r.cells.iter().find(|c| c.tool == tool)?;
+    let links: Vec<_> = cell.samples.iter().filter_map(|s| s.link).collect();
+    Some(Wire {
+        connections: median(links.iter().map(|c| c.connections as f64).collect())?,
+        per_file_byte: median(
+            links
+                .iter()
+                .map(|c| c.to_client as f64 / r.bytes as f64)
+                .collect(),
+        )?,
+    })
+}
+
+fn rate(r: &WorkloadResult, tool: Tool) -> Option<f64> {
+    let cell = r.cells.iter().find(|c| c.tool == tool)?;
+    Some(r.stats(cell)?.rate)
+}
+
+fn best_peer(r: &WorkloadResult) -> Option<(Tool, f64)> {
+    r.cells
+        .iter()
+        .filter(|c| c.tool.is_peer())
+        .filter_map(|c| Some((c.tool, r.stats(c)?.rate)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+fn unit(r: &WorkloadResult) -> &'static str {
+    if r.wl.per_file { "files/s" } else { "MB/s" }
+}
+
+fn num(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// The WAN part of the docs.
+pub(super) fn markdown(report: &Report, links: &Links) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "### Latest WAN run\n");
+    let _ = writeln!(
+        md,
+        "`{}` on {}. Single large files: one run per tool; many small files: {} run(s) per \
+         tool (medians), tools alternating. Every file compared byte for byte with its source \
+         afterwards. Peers at {} connections; \"pymatris, peers' settings\" is `--max-parallel \
+         N --max-splits N --max-per-host N` with the same N. Connections and bytes are the \
+         proxy's counters; bytes per file byte counts what the server sent through the proxy \
+         (headers, handshakes and SSH framing included) over the files' size. Load average \
+         before {}, after {}.\n",
+        report.command,
+        report.date,
+        report.runs,
+        links.args.wan_connections,
+        report.load_before,
+        report.load_after
+    );
+    let _ = writeln!(md, "| | |\n|---|---|");
+    for (k, v) in report.machine.iter().chain(&report.versions) {
+        let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
+    }
+    let _ = writeln!(md, "\n#### Summary\n");
+    let _ = writeln!(
+        md,
+        "| Workload | Link | best peer | pymatris default | pymatris, peers' settings | default / best peer | bytes per file byte: pymatris default (best peer) | issue 14's goal: >= 1.25x, <= 1.02 bytes |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    for r in &report.results {
+        let u = unit(r);
+        let best = best_peer(r);
+        let py = rate(r, Tool::Pymatris);
+        let at = rate(r, Tool::PymatrisAt);
+        let show = |x: Option<f64>| x.map_or("FAILED".to_owned(), |x| format!("{} {u}", num(x)));
+        let ratio = match (py, best) {
+            (Some(p), Some((_, b))) => format!("{:.2}x", p / b),
+            _ => "n/a".to_owned(),
+        };
+        let py_wire = wire(r, Tool::Pymatris);
+        let met = match (py, best, py_wire) {
+            (Some(p), Some((_, b)), Some(w)) => {
+                if p / b >= 1.25 && w.per_file_byte <= 1.02 {
+                    "met"
+                } else {
+                    "**not met**"
+                }
+            }
+            _ => "n/a",
+        };
+        let bytes = format!(
+            "{} ({})",
+            py_wire.map_or("n/a".to_owned(), |w| format!("{:.3}", w.per_file_byte)),
+            best.and_then(|(t, _)| wire(r, t))
+                .map_or("n/a".to_owned(), |w| format!("{:.3}", w.per_file_byte))
+        );
+        let _ = writeln!(
+            md,
+            "| {} {} | {} | {} | {} | {} | {ratio} | {bytes} | {met} |",
+            r.wl.id,
+            r.wl.title,
+            links.describe(link_of(&r.wl), r.wl.proto),
+            best.map_or("n/a".to_owned(), |(t, x)| format!(
+                "{} {} {u}",
+                t.name(),
+                num(x)
+            )),
+            show(py),
+            show(at),
+        );
+    }
+    for note in report.notes.iter().chain(&report.skipped) {
+        let _ = writeln!(md, "\n- {note}");
+    }
+    for r in &report.results {
+        let u = unit(r);
+        let best = best_peer(r).map(|(_, x)| x);
+        let _ = writeln!(
+            md,
+            "\n#### {}: {} ({} file(s), {:.1} MB)\n",
+            r.wl.id,
+            r.wl.title,
+            r.files,
+            r.bytes as f64 / 1e6
+        );
+        let _ = writeln!(
+            md,
+            "| Tool | Settings | Wall, median (s) | {u} | / best peer | Connections | Bytes per file byte |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for c in &r.cells {
+            let Some(s) = r.stats(c) else {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | FAILED ({} of {} runs) | | | | |",
+                    c.tool.name(),
+                    c.settings,
+                    c.failures.len(),
+                    c.failures.len() + c.samples.len()
+                );
+                continue;
+            };
+            let w = wire(r, c.tool);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} | {} | {} | {} | {} |",
+                c.tool.name(),
+                c.settings,
+                s.median,
+                num(s.rate),
+                best.map_or("n/a".to_owned(), |b| format!("{:.2}x", s.rate / b)),
+                w.map_or("n/a".to_owned(), |w| format!("{:.0}", w.connections)),
+                w.map_or("n/a".to_owned(), |w| format!("{:.3}", w.per_file_byte)),
+            );
+        }
+        for c in &r.cells {
+            if let Some(first) = c.failures.first() {
+                let _ = writeln!(
+                    md,
+                    "\n{} failed: {}",
+                    c.tool.name(),
+                    first.replace('|', "\\|")
+                );
+            }
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_workload_has_its_own_id_and_the_1_gib_row_the_far_link() {
+        let t = table();
+        let mut ids: Vec<&str> = t.iter().map(|(w, _)| w.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), t.len());
+        for (w, link) in &t {
+            assert_eq!(link_of(w), *link);
+            assert_eq!(*link == Link::Far, w.data == DataSet::Big, "{}", w.id);
+        }
+    }
+
+    #[test]
+    fn the_wan_part_replaces_its_own_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.md");
+        std::fs::write(&p, "# T\n\nloopback\n").unwrap();
+        write_doc(&p, "first").unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.starts_with("# T\n\nloopback\n") && s.contains("## WAN bench"));
+        assert!(s.contains("first"));
+        std::fs::write(&p, format!("{s}\n## After\n")).unwrap();
+        write_doc(&p, "second").unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.contains("second") && !s.contains("first") && s.ends_with("## After\n"));
+        assert_eq!(s.matches("## WAN bench").count(), 1);
+    }
+}
