@@ -13,8 +13,8 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// One semaphore per host (and port) for `--max-per-host`.
 pub(super) struct HostSlots {
-    pub(super) per_host: usize,
-    pub(super) hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl HostSlots {
@@ -25,6 +25,8 @@ impl HostSlots {
         }
     }
 
+    /// The semaphore of the URL's host and port: the host's name in any
+    /// case, and the port written or implied, are one host.
     pub(super) fn semaphore(&self, url: &Url) -> Arc<Semaphore> {
         let key = format!(
             "{}:{}",
@@ -58,5 +60,31 @@ impl Batch {
             () = self.cancel.cancelled() => Err(Error::cancelled()),
             permit = semaphore.acquire_owned() => Ok(permit.ok()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_semaphore_per_host_and_port() {
+        let slots = HostSlots::new(2);
+        let at = |u: &str| slots.semaphore(&Url::parse(u).unwrap());
+        let a = at("http://Example.org/a");
+        assert!(Arc::ptr_eq(&a, &at("http://example.org:80/b")));
+        assert!(!Arc::ptr_eq(&a, &at("https://example.org/a")));
+        assert!(!Arc::ptr_eq(&a, &at("http://example.org:8080/a")));
+        assert!(!Arc::ptr_eq(&a, &at("http://example.net/a")));
+        let held = (a.clone().try_acquire_owned(), a.clone().try_acquire_owned());
+        assert!(held.0.is_ok() && held.1.is_ok());
+        assert!(at("http://EXAMPLE.org/c").try_acquire_owned().is_err());
+        // Zero means one.
+        assert_eq!(
+            HostSlots::new(0)
+                .semaphore(&Url::parse("ftp://h/").unwrap())
+                .available_permits(),
+            1
+        );
     }
 }
