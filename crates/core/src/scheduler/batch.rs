@@ -4,7 +4,7 @@
 //! file may use now.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -166,18 +166,15 @@ impl Batch {
             protocol,
             url,
             temp,
-            unnamed: AtomicBool::new(false),
             id,
             size: meta.size,
             validator: Some(meta.validator.clone()).filter(|v| !v.is_empty()),
-            spans: Mutex::new(Vec::new()),
+            parts: FileJob::no_parts(meta.size),
+            opened: std::sync::OnceLock::new(),
             workers: AtomicUsize::new(0),
             span_done: Notify::new(),
             cancel: Mutex::new(self.cancel.child_token()),
-            single: AtomicBool::new(false),
-            rewound: AtomicBool::new(false),
             state_final: Mutex::new(false),
-            durable_part: std::sync::OnceLock::new(),
         };
         let start = Start {
             body,

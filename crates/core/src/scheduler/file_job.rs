@@ -2,9 +2,9 @@
 //! file, the plan of its parts, the loop that runs their workers and falls
 //! back to one stream, and the resume state kept under `--continue`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::batch::Batch;
+use super::checkpoint::AbortOnDrop;
 use super::internal_error;
-use super::parts::{SharedSpan, Span, TAIL_POLL, lock, plan_parts};
+use super::parts::{PartTable, Rules, TAIL_POLL, plan_parts};
 use super::retry::HandleWait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming;
@@ -23,11 +24,6 @@ use crate::redact::redact_url;
 use crate::reporter::ReportId;
 use crate::resume;
 use crate::writer::PartFile;
-
-/// How often, under `--continue`, the resume state of a file is written
-/// while it downloads, so that a process killed outright (which writes
-/// nothing on its way out) loses at most this much of its work.
-pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 /// How a file's transfer begins.
 pub(super) struct Start {
@@ -47,15 +43,16 @@ pub(super) struct FileJob {
     pub(super) protocol: Arc<dyn Protocol>,
     pub(super) url: Url,
     pub(super) temp: Utf8PathBuf,
-    /// Set when the download went to an unnamed file rather than to
-    /// `temp` (see [`NameTable::unnamed_file`]).
-    pub(super) unnamed: AtomicBool,
     pub(super) id: ReportId,
     /// The size of the file, when known.
     pub(super) size: Option<u64>,
     /// The version of the file the first response described.
     pub(super) validator: Option<Validator>,
-    pub(super) spans: Mutex<Vec<SharedSpan>>,
+    /// The file's spans, under the one lock all its workers share (each
+    /// span keeps the token that stops its worker when it is taken over).
+    pub(super) parts: Mutex<PartTable<CancellationToken>>,
+    /// The part file, once open.
+    pub(super) opened: OnceLock<Opened>,
     /// Workers running.
     pub(super) workers: AtomicUsize,
     /// Told whenever a worker is done with a span, so that workers waiting
@@ -64,19 +61,22 @@ pub(super) struct FileJob {
     /// Cancels this file's workers (a child of the batch's token); a new
     /// one replaces it when the file starts over as one stream.
     pub(super) cancel: Mutex<CancellationToken>,
-    /// Set when the server stopped honouring ranges: the file is fetched as
-    /// one stream from then on.
-    pub(super) single: AtomicBool,
-    /// Set when the one stream started over from byte 0 (the file on disk
-    /// may then be longer than what this attempt wrote).
-    pub(super) rewound: AtomicBool,
     /// Set, under its lock, once the download's outcome decides what
     /// becomes of its resume state: checkpoints (written under the same
     /// lock) stop then, and never undo that decision.
     pub(super) state_final: Mutex<bool>,
-    /// The part file, kept under `--continue` with `fsync`: a state is
-    /// written only after the bytes it claims are synced.
-    pub(super) durable_part: std::sync::OnceLock<PartFile>,
+}
+
+/// The part file of a download.
+pub(super) struct Opened {
+    /// Kept under `--continue` with `fsync`: a state is written only after
+    /// the bytes it claims are synced. (Otherwise not kept, so that the
+    /// part file is closed before its rename.)
+    pub(super) durable: Option<PartFile>,
+    /// Whether it is an unnamed file rather than `temp` (see
+    /// [`NameTable::unnamed_file`](crate::naming::NameTable::unnamed_file)):
+    /// it then vanishes with its last descriptor.
+    unnamed: bool,
 }
 
 impl FileJob {
@@ -112,7 +112,7 @@ impl FileJob {
                 }
             }
             // An unnamed file vanishes with its last descriptor.
-            Err(_) if job.unnamed.load(Ordering::Relaxed) => {}
+            Err(_) if job.unnamed() => {}
             // The temp file holds an incomplete or unverified download:
             // never leave it behind, and never rename it.
             Err(_) => {
@@ -125,64 +125,24 @@ impl FileJob {
         result
     }
 
-    /// The resume state of the file as it is on disk now.
-    pub(super) fn state(&self) -> resume::State {
-        resume::State {
-            url: redact_url(&self.url),
-            size: self.size,
-            validator: self.validator.clone().unwrap_or_default(),
-            spans: self.span_list(),
-        }
+    /// Whether the download goes to an unnamed file.
+    pub(super) fn unnamed(&self) -> bool {
+        self.opened.get().is_some_and(|o| o.unnamed)
     }
 
-    /// Writes the resume state every [`CHECKPOINT_EVERY`] while bytes
-    /// arrive, until the download's outcome is known.
-    pub(super) async fn checkpoints(self: Arc<Self>) {
-        let mut saved = Vec::new();
-        loop {
-            tokio::time::sleep(CHECKPOINT_EVERY).await;
-            let state = self.state();
-            if state.spans.is_empty() || state.spans == saved {
-                continue;
-            }
-            if let Err(e) = self.sync_part().await {
-                tracing::debug!("cannot sync {}: {e}", self.temp);
-                continue;
-            }
-            let done = self.state_final.lock().expect("state lock poisoned");
-            if *done {
-                return;
-            }
-            // A few small writes: not worth a trip to the blocking pool.
-            match resume::save(&self.temp, &state) {
-                Ok(()) => saved = state.spans,
-                Err(e) => tracing::debug!("cannot checkpoint {}: {e}", self.temp),
-            }
-            drop(done);
-        }
+    /// The file's spans, locked.
+    pub(super) fn parts(&self) -> MutexGuard<'_, PartTable<CancellationToken>> {
+        self.parts.lock().expect("parts poisoned")
     }
 
-    /// With `fsync`, makes what the part file holds durable, so that a
-    /// state taken before survives a power cut as well as a killed process.
-    pub(super) async fn sync_part(&self) -> std::io::Result<()> {
-        match self.durable_part.get() {
-            Some(part) => part.with(|f| f.sync_data()).await,
-            None => Ok(()),
-        }
-    }
-
-    /// `[start, pos, end]` of every span, `pos` what is on disk: at any
-    /// moment (the spans are read under one lock, so they tile the file)
-    /// a true statement of which bytes of the file are good.
-    pub(super) fn span_list(&self) -> Vec<[u64; 3]> {
-        let spans = self.spans.lock().expect("spans poisoned");
-        spans
-            .iter()
-            .map(|span| {
-                let s = lock(span);
-                [s.start, s.on_disk.min(s.end).max(s.start), s.end]
-            })
-            .collect()
+    /// An empty table, until the plan is made.
+    pub(super) fn no_parts(size: Option<u64>) -> Mutex<PartTable<CancellationToken>> {
+        let rules = Rules {
+            min_split: 1,
+            takeover_after: Duration::MAX,
+            max_takeovers: 0,
+        };
+        Mutex::new(PartTable::new(size, &[], rules, false, Instant::now()))
     }
 
     pub(super) async fn transfer(
@@ -227,7 +187,7 @@ impl FileJob {
                     self.batch.names.unnamed_file(dir)
                 })
                 .flatten();
-            self.unnamed.store(unnamed.is_some(), Ordering::Relaxed);
+            let is_unnamed = unnamed.is_some();
             let opened = match unnamed {
                 Some(file) => Ok(file),
                 // What `resume::load` found resumable is reopened, never
@@ -239,7 +199,7 @@ impl FileJob {
                     .map_err(|e| Error::io(format_args!("cannot create {}", self.temp), e)),
             };
             match opened {
-                Ok(file) => break file,
+                Ok(file) => break (file, is_unnamed),
                 Err(e) if e.is_out_of_handles() => {
                     body = None;
                     self.batch.wait_for_handles(&mut handles, e).await?;
@@ -247,11 +207,13 @@ impl FileJob {
                 Err(e) => return Err(e),
             }
         };
+        let (file, unnamed) = file;
         let file = PartFile::new(file);
-        if self.batch.config.resume && self.batch.config.fsync {
-            let _ = self.durable_part.set(file.clone());
-        }
         let config = &self.batch.config;
+        let _ = self.opened.set(Opened {
+            durable: (config.resume && config.fsync).then(|| file.clone()),
+            unnamed,
+        });
         let resumed = start.resumed.is_some();
         let plan: Vec<[u64; 3]> = match start.resumed {
             Some(spans) => spans,
@@ -265,24 +227,23 @@ impl FileJob {
             .map(|(start, end)| [start, start, end])
             .collect(),
         };
-        let spans: Vec<SharedSpan> = plan
-            .iter()
-            .map(|&[start, pos, end]| Span::new(start, pos, end))
-            .collect();
-        *self.spans.lock().expect("spans poisoned") = spans.clone();
-        if !start.ranges && !resumed {
-            // The server does not serve ranges of this file: one stream,
-            // which no other worker may split. (Resumed parts ask for
-            // ranges anyway, and fall back to one stream if refused.)
-            self.single.store(true, Ordering::SeqCst);
-        }
+        // Without ranges the file is one stream, which no other worker may
+        // split. (Resumed parts ask for ranges anyway, and fall back to one
+        // stream if refused.)
+        let one_stream = !start.ranges && !resumed;
+        let rules = Rules {
+            min_split: config.min_split_size,
+            takeover_after: config.takeover_after,
+            max_takeovers: config.max_tries,
+        };
+        *self.parts() = PartTable::new(self.size, &plan, rules, one_stream, Instant::now());
 
         let job = self;
         let mut workers = JoinSet::new();
-        let mut spans = spans.into_iter();
-        let first_span = spans.next().expect("a plan has at least one part");
+        let first_span = 0;
+        let spans = 1..plan.len();
         let mut failure: Option<Error> = None;
-        if spans.len() == 0 && !job.splittable() {
+        if spans.is_empty() && !job.splittable() {
             // One part that will stay one (most small files): it runs here,
             // not in a task of its own.
             let counted = job.count_in();
@@ -299,7 +260,7 @@ impl FileJob {
                 Ok(slot) => job.spawn_worker(&mut workers, &file, span, None, slot),
                 // The host has no slot free: the file goes on with the
                 // connections it has, which take this span when idle.
-                Err(_) => lock(&span).active = false,
+                Err(_) => job.parts().leave(span),
             }
         }
         // Connections left free by files that finished may find nothing
@@ -338,7 +299,7 @@ impl FileJob {
             }
             if let Some(e) = &failure
                 && e.kind() == ErrorKind::RangeUnsupported
-                && !job.single.swap(true, Ordering::SeqCst)
+                && job.parts().fall_back_to_one_stream()
             {
                 // The server answered a part's range with something else
                 // (a 200, a wrong Content-Range): trust no more ranges and
@@ -355,7 +316,8 @@ impl FileJob {
             }
             // A worker that the server refused may have left its span as
             // the others were finishing: give it a worker of its own.
-            match job.steal_orphan() {
+            let orphan = job.parts().take_orphan(Instant::now());
+            match orphan {
                 Some(span) => {
                     let slot = job.batch.slot(&job.url, true).await?;
                     job.spawn_worker(&mut workers, &file, span, None, slot);
@@ -372,7 +334,7 @@ impl FileJob {
 
     /// The part file, for messages.
     pub(super) fn part(&self) -> String {
-        if self.unnamed.load(Ordering::Relaxed) {
+        if self.unnamed() {
             let target = self.temp.as_str().strip_suffix(naming::PART_SUFFIX);
             format!(
                 "the unnamed file of {}",
@@ -385,22 +347,6 @@ impl FileJob {
 
     /// Bytes received over all spans (they tile the file).
     pub(super) fn received(&self) -> u64 {
-        let spans = self.spans.lock().expect("spans poisoned");
-        spans
-            .iter()
-            .map(|span| {
-                let s = lock(span);
-                s.pos.min(s.end).saturating_sub(s.start)
-            })
-            .sum()
-    }
-}
-
-/// Aborts a task when dropped.
-pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        self.parts().received()
     }
 }

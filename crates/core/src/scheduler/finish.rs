@@ -3,7 +3,6 @@
 //! download is visible only when it is complete.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -32,7 +31,7 @@ impl FileJob {
         let fsync = job.batch.config.fsync;
         // The parts tile 0..received, so the file is that long unless a
         // restart from zero or an earlier run left more behind.
-        let truncate = job.rewound.load(Ordering::SeqCst) || resumed;
+        let truncate = job.parts().rewound() || resumed;
         if fsync || truncate {
             file.with(move |f| {
                 if truncate {
@@ -60,7 +59,8 @@ impl FileJob {
                 .retryable(false));
             }
         }
-        if job.unnamed.load(Ordering::Relaxed) {
+        let mut copied = false;
+        if job.unnamed() {
             let named = (job.batch.names)
                 .publish_unnamed(file.raw(), target, job.batch.config.overwrite)
                 .map_err(|e| Error::io(format_args!("cannot create {target}"), e))?;
@@ -72,7 +72,7 @@ impl FileJob {
             file.with(move |f| copy_to_named(f, &temp, fsync))
                 .await
                 .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
-            job.unnamed.store(false, Ordering::Relaxed);
+            copied = true;
         } else if !crate::files::is_at(file.raw(), &job.temp) {
             // The part file was swapped for something else (a link) while
             // we wrote to it: that is not ours to rename into place. Our
@@ -88,7 +88,13 @@ impl FileJob {
             .batch
             .names
             .publish(&job.temp, target, job.batch.config.overwrite)
-            .map_err(|e| Error::io(format_args!("cannot rename {} to {target}", job.temp), e))?;
+            .map_err(|e| Error::io(format_args!("cannot rename {} to {target}", job.temp), e));
+        // The copy is a named file, which the end of a failed download
+        // (that saw an unnamed one) does not remove.
+        if copied && target.is_err() {
+            let _ = tokio::fs::remove_file(&job.temp).await;
+        }
+        let target = target?;
         Ok((target, received))
     }
 }

@@ -7,9 +7,12 @@
 //! the files of a batch share, how many connections a file gets now),
 //! `file_job` (one file from its first answer to its rename), `workers`
 //! and `pump` (the connections of a file and the bytes they carry),
-//! `parts` (how a file is cut), `retry`, `host_slots` and `finish`.
+//! `parts` (the part table: how a file is cut, and which span an idle
+//! connection takes; pure, so its rules are tested without a server),
+//! `checkpoint`, `retry`, `host_slots` and `finish`.
 
 mod batch;
+mod checkpoint;
 mod file_job;
 mod finish;
 mod host_slots;

@@ -1,11 +1,15 @@
 //! How a file is cut into parts (spans), and the rules by which an idle
 //! connection splits the largest span, takes over a stalled one, or carries
-//! on into the next.
+//! on into the next: a [`PartTable`] of plain synchronous code, with no
+//! tokio, no I/O and no clock of its own (every rule that looks at time is
+//! handed "now"), so that the rules are tested by driving the table through
+//! sequences of events rather than through a server.
 
-use std::sync::{Arc, Mutex};
+mod span;
+
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use span::Span;
 
 /// How often a worker with nothing left to split looks for a stalled part.
 pub(super) const TAIL_POLL: Duration = Duration::from_millis(250);
@@ -20,84 +24,300 @@ pub(super) const SPLIT_HORIZON: Duration = Duration::from_secs(1);
 /// How long a part's request runs before its pace says anything.
 pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 
-/// A range of the file that one worker fills: `pos` is the next byte to
-/// receive, `end` one past the last, and other workers may lower `end` to
-/// take over the rest.
-#[derive(Debug)]
-pub(super) struct Span {
-    pub(super) start: u64,
-    pub(super) pos: u64,
-    pub(super) end: u64,
-    /// Bytes `start..on_disk` are written to the file; `pos` runs ahead
-    /// by what is still gathered for writing. Resume state claims no more.
-    pub(super) on_disk: u64,
-    /// Whether a worker is filling it; a span left by a worker that the
-    /// server refused is taken over whole by the next idle worker.
-    pub(super) active: bool,
-    /// When a byte last arrived (or the span was made, or its request
-    /// was answered).
-    pub(super) progressed: Instant,
-    /// When its current request was made, and `pos` then: its pace.
-    pub(super) began: Instant,
-    pub(super) began_pos: u64,
-    /// Whether its worker is in a wait that is no stall: asking for its
-    /// bytes (connecting, logging in, waiting for a connection the server
-    /// will take; a stall is of a transfer that started, and the protocol
-    /// bounds the request by the timeout), or held back by the bandwidth
-    /// cap.
-    pub(super) waiting: bool,
-    /// Cancelled when an idle worker takes over the rest of this span
-    /// because it stalled: its own worker then stops.
-    pub(super) taken: CancellationToken,
-    /// How many stalled spans this one continues: bounded, so a server that
-    /// stalls every connection fails by the idle timeout rather than being
-    /// asked again every few seconds forever.
-    pub(super) takeovers: u32,
+/// A span's place in its table, stable until the table starts over as one
+/// stream (when no worker is left to hold an old one).
+pub(super) type SpanId = usize;
+
+/// The settings the table's rules read.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Rules {
+    /// A span is split only when at least twice this is left of it.
+    pub(super) min_split: u64,
+    /// A span that received nothing for this long has stalled.
+    pub(super) takeover_after: Duration,
+    /// How many times the rest of one range may be taken over: a server
+    /// that stalls every connection then fails by the idle timeout rather
+    /// than being asked again every few seconds forever.
+    pub(super) max_takeovers: u32,
 }
 
-impl Span {
-    pub(super) fn new(start: u64, pos: u64, end: u64) -> SharedSpan {
-        Arc::new(Mutex::new(Span {
-            start,
-            pos,
-            end,
-            on_disk: pos,
-            active: true,
-            progressed: Instant::now(),
-            began: Instant::now(),
-            began_pos: pos,
-            waiting: false,
-            taken: CancellationToken::new(),
-            takeovers: 0,
-        }))
+/// What an idle connection was given (see [`PartTable::next_for_idle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Given {
+    /// A whole span no worker fills.
+    Orphan(SpanId),
+    /// The back half of a span, cut at `at`.
+    Split { span: SpanId, at: u64 },
+    /// The rest of a stalled span, whose worker must stop.
+    TakeOver { span: SpanId, stalled: SpanId },
+}
+
+impl Given {
+    /// The span to fill.
+    pub(super) fn span(self) -> SpanId {
+        match self {
+            Given::Orphan(span) | Given::Split { span, .. } | Given::TakeOver { span, .. } => span,
+        }
+    }
+}
+
+/// What [`PartTable::record`] did with a chunk of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Recorded {
+    /// How many of the bytes belong to the span (the rest lie past its
+    /// end).
+    pub(super) take: usize,
+    /// Whether the span is now complete.
+    pub(super) full: bool,
+    /// Whether the chunk ran past the end of the file.
+    pub(super) past_file_end: bool,
+}
+
+/// Every span of one file, under one lock: together they tile the file
+/// (`0..size`, or `0..` when the size is unknown) at every moment, so the
+/// bytes received and the resume state are read from one consistent view.
+#[derive(Debug)]
+pub(super) struct PartTable<S> {
+    size: Option<u64>,
+    rules: Rules,
+    spans: Vec<Span<S>>,
+    /// The file is fetched as one stream, which no worker may split:
+    /// the server does not serve ranges, or stopped honouring them.
+    one_stream: bool,
+    /// The one stream started over from byte 0, so the file on disk may
+    /// be longer than what this attempt wrote.
+    rewound: bool,
+}
+
+impl<S: Default> PartTable<S> {
+    /// A table of `plan`'s spans (`[start, pos, end]`, tiling the file),
+    /// each with a worker.
+    pub(super) fn new(
+        size: Option<u64>,
+        plan: &[[u64; 3]],
+        rules: Rules,
+        one_stream: bool,
+        now: Instant,
+    ) -> Self {
+        let spans = plan
+            .iter()
+            .map(|&[start, pos, end]| Span::new(start, pos, end, now))
+            .collect();
+        PartTable {
+            size,
+            rules,
+            spans,
+            one_stream,
+            rewound: false,
+        }
     }
 
-    /// Whether an idle connection gains by taking the back half of this
-    /// span now. Its request asks up to `end`: a cut wastes whatever the
-    /// server has sent past it (and SFTP reads already asked for), so a
-    /// part on course to finish soon is left to its connection; one that
-    /// is slow, or stuck asking for its bytes, is split.
-    pub(super) fn worth_splitting(&self) -> bool {
-        let elapsed = self.began.elapsed();
-        if self.waiting {
-            return elapsed >= SPLIT_HORIZON;
+    /// Replaces every span by one covering the whole file, fetched as one
+    /// stream from byte 0. Returns it.
+    pub(super) fn restart_as_one_stream(&mut self, now: Instant) -> SpanId {
+        self.one_stream = true;
+        self.rewound = true;
+        let end = self.size.unwrap_or(u64::MAX);
+        self.spans = vec![Span::new(0, 0, end, now)];
+        0
+    }
+
+    /// What an idle connection may do now: take a span no worker fills;
+    /// split the span with the most bytes left of those worth splitting
+    /// (see [`Span::worth_splitting`]) and take its back half; or take over
+    /// the rest of a stalled span, whose worker must then be stopped (its
+    /// `stop` is returned by [`PartTable::stop`]).
+    pub(super) fn next_for_idle(&mut self, now: Instant) -> Option<Given> {
+        if let Some(orphan) = self.take_orphan(now) {
+            return Some(Given::Orphan(orphan));
         }
-        if elapsed < PACE_SEEN_AFTER {
+        // Without a known size, or when ranges failed, there is no range
+        // to split.
+        if self.size.is_none() || self.one_stream {
+            return None;
+        }
+        let min = self.rules.min_split.max(1);
+        let victim = (self.spans.iter().enumerate())
+            .filter(|(_, s)| s.active && s.left() >= 2 * min && s.worth_splitting(now))
+            .max_by_key(|(_, s)| s.left())
+            .map(|(id, _)| id);
+        if let Some(victim) = victim {
+            let v = &mut self.spans[victim];
+            let at = v.pos + v.left() / 2;
+            let stolen = Span::new(at, at, v.end, now);
+            v.end = at;
+            self.spans.push(stolen);
+            return Some(Given::Split {
+                span: self.spans.len() - 1,
+                at,
+            });
+        }
+        // A connection that stalled near the end must not hold the file
+        // until the idle timeout: its whole rest goes to the idle one.
+        let stalled = self
+            .spans
+            .iter()
+            .position(|s| s.stalled(now, &self.rules))?;
+        let v = &mut self.spans[stalled];
+        let mut rest = Span::new(v.pos, v.pos, v.end, now);
+        rest.takeovers = v.takeovers + 1;
+        v.end = v.pos;
+        self.spans.push(rest);
+        Some(Given::TakeOver {
+            span: self.spans.len() - 1,
+            stalled,
+        })
+    }
+}
+
+impl<S> PartTable<S> {
+    /// Whether the file is fetched as one stream.
+    pub(super) fn one_stream(&self) -> bool {
+        self.one_stream
+    }
+
+    /// Marks the file as fetched as one stream from now on; returns
+    /// whether it was not already.
+    pub(super) fn fall_back_to_one_stream(&mut self) -> bool {
+        !std::mem::replace(&mut self.one_stream, true)
+    }
+
+    /// Whether the one stream started over from byte 0.
+    pub(super) fn rewound(&self) -> bool {
+        self.rewound
+    }
+
+    /// `[start, pos, end]` of every span, `pos` what is on disk: a true
+    /// statement of which bytes of the file are good.
+    pub(super) fn resume_state(&self) -> Vec<[u64; 3]> {
+        (self.spans.iter())
+            .map(|s| [s.start, s.on_disk.min(s.end).max(s.start), s.end])
+            .collect()
+    }
+
+    /// Bytes received over all spans.
+    pub(super) fn received(&self) -> u64 {
+        (self.spans.iter())
+            .map(|s| s.pos.min(s.end).saturating_sub(s.start))
+            .sum()
+    }
+
+    /// Whether some span is still being filled and could stall (so an
+    /// idle worker has a reason to stay near the tail).
+    pub(super) fn others_running(&self) -> bool {
+        if self.size.is_none() || self.one_stream {
             return false;
         }
-        let received = self.pos.saturating_sub(self.began_pos);
-        if received == 0 {
-            return true;
-        }
-        let left = self.end.saturating_sub(self.pos);
-        elapsed.mul_f64(left as f64 / received as f64) >= SPLIT_HORIZON
+        self.spans.iter().any(|s| s.active && s.pos < s.end)
     }
-}
 
-pub(super) type SharedSpan = Arc<Mutex<Span>>;
+    /// A span no worker fills, taken whole at `now`: its stall clock
+    /// starts again, since nothing was owed to its new worker.
+    pub(super) fn take_orphan(&mut self, now: Instant) -> Option<SpanId> {
+        let id = (self.spans.iter()).position(|s| !s.active && s.pos < s.end)?;
+        let s = &mut self.spans[id];
+        s.active = true;
+        s.progressed = now;
+        Some(id)
+    }
 
-pub(super) fn lock(span: &SharedSpan) -> std::sync::MutexGuard<'_, Span> {
-    span.lock().expect("span poisoned")
+    /// The span's worker leaves it (the server refused the connection):
+    /// the next idle worker takes it whole.
+    pub(super) fn leave(&mut self, id: SpanId) {
+        self.spans[id].active = false;
+    }
+
+    /// Extends `id`, which is full, over the untouched span without a
+    /// worker that starts where it ends, so that a body going on past its
+    /// span is not dropped. Returns whether it did.
+    pub(super) fn absorb_next(&mut self, id: SpanId) -> bool {
+        let end = self.spans[id].end;
+        let next = (self.spans.iter().enumerate()).position(|(i, o)| {
+            i != id && !o.active && o.start == end && o.pos == o.start && o.end > o.start
+        });
+        let Some(next) = next else {
+            return false;
+        };
+        let o = &mut self.spans[next];
+        let new_end = o.end;
+        o.end = o.start;
+        self.spans[id].end = new_end;
+        true
+    }
+
+    /// A new request for the rest of `id` starts, from the first byte
+    /// not on disk (after a failed write, bytes gathered are lost).
+    /// Returns the range to ask for.
+    pub(super) fn begin_request(&mut self, id: SpanId, now: Instant) -> (u64, u64) {
+        let s = &mut self.spans[id];
+        s.pos = s.on_disk;
+        s.began = now;
+        s.began_pos = s.pos;
+        (s.pos, s.end)
+    }
+
+    /// The span's worker waits for something that is not a stall (its
+    /// request's answer, the bandwidth cap).
+    pub(super) fn waiting(&mut self, id: SpanId) {
+        self.spans[id].waiting = true;
+    }
+
+    /// The wait is over: the stall clock starts again now.
+    pub(super) fn done_waiting(&mut self, id: SpanId, now: Instant) {
+        let s = &mut self.spans[id];
+        s.waiting = false;
+        s.progressed = now;
+    }
+
+    /// The server sent the only span's bytes from byte 0 instead of from
+    /// where it was asked: the span starts over from 0. Returns false (and
+    /// changes nothing) when the file has other spans, which a stream from
+    /// 0 cannot serve.
+    pub(super) fn rewind(&mut self, id: SpanId) -> bool {
+        if self.spans.len() != 1 {
+            return false;
+        }
+        self.rewound = true;
+        let s = &mut self.spans[id];
+        s.start = 0;
+        s.pos = 0;
+        s.on_disk = 0;
+        true
+    }
+
+    /// Records `len` bytes received for `id` at `now`: those up to the
+    /// span's end are its.
+    pub(super) fn record(&mut self, id: SpanId, len: usize, now: Instant) -> Recorded {
+        let s = &mut self.spans[id];
+        let take = (len as u64).min(s.left()) as usize;
+        s.pos += take as u64;
+        s.progressed = now;
+        Recorded {
+            take,
+            full: s.pos >= s.end,
+            past_file_end: take < len && Some(s.end) == self.size,
+        }
+    }
+
+    /// `n` more bytes of `id` are written to the file.
+    pub(super) fn written(&mut self, id: SpanId, n: u64) {
+        self.spans[id].on_disk += n;
+    }
+
+    /// The next byte `id` expects.
+    pub(super) fn pos(&self, id: SpanId) -> u64 {
+        self.spans[id].pos
+    }
+
+    /// One past the last byte of `id`.
+    pub(super) fn end(&self, id: SpanId) -> u64 {
+        self.spans[id].end
+    }
+
+    /// How the worker of `id` is told to stop.
+    pub(super) fn stop(&self, id: SpanId) -> &S {
+        &self.spans[id].stop
+    }
 }
 
 /// Cuts `0..size` into at most `max_splits` parts of at least `min_split`
@@ -130,21 +350,4 @@ pub(super) fn plan_parts(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parts_tile_the_file_and_respect_the_minimum() {
-        assert_eq!(plan_parts(Some(0), true, 5, 10), vec![(0, 0)]);
-        assert_eq!(plan_parts(Some(10), true, 5, 10), vec![(0, 10)]);
-        assert_eq!(plan_parts(Some(25), true, 5, 10), vec![(0, 13), (13, 25)]);
-        assert_eq!(plan_parts(Some(100), false, 5, 10), vec![(0, 100)]);
-        assert_eq!(plan_parts(None, true, 5, 10), vec![(0, u64::MAX)]);
-        let plan = plan_parts(Some(1003), true, 5, 1);
-        assert_eq!(plan.len(), 5);
-        assert_eq!(plan.first().unwrap().0, 0);
-        assert_eq!(plan.last().unwrap().1, 1003);
-        assert!(plan.windows(2).all(|w| w[0].1 == w[1].0));
-        assert_eq!(plan_parts(Some(100), true, 0, 0), vec![(0, 100)]);
-    }
-}
+mod tests;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 use super::file_job::FileJob;
-use super::parts::{SharedSpan, lock};
+use super::parts::{Recorded, SpanId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::ByteStream;
 
@@ -25,14 +25,14 @@ impl FileJob {
     pub(super) async fn pump(
         &self,
         file: &PartFile,
-        span: &SharedSpan,
+        span: SpanId,
         mut body: ByteStream,
     ) -> Result<()> {
         let timeout = self.batch.config.protocol.timeout;
         let cancel = self.cancel_token();
         let (start, taken) = {
-            let s = lock(span);
-            (s.pos, s.taken.clone())
+            let parts = self.parts();
+            (parts.pos(span), parts.stop(span).clone())
         };
         let mut out = WriteBehind::new(file.clone(), start, WRITE_BUF);
         let outcome: Result<()> = 'pump: loop {
@@ -52,11 +52,14 @@ impl FileJob {
                     ));
                 }
                 Ok(None) => {
-                    let s = lock(span);
+                    let (pos, end) = {
+                        let parts = self.parts();
+                        (parts.pos(span), parts.end(span))
+                    };
                     break match self.size {
-                        Some(_) if s.pos < s.end => Err(Error::new(
+                        Some(_) if pos < end => Err(Error::new(
                             ErrorKind::Truncated,
-                            format!("the server closed the body at byte {} of {}", s.pos, s.end),
+                            format!("the server closed the body at byte {pos} of {end}"),
                         )),
                         _ => Ok(()),
                     };
@@ -66,30 +69,23 @@ impl FileJob {
                     // A chunk may run past the span's end: the rest goes to
                     // the next span when this one can absorb it.
                     while !chunk.is_empty() {
-                        let (take, full, past_file_end) = {
-                            let mut s = lock(span);
-                            let room = s.end.saturating_sub(s.pos);
-                            let take = (chunk.len() as u64).min(room) as usize;
-                            s.pos += take as u64;
-                            let now = Instant::now();
-                            s.progressed = now;
-                            self.batch.progressed_at(now);
-                            let full = s.pos >= s.end;
-                            let past = take < chunk.len() && Some(s.end) == self.size;
-                            (take, full, past)
-                        };
+                        let now = Instant::now();
+                        let Recorded {
+                            take,
+                            full,
+                            past_file_end,
+                        } = self.parts().record(span, chunk.len(), now);
+                        self.batch.progressed_at(now);
                         let written = out.push(chunk.split_to(take)).await.map_err(|e| {
                             Error::io(format_args!("cannot write {}", self.part()), e)
                         })?;
-                        lock(span).on_disk += written;
+                        self.parts().written(span, written);
                         self.batch.reporter.on_progress(self.id, written);
                         if let Some(throttle) = &self.batch.throttle {
                             // The wait is ours, not the server's.
-                            lock(span).waiting = true;
+                            self.parts().waiting(span);
                             throttle.take(take as u64).await;
-                            let mut s = lock(span);
-                            s.waiting = false;
-                            s.progressed = Instant::now();
+                            self.parts().done_waiting(span, Instant::now());
                         }
                         if past_file_end {
                             break 'pump Err(Error::new(
@@ -101,7 +97,7 @@ impl FileJob {
                         // The body may go on past this span (an open-ended
                         // first request): rather than drop the connection,
                         // carry on into the next span if no worker has it.
-                        if full && !self.absorb_next(span) {
+                        if full && !self.parts().absorb_next(span) {
                             break 'pump Ok(());
                         }
                     }
@@ -114,7 +110,7 @@ impl FileJob {
             .finish()
             .await
             .map_err(|e| Error::io(format_args!("cannot write {}", self.part()), e))?;
-        lock(span).on_disk += written;
+        self.parts().written(span, written);
         self.batch.reporter.on_progress(self.id, written);
         outcome
     }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::file_job::FileJob;
-use super::parts::{SharedSpan, Span, TAIL_POLL, lock};
+use super::parts::{Given, SpanId, TAIL_POLL};
 use super::retry::Tries;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{ByteRange, ByteStream};
@@ -34,17 +34,17 @@ impl FileJob {
     pub(super) async fn worker(
         self: Arc<Self>,
         file: PartFile,
-        span: SharedSpan,
+        span: SpanId,
         body: Option<ByteStream>,
     ) -> Result<()> {
-        let filled = self.fill(&file, &span, body).await;
+        let filled = self.fill(&file, span, body).await;
         self.span_done.notify_waiters();
         if filled? == Filled::Left {
             return Ok(());
         }
         loop {
             if let Some(next) = self.steal() {
-                let filled = self.fill(&file, &next, None).await;
+                let filled = self.fill(&file, next, None).await;
                 self.span_done.notify_waiters();
                 if filled? == Filled::Left {
                     return Ok(());
@@ -71,14 +71,7 @@ impl FileJob {
 
     /// Whether some span is still being filled and could stall.
     pub(super) fn others_running(&self) -> bool {
-        if self.size.is_none() || self.single.load(Ordering::SeqCst) {
-            return false;
-        }
-        let spans = self.spans.lock().expect("spans poisoned");
-        spans.iter().any(|span| {
-            let s = lock(span);
-            s.active && s.pos < s.end
-        })
+        self.parts().others_running()
     }
 
     pub(super) fn cancel_token(&self) -> CancellationToken {
@@ -87,20 +80,17 @@ impl FileJob {
 
     /// Replaces every span by one covering the whole file, with a fresh
     /// cancellation token, and takes back the progress reported so far.
-    pub(super) fn restart_as_one_stream(&self) -> SharedSpan {
-        self.rewound.store(true, Ordering::SeqCst);
+    pub(super) fn restart_as_one_stream(&self) -> SpanId {
         *self.cancel.lock().expect("cancel poisoned") = self.batch.cancel.child_token();
         self.batch.reporter.on_rewind(self.id, self.received());
-        let span = Span::new(0, 0, self.size.unwrap_or(u64::MAX));
-        *self.spans.lock().expect("spans poisoned") = vec![span.clone()];
-        span
+        self.parts().restart_as_one_stream(Instant::now())
     }
 
     /// Whether parts of the file could ever be fetched at once: its size
     /// is known, ranges work, and it holds at least two minimum parts.
     pub(super) fn splittable(&self) -> bool {
         let min = self.batch.config.min_split_size.max(1);
-        !self.single.load(Ordering::SeqCst)
+        !self.parts().one_stream()
             && self.batch.config.max_splits > 1
             && self.size.is_some_and(|size| size >= min.saturating_mul(2))
     }
@@ -137,7 +127,7 @@ impl FileJob {
         self: &Arc<Self>,
         workers: &mut JoinSet<Result<()>>,
         file: &PartFile,
-        span: SharedSpan,
+        span: SpanId,
         body: Option<ByteStream>,
         slot: Option<OwnedSemaphorePermit>,
     ) {
@@ -162,7 +152,7 @@ impl FileJob {
     pub(super) async fn run_worker(
         self: Arc<Self>,
         file: PartFile,
-        span: SharedSpan,
+        span: SpanId,
         body: Option<ByteStream>,
         slot: Option<OwnedSemaphorePermit>,
         _counted: Counted,
@@ -173,140 +163,55 @@ impl FileJob {
         result
     }
 
-    /// A span no worker fills, taken whole.
-    pub(super) fn steal_orphan(&self) -> Option<SharedSpan> {
-        let spans = self.spans.lock().expect("spans poisoned");
-        spans
-            .iter()
-            .find(|span| {
-                let mut s = lock(span);
-                let orphan = !s.active && s.pos < s.end;
-                if orphan {
-                    s.active = true;
-                }
-                orphan
-            })
-            .cloned()
-    }
-
-    /// Takes a span no worker fills, or splits the span with the most bytes
-    /// left of those worth splitting (see [`Span::worth_splitting`]) and
-    /// returns its second half; or takes over a stalled one.
-    pub(super) fn steal(&self) -> Option<SharedSpan> {
+    /// What an idle worker of this file does next (see
+    /// [`PartTable::next_for_idle`](super::parts::PartTable::next_for_idle)):
+    /// the span it is to fill. The worker of
+    /// a span taken over is told to stop.
+    pub(super) fn steal(&self) -> Option<SpanId> {
         if self.cancel_token().is_cancelled() {
             return None;
         }
-        if let Some(orphan) = self.steal_orphan() {
-            return Some(orphan);
-        }
-        // Without a known size, or when ranges failed, there is no range
-        // to split.
-        self.size?;
-        if self.single.load(Ordering::SeqCst) {
-            return None;
-        }
-        let min = self.batch.config.min_split_size.max(1);
-        let mut spans = self.spans.lock().expect("spans poisoned");
-        let victim = spans
-            .iter()
-            .filter(|s| {
-                let s = lock(s);
-                s.active && s.end.saturating_sub(s.pos) >= 2 * min && s.worth_splitting()
-            })
-            .max_by_key(|s| {
-                let s = lock(s);
-                s.end.saturating_sub(s.pos)
-            })
-            .cloned();
-        let Some(victim) = victim else {
-            return self.take_over_stalled(&mut spans);
-        };
-        let mut v = lock(&victim);
-        let left = v.end.saturating_sub(v.pos);
-        let mid = v.pos + left / 2;
-        let stolen = Span::new(mid, mid, v.end);
-        v.end = mid;
-        drop(v);
-        tracing::debug!(url = %redact_url(&self.url), from = mid, "taking over the rest of a part");
-        spans.push(stolen.clone());
-        Some(stolen)
-    }
-
-    /// Extends `span`, which is full, over the untouched span without a
-    /// worker that starts where it ends. Returns whether it did.
-    pub(super) fn absorb_next(&self, span: &SharedSpan) -> bool {
-        let spans = self.spans.lock().expect("spans poisoned");
-        let end = lock(span).end;
-        for other in spans.iter().filter(|o| !Arc::ptr_eq(o, span)) {
-            let mut o = lock(other);
-            if !o.active && o.start == end && o.pos == o.start && o.end > o.start {
-                let new_end = o.end;
-                o.end = o.start;
-                drop(o);
-                lock(span).end = new_end;
-                return true;
+        let mut parts = self.parts();
+        let given = parts.next_for_idle(Instant::now())?;
+        match given {
+            Given::Orphan(_) => {}
+            Given::Split { at, .. } => {
+                tracing::debug!(url = %redact_url(&self.url), from = at, "taking over the rest of a part");
+            }
+            Given::TakeOver { span, stalled } => {
+                tracing::debug!(url = %redact_url(&self.url), from = parts.pos(span), to = parts.end(span), "a part stalled: taking over its rest");
+                parts.stop(stalled).cancel();
             }
         }
-        false
-    }
-
-    /// Takes the whole rest of a span that has received nothing for
-    /// `Config::takeover_after`, and stops its worker: a connection that
-    /// stalled near the end must not hold the file until the idle timeout.
-    pub(super) fn take_over_stalled(&self, spans: &mut Vec<SharedSpan>) -> Option<SharedSpan> {
-        let after = self.batch.config.takeover_after;
-        let victim = spans
-            .iter()
-            .find(|span| {
-                let s = lock(span);
-                s.active
-                    && !s.waiting
-                    && s.pos < s.end
-                    && s.takeovers < self.batch.config.max_tries
-                    && s.progressed.elapsed() >= after
-            })?
-            .clone();
-        let mut v = lock(&victim);
-        let rest = Span::new(v.pos, v.pos, v.end);
-        lock(&rest).takeovers = v.takeovers + 1;
-        tracing::debug!(url = %redact_url(&self.url), from = v.pos, to = v.end, "a part stalled: taking over its rest");
-        v.end = v.pos;
-        v.taken.cancel();
-        drop(v);
-        spans.push(rest.clone());
-        Some(rest)
+        Some(given.span())
     }
 
     /// Fills one span, retrying from the last byte received.
     pub(super) async fn fill(
         &self,
         file: &PartFile,
-        span: &SharedSpan,
+        span: SpanId,
         mut body: Option<ByteStream>,
     ) -> Result<Filled> {
         let mut tries = Tries::new(self.batch.config.max_tries).of_worker();
         // The furthest the span got: bytes received again after a restart
         // from zero (a server without ranges) are no progress.
-        let mut reached = lock(span).pos;
+        let mut reached = self.parts().pos(span);
         loop {
-            let taken = lock(span).taken.clone();
+            let taken = self.parts().stop(span).clone();
             let result = async {
                 let body = match body.take() {
                     Some(body) => body,
                     None => {
                         // Nothing is received yet, so nothing is lost if the
                         // request is dropped when another worker takes over.
-                        lock(span).waiting = true;
+                        self.parts().waiting(span);
                         let next = tokio::select! {
                             () = taken.cancelled() => None,
                             next = self.refetch(span) => Some(next),
                         };
-                        {
-                            // The stall clock starts with the transfer.
-                            let mut s = lock(span);
-                            s.waiting = false;
-                            s.progressed = Instant::now();
-                        }
+                        // The stall clock starts with the transfer.
+                        self.parts().done_waiting(span, Instant::now());
                         let Some(next) = next else {
                             return Ok(());
                         };
@@ -329,11 +234,11 @@ impl FileJob {
                     // The server will not give this file another
                     // connection: leave the span to the ones it has.
                     tracing::debug!(url = %redact_url(&self.url), error = %e, "server busy, leaving the part to other connections");
-                    lock(span).active = false;
+                    self.parts().leave(span);
                     return Ok(Filled::Left);
                 }
                 Err(e) => {
-                    let pos = lock(span).pos;
+                    let pos = self.parts().pos(span);
                     let gained = pos.saturating_sub(reached);
                     reached = reached.max(pos);
                     (self.batch)
@@ -345,15 +250,8 @@ impl FileJob {
     }
 
     /// Requests the rest of `span`. Returns `None` when nothing is left.
-    pub(super) async fn refetch(&self, span: &SharedSpan) -> Result<Option<ByteStream>> {
-        let (pos, end) = {
-            // After a failed write, from the first byte not on disk.
-            let mut s = lock(span);
-            s.pos = s.on_disk;
-            s.began = Instant::now();
-            s.began_pos = s.pos;
-            (s.pos, s.end)
-        };
+    pub(super) async fn refetch(&self, span: SpanId) -> Result<Option<ByteStream>> {
+        let (pos, end) = self.parts().begin_request(span, Instant::now());
         if pos >= end {
             return Ok(None);
         }
@@ -384,16 +282,11 @@ impl FileJob {
             .retryable(false));
         }
         if fetched.offset != pos {
-            let single = self.spans.lock().expect("spans poisoned").len() == 1;
-            if fetched.offset == 0 && single {
-                // The server no longer serves ranges (or never did): start
-                // the one stream again from the beginning.
+            // The server no longer serves ranges (or never did): the one
+            // stream starts again from the beginning.
+            let rewound = fetched.offset == 0 && self.parts().rewind(span);
+            if rewound {
                 self.batch.reporter.on_rewind(self.id, pos);
-                self.rewound.store(true, Ordering::SeqCst);
-                let mut s = lock(span);
-                s.start = 0;
-                s.pos = 0;
-                s.on_disk = 0;
             } else {
                 return Err(Error::new(
                     ErrorKind::RangeUnsupported,

@@ -1,0 +1,95 @@
+//! One span of a file, and what can be judged of it alone: whether it is
+//! worth splitting now, and whether it stalled.
+
+use std::time::Instant;
+
+use super::{PACE_SEEN_AFTER, Rules, SPLIT_HORIZON};
+
+/// A range of the file that one worker fills: `pos` is the next byte to
+/// receive, `end` one past the last, and other workers may lower `end` to
+/// take over the rest.
+#[derive(Debug)]
+pub(super) struct Span<S> {
+    pub(super) start: u64,
+    pub(super) pos: u64,
+    pub(super) end: u64,
+    /// Bytes `start..on_disk` are written to the file; `pos` runs ahead
+    /// by what is still gathered for writing. Resume state claims no more.
+    pub(super) on_disk: u64,
+    /// Whether a worker is filling it; a span left by a worker that the
+    /// server refused is taken over whole by the next idle worker.
+    pub(super) active: bool,
+    /// When a byte last arrived (or the span was made, or its request
+    /// was answered).
+    pub(super) progressed: Instant,
+    /// When its current request was made, and `pos` then: its pace.
+    pub(super) began: Instant,
+    pub(super) began_pos: u64,
+    /// Whether its worker is in a wait that is no stall: asking for its
+    /// bytes (connecting, logging in, waiting for a connection the server
+    /// will take; a stall is of a transfer that started, and the protocol
+    /// bounds the request by the timeout), or held back by the bandwidth
+    /// cap.
+    pub(super) waiting: bool,
+    /// How the span's worker is told to stop when an idle worker takes
+    /// over its rest (the scheduler's cancellation token); the table only
+    /// keeps it with the span, under the same lock.
+    pub(super) stop: S,
+    /// How many stalled spans this one continues (see
+    /// [`Rules::max_takeovers`]).
+    pub(super) takeovers: u32,
+}
+
+impl<S: Default> Span<S> {
+    pub(super) fn new(start: u64, pos: u64, end: u64, now: Instant) -> Self {
+        Span {
+            start,
+            pos,
+            end,
+            on_disk: pos,
+            active: true,
+            progressed: now,
+            began: now,
+            began_pos: pos,
+            waiting: false,
+            stop: S::default(),
+            takeovers: 0,
+        }
+    }
+}
+
+impl<S> Span<S> {
+    pub(super) fn left(&self) -> u64 {
+        self.end.saturating_sub(self.pos)
+    }
+
+    /// Whether an idle connection gains by taking the back half of this
+    /// span now. Its request asks up to `end`: a cut wastes whatever the
+    /// server has sent past it (and SFTP reads already asked for), so a
+    /// part on course to finish soon is left to its connection; one that
+    /// is slow, or stuck asking for its bytes, is split.
+    pub(super) fn worth_splitting(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.began);
+        if self.waiting {
+            return elapsed >= SPLIT_HORIZON;
+        }
+        if elapsed < PACE_SEEN_AFTER {
+            return false;
+        }
+        let received = self.pos.saturating_sub(self.began_pos);
+        if received == 0 {
+            return true;
+        }
+        elapsed.mul_f64(self.left() as f64 / received as f64) >= SPLIT_HORIZON
+    }
+
+    /// Whether its worker has received nothing for `after` while the
+    /// server owed it bytes.
+    pub(super) fn stalled(&self, now: Instant, rules: &Rules) -> bool {
+        self.active
+            && !self.waiting
+            && self.pos < self.end
+            && self.takeovers < rules.max_takeovers
+            && now.saturating_duration_since(self.progressed) >= rules.takeover_after
+    }
+}

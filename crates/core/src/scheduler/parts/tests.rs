@@ -1,0 +1,506 @@
+//! The part table's rules, driven by hand and by random sequences of
+//! events, without a server or a runtime.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+const TAKEOVER: Duration = Duration::from_secs(3);
+
+fn rules(min_split: u64) -> Rules {
+    Rules {
+        min_split,
+        takeover_after: TAKEOVER,
+        max_takeovers: 3,
+    }
+}
+
+/// A table of `size` bytes cut as the scheduler cuts it.
+fn table(size: u64, parts: usize, min_split: u64, now: Instant) -> PartTable<Cell<bool>> {
+    let plan: Vec<[u64; 3]> = plan_parts(Some(size), true, parts, min_split)
+        .into_iter()
+        .map(|(s, e)| [s, s, e])
+        .collect();
+    PartTable::new(Some(size), &plan, rules(min_split), false, now)
+}
+
+/// Receives and writes `n` bytes of `id`.
+fn deliver<S>(t: &mut PartTable<S>, id: SpanId, n: usize, now: Instant) -> Recorded {
+    let r = t.record(id, n, now);
+    t.written(id, r.take as u64);
+    r
+}
+
+#[test]
+fn parts_tile_the_file_and_respect_the_minimum() {
+    assert_eq!(plan_parts(Some(0), true, 5, 10), vec![(0, 0)]);
+    assert_eq!(plan_parts(Some(10), true, 5, 10), vec![(0, 10)]);
+    assert_eq!(plan_parts(Some(25), true, 5, 10), vec![(0, 13), (13, 25)]);
+    assert_eq!(plan_parts(Some(100), false, 5, 10), vec![(0, 100)]);
+    assert_eq!(plan_parts(None, true, 5, 10), vec![(0, u64::MAX)]);
+    let plan = plan_parts(Some(1003), true, 5, 1);
+    assert_eq!(plan.len(), 5);
+    assert_eq!(plan.first().unwrap().0, 0);
+    assert_eq!(plan.last().unwrap().1, 1003);
+    assert!(plan.windows(2).all(|w| w[0].1 == w[1].0));
+    assert_eq!(plan_parts(Some(100), true, 0, 0), vec![(0, 100)]);
+}
+
+#[test]
+fn an_idle_connection_splits_the_largest_span_once_its_pace_is_seen() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 2, 100, t0);
+    // Too early to tell whether either part is on course to finish soon.
+    assert_eq!(t.next_for_idle(t0 + PACE_SEEN_AFTER - MS), None);
+    deliver(&mut t, 0, 100, t0 + MS);
+    let given = t.next_for_idle(t0 + PACE_SEEN_AFTER);
+    // The second part has the most left: it is cut in the middle of
+    // what is left of it.
+    assert_eq!(given, Some(Given::Split { span: 2, at: 750 }));
+    assert_eq!(t.end(1), 750);
+    assert_eq!((t.pos(2), t.end(2)), (750, 1000));
+    assert_eq!(
+        t.resume_state(),
+        vec![[0, 100, 500], [500, 500, 750], [750, 750, 1000]]
+    );
+}
+
+#[test]
+fn a_span_on_course_to_finish_soon_is_left_to_its_connection() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 1, 1000, t0);
+    // 900 kB in half a second: the last 100 kB come in well under the
+    // horizon.
+    deliver(&mut t, 0, 900_000, t0 + 500 * MS);
+    assert_eq!(t.next_for_idle(t0 + 500 * MS), None);
+    // A slow one is split.
+    let mut t = table(1_000_000, 1, 1000, t0);
+    deliver(&mut t, 0, 1000, t0 + 500 * MS);
+    assert!(matches!(
+        t.next_for_idle(t0 + 500 * MS),
+        Some(Given::Split { .. })
+    ));
+}
+
+#[test]
+fn a_span_still_asking_for_its_bytes_is_split_after_the_horizon() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 1, 1000, t0);
+    t.begin_request(0, t0);
+    t.waiting(0);
+    assert_eq!(t.next_for_idle(t0 + SPLIT_HORIZON - MS), None);
+    assert!(t.next_for_idle(t0 + SPLIT_HORIZON).is_some());
+}
+
+#[test]
+fn spans_too_small_to_halve_are_not_split() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 1, 600, t0);
+    assert_eq!(t.next_for_idle(t0 + Duration::from_secs(1)), None);
+}
+
+#[test]
+fn a_stalled_span_is_taken_over_from_where_it_stopped() {
+    let t0 = Instant::now();
+    // Nothing worth splitting (the minimum is the whole file).
+    let mut t = table(1000, 1, 1000, t0);
+    deliver(&mut t, 0, 300, t0 + MS);
+    assert_eq!(t.next_for_idle(t0 + MS + TAKEOVER - MS), None);
+    let given = t.next_for_idle(t0 + MS + TAKEOVER);
+    assert_eq!(
+        given,
+        Some(Given::TakeOver {
+            span: 1,
+            stalled: 0
+        })
+    );
+    assert_eq!((t.pos(0), t.end(0)), (300, 300));
+    assert_eq!((t.pos(1), t.end(1)), (300, 1000));
+    assert_eq!(t.received(), 300);
+}
+
+#[test]
+fn a_span_waiting_on_something_else_never_stalls() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 1, 1000, t0);
+    t.waiting(0);
+    assert_eq!(t.next_for_idle(t0 + 10 * TAKEOVER), None);
+    // The clock starts again when the wait ends.
+    t.done_waiting(0, t0 + 10 * TAKEOVER);
+    assert_eq!(t.next_for_idle(t0 + 11 * TAKEOVER - MS), None);
+    assert!(t.next_for_idle(t0 + 11 * TAKEOVER).is_some());
+}
+
+#[test]
+fn one_range_is_taken_over_a_bounded_number_of_times() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 1, 1000, t0);
+    let mut now = t0;
+    let mut span = 0;
+    for _ in 0..3 {
+        now += TAKEOVER;
+        span = t.next_for_idle(now).expect("a takeover").span();
+    }
+    now += TAKEOVER;
+    assert_eq!(t.next_for_idle(now), None);
+    assert_eq!((t.pos(span), t.end(span)), (0, 1000));
+}
+
+#[test]
+fn a_span_left_by_its_worker_goes_whole_to_the_next_idle_one() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 2, 100, t0);
+    t.leave(1);
+    assert!(t.others_running());
+    assert_eq!(t.next_for_idle(t0), Some(Given::Orphan(1)));
+    assert_eq!(t.take_orphan(t0), None);
+    t.leave(1);
+    assert_eq!(t.take_orphan(t0), Some(1));
+}
+
+#[test]
+fn a_full_span_carries_on_into_an_untouched_span_without_a_worker() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 2, 100, t0);
+    let r = deliver(&mut t, 0, 600, t0);
+    assert_eq!((r.take, r.full, r.past_file_end), (500, true, false));
+    // The next span has a worker: no.
+    assert!(!t.absorb_next(0));
+    t.leave(1);
+    assert!(t.absorb_next(0));
+    assert_eq!(t.end(0), 1000);
+    assert_eq!(t.take_orphan(t0), None);
+    let r = deliver(&mut t, 0, 600, t0);
+    assert_eq!((r.take, r.full, r.past_file_end), (500, true, true));
+    assert_eq!(t.received(), 1000);
+}
+
+#[test]
+fn a_retry_asks_again_from_the_first_byte_not_on_disk() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 1, 1000, t0);
+    t.record(0, 100, t0);
+    t.written(0, 60);
+    assert_eq!(t.resume_state(), vec![[0, 60, 1000]]);
+    assert_eq!(t.begin_request(0, t0), (60, 1000));
+    assert_eq!(t.received(), 60);
+}
+
+#[test]
+fn only_a_lone_span_starts_over_from_zero() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 2, 100, t0);
+    assert!(!t.rewind(1));
+    assert!(!t.rewound());
+    assert!(t.fall_back_to_one_stream());
+    assert!(!t.fall_back_to_one_stream());
+    let span = t.restart_as_one_stream(t0);
+    assert!(t.rewound() && t.one_stream());
+    assert_eq!(t.resume_state(), vec![[0, 0, 1000]]);
+    deliver(&mut t, span, 10, t0);
+    assert!(t.rewind(span));
+    assert_eq!(t.received(), 0);
+    // One stream is never split, however slow.
+    assert_eq!(t.next_for_idle(t0 + Duration::from_secs(60)), None);
+}
+
+#[test]
+fn a_file_of_unknown_size_is_one_open_span() {
+    let t0 = Instant::now();
+    let plan = [[0, 0, u64::MAX]];
+    let mut t: PartTable<()> = PartTable::new(None, &plan, rules(1), false, t0);
+    let r = deliver(&mut t, 0, 1 << 20, t0);
+    assert_eq!((r.take, r.full, r.past_file_end), (1 << 20, false, false));
+    assert!(!t.others_running());
+    assert_eq!(t.next_for_idle(t0 + Duration::from_secs(60)), None);
+}
+
+/// One connection of the file in the model below.
+#[derive(Debug, Default)]
+struct Conn {
+    /// The span it fills; `None` when idle.
+    span: Option<SpanId>,
+    /// Bytes received and not yet written.
+    gathered: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    /// Bytes arrive on a connection; a share of what it gathered is
+    /// written.
+    Deliver {
+        conn: usize,
+        len: usize,
+        write_pct: u8,
+    },
+    /// Time passes (long enough, a connection that got nothing stalled).
+    Tick { ms: u64 },
+    /// A connection breaks; with `lost`, a write failed and what it
+    /// gathered is gone; it asks again for the rest.
+    Fail { conn: usize, lost: bool },
+    /// The server refuses a connection: it leaves its span.
+    Busy { conn: usize },
+    /// A connection is held back (bandwidth cap) or is done being.
+    Wait { conn: usize, on: bool },
+    /// A connection frees up (a file of the batch finished) and looks for
+    /// work.
+    Free,
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => (0..8usize, 1..700usize, 0..=100u8)
+            .prop_map(|(conn, len, write_pct)| Event::Deliver { conn, len, write_pct }),
+        2 => (0..4000u64).prop_map(|ms| Event::Tick { ms }),
+        1 => (0..8usize, any::<bool>()).prop_map(|(conn, lost)| Event::Fail { conn, lost }),
+        1 => (0..8usize).prop_map(|conn| Event::Busy { conn }),
+        1 => (0..8usize, any::<bool>()).prop_map(|(conn, on)| Event::Wait { conn, on }),
+        2 => Just(Event::Free),
+    ]
+}
+
+/// A file's connections driving its table, checking at every step what
+/// the table promises.
+struct Model {
+    t: PartTable<Cell<bool>>,
+    size: u64,
+    now: Instant,
+    conns: Vec<Conn>,
+    /// How many times each byte of the file was written.
+    on_disk: Vec<u8>,
+    /// When each span last got a byte or an answer, and whether it waits:
+    /// what a takeover may be judged by.
+    progressed: Vec<Instant>,
+    waiting: Vec<bool>,
+}
+
+impl Model {
+    fn new(size: u64, parts: usize, min_split: u64) -> Self {
+        let now = Instant::now();
+        let t = table(size, parts, min_split, now);
+        let n = t.resume_state().len();
+        Model {
+            t,
+            size,
+            now,
+            conns: (0..n)
+                .map(|span| Conn {
+                    span: Some(span),
+                    gathered: 0,
+                })
+                .collect(),
+            on_disk: vec![0; size as usize],
+            progressed: vec![now; n],
+            waiting: vec![false; n],
+        }
+    }
+
+    /// Writes `n` gathered bytes of a connection: each byte of the file is
+    /// written once, ever.
+    fn write(&mut self, conn: usize, n: u64) {
+        let span = self.conns[conn].span.unwrap();
+        let at = self.t.resume_state()[span][1];
+        for b in &mut self.on_disk[at as usize..(at + n) as usize] {
+            assert_eq!(*b, 0, "byte {at}.. written twice");
+            *b += 1;
+        }
+        self.t.written(span, n);
+        self.conns[conn].gathered -= n;
+    }
+
+    /// The connection is done with its span: what it gathered is written.
+    fn release(&mut self, conn: usize) {
+        let gathered = self.conns[conn].gathered;
+        self.write(conn, gathered);
+        self.conns[conn].span = None;
+    }
+
+    /// A connection with a span, whose worker was not told to stop.
+    fn live(&self, conn: usize) -> Option<SpanId> {
+        let span = self.conns.get(conn)?.span?;
+        (!self.t.stop(span).get()).then_some(span)
+    }
+
+    fn apply(&mut self, e: &Event) {
+        match *e {
+            Event::Deliver {
+                conn,
+                len,
+                write_pct,
+            } => {
+                let Some(span) = self.live(conn) else { return };
+                let r = self.t.record(span, len, self.now);
+                self.progressed[span] = self.now;
+                self.conns[conn].gathered += r.take as u64;
+                let gathered = self.conns[conn].gathered;
+                self.write(conn, gathered * u64::from(write_pct) / 100);
+                if r.full {
+                    let gathered = self.conns[conn].gathered;
+                    self.write(conn, gathered);
+                    if r.past_file_end || !self.t.absorb_next(span) {
+                        self.release(conn);
+                    }
+                }
+            }
+            Event::Tick { ms } => self.now += Duration::from_millis(ms),
+            Event::Fail { conn, lost } => {
+                let Some(span) = self.live(conn) else { return };
+                if lost {
+                    self.conns[conn].gathered = 0;
+                } else {
+                    let gathered = self.conns[conn].gathered;
+                    self.write(conn, gathered);
+                }
+                let (pos, end) = self.t.begin_request(span, self.now);
+                assert_eq!(pos, self.t.resume_state()[span][1]);
+                self.t.done_waiting(span, self.now);
+                self.progressed[span] = self.now;
+                self.waiting[span] = false;
+                if pos >= end {
+                    self.conns[conn].span = None;
+                }
+            }
+            Event::Busy { conn } => {
+                let Some(span) = self.live(conn) else { return };
+                self.release(conn);
+                self.t.leave(span);
+                self.conns.remove(conn);
+            }
+            Event::Wait { conn, on } => {
+                let Some(span) = self.live(conn) else { return };
+                if on {
+                    self.t.waiting(span);
+                } else {
+                    self.t.done_waiting(span, self.now);
+                    self.progressed[span] = self.now;
+                }
+                self.waiting[span] = on;
+            }
+            Event::Free => self.idle_look(),
+        }
+        // A connection whose span was taken over stops, keeping what it
+        // received.
+        for conn in 0..self.conns.len() {
+            if let Some(span) = self.conns[conn].span
+                && self.t.stop(span).get()
+            {
+                self.release(conn);
+            }
+        }
+        self.check();
+    }
+
+    /// Idle connections (a new one first) look for work, as workers do.
+    fn idle_look(&mut self) {
+        if self.conns.len() < 8 {
+            self.conns.push(Conn::default());
+        }
+        for conn in 0..self.conns.len() {
+            if self.conns[conn].span.is_some() {
+                continue;
+            }
+            let Some(given) = self.t.next_for_idle(self.now) else {
+                break;
+            };
+            if let Given::TakeOver { stalled, .. } = given {
+                // Only a span whose server owes bytes and sent none for
+                // the takeover time is taken from its connection.
+                assert!(!self.waiting[stalled], "took over a waiting span");
+                assert!(self.now.duration_since(self.progressed[stalled]) >= TAKEOVER);
+                self.t.stop(stalled).set(true);
+            }
+            let span = given.span();
+            let spans = self.t.resume_state().len();
+            self.progressed.resize(spans, self.now);
+            self.waiting.resize(spans, false);
+            self.progressed[span] = self.now;
+            self.waiting[span] = false;
+            self.conns[conn].span = Some(span);
+        }
+    }
+
+    fn check(&self) {
+        let state = self.t.resume_state();
+        // Every byte of the file lies in exactly one span.
+        let mut tiles: Vec<_> = state.iter().filter(|s| s[2] > s[0]).collect();
+        tiles.sort();
+        let mut next = 0;
+        for [start, on_disk, end] in tiles {
+            assert_eq!(*start, next, "spans {state:?} do not tile");
+            assert!(start <= on_disk && on_disk <= end);
+            next = *end;
+        }
+        assert_eq!(next, self.size, "spans {state:?} do not cover the file");
+        // No byte is asked of two connections that are still receiving.
+        let mut owed: Vec<(u64, u64)> = (0..self.conns.len())
+            .filter_map(|c| self.live(c))
+            .map(|span| (self.t.pos(span), self.t.end(span)))
+            .filter(|(pos, end)| pos < end)
+            .collect();
+        owed.sort();
+        assert!(owed.windows(2).all(|w| w[0].1 <= w[1].0), "{owed:?}");
+        let received: u64 = (0..state.len())
+            .map(|s| self.t.pos(s).min(self.t.end(s)) - state[s][0])
+            .sum();
+        assert_eq!(self.t.received(), received);
+    }
+
+    /// Connections keep delivering: the file completes, every byte written
+    /// once.
+    fn finish(&mut self) {
+        for round in 0.. {
+            assert!(
+                round < 10_000,
+                "never finished: {:?}",
+                self.t.resume_state()
+            );
+            self.now += 50 * MS;
+            let busy: Vec<usize> = (0..self.conns.len())
+                .filter(|&c| self.live(c).is_some())
+                .collect();
+            for &conn in &busy {
+                self.apply(&Event::Deliver {
+                    conn,
+                    len: 97,
+                    write_pct: 100,
+                });
+            }
+            if busy.is_empty() {
+                // The file's own loop gives a span left without a worker
+                // a connection of its own.
+                match self.t.take_orphan(self.now) {
+                    Some(span) => self.conns.push(Conn {
+                        span: Some(span),
+                        gathered: 0,
+                    }),
+                    None => break,
+                }
+            }
+        }
+        assert!(self.on_disk.iter().all(|&b| b == 1), "bytes missing");
+        assert_eq!(self.t.received(), self.size);
+        assert!(!self.t.others_running());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn the_table_tiles_the_file_and_a_file_always_finishes(
+        size in 1..5000u64,
+        parts in 1..6usize,
+        min_split in 1..800u64,
+        events in proptest::collection::vec(event(), 0..120),
+    ) {
+        let mut model = Model::new(size, parts, min_split);
+        model.check();
+        for e in &events {
+            model.apply(e);
+        }
+        model.finish();
+    }
+}
