@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::data::DataFile;
-use super::tools::Invocation;
+use super::invocation::Invocation;
 use crate::demo::same_file_contents;
 
 /// Set by the Ctrl-C handler: the current run is killed and the bench stops.

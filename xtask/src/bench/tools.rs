@@ -2,12 +2,13 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use pymatris_harness::Servers;
 
 use super::data::{DataFile, Proto, Workload};
+use super::defaults::Defaults;
+use super::invocation::{Invocation, path, quote};
 
 /// A downloader (or `cp`, the copy limit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -154,54 +155,6 @@ impl Tool {
     }
 }
 
-/// pymatris's defaults, read from its `--help` so the peers stay matched
-/// when they change.
-#[derive(Clone, Debug)]
-pub(super) struct Defaults {
-    pub(super) max_parallel: u32,
-    pub(super) max_splits: u32,
-    /// As pymatris spells it (`1M`); aria2c's `-k` reads the same units.
-    pub(super) min_split_size: String,
-}
-
-impl Defaults {
-    pub(super) fn from_help(cli: &Path) -> anyhow::Result<Defaults> {
-        let out = Command::new(cli)
-            .arg("--help")
-            .output()
-            .with_context(|| format!("running {} --help", cli.display()))?;
-        let help = String::from_utf8_lossy(&out.stdout);
-        let get = |flag: &str| -> anyhow::Result<String> {
-            help_default(&help, flag)
-                .with_context(|| format!("no `[default: …]` for {flag} in pymatris --help"))
-        };
-        Ok(Defaults {
-            max_parallel: get("--max-parallel")?.parse()?,
-            max_splits: get("--max-splits")?.parse()?,
-            min_split_size: get("--min-split-size")?,
-        })
-    }
-}
-
-/// The `[default: X]` of `flag` in clap's long help.
-fn help_default(help: &str, flag: &str) -> Option<String> {
-    let mut lines = help.lines().skip_while(|l| {
-        let l = l.trim_start();
-        !(l.starts_with(flag) || l.contains(&format!(", {flag}")))
-    });
-    lines.next()?;
-    for line in lines {
-        let t = line.trim_start();
-        if t.starts_with('-') {
-            return None;
-        }
-        if let Some(rest) = t.split("[default: ").nth(1) {
-            return rest.split(']').next().map(str::to_owned);
-        }
-    }
-    None
-}
-
 /// A shaping proxy in front of a workload's server (`--wan`), which the
 /// tools reach instead.
 #[derive(Clone, Debug)]
@@ -241,69 +194,6 @@ pub(super) struct Ctx<'a> {
 
 /// The script of [`Tool::Python`].
 const PYTHON_SCRIPT: &str = include_str!("pymatris_api.py");
-
-/// One command line, with the input files it reads.
-#[derive(Clone, Debug)]
-pub(super) struct Invocation {
-    pub(super) program: String,
-    pub(super) args: Vec<String>,
-    /// Files written before the runs: (path, contents).
-    pub(super) inputs: Vec<(PathBuf, String)>,
-    /// The parallelism, for the table.
-    pub(super) settings: String,
-}
-
-impl Invocation {
-    fn new(program: impl Into<String>) -> Invocation {
-        Invocation {
-            program: program.into(),
-            args: Vec::new(),
-            inputs: Vec::new(),
-            settings: String::new(),
-        }
-    }
-
-    fn arg(&mut self, a: impl Into<String>) -> &mut Invocation {
-        self.args.push(a.into());
-        self
-    }
-
-    fn args<S: Into<String>>(&mut self, a: impl IntoIterator<Item = S>) -> &mut Invocation {
-        self.args.extend(a.into_iter().map(Into::into));
-        self
-    }
-
-    fn input(&mut self, path: PathBuf, contents: String) -> String {
-        let shown = path.display().to_string();
-        self.inputs.push((path, contents));
-        shown
-    }
-
-    /// Writes the input files.
-    pub(super) fn write_inputs(&self) -> anyhow::Result<()> {
-        for (path, contents) in &self.inputs {
-            std::fs::write(path, contents)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(())
-    }
-}
-
-/// Shell-quotes `s` when it needs it.
-pub(super) fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
 
 impl Ctx<'_> {
     fn url(&self, proto: Proto, f: &DataFile) -> String {
@@ -646,57 +536,5 @@ impl Ctx<'_> {
             }
         }
         Ok(inv)
-    }
-}
-
-/// The SHA-256 fingerprint of the server's host key, as curl's
-/// `--hostpubsha256` wants it (base64, no `SHA256:`).
-pub(super) fn host_key_sha256(known_hosts: &Path) -> anyhow::Result<String> {
-    let out = Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f"])
-        .arg(known_hosts)
-        .output()
-        .context("running ssh-keygen -l")?;
-    if !out.status.success() {
-        bail!(
-            "ssh-keygen -l failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix("SHA256:"))
-        .map(str::to_owned)
-        .context("no SHA256 fingerprint in ssh-keygen's output")
-}
-
-/// `name` on `PATH`.
-pub(super) fn find_in_path(name: &str) -> Option<PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_clap_defaults() {
-        let help = "Options:\n  -i, --input-file <FILE>\n          Read\n\n      --max-parallel <N>\n          Files downloaded at once\n          \n          [default: 5]\n\n      --max-splits <N>\n          Parts\n\n      --min-split-size <SIZE>\n          Never\n          \n          [default: 1M]\n";
-        assert_eq!(help_default(help, "--max-parallel").as_deref(), Some("5"));
-        assert_eq!(help_default(help, "--max-splits"), None);
-        assert_eq!(
-            help_default(help, "--min-split-size").as_deref(),
-            Some("1M")
-        );
-    }
-
-    #[test]
-    fn quotes_for_the_shell() {
-        assert_eq!(quote("/tmp/a.bin"), "/tmp/a.bin");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
     }
 }
