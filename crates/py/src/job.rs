@@ -199,7 +199,7 @@ impl Job {
             .expect("job poisoned")
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("this job has already run"))?;
-        let logger = logs::start(py)?;
+        let mut logger = logs::start(py)?;
         let progress = on_events.as_ref().map(|_| Arc::new(Progress::default()));
         let runtime = runtime().map_err(|e| {
             PyRuntimeError::new_err(format!("cannot start the download engine: {e}"))
@@ -222,7 +222,7 @@ impl Job {
             // moved into it and back.
             let (got, back) = py.detach(move || (rx.recv_timeout(TICK), rx));
             rx = back;
-            logs::flush(py, &logger);
+            logs::flush(py, &mut logger);
             if let (Some(progress), Some(callback)) = (&progress, &on_events) {
                 let events = progress.drain(py)?;
                 if !events.is_empty()
@@ -252,7 +252,7 @@ impl Job {
                 "the download engine failed (a bug in pymatris)",
             ));
         }
-        logs::flush(py, &logger);
+        logs::flush(py, &mut logger);
         match raised {
             Some(e) => Err(e),
             None => Ok(outcomes),

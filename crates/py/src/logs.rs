@@ -126,26 +126,55 @@ impl Visit for Text {
     }
 }
 
+/// The `"pymatris"` logger, looked up when there is something to log:
+/// a script that never imported `logging` does not pay for its import.
+pub(crate) struct Logger<'py>(Option<Bound<'py, PyAny>>);
+
+impl<'py> Logger<'py> {
+    fn get(&mut self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
+        if self.0.is_none() {
+            let logger = py
+                .import("logging")?
+                .call_method1("getLogger", ("pymatris",))?;
+            self.0 = Some(logger);
+        }
+        Ok(self.0.as_ref().expect("just set"))
+    }
+}
+
+/// The level below which `logging` drops the records of a logger nobody
+/// configured: WARNING, the root logger's default.
+const UNCONFIGURED_LEVEL: u8 = 30;
+
 /// Installs the layer (once per process; another subscriber already set
 /// globally keeps its place) and reads the level of the `"pymatris"`
-/// logger. Returns the logger.
-pub(crate) fn start(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+/// logger. When `logging` has not been imported, nothing can have
+/// configured it: the level is its default, and `logging` is left
+/// unimported until an event at that level comes.
+pub(crate) fn start(py: Python<'_>) -> PyResult<Logger<'_>> {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let subscriber = tracing_subscriber::registry().with(ToPython);
         let _ = tracing::subscriber::set_global_default(subscriber);
     });
-    let logger = py
-        .import("logging")?
-        .call_method1("getLogger", ("pymatris",))?;
-    let level: i64 = logger.call_method0("getEffectiveLevel")?.extract()?;
-    MIN_LEVEL.store(level.clamp(1, 255) as u8, Ordering::Relaxed);
+    let imported = py.import("sys")?.getattr("modules")?.contains("logging")?;
+    let mut logger = Logger(None);
+    let level = if imported {
+        let level: i64 = logger
+            .get(py)?
+            .call_method0("getEffectiveLevel")?
+            .extract()?;
+        level.clamp(1, 255) as u8
+    } else {
+        UNCONFIGURED_LEVEL
+    };
+    MIN_LEVEL.store(level, Ordering::Relaxed);
     tracing::callsite::rebuild_interest_cache();
     Ok(logger)
 }
 
 /// Hands the queued events to `logger`.
-pub(crate) fn flush(py: Python<'_>, logger: &Bound<'_, PyAny>) {
+pub(crate) fn flush<'py>(py: Python<'py>, logger: &mut Logger<'py>) {
     let (events, dropped) = {
         let mut queue = QUEUE.lock().expect("log queue poisoned");
         (
@@ -153,7 +182,14 @@ pub(crate) fn flush(py: Python<'_>, logger: &Bound<'_, PyAny>) {
             std::mem::take(&mut queue.dropped),
         )
     };
-    let _ = py;
+    if events.is_empty() && dropped == 0 {
+        return;
+    }
+    // Without `logging` the records cannot go anywhere: they are dropped,
+    // as a logger without a handler would.
+    let Ok(logger) = logger.get(py) else {
+        return;
+    };
     for (level, text) in events {
         // A failing handler is logging's business (it prints its own
         // traceback); the download goes on.

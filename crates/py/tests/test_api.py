@@ -96,6 +96,28 @@ def test_session_config_defaults(monkeypatch):
         SessionConfig(max_speed=0)
 
 
+def test_session_config_is_a_dataclass():
+    """SessionConfig stays a dataclass for the tools that work on one,
+    although the package builds it without importing dataclasses."""
+    import dataclasses
+    import inspect
+
+    c = SessionConfig(file_progress=False, max_speed=1000)
+    assert dataclasses.is_dataclass(SessionConfig) and dataclasses.is_dataclass(c)
+    names = [f.name for f in dataclasses.fields(c)]
+    assert names[:5] == ["headers", "chunksize", "file_progress", "timeouts", "log_level"]
+    assert names == list(inspect.signature(SessionConfig).parameters)
+    assert dataclasses.asdict(c)["max_speed"] == 1000
+    d = dataclasses.replace(c, max_speed=2000)
+    assert (d.max_speed, d.file_progress, d.headers) == (2000, False, c.headers)
+    assert d != c and dataclasses.replace(d, max_speed=1000) == c
+    # Each instance gets its own headers, as with field(default_factory=...).
+    assert SessionConfig().headers is not SessionConfig().headers
+    assert repr(c).startswith("SessionConfig(headers={'User-Agent': 'pymatris/")
+    with pytest.raises(ValueError):
+        dataclasses.replace(c, max_speed=0)
+
+
 def test_downloader_config_reads_back():
     dl = Downloader(max_parallel=3, max_splits=2, max_tries=4, all_progress=False, overwrite=True,
                     session_config=SessionConfig(chunksize=4096, timeouts=7))

@@ -3,6 +3,7 @@ event loops, a light import."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import signal
@@ -160,9 +161,46 @@ def test_ctrl_c_with_resume_keeps_the_part(servers, tmp_path):
     assert line == "interrupted ['ctrl-c-resume.bin.pymatris-part', 'ctrl-c-resume.bin.pymatris-part.state']"
 
 
+# What `import pymatris` and a download without progress bars leave out:
+# each costs a script several milliseconds of CPU before its first byte
+# (dataclasses alone pulls in inspect, ast, dis and enum), which matters on
+# runs of many small files. They are imported when something needs them:
+# tqdm and asyncio by bars and run_download(), logging by a log level or
+# an engine event worth logging, dataclasses by dataclasses.fields().
+LAZY_ON_IMPORT = ("tqdm", "asyncio", "logging", "typing", "dataclasses", "inspect", "re")
+LAZY_IN_DOWNLOAD = ("tqdm", "asyncio", "logging", "dataclasses", "inspect")
+
+
+def _loaded(code, *args):
+    """The modules of LAZY_ON_IMPORT that a fresh interpreter running
+    `code` has loaded at its end, as a list."""
+    code += f"\nimport sys; print(sorted(m for m in {LAZY_ON_IMPORT!r} if m in sys.modules))"
+    env = {k: v for k, v in os.environ.items() if k != "PYMATRIS_DEBUG"}
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
 def test_import_is_light():
-    """`import pymatris` loads neither tqdm nor asyncio (they come when a
-    download needs them), so it stays well under 100 ms."""
-    code = "import sys, pymatris; print(sorted(m for m in ('tqdm', 'asyncio') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    """`import pymatris` (and the names a script takes from it) loads none
+    of the modules above, so it stays well under 100 ms."""
+    assert _loaded("import pymatris; from pymatris import Downloader, SessionConfig, Results") == []
+
+
+def test_a_download_without_bars_stays_light(servers, tmp_path):
+    """A download with the bars off, as a script for many small files
+    would run it, imports none of the modules a plain download does not
+    need: not tqdm, not asyncio, not logging (nobody configured it, and
+    the engine logged nothing worth a warning)."""
+    servers.write("light/a.txt", b"a")
+    code = textwrap.dedent(
+        """
+        import sys
+        from pymatris import Downloader, SessionConfig
+        dl = Downloader(all_progress=False, session_config=SessionConfig(file_progress=False))
+        dl.enqueue_file(sys.argv[1], path=sys.argv[2])
+        assert list(dl.download()) and not dl.download().errors
+        """
+    )
+    loaded = _loaded(code, servers.http("light/a.txt"), str(tmp_path))
+    assert [m for m in LAZY_IN_DOWNLOAD if m in loaded] == [], loaded

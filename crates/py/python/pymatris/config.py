@@ -3,16 +3,22 @@ with the engine's extra options, and ``dl.config``."""
 
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import _native
 
-__all__ = ["SessionConfig", "DownloaderConfig", "DEFAULT_USER_AGENT"]
+# Neither typing nor dataclasses at run time (see _dataclass.py); type
+# checkers see the real dataclass.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dataclasses import dataclass, field
+    from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-PathLike = Union[str, "os.PathLike[str]"]
+    PathLike = Union[str, os.PathLike[str]]
+else:
+    from ._dataclass import dataclass, field
+
+__all__ = ["SessionConfig", "DownloaderConfig", "DEFAULT_USER_AGENT"]
 
 DEFAULT_USER_AGENT = f"pymatris/{_native.version()}"
 
@@ -70,8 +76,10 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         if self.log_level is None and _env_true("PYMATRIS_DEBUG"):
-            self.log_level = logging.DEBUG
+            self.log_level = 10  # logging.DEBUG
         if self.log_level is not None:
+            import logging
+
             logger = logging.getLogger("pymatris")
             logger.setLevel(self.log_level)
             if not logger.handlers:
@@ -160,7 +168,7 @@ class DownloaderConfig:
     def __getattr__(self, name: str) -> Any:
         global _SESSION_FIELDS
         if _SESSION_FIELDS is None:
-            _SESSION_FIELDS = {f.name for f in fields(SessionConfig)}
+            _SESSION_FIELDS = set(SessionConfig.__match_args__)
         if name in _SESSION_FIELDS:
             return getattr(self.__dict__["config"], name)
         raise AttributeError(f"'DownloaderConfig' object has no attribute '{name}'")

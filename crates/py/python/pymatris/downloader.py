@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _native
 from .config import DownloaderConfig, SessionConfig, _check_count, _check_headers
 from .exceptions import _from_engine
 from .results import Results
+
+# typing only for type checkers: the import is a cost (see _dataclass.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
 __all__ = ["Downloader"]
 

@@ -38,8 +38,9 @@ A failure that an HTTP status caused is an :class:`HTTPError` (with
 
 from __future__ import annotations
 
-import re
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 __all__ = [
     "PymatrisError",
@@ -210,17 +211,37 @@ _HTTP_BY_KIND = {
     "Auth": HTTPAuthenticationError,
 }
 
-_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _http_status(message: str) -> Optional[int]:
+    """The status of the first "HTTP <3 digits>" that stands as words in
+    `message` (the engine writes e.g. "HTTP 404 Not Found"). By hand, not
+    with `re`: importing `re` costs more than all failures of a run."""
+    start = message.find("HTTP ")
+    while start >= 0:
+        code = message[start + 5 : start + 8]
+        before = message[start - 1 : start] if start else ""
+        after = message[start + 8 : start + 9]
+        if (
+            len(code) == 3
+            and code.isascii()
+            and code.isdigit()
+            and not (before and _word_char(before))
+            and not (after and _word_char(after))
+        ):
+            return int(code)
+        start = message.find("HTTP ", start + 1)
+    return None
 
 
 def _from_engine(url: str, kind: str, retryable: bool, message: str, chain: str) -> PymatrisError:
     """The exception for a failure the engine reported."""
-    status = _STATUS.search(message) if url.lower().startswith(("http://", "https://")) else None
+    status = _http_status(message) if url.lower().startswith(("http://", "https://")) else None
     if status is not None:
         cls = _HTTP_BY_KIND.get(kind, HTTPError)
-        return cls(
-            message, status=int(status.group(1)), url=url, kind=kind, retryable=retryable, chain=chain
-        )
+        return cls(message, status=status, url=url, kind=kind, retryable=retryable, chain=chain)
     return _BY_KIND.get(kind, PymatrisError)(
         message, url=url, kind=kind, retryable=retryable, chain=chain
     )

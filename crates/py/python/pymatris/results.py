@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-from collections import UserList
-from typing import List, NamedTuple, Optional
+from collections import UserList, namedtuple
 
 __all__ = ["Results", "Success", "Error"]
 
+_SUCCESS_DOC = """A file that was downloaded: where it is, and its URL (no password)."""
+_ERROR_DOC = """A URL that failed: where its file would have been, the URL (no
+password) and why, as an exception of :mod:`pymatris.exceptions`."""
 
-class Success(NamedTuple):
-    """A file that was downloaded: where it is, and its URL (no password)."""
+# typing.NamedTuple for type checkers; at run time the same tuples from
+# collections.namedtuple, without importing typing (see _dataclass.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, NamedTuple, Optional
 
-    path: str
-    url: str
+    class Success(NamedTuple):
+        path: str
+        url: str
 
+    class Error(NamedTuple):
+        filepath_partial: str
+        url: str
+        exception: BaseException
 
-class Error(NamedTuple):
-    """A URL that failed: where its file would have been, the URL (no
-    password) and why, as an exception of :mod:`pymatris.exceptions`."""
-
-    filepath_partial: str
-    url: str
-    exception: BaseException
+else:
+    Success = namedtuple("Success", ["path", "url"], module=__name__)
+    Success.__doc__ = _SUCCESS_DOC
+    Error = namedtuple("Error", ["filepath_partial", "url", "exception"], module=__name__)
+    Error.__doc__ = _ERROR_DOC
 
 
 class Results(UserList):  # type: ignore[type-arg]
