@@ -46,6 +46,19 @@ pub(super) struct Sample {
     /// What the shaping proxy carried in the run (`--wan`; set by the
     /// caller).
     pub(super) link: Option<pymatris_harness::Counters>,
+    /// The time the tool says its transfer took, when it says so: the
+    /// Python API's `download()` call, without the interpreter's start.
+    pub(super) inner_wall: Option<Duration>,
+}
+
+/// The line of `pymatris_api.py` that gives its `download()` time.
+const INNER_WALL: &str = "download() wall: ";
+
+/// The `download()` time a run's log reports, if any.
+fn inner_wall(log: &Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let secs = text.lines().find_map(|l| l.strip_prefix(INNER_WALL))?;
+    Duration::try_from_secs_f64(secs.strip_suffix(" s")?.parse().ok()?).ok()
 }
 
 /// Waits (up to `limit`) until process `pid` has no children left: the
@@ -164,6 +177,7 @@ pub(super) fn run_timed(
     Ok(Sample {
         server_cpu: None,
         link: None,
+        inner_wall: inner_wall(log),
         wall: Duration::from_secs_f64(m.wall),
         cpu: m.cpu,
         rss_kib: m.rss_kib,
@@ -451,6 +465,16 @@ mod tests {
         );
         assert_eq!(Measured::parse("-9 1 2 3").map(|m| m.code), Some(-9));
         assert_eq!(Measured::parse("0 1 2"), None);
+    }
+
+    #[test]
+    fn reads_the_download_time_the_python_script_prints() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("w4-python-1.log");
+        std::fs::write(&log, "a warning\ndownload() wall: 0.250000 s\n").unwrap();
+        assert_eq!(inner_wall(&log), Some(Duration::from_millis(250)));
+        std::fs::write(&log, "curl: nothing of the kind\n").unwrap();
+        assert_eq!(inner_wall(&log), None);
     }
 
     #[test]

@@ -518,8 +518,11 @@ fn run_workload(
                     let server = s
                         .server_cpu
                         .map_or_else(String::new, |c| format!("  server cpu {c:.2} s"));
+                    let inner = s.inner_wall.map_or_else(String::new, |d| {
+                        format!("  download() {:.3} s", d.as_secs_f64())
+                    });
                     eprintln!(
-                        "{} run {}/{runs} {:<22} {secs:>8.3} s {rate:>14}  cpu {:.2} s  rss {:.1} MiB{server}",
+                        "{} run {}/{runs} {:<22} {secs:>8.3} s {rate:>14}  cpu {:.2} s  rss {:.1} MiB{server}{inner}",
                         wl.id,
                         run + 1,
                         cell.tool.name(),
@@ -542,6 +545,10 @@ fn run_workload(
                 }
             }
         }
+    }
+    if let Some(note) = result.python_split() {
+        eprintln!("{} {note}", wl.id);
+        result.notes.push(note);
     }
     Ok(result)
 }

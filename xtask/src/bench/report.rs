@@ -115,6 +115,34 @@ impl WorkloadResult {
         })
     }
 
+    /// The Python API's wall split in two: its `download()` call, and the
+    /// rest (the interpreter's start and exit, `import pymatris`), which the
+    /// CLI does not pay; each against the CLI's wall.
+    pub(super) fn python_split(&self) -> Option<String> {
+        let cell = self.cell(Tool::Python)?;
+        let whole = self.stats(cell)?.median;
+        let inner: Option<Vec<f64>> = cell
+            .samples
+            .iter()
+            .map(|s| s.inner_wall.map(|d| d.as_secs_f64()))
+            .collect();
+        let inner = median(inner?)?;
+        let cli = self.cell(Tool::Pymatris).and_then(|c| self.stats(c));
+        let vs = |x: f64| {
+            cli.map_or_else(String::new, |c| {
+                format!(" ({:+.1} % of the CLI's)", 100.0 * (x / c.median - 1.0))
+            })
+        };
+        Some(format!(
+            "{}: median wall {whole:.3} s{}, of which `download()` {inner:.3} s{}; the rest, \
+             {:.3} s, is the interpreter's start and exit and `import pymatris`.",
+            Tool::Python.name(),
+            vs(whole),
+            vs(inner),
+            whole - inner
+        ))
+    }
+
     fn cell(&self, tool: Tool) -> Option<&Cell> {
         self.cells.iter().find(|c| c.tool == tool)
     }
