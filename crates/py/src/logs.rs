@@ -14,6 +14,7 @@ use std::sync::{Mutex, Once};
 use pyo3::prelude::*;
 use tracing::Level;
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
 /// The most events kept between two deliveries; beyond it they are counted
@@ -71,18 +72,50 @@ fn python_level(level: &Level) -> u8 {
 /// The layer that queues the engine's events.
 struct ToPython;
 
+/// Whether the logger would emit an event of the engine's at `meta`.
+fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("pymatris")
+        && python_level(meta.level()) >= MIN_LEVEL.load(Ordering::Relaxed)
+}
+
+/// The most verbose `tracing` level that a logger at Python level `min`
+/// emits.
+fn level_filter(min: u8) -> LevelFilter {
+    [
+        Level::TRACE,
+        Level::DEBUG,
+        Level::INFO,
+        Level::WARN,
+        Level::ERROR,
+    ]
+    .into_iter()
+    .find(|l| python_level(l) >= min)
+    .map_or(LevelFilter::OFF, LevelFilter::from_level)
+}
+
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ToPython {
+    // Decided once per call site, and for the levels at once, so that an
+    // event the logger drops (every event of the libraries below, the
+    // engine's debug events at Python's default level) costs what it
+    // costs without a subscriber, as in the CLI. [`start`] has tracing
+    // decide again when the logger's level may have changed.
     fn register_callsite(
         &self,
-        _meta: &'static tracing::Metadata<'static>,
+        meta: &'static tracing::Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        // The logger's level may change between downloads: ask each time.
-        tracing::subscriber::Interest::sometimes()
+        if wanted(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(level_filter(MIN_LEVEL.load(Ordering::Relaxed)))
     }
 
     fn enabled(&self, meta: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        meta.target().starts_with("pymatris")
-            && python_level(meta.level()) >= MIN_LEVEL.load(Ordering::Relaxed)
+        wanted(meta)
     }
 
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
@@ -209,6 +242,17 @@ pub(crate) fn flush<'py>(py: Python<'py>, logger: &mut Logger<'py>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_level_filter_follows_the_python_level() {
+        assert_eq!(level_filter(1), LevelFilter::TRACE);
+        assert_eq!(level_filter(10), LevelFilter::DEBUG);
+        assert_eq!(level_filter(15), LevelFilter::INFO);
+        assert_eq!(level_filter(30), LevelFilter::WARN);
+        assert_eq!(level_filter(40), LevelFilter::ERROR);
+        assert_eq!(level_filter(50), LevelFilter::OFF);
+        assert_eq!(level_filter(u8::MAX), LevelFilter::OFF);
+    }
 
     #[test]
     fn hides_url_passwords_and_header_values() {
