@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use std::pin::Pin;
+
+use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -145,6 +148,7 @@ impl FileJob {
         Mutex::new(PartTable::new(size, &[], rules, false, Instant::now()))
     }
 
+    /// Downloads the file into its part file, then checks and names it.
     pub(super) async fn transfer(
         self: Arc<Self>,
         start: Start,
@@ -157,8 +161,29 @@ impl FileJob {
         // many files are left, and again before each `help` looks, so that
         // no file finishing in between goes unseen.
         let batch = self.batch.clone();
-        let mut file_done = std::pin::pin!(batch.file_done.notified());
-        let truncate = start.resumed.is_none();
+        let file_done = std::pin::pin!(batch.file_done.notified());
+        let mut body = start.body;
+        let file = self
+            .open_part(target, start.resumed.is_none(), &mut body)
+            .await?;
+        let resumed = start.resumed.is_some();
+        let parts = self.plan(start.resumed, start.ranges);
+        self.clone()
+            .run_workers(&batch, &file, parts, body, start.slot, file_done)
+            .await?;
+        self.finish(file, target, sha256, resumed).await
+    }
+
+    /// Opens the part file: an unnamed one without `--continue`, the one
+    /// `--continue` found resumable when not `truncate`, a new one
+    /// otherwise. Gives back the first response's `body` while it waits for
+    /// a file handle.
+    async fn open_part(
+        &self,
+        target: &Utf8Path,
+        truncate: bool,
+        body: &mut Option<ByteStream>,
+    ) -> Result<PartFile> {
         // The create and the naming below run here, on the async thread:
         // both are single metadata operations, like the small writes
         // `WriteBehind` does inline, and a handoff to the blocking pool and
@@ -178,7 +203,6 @@ impl FileJob {
         // given back (the first part asks again) and the file waits for
         // a handle, so that files holding a connection never wait on
         // each other for the handle of their part file.
-        let mut body = start.body;
         let mut handles = HandleWait::default();
         let file = loop {
             let unnamed = (!self.batch.config.resume)
@@ -201,7 +225,7 @@ impl FileJob {
             match opened {
                 Ok(file) => break (file, is_unnamed),
                 Err(e) if e.is_out_of_handles() => {
-                    body = None;
+                    *body = None;
                     self.batch.wait_for_handles(&mut handles, e).await?;
                 }
                 Err(e) => return Err(e),
@@ -214,12 +238,22 @@ impl FileJob {
             durable: (config.resume && config.fsync).then(|| file.clone()),
             unnamed,
         });
-        let resumed = start.resumed.is_some();
-        let plan: Vec<[u64; 3]> = match start.resumed {
+        Ok(file)
+    }
+
+    /// Cuts the file into parts (or takes those of an earlier run) and
+    /// sets up its part table; returns how many parts.
+    fn plan(&self, resumed: Option<Vec<[u64; 3]>>, ranges: bool) -> usize {
+        let config = &self.batch.config;
+        // Without ranges the file is one stream, which no other worker may
+        // split. (Resumed parts ask for ranges anyway, and fall back to one
+        // stream if refused.)
+        let one_stream = !ranges && resumed.is_none();
+        let plan: Vec<[u64; 3]> = match resumed {
             Some(spans) => spans,
             None => plan_parts(
                 self.size,
-                start.ranges,
+                ranges,
                 self.batch.splits_now(),
                 config.min_split_size,
             )
@@ -227,21 +261,32 @@ impl FileJob {
             .map(|(start, end)| [start, start, end])
             .collect(),
         };
-        // Without ranges the file is one stream, which no other worker may
-        // split. (Resumed parts ask for ranges anyway, and fall back to one
-        // stream if refused.)
-        let one_stream = !start.ranges && !resumed;
         let rules = Rules {
             min_split: config.min_split_size,
             takeover_after: config.takeover_after,
             max_takeovers: config.max_tries,
         };
         *self.parts() = PartTable::new(self.size, &plan, rules, one_stream, Instant::now());
+        plan.len()
+    }
 
+    /// Runs the workers of the file's `parts` parts (the first on the first
+    /// response's `body`, with its host `slot`), adds free connections of
+    /// the batch as other files finish, falls back to one stream when
+    /// ranges fail, until every part is done or one failed for good.
+    async fn run_workers<'b>(
+        self: Arc<Self>,
+        batch: &'b Batch,
+        file: &PartFile,
+        parts: usize,
+        body: Option<ByteStream>,
+        slot: Option<OwnedSemaphorePermit>,
+        mut file_done: Pin<&mut Notified<'b>>,
+    ) -> Result<()> {
         let job = self;
         let mut workers = JoinSet::new();
         let first_span = 0;
-        let spans = 1..plan.len();
+        let spans = 1..parts;
         let mut failure: Option<Error> = None;
         if spans.is_empty() && !job.splittable() {
             // One part that will stay one (most small files): it runs here,
@@ -249,15 +294,15 @@ impl FileJob {
             let counted = job.count_in();
             let outcome = job
                 .clone()
-                .run_worker(file.clone(), first_span, body, start.slot, counted)
+                .run_worker(file.clone(), first_span, body, slot, counted)
                 .await;
             failure = outcome.err();
         } else {
-            job.spawn_worker(&mut workers, &file, first_span, body, start.slot);
+            job.spawn_worker(&mut workers, file, first_span, body, slot);
         }
         for span in spans {
             match job.batch.slot(&job.url, false).await {
-                Ok(slot) => job.spawn_worker(&mut workers, &file, span, None, slot),
+                Ok(slot) => job.spawn_worker(&mut workers, file, span, None, slot),
                 // The host has no slot free: the file goes on with the
                 // connections it has, which take this span when idle.
                 Err(_) => job.parts().leave(span),
@@ -275,12 +320,12 @@ impl FileJob {
                     () = &mut file_done => {
                         file_done.set(batch.file_done.notified());
                         if failure.is_none() {
-                            job.help(&mut workers, &file).await;
+                            job.help(&mut workers, file).await;
                         }
                         continue;
                     }
                     _ = look_again.tick(), if failure.is_none() && !workers.is_empty() => {
-                        job.help(&mut workers, &file).await;
+                        job.help(&mut workers, file).await;
                         continue;
                     }
                 };
@@ -308,7 +353,7 @@ impl FileJob {
                 let span = job.restart_as_one_stream();
                 failure = None;
                 let slot = job.batch.slot(&job.url, true).await?;
-                job.spawn_worker(&mut workers, &file, span, None, slot);
+                job.spawn_worker(&mut workers, file, span, None, slot);
                 continue;
             }
             if failure.is_some() {
@@ -320,16 +365,15 @@ impl FileJob {
             match orphan {
                 Some(span) => {
                     let slot = job.batch.slot(&job.url, true).await?;
-                    job.spawn_worker(&mut workers, &file, span, None, slot);
+                    job.spawn_worker(&mut workers, file, span, None, slot);
                 }
                 None => break,
             }
         }
-        if let Some(e) = failure {
-            return Err(e);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-
-        job.finish(file, target, sha256, resumed).await
     }
 
     /// The part file, for messages.
