@@ -126,9 +126,12 @@ pub trait Protocol: Send + Sync + Debug {
 
     /// The bytes of `range` of the file (the whole file for `0..`).
     ///
-    /// When `validator` is given and the remote file is no longer that
-    /// version, fail with [`ErrorKind::Changed`](crate::ErrorKind::Changed)
-    /// rather than serve bytes of another version.
+    /// `validator` is the version being downloaded, for a protocol that
+    /// can make its request conditional on it (HTTP `If-Range`). The
+    /// engine compares the validator and size of every answer's `meta`
+    /// with that version and fails with
+    /// [`ErrorKind::Changed`](crate::ErrorKind::Changed) on a difference,
+    /// so a protocol only has to report what it found.
     async fn fetch(
         &self,
         url: &Url,

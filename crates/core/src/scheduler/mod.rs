@@ -9,7 +9,8 @@
 //! and `pump` (the connections of a file and the bytes they carry),
 //! `parts` (the part table: how a file is cut, and which span an idle
 //! connection takes; pure, so its rules are tested without a server),
-//! `checkpoint`, `retry`, `host_slots` and `finish`.
+//! `checkpoint`, `retry`, `host_slots`, `finish`, and `version` (the one
+//! check that every answer is of the version being downloaded).
 
 mod batch;
 mod checkpoint;
@@ -19,6 +20,7 @@ mod host_slots;
 mod parts;
 mod pump;
 mod retry;
+mod version;
 mod workers;
 
 use std::collections::HashSet;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::file_job::FileJob;
 use super::parts::{Given, SpanId, TAIL_POLL};
 use super::retry::Tries;
+use super::version::same_version;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{ByteRange, ByteStream};
 use crate::redact::redact_url;
@@ -263,24 +264,7 @@ impl FileJob {
             .batch
             .fetch(&self.protocol, &self.url, range, self.validator.as_ref())
             .await?;
-        if let Some(ours) = &self.validator
-            && !ours.matches(&fetched.meta.validator)
-        {
-            return Err(Error::new(
-                ErrorKind::Changed,
-                "the file changed on the server during the download",
-            )
-            .retryable(false));
-        }
-        if let (Some(ours), Some(theirs)) = (self.size, fetched.meta.size)
-            && ours != theirs
-        {
-            return Err(Error::new(
-                ErrorKind::Changed,
-                format!("the file's size changed from {ours} to {theirs} bytes"),
-            )
-            .retryable(false));
-        }
+        same_version(self.validator.as_ref(), self.size, &fetched.meta)?;
         if fetched.offset != pos {
             // The server no longer serves ranges (or never did): the one
             // stream starts again from the beginning.
