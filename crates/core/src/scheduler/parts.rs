@@ -269,6 +269,16 @@ impl<S> PartTable<S> {
         s.progressed = now;
     }
 
+    /// The span's request is answered (or failed): the stall clock starts,
+    /// and so does its pace, which the time the server took to answer says
+    /// nothing of.
+    pub(super) fn answered(&mut self, id: SpanId, now: Instant) {
+        self.done_waiting(id, now);
+        let s = &mut self.spans[id];
+        s.began = now;
+        s.began_pos = s.pos;
+    }
+
     /// The server sent the only span's bytes from byte 0 instead of from
     /// where it was asked: the span starts over from 0. Returns false (and
     /// changes nothing) when the file has other spans, which a stream from

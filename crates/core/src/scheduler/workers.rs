@@ -211,8 +211,9 @@ impl FileJob {
                             () = taken.cancelled() => None,
                             next = self.refetch(span) => Some(next),
                         };
-                        // The stall clock starts with the transfer.
-                        self.parts().done_waiting(span, Instant::now());
+                        // The stall clock and the pace start with the
+                        // transfer.
+                        self.parts().answered(span, Instant::now());
                         let Some(next) = next else {
                             return Ok(());
                         };

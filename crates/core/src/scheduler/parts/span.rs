@@ -22,7 +22,8 @@ pub(super) struct Span<S> {
     /// When a byte last arrived (or the span was made, or its request
     /// was answered).
     pub(super) progressed: Instant,
-    /// When its current request was made, and `pos` then: its pace.
+    /// When its current request was answered (made, while it waits for
+    /// the answer), and `pos` then: its pace.
     pub(super) began: Instant,
     pub(super) began_pos: u64,
     /// Whether its worker is in a wait that is no stall: asking for its

@@ -97,6 +97,28 @@ fn a_span_still_asking_for_its_bytes_is_split_after_the_horizon() {
 }
 
 #[test]
+fn a_span_answered_late_is_judged_by_its_pace_since_the_answer() {
+    let t0 = Instant::now();
+    let mut t = table(4_000_000, 4, 1000, t0);
+    // The last part's request waits 300 ms for its answer, then its bytes
+    // come fast: a few ms after the answer it has little, and nothing says
+    // yet that it is slow.
+    t.begin_request(3, t0);
+    t.waiting(3);
+    let answered = t0 + 300 * MS;
+    t.answered(3, answered);
+    deliver(&mut t, 3, 100_000, answered + 8 * MS);
+    for done in 0..3 {
+        let left = t.end(done) - t.pos(done);
+        deliver(&mut t, done, left as usize, answered);
+    }
+    assert_eq!(t.next_for_idle(answered + 8 * MS), None);
+    // Its pace is seen once it has run that long since the answer.
+    deliver(&mut t, 3, 1000, answered + PACE_SEEN_AFTER);
+    assert!(t.next_for_idle(answered + PACE_SEEN_AFTER).is_some());
+}
+
+#[test]
 fn spans_too_small_to_halve_are_not_split() {
     let t0 = Instant::now();
     let mut t = table(1000, 1, 600, t0);
@@ -357,7 +379,7 @@ impl Model {
                 }
                 let (pos, end) = self.t.begin_request(span, self.now);
                 assert_eq!(pos, self.t.resume_state()[span][1]);
-                self.t.done_waiting(span, self.now);
+                self.t.answered(span, self.now);
                 self.progressed[span] = self.now;
                 self.waiting[span] = false;
                 if pos >= end {
