@@ -236,14 +236,13 @@ impl Batch {
 
     /// Into how many parts a file starting now may be cut: parts pay when
     /// connections are to spare, not when `max_parallel` files already
-    /// keep as many busy (32 x 16 MiB over HTTP: 0.37 s cut into parts,
-    /// 0.31 s whole; over FTP, where a part is a login, 2.8x slower). The
+    /// keep as many busy (then parts are slower than whole files, over FTP,
+    /// where a part is a login, much slower; see `docs/benchmarks.md`). The
     /// batch aims at about `max(max_parallel, max_splits)` transfers, and
     /// counts the other files that hold or are about to take a slot, not
     /// only the transfers already running: at the start of a batch the
-    /// other slots have not begun theirs yet (the first file of 32 x 16 MiB
-    /// over FTP went in 5 parts, 9 logins where 5 do; 0.48 s, 0.40 s
-    /// without).
+    /// other slots have not begun theirs yet, and the first file would be
+    /// cut as if it were alone (more FTP logins than transfers).
     pub(super) fn splits_now(&self) -> usize {
         if self.short_of_handles() {
             return 1;

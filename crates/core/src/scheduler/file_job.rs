@@ -187,17 +187,16 @@ impl FileJob {
         // The create and the naming below run here, on the async thread:
         // both are single metadata operations, like the small writes
         // `WriteBehind` does inline, and a handoff to the blocking pool and
-        // back cost more than the operation (2000 small files: two thread
-        // wakeups per file, a quarter of the CPU with the wakeups of the
-        // batch's tasks). Nor are they serialised here: the kernel does
-        // that per directory, and a lock of ours made the second worker
-        // thread sleep and wake for each (15 % slower on 2000 files).
+        // back costs more than the operation (two thread wakeups per file,
+        // which dominate a batch of small files). Nor are they serialised
+        // here: the kernel does that per directory, and a lock of ours made
+        // the second worker thread sleep and wake for each.
         //
         // Without --continue (nothing needs to find the file again), the
         // file has no name until it is complete: nothing is left of it if
         // the process dies, however it dies; one directory operation per
-        // file instead of two, and less time for the two worker threads to
-        // spin on the directory's lock (2000 small files: 18 % less CPU).
+        // file instead of two, and less time for the worker threads to spin
+        // on the directory's lock.
         //
         // Out of file handles, the connection of the first response is
         // given back (the first part asks again) and the file waits for

@@ -195,8 +195,8 @@ impl Downloader {
         let total = requests.len();
         // `max_parallel` tasks each take the next request when done with
         // one, rather than a task per file spawned from here: a file then
-        // costs no wakeup of this task and no cross-thread spawn (2000
-        // small files: a fifth less CPU).
+        // costs no wakeup of this task and no cross-thread spawn, which
+        // count in a batch of many small files.
         let pending = Arc::new(Mutex::new(requests.into_iter().enumerate()));
         let outcomes: Arc<Mutex<Vec<Option<Outcome>>>> =
             Arc::new(Mutex::new((0..total).map(|_| None).collect()));
@@ -220,9 +220,8 @@ impl Downloader {
                     batch.file_done.notify_waiters();
                     // Let the other slots whose files just arrived finish
                     // them first: the next requests then leave together and
-                    // the server wakes once for several. 2000 files of 16
-                    // KiB from nginx: it slept and woke 550 times instead of
-                    // 1100, for half the CPU.
+                    // the server wakes once for several (with many small
+                    // files, half as often).
                     tokio::task::yield_now().await;
                 }
             });

@@ -15,9 +15,8 @@ use crate::writer::{PartFile, WriteBehind};
 
 /// How many bytes a part gathers before writing them (in the background,
 /// while it gathers the next as many). Small enough that the bytes are
-/// still in the CPU's cache when they are copied into the page cache: with
-/// 1 MiB, 1 GiB over HTTPS took 1.6-2.5 s and 56k page faults; with
-/// 256 KiB, 0.8 s.
+/// still in the CPU's cache when they are copied into the page cache
+/// (larger batches cost page faults and time: see `docs/benchmarks.md`).
 pub(super) const WRITE_BUF: usize = 256 * 1024;
 
 impl FileJob {
