@@ -393,7 +393,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
     let _ = writeln!(md, "\n#### Summary\n");
     let _ = writeln!(
         md,
-        "| Workload | Link | best peer | pymatris default | pymatris, peers' settings | default / best peer | bytes per file byte: pymatris default (best peer) | issue 14's goal: >= 1.25x, <= 1.02 bytes |"
+        "| Workload | Link | best peer | pymatris default | pymatris, peers' settings | default / best peer | bytes per file byte: pymatris default (leanest peer) | issue 14's goal: >= 1.25x best peer, bytes <= 1.02x leanest peer's |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for r in &report.results {
@@ -407,9 +407,18 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
             _ => "n/a".to_owned(),
         };
         let py_wire = wire(r, Tool::Pymatris);
-        let met = match (py, best, py_wire) {
-            (Some(p), Some((_, b)), Some(w)) => {
-                if p / b >= 1.25 && w.per_file_byte <= 1.02 {
+        // The issue's bound is on the files' bytes; the proxy counts
+        // headers and handshakes too, which the leanest peer pays as well.
+        let leanest = r
+            .cells
+            .iter()
+            .filter(|c| c.tool.is_peer() && r.stats(c).is_some())
+            .filter_map(|c| wire(r, c.tool))
+            .map(|w| w.per_file_byte)
+            .min_by(f64::total_cmp);
+        let met = match (py, best, py_wire, leanest) {
+            (Some(p), Some((_, b)), Some(w), Some(l)) => {
+                if p / b >= 1.25 && w.per_file_byte <= 1.02 * l {
                     "met"
                 } else {
                     "**not met**"
@@ -420,8 +429,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
         let bytes = format!(
             "{} ({})",
             py_wire.map_or("n/a".to_owned(), |w| format!("{:.3}", w.per_file_byte)),
-            best.and_then(|(t, _)| wire(r, t))
-                .map_or("n/a".to_owned(), |w| format!("{:.3}", w.per_file_byte))
+            leanest.map_or("n/a".to_owned(), |l| format!("{l:.3}"))
         );
         let _ = writeln!(
             md,
