@@ -284,13 +284,8 @@ impl Args {
             .overwrite(self.overwrite)
             .resume(self.resume)
             .max_speed(self.max_speed)
-            .headers(headers)
-            .location_trusted(self.location_trusted)
             .ca_certs(self.ca_cert.clone())
             .insecure(self.insecure);
-        if let Some(ua) = self.user_agent {
-            config = config.user_agent(ua);
-        }
         let netrc = match (self.netrc_file, self.netrc) {
             (Some(file), _) => Some(file),
             (None, true) => {
@@ -300,19 +295,39 @@ impl Args {
         };
         config = config
             .max_per_host(self.max_per_host.map(|n| n as usize))
-            .proxy(self.proxy)
-            .netrc(netrc)
-            .ftp_tls(self.ftp_tls)
-            .identity(self.identity)
-            .known_hosts(self.known_hosts)
-            .accept_new_host_keys(self.accept_new_host_keys);
+            .netrc(netrc);
         crate::logging::register_secrets(
             entries
                 .iter()
                 .map(|e| e.url.as_str())
-                .chain(config.protocol.proxy.as_deref()),
-            &config.protocol.headers,
+                .chain(self.proxy.as_deref()),
+            &headers,
         );
+        #[cfg(feature = "http")]
+        {
+            let mut http = pymatris_proto_http::HttpOptions::default()
+                .headers(headers)
+                .location_trusted(self.location_trusted)
+                .proxy(self.proxy);
+            if let Some(ua) = self.user_agent {
+                http = http.user_agent(ua);
+            }
+            config = config.with(http);
+        }
+        #[cfg(feature = "ftp")]
+        {
+            config =
+                config.with(pymatris_proto_ftp::FtpOptions::default().require_tls(self.ftp_tls));
+        }
+        #[cfg(feature = "sftp")]
+        {
+            config = config.with(
+                pymatris_proto_sftp::SftpOptions::default()
+                    .identity(self.identity)
+                    .known_hosts(self.known_hosts)
+                    .accept_new_host_keys(self.accept_new_host_keys),
+            );
+        }
         let mut requests = Vec::with_capacity(entries.len());
         let mut origins = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -675,9 +690,12 @@ mod tests {
             .unwrap();
         let plan = args.into_plan(&b""[..]).unwrap();
         assert_eq!(plan.requests.len(), 1);
+        #[cfg(feature = "http")]
         assert_eq!(
-            plan.config.protocol.headers,
-            vec![("X-A".to_owned(), "1".to_owned())]
+            plan.config
+                .options::<pymatris_proto_http::HttpOptions>()
+                .map(|o| o.headers.clone()),
+            Some(vec![("X-A".to_owned(), "1".to_owned())])
         );
         let args = Args::try_parse_from(["pymatris", "-i", "-"]).unwrap();
         let plan = args.into_plan(&b"http://h/a\nhttp://h/b\n"[..]).unwrap();

@@ -1,9 +1,24 @@
 //! The settings of a download batch: those the scheduler uses
 //! ([`Config`]) and those it hands to each protocol ([`ProtocolConfig`]).
+//!
+//! Core knows only the settings every protocol shares. A protocol crate
+//! defines its own options type (HTTP headers, SSH keys, ...) and reads it
+//! from the typed slot of [`ProtocolConfig`] ([`ProtocolConfig::get`]), so a
+//! new protocol brings its own settings without a change here.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The options of one protocol, stored in a [`ProtocolConfig`] by their
+/// type. Any `Debug + Send + Sync + 'static` type qualifies; its `Debug`
+/// output shows in logs of the config, so it must hide secrets.
+pub trait ProtocolOptions: Any + Send + Sync + fmt::Debug {}
+
+impl<T: Any + Send + Sync + fmt::Debug> ProtocolOptions for T {}
 
 /// Settings every protocol reads when it is built for a batch.
 #[derive(Clone)]
@@ -11,34 +26,24 @@ use std::time::Duration;
 pub struct ProtocolConfig {
     /// Connect, handshake and idle timeout.
     pub timeout: Duration,
-    /// Connections to one host at once, all files together (`None`: no cap
-    /// beyond `max_parallel * max_splits`).
+    /// Connections to one host (and port) at once, all files together
+    /// (`None`: no cap beyond `max_parallel * max_splits`). The engine
+    /// enforces it on transfers; a protocol that keeps connections open
+    /// between transfers (an FTP session, an SSH connection) bounds the
+    /// connections it holds to one host and port by the same number, and
+    /// keeps no limit of its own on transfers.
     pub max_per_host: Option<usize>,
-    /// Extra HTTP headers, sent with every request to the origin (scheme,
-    /// host and port) of the request's URL, and after a redirect to another
-    /// origin only when `location_trusted`.
-    pub headers: Vec<(String, String)>,
-    /// Send the extra headers and the URL's credentials after a redirect to
-    /// another origin too (curl's `--location-trusted`).
-    pub location_trusted: bool,
-    /// The HTTP `User-Agent`.
-    pub user_agent: String,
-    /// Extra CA certificates (PEM files) trusted besides the system roots.
+    /// Extra CA certificates (PEM files) trusted besides the system roots,
+    /// by every protocol that speaks TLS.
     pub ca_certs: Vec<PathBuf>,
-    /// Skip TLS certificate verification (and SFTP host key checks).
+    /// Skip the verification of the server's identity (TLS certificates,
+    /// SSH host keys).
     pub insecure: bool,
-    /// An explicit proxy URL for HTTP(S).
-    pub proxy: Option<String>,
-    /// Read credentials from `~/.netrc` (or this file).
+    /// Read credentials from this netrc file (the engine applies them to
+    /// URLs without any).
     pub netrc: Option<PathBuf>,
-    /// An SSH private key to try first.
-    pub identity: Option<PathBuf>,
-    /// The SSH `known_hosts` file to check host keys against.
-    pub known_hosts: Option<PathBuf>,
-    /// Add the keys of unknown SSH hosts to `known_hosts`.
-    pub accept_new_host_keys: bool,
-    /// Require explicit TLS (`AUTH TLS`) on `ftp://` URLs.
-    pub ftp_tls: bool,
+    /// The options of each protocol, by type.
+    options: HashMap<TypeId, Arc<dyn ProtocolOptions>>,
 }
 
 impl Default for ProtocolConfig {
@@ -46,43 +51,39 @@ impl Default for ProtocolConfig {
         ProtocolConfig {
             timeout: Duration::from_secs(60),
             max_per_host: None,
-            headers: Vec::new(),
-            location_trusted: false,
-            user_agent: concat!("pymatris/", env!("CARGO_PKG_VERSION")).to_owned(),
             ca_certs: Vec::new(),
             insecure: false,
-            proxy: None,
             netrc: None,
-            identity: None,
-            known_hosts: None,
-            accept_new_host_keys: false,
-            ftp_tls: false,
+            options: HashMap::new(),
         }
+    }
+}
+
+impl ProtocolConfig {
+    /// Stores the options of a protocol, replacing any of the same type.
+    pub fn set<T: ProtocolOptions>(&mut self, options: T) -> &mut Self {
+        self.options.insert(TypeId::of::<T>(), Arc::new(options));
+        self
+    }
+
+    /// The options of type `T`, if set. A protocol uses its documented
+    /// defaults when they are not.
+    pub fn get<T: ProtocolOptions>(&self) -> Option<&T> {
+        let options: &dyn Any = self.options.get(&TypeId::of::<T>())?.as_ref();
+        options.downcast_ref::<T>()
     }
 }
 
 impl fmt::Debug for ProtocolConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may carry tokens (`Authorization`), so only their
-        // names are shown.
-        let header_names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let options: Vec<&dyn ProtocolOptions> = self.options.values().map(Arc::as_ref).collect();
         f.debug_struct("ProtocolConfig")
             .field("timeout", &self.timeout)
             .field("max_per_host", &self.max_per_host)
-            .field("headers", &header_names)
-            .field("location_trusted", &self.location_trusted)
-            .field("user_agent", &self.user_agent)
             .field("ca_certs", &self.ca_certs)
             .field("insecure", &self.insecure)
-            .field(
-                "proxy",
-                &self.proxy.as_deref().map(crate::redact::redact_url_str),
-            )
             .field("netrc", &self.netrc)
-            .field("identity", &self.identity)
-            .field("known_hosts", &self.known_hosts)
-            .field("accept_new_host_keys", &self.accept_new_host_keys)
-            .field("ftp_tls", &self.ftp_tls)
+            .field("options", &options)
             .finish()
     }
 }
@@ -176,27 +177,49 @@ impl Config {
         timeout: Duration => protocol.timeout);
     setter!(/// Connections to one host at once.
         max_per_host: Option<usize> => protocol.max_per_host);
-    setter!(/// Extra HTTP headers.
-        headers: Vec<(String, String)> => protocol.headers);
-    setter!(/// Let extra headers and credentials follow redirects to other
-        /// origins.
-        location_trusted: bool => protocol.location_trusted);
-    setter!(/// The HTTP `User-Agent`.
-        user_agent: String => protocol.user_agent);
     setter!(/// Extra trusted CA certificates (PEM files).
         ca_certs: Vec<PathBuf> => protocol.ca_certs);
     setter!(/// Skip certificate and host key verification.
         insecure: bool => protocol.insecure);
-    setter!(/// An HTTP(S) proxy.
-        proxy: Option<String> => protocol.proxy);
     setter!(/// Use this netrc file for credentials.
         netrc: Option<PathBuf> => protocol.netrc);
-    setter!(/// An SSH private key.
-        identity: Option<PathBuf> => protocol.identity);
-    setter!(/// The SSH `known_hosts` file.
-        known_hosts: Option<PathBuf> => protocol.known_hosts);
-    setter!(/// Add unknown SSH host keys to `known_hosts`.
-        accept_new_host_keys: bool => protocol.accept_new_host_keys);
-    setter!(/// Require `AUTH TLS` on `ftp://`.
-        ftp_tls: bool => protocol.ftp_tls);
+
+    /// Hands `options` to the protocol that reads them (for example
+    /// `pymatris_proto_http::HttpOptions`), replacing any of the same type.
+    pub fn with<T: ProtocolOptions>(mut self, options: T) -> Self {
+        self.protocol.set(options);
+        self
+    }
+
+    /// The protocol options of type `T`, if set.
+    pub fn options<T: ProtocolOptions>(&self) -> Option<&T> {
+        self.protocol.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Default)]
+    struct Mine {
+        level: u8,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Default)]
+    struct Other(&'static str);
+
+    #[test]
+    fn protocol_options_are_found_by_type() {
+        let config = Config::default().with(Mine { level: 3 });
+        assert_eq!(config.options::<Mine>(), Some(&Mine { level: 3 }));
+        assert_eq!(config.options::<Other>(), None);
+        let config = config.with(Other("x")).with(Mine { level: 4 });
+        assert_eq!(config.protocol.get::<Mine>(), Some(&Mine { level: 4 }));
+        // Clones share nothing the other could change.
+        let mut copy = config.clone();
+        copy.protocol.set(Other("y"));
+        assert_eq!(config.options::<Other>(), Some(&Other("x")));
+        assert!(format!("{config:?}").contains("Other(\"x\")"));
+    }
 }

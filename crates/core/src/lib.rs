@@ -35,7 +35,7 @@ mod throttle;
 mod writer;
 
 pub use camino;
-pub use config::{Config, ProtocolConfig};
+pub use config::{Config, ProtocolConfig, ProtocolOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{

@@ -7,7 +7,7 @@
 //!   `PASV` when the server refuses it (the address of a `PASV` answer is
 //!   ignored for the control connection's, as curl does).
 //! - `ftps://` is implicit TLS (port 990); `ftp://` with
-//!   [`ProtocolConfig::ftp_tls`] requires explicit `AUTH TLS`. Certificates
+//!   [`FtpOptions::require_tls`] requires explicit `AUTH TLS`. Certificates
 //!   are checked against the system roots plus `ca_certs`, unless
 //!   `insecure`.
 //! - The size comes from `SIZE` (else `MLST`), the version from `MDTM`;
@@ -56,6 +56,24 @@ pymatris_core::inventory::submit! {
     }
 }
 
+/// The settings only FTP reads, handed over in the batch's config
+/// ([`pymatris_core::Config::with`]). Absent, [`FtpOptions::default`]
+/// applies: `ftp://` URLs are plain FTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FtpOptions {
+    /// Require explicit TLS (`AUTH TLS`) on `ftp://` URLs.
+    pub require_tls: bool,
+}
+
+impl FtpOptions {
+    /// Requires (or not) `AUTH TLS` on `ftp://` URLs.
+    pub fn require_tls(mut self, require: bool) -> Self {
+        self.require_tls = require;
+        self
+    }
+}
+
 /// FTP and FTPS: one per download batch, holding its connection pools.
 pub struct FtpProtocol {
     timeout: Duration,
@@ -81,7 +99,7 @@ impl FtpProtocol {
     pub fn new(cfg: &ProtocolConfig) -> Result<FtpProtocol, Error> {
         Ok(FtpProtocol {
             timeout: cfg.timeout,
-            ftp_tls: cfg.ftp_tls,
+            ftp_tls: cfg.get::<FtpOptions>().is_some_and(|o| o.require_tls),
             config: cfg.clone(),
             tls: OnceLock::new(),
             pool: Pool::new(cfg.max_per_host),

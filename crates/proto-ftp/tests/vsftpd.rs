@@ -13,7 +13,7 @@ use pymatris_core::{
     ByteRange, ByteStream, Config, Downloader, ErrorKind, Protocol, ProtocolConfig, Results, Url,
 };
 use pymatris_harness::{Options, Servers, Which, random_bytes};
-use pymatris_proto_ftp::FtpProtocol;
+use pymatris_proto_ftp::{FtpOptions, FtpProtocol};
 
 /// What vsftpd's log says.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -218,7 +218,7 @@ async fn explicit_ftps_with_the_harness_ca() {
     s.write_random("secret.bin", size as u64, 5);
     let (_t, dir) = out_dir();
     let config = fast(Config::default())
-        .ftp_tls(true)
+        .with(FtpOptions::default().require_tls(true))
         .ca_certs(vec![s.ca_cert().to_owned()])
         .max_splits(3)
         .min_split_size(1 << 20);
@@ -237,7 +237,9 @@ async fn explicit_ftps_refuses_an_unknown_ca_unless_insecure() {
     let s = servers();
     s.write_file("secret.txt", b"s3cret\n");
     let (_t, dir) = out_dir();
-    let config = fast(Config::default()).ftp_tls(true).max_tries(3);
+    let config = fast(Config::default())
+        .with(FtpOptions::default().require_tls(true))
+        .max_tries(3);
     let r = download(config, &[s.ftp_url("secret.txt")], &dir).await;
     assert_eq!(r.errors.len(), 1, "{r}");
     let err = &r.errors[0].error;
@@ -246,7 +248,9 @@ async fn explicit_ftps_refuses_an_unknown_ca_unless_insecure() {
     assert_eq!(log(&s).connects, 1, "a TLS failure is not retried");
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
 
-    let config = fast(Config::default()).ftp_tls(true).insecure(true);
+    let config = fast(Config::default())
+        .with(FtpOptions::default().require_tls(true))
+        .insecure(true);
     let r = download(config, &[s.ftp_url("secret.txt")], &dir).await;
     assert_ok(&r);
     assert_eq!(std::fs::read(dir.join("secret.txt")).unwrap(), b"s3cret\n");

@@ -34,30 +34,28 @@ mod body;
 mod connector;
 mod error;
 mod headers;
+mod options;
 mod pool;
+mod proxy;
+mod request;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::header::{
-    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_RANGE, HOST, IF_RANGE, LOCATION, PROXY_AUTHORIZATION,
-    RANGE, USER_AGENT,
-};
+use http::header::{CONTENT_RANGE, IF_RANGE, RANGE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper::body::{Body as _, Incoming};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
-use percent_encoding::percent_decode_str;
 use pymatris_core::{
     ByteRange, ByteStream, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url,
-    Validator, redact_url, redact_url_str,
+    Validator, redact_url,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
@@ -65,6 +63,11 @@ use tower_service::Service;
 use crate::connector::Connector;
 use crate::headers::ContentRange;
 use crate::pool::{Key, Lease, Pool, SendError};
+use crate::request::{
+    check_scheme, header_value, is_redirect, origin_form, range_header, redirect_target,
+};
+
+pub use crate::options::HttpOptions;
 
 pymatris_core::inventory::submit! {
     pymatris_core::ProtocolPlugin {
@@ -97,9 +100,6 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// TCP keepalive on every connection.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// Config headers that pymatris sets itself and a user may not override.
-const RESERVED_HEADERS: [HeaderName; 3] = [RANGE, IF_RANGE, ACCEPT_ENCODING];
-
 /// HTTP and HTTPS downloads: pooled HTTP/1.1 connections, TLS through
 /// rustls (configured on the first https:// URL).
 ///
@@ -116,6 +116,7 @@ pub struct HttpProtocol {
     https: OnceLock<Result<HttpsConnector<Connector>, String>>,
     config: ProtocolConfig,
     headers: Vec<(HeaderName, HeaderValue)>,
+    location_trusted: bool,
     user_agent: Option<HeaderValue>,
     timeout: Duration,
     limiter: Option<HostLimiter>,
@@ -142,19 +143,11 @@ impl HttpProtocol {
     /// Fails on a header that is not valid HTTP, an unreadable `--ca-cert`
     /// file or a proxy URL that cannot be used.
     pub fn new(cfg: &ProtocolConfig) -> Result<HttpProtocol, Error> {
-        let headers = config_headers(&cfg.headers)?;
-        let user_agent = if cfg.user_agent.is_empty() {
-            None
-        } else {
-            Some(HeaderValue::from_str(&cfg.user_agent).map_err(|_| {
-                Error::new(
-                    ErrorKind::Protocol,
-                    "the user agent is not a valid header value",
-                )
-                .retryable(false)
-            })?)
-        };
-        let proxy = proxy_matcher(cfg)?;
+        let default = HttpOptions::default();
+        let options = cfg.get::<HttpOptions>().unwrap_or(&default);
+        let headers = options::parse_headers(&options.headers)?;
+        let user_agent = options::parse_user_agent(&options.user_agent)?;
+        let proxy = proxy::matcher(options.proxy.as_deref())?;
         // The TLS configuration waits for the first https:// URL; a bad
         // --ca-cert file is an error now all the same.
         pymatris_tls::check_ca_certs(cfg)?;
@@ -174,6 +167,7 @@ impl HttpProtocol {
             https: OnceLock::new(),
             config: cfg.clone(),
             headers,
+            location_trusted: options.location_trusted,
             user_agent,
             timeout: cfg.timeout,
             limiter: cfg.max_per_host.map(HostLimiter::new),
@@ -312,83 +306,6 @@ impl HttpProtocol {
             .handshake(key, io, proxied)
             .await
             .map_err(|e| failed(Box::new(e)))
-    }
-
-    /// The request for `current`, reached from `original` by redirects.
-    fn build_request(
-        &self,
-        method: &Method,
-        original: &Url,
-        current: &Url,
-        extra: &HeaderMap,
-    ) -> Result<Request<Empty<Bytes>>, Error> {
-        let uri = request_uri(current)?;
-        let same_origin = may_send_credentials(original, current);
-        // The user's headers and the URL's credentials were given for the
-        // origin of the URL; another origin gets them only when the user
-        // says it may (a redirect from https:// to http:// of the same host
-        // would otherwise put an API key on the wire in clear text).
-        let credentials_allowed = same_origin || self.config.location_trusted;
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .body(Empty::new())
-            .map_err(|e| {
-                Error::new(ErrorKind::InvalidUrl, redact_url(current))
-                    .retryable(false)
-                    .with_source(e)
-            })?;
-        let headers = request.headers_mut();
-        if let Some(ua) = &self.user_agent {
-            headers.insert(USER_AGENT, ua.clone());
-        }
-        // The bytes as stored: a compressed body could not be cut in ranges.
-        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        let mut replaced = Vec::new();
-        for (name, value) in &self.headers {
-            if !same_origin && (!credentials_allowed || is_origin_bound(name)) {
-                continue;
-            }
-            // The first occurrence of a name replaces a default, later ones
-            // add to it (several `Accept`s, say).
-            if replaced.contains(name) {
-                headers.append(name.clone(), value.clone());
-            } else {
-                headers.insert(name.clone(), value.clone());
-                replaced.push(name.clone());
-            }
-        }
-        if !headers.contains_key(AUTHORIZATION) {
-            let userinfo = if has_userinfo(current) {
-                Some(current)
-            } else if credentials_allowed && has_userinfo(original) {
-                Some(original)
-            } else {
-                None
-            };
-            if let Some(auth) = userinfo.and_then(basic_auth) {
-                headers.insert(AUTHORIZATION, auth);
-            }
-        }
-        if current.scheme() == "http" && !headers.contains_key(PROXY_AUTHORIZATION) {
-            // Plain http:// through a proxy: the proxy reads the request
-            // itself, so its credentials go in a header (for https:// they
-            // go in the CONNECT).
-            let intercept = self.proxy.as_ref().and_then(|m| m.intercept(request.uri()));
-            if let Some(auth) = intercept.as_ref().and_then(|i| i.basic_auth()) {
-                request
-                    .headers_mut()
-                    .insert(PROXY_AUTHORIZATION, auth.clone());
-            }
-        }
-        for (name, value) in extra {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
-        if !request.headers().contains_key(HOST) {
-            let host = host_header(current)?;
-            request.headers_mut().insert(HOST, host);
-        }
-        Ok(request)
     }
 
     /// Reads a small body to its end so the connection goes back to the
@@ -649,353 +566,31 @@ fn meta_from(headers: &HeaderMap, requested: &Url, final_url: &Url) -> RemoteMet
     }
 }
 
-/// `bytes=START-` or `bytes=START-LAST`.
-fn range_header(range: ByteRange) -> String {
-    match range.end {
-        Some(end) if end > range.start => format!("bytes={}-{}", range.start, end - 1),
-        _ => format!("bytes={}-", range.start),
-    }
-}
-
-fn header_value(text: &str) -> HeaderValue {
-    // Only called with ASCII digits and punctuation.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn is_redirect(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
-}
-
-/// Where a redirect points, resolved against the URL that sent it.
-fn redirect_target(current: &Url, status: StatusCode, headers: &HeaderMap) -> Result<Url, Error> {
-    let location = headers
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!("{} without a Location", error::status_line(status)),
-            )
-            .retryable(false)
-        })?;
-    let next = current.join(location).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidUrl,
-            format!("redirect to an invalid URL {}", redact_url_str(location)),
-        )
-        .retryable(false)
-        .with_source(e)
-    })?;
-    Ok(next)
-}
-
-fn check_scheme(url: &Url) -> Result<(), Error> {
-    match url.scheme() {
-        "http" | "https" => Ok(()),
-        other => Err(Error::new(
-            ErrorKind::UnsupportedScheme,
-            format!("{other}:// is not HTTP ({})", redact_url(url)),
-        )
-        .retryable(false)),
-    }
-}
-
-/// The URI to request: no user info (it goes in `Authorization`), no
-/// fragment.
-fn request_uri(url: &Url) -> Result<Uri, Error> {
-    let invalid = |what: &str| {
-        Error::new(
-            ErrorKind::InvalidUrl,
-            format!("{}: {what}", redact_url(url)),
-        )
-        .retryable(false)
-    };
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("no host"));
-    }
-    let mut bare = url.clone();
-    // Cannot fail for http(s) URLs, which have a host.
-    let _ = bare.set_username("");
-    let _ = bare.set_password(None);
-    bare.set_fragment(None);
-    bare.as_str()
-        .parse::<Uri>()
-        .map_err(|e| invalid("not a valid HTTP URI").with_source(e))
-}
-
 /// Calls a connector once it is ready.
 async fn call<S: Service<Uri>>(mut connector: S, target: Uri) -> Result<S::Response, S::Error> {
     std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
     connector.call(target).await
 }
 
-/// Origin-form (`/path?query`), for a request that goes straight to the
-/// server rather than to a proxy.
-fn origin_form(request: &mut Request<Empty<Bytes>>) {
-    let path = request.uri().path_and_query().cloned();
-    let path = path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    if let Ok(uri) = Uri::builder().path_and_query(path).build() {
-        *request.uri_mut() = uri;
-    }
-}
-
-/// The `Host` header of a request to `url`: its host, and its port unless
-/// it is the scheme's default.
-fn host_header(url: &Url) -> Result<HeaderValue, Error> {
-    let host = url.host_str().unwrap_or("");
-    let value = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    };
-    HeaderValue::from_str(&value).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidUrl,
-            format!("{}: not a valid host", redact_url(url)),
-        )
-        .retryable(false)
-        .with_source(e)
-    })
-}
-
-fn has_userinfo(url: &Url) -> bool {
-    !url.username().is_empty() || url.password().is_some()
-}
-
-/// `Authorization: Basic` from the URL's user info (percent-decoded).
-fn basic_auth(url: &Url) -> Option<HeaderValue> {
-    let mut raw: Vec<u8> = percent_decode_str(url.username()).collect();
-    raw.push(b':');
-    raw.extend(percent_decode_str(url.password().unwrap_or("")));
-    let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
-    value.set_sensitive(true);
-    Some(value)
-}
-
-/// Whether credentials given for `original` (its user info, and
-/// `Authorization`/`Cookie` headers of the config) may go with a request
-/// to `current`: only to the same scheme, host and port.
-fn may_send_credentials(original: &Url, current: &Url) -> bool {
-    headers::same_origin(original, current)
-}
-
-/// Headers that only make sense for the origin the user named, dropped
-/// after a redirect to another one even when the user trusts it.
-fn is_origin_bound(name: &HeaderName) -> bool {
-    name == HOST
-}
-
-/// The config's extra headers, checked once. Values are marked sensitive
-/// and never shown, not even in errors.
-fn config_headers(raw: &[(String, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
-    let mut out = Vec::with_capacity(raw.len());
-    for (name, value) in raw {
-        let name = name.trim();
-        let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            Error::new(ErrorKind::Protocol, format!("invalid header name {name:?}"))
-                .retryable(false)
-        })?;
-        let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!("invalid value for header {name}"),
-            )
-            .retryable(false)
-        })?;
-        if RESERVED_HEADERS.contains(&parsed) {
-            tracing::warn!("ignoring header {name}: pymatris sets it itself");
-            continue;
-        }
-        value.set_sensitive(true);
-        out.push((parsed, value));
-    }
-    Ok(out)
-}
-
-/// The proxy rules: `--proxy` (still honouring `NO_PROXY`), else the
-/// `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` variables.
-fn proxy_matcher(cfg: &ProtocolConfig) -> Result<Option<Arc<Matcher>>, Error> {
-    let Some(proxy) = cfg
-        .proxy
-        .as_deref()
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    else {
-        return Ok(Some(Arc::new(Matcher::from_env())));
-    };
-    let full = if proxy.contains("://") {
-        proxy.to_owned()
-    } else {
-        format!("http://{proxy}")
-    };
-    let parsed = Url::parse(&full).map_err(|e| {
-        Error::new(
-            ErrorKind::InvalidUrl,
-            format!("invalid proxy {}", redact_url_str(proxy)),
-        )
-        .retryable(false)
-        .with_source(e)
-    })?;
-    if parsed.scheme() != "http" {
-        return Err(Error::new(
-            ErrorKind::UnsupportedScheme,
-            format!(
-                "proxy {}: only http:// proxies are supported",
-                redact_url(&parsed)
-            ),
-        )
-        .retryable(false));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(Error::new(
-            ErrorKind::InvalidUrl,
-            format!("proxy {} has no host", redact_url(&parsed)),
-        )
-        .retryable(false));
-    }
-    let no_proxy = std::env::var("NO_PROXY")
-        .or_else(|_| std::env::var("no_proxy"))
-        .unwrap_or_default();
-    Ok(Some(Arc::new(
-        Matcher::builder().all(full).no(no_proxy).build(),
-    )))
-}
-
 #[cfg(test)]
 mod tests {
-    use http::header::COOKIE;
-
     use super::*;
-
-    fn url(s: &str) -> Url {
-        Url::parse(s).unwrap()
-    }
-
-    #[test]
-    fn range_headers() {
-        assert_eq!(range_header(ByteRange::from(0)), "bytes=0-");
-        assert_eq!(range_header(ByteRange::from(10)), "bytes=10-");
-        assert_eq!(range_header(ByteRange::new(0, 1)), "bytes=0-0");
-        assert_eq!(range_header(ByteRange::new(100, 200)), "bytes=100-199");
-    }
-
-    fn protocol(cfg: ProtocolConfig) -> HttpProtocol {
-        HttpProtocol::new(&cfg).unwrap()
-    }
-
-    fn request(p: &HttpProtocol, original: &str, current: &str) -> Request<Empty<Bytes>> {
-        p.build_request(
-            &Method::GET,
-            &url(original),
-            &url(current),
-            &HeaderMap::new(),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn redirect_credential_stripping() {
-        let mut cfg = ProtocolConfig::default();
-        cfg.headers = vec![
-            ("Authorization".into(), "Bearer t0ken".into()),
-            ("Cookie".into(), "s=1".into()),
-            ("X-Other".into(), "kept".into()),
-        ];
-        let p = protocol(cfg);
-        let same = request(&p, "http://a.example/x", "http://a.example/y");
-        assert_eq!(same.headers()[AUTHORIZATION], "Bearer t0ken");
-        assert_eq!(same.headers()[COOKIE], "s=1");
-        let other = request(&p, "http://a.example/x", "http://b.example/y");
-        assert!(other.headers().get(AUTHORIZATION).is_none());
-        assert!(other.headers().get(COOKIE).is_none());
-        // Any header of the user's may hold a secret (`X-Api-Key`).
-        assert!(other.headers().get("x-other").is_none());
-        let port = request(&p, "http://a.example/x", "http://a.example:81/y");
-        assert!(port.headers().get(AUTHORIZATION).is_none());
-        let scheme = request(&p, "https://a.example/x", "http://a.example/x");
-        assert!(scheme.headers().get(AUTHORIZATION).is_none());
-
-        let p = protocol(ProtocolConfig::default());
-        let own = request(
-            &p,
-            "http://u:p%40ss@a.example/x",
-            "http://u:p%40ss@a.example/x",
-        );
-        // "u:p@ss"
-        assert_eq!(own.headers()[AUTHORIZATION], "Basic dTpwQHNz");
-        assert_eq!(own.uri(), "http://a.example/x");
-        let moved = request(&p, "http://u:pw@a.example/x", "http://a.example/y");
-        assert_eq!(moved.headers()[AUTHORIZATION], "Basic dTpwdw==");
-        let away = request(&p, "http://u:pw@a.example/x", "http://b.example/y");
-        assert!(away.headers().get(AUTHORIZATION).is_none());
-    }
-
-    #[test]
-    fn location_trusted_lets_credentials_follow_but_not_host() {
-        let mut cfg = ProtocolConfig::default();
-        cfg.headers = vec![
-            ("X-Api-Key".into(), "k".into()),
-            ("Host".into(), "a.example".into()),
-        ];
-        cfg.location_trusted = true;
-        let p = protocol(cfg);
-        let away = request(&p, "https://u:pw@a.example/x", "http://b.example/y");
-        assert_eq!(away.headers()["x-api-key"], "k");
-        assert_eq!(away.headers()[AUTHORIZATION], "Basic dTpwdw==");
-        assert_eq!(away.headers()[HOST], "b.example");
-        let home = request(&p, "https://u:pw@a.example/x", "https://a.example/y");
-        assert_eq!(home.headers()[HOST], "a.example");
-    }
-
-    #[test]
-    fn default_request_headers() {
-        let mut cfg = ProtocolConfig::default();
-        cfg.user_agent = "ua/1".into();
-        cfg.headers = vec![
-            ("Range".into(), "bytes=5-".into()),
-            ("Accept".into(), "a/b".into()),
-            ("Accept".into(), "c/d".into()),
-            ("User-Agent".into(), "mine".into()),
-        ];
-        let p = protocol(cfg);
-        let r = request(&p, "http://a.example/#frag", "http://a.example/#frag");
-        assert_eq!(r.uri(), "http://a.example/");
-        assert!(r.headers().get(RANGE).is_none());
-        assert_eq!(r.headers()[ACCEPT_ENCODING], "identity");
-        assert_eq!(r.headers()[USER_AGENT], "mine");
-        let accepts: Vec<_> = r.headers().get_all("accept").iter().collect();
-        assert_eq!(accepts, ["a/b", "c/d"]);
-    }
 
     #[test]
     fn bad_config_is_refused_without_showing_values() {
-        let mut cfg = ProtocolConfig::default();
-        cfg.headers = vec![("X-Token".into(), "sec\nret".into())];
-        let err = HttpProtocol::new(&cfg).unwrap_err();
+        let build = |options: HttpOptions| {
+            let mut cfg = ProtocolConfig::default();
+            cfg.set(options);
+            HttpProtocol::new(&cfg)
+        };
+        let err = build(HttpOptions::default().header("X-Token", "sec\nret")).unwrap_err();
         assert!(!err.to_string().contains("sec"), "{err}");
-        let mut cfg = ProtocolConfig::default();
-        cfg.proxy = Some("socks5://u:pw@proxy:1080".into());
-        let err = HttpProtocol::new(&cfg).unwrap_err();
+        let err = build(HttpOptions::default().proxy(Some("socks5://u:pw@proxy:1080".into())))
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnsupportedScheme);
         assert!(!err.to_string().contains("pw"), "{err}");
-        let mut cfg = ProtocolConfig::default();
-        cfg.proxy = Some("proxy.example:3128".into());
-        assert!(HttpProtocol::new(&cfg).is_ok());
-    }
-
-    #[test]
-    fn redirect_targets() {
-        let mut h = HeaderMap::new();
-        h.insert(LOCATION, "../b?q=1".parse().unwrap());
-        let next = redirect_target(&url("http://h/a/x"), StatusCode::FOUND, &h).unwrap();
-        assert_eq!(next.as_str(), "http://h/b?q=1");
-        h.insert(LOCATION, "//other:81/z".parse().unwrap());
-        let next = redirect_target(&url("https://h/a"), StatusCode::FOUND, &h).unwrap();
-        assert_eq!(next.as_str(), "https://other:81/z");
-        let err =
-            redirect_target(&url("http://h/"), StatusCode::FOUND, &HeaderMap::new()).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Protocol);
+        assert!(build(HttpOptions::default().proxy(Some("proxy.example:3128".into()))).is_ok());
+        // Without options of its own, HTTP runs on its defaults.
+        assert!(HttpProtocol::new(&ProtocolConfig::default()).is_ok());
     }
 }

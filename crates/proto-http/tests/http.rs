@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use pymatris_core::{
     ByteRange, ByteStream, ErrorKind, Fetched, Protocol, ProtocolConfig, Url, Validator,
 };
-use pymatris_proto_http::HttpProtocol;
+use pymatris_proto_http::{HttpOptions, HttpProtocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -519,10 +519,11 @@ async fn redirects_keep_credentials_on_their_origin() {
     let a = start(routes(), None).await;
     let b = start(routes(), None).await;
     let mut cfg = ProtocolConfig::default();
-    cfg.headers = vec![
-        ("Cookie".into(), "session=s3cret".into()),
-        ("X-Api-Key".into(), "k3y".into()),
-    ];
+    cfg.set(
+        HttpOptions::default()
+            .header("Cookie", "session=s3cret")
+            .header("X-Api-Key", "k3y"),
+    );
     let p = HttpProtocol::new(&cfg).unwrap();
 
     // Same origin: credentials follow.
@@ -791,7 +792,7 @@ async fn start_proxy() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
 async fn proxies_http_in_absolute_form_and_https_through_connect() {
     let (proxy, log) = start_proxy().await;
     let mut cfg = ProtocolConfig::default();
-    cfg.proxy = Some(format!("http://pu:pp@{proxy}"));
+    cfg.set(HttpOptions::default().proxy(Some(format!("http://pu:pp@{proxy}"))));
     let p = HttpProtocol::new(&cfg).unwrap();
 
     let url = Url::parse("http://pymatris.invalid/some/file").unwrap();

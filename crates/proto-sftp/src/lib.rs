@@ -19,6 +19,7 @@ mod read;
 mod target;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::auth::KeySources;
@@ -39,6 +40,44 @@ pymatris_core::inventory::submit! {
     }
 }
 
+/// The settings only SFTP reads, handed over in the batch's config
+/// ([`pymatris_core::Config::with`]). Absent, [`SftpOptions::default`]
+/// applies: ssh-agent and `~/.ssh/id_*` keys, host keys checked against
+/// `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`, unknown hosts
+/// refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SftpOptions {
+    /// A private key tried before ssh-agent and `~/.ssh/id_*`.
+    pub identity: Option<PathBuf>,
+    /// The `known_hosts` file to check host keys against, instead of the
+    /// user's and the system's.
+    pub known_hosts: Option<PathBuf>,
+    /// Add the keys of unknown hosts to `known_hosts` (a changed key is
+    /// still refused).
+    pub accept_new_host_keys: bool,
+}
+
+impl SftpOptions {
+    /// Tries this private key first.
+    pub fn identity(mut self, path: Option<PathBuf>) -> Self {
+        self.identity = path;
+        self
+    }
+
+    /// Checks host keys against this file.
+    pub fn known_hosts(mut self, path: Option<PathBuf>) -> Self {
+        self.known_hosts = path;
+        self
+    }
+
+    /// Adds the keys of unknown hosts to `known_hosts`.
+    pub fn accept_new_host_keys(mut self, accept: bool) -> Self {
+        self.accept_new_host_keys = accept;
+        self
+    }
+}
+
 /// The SFTP protocol of one download batch: its connection pool and the
 /// settings it was built with.
 pub struct SftpProtocol {
@@ -56,21 +95,20 @@ impl fmt::Debug for SftpProtocol {
 impl SftpProtocol {
     /// Builds the protocol from the batch's settings: `timeout` (connect,
     /// handshake, login, and each SFTP request), `max_per_host` (SSH
-    /// connections to one host),
-    /// `identity` (a key tried before ssh-agent and `~/.ssh/id_*`),
-    /// `known_hosts` (instead of `~/.ssh/known_hosts` and
-    /// `/etc/ssh/ssh_known_hosts`), `accept_new_host_keys` and `insecure`
-    /// (no host key check at all).
+    /// connections to one host and port), `insecure` (no host key check at
+    /// all), and the [`SftpOptions`].
     pub fn new(cfg: &ProtocolConfig) -> Result<SftpProtocol> {
+        let default = SftpOptions::default();
+        let options = cfg.get::<SftpOptions>().unwrap_or(&default);
         let settings = Settings {
             timeout: cfg.timeout,
             max_per_host: cfg.max_per_host,
             policy: Arc::new(Policy::new(
-                cfg.known_hosts.clone(),
+                options.known_hosts.clone(),
                 cfg.insecure,
-                cfg.accept_new_host_keys,
+                options.accept_new_host_keys,
             )),
-            keys: KeySources::new(cfg.identity.clone()),
+            keys: KeySources::new(options.identity.clone()),
         };
         Ok(SftpProtocol {
             pool: Pool::new(settings),

@@ -20,6 +20,7 @@ use pymatris_core::{Config, Downloader};
 use pymatris_harness::{Servers, Which};
 
 extern crate pymatris_proto_sftp as _;
+use pymatris_proto_sftp::SftpOptions;
 
 /// CPU seconds (own, reaped children) of process `pid` ("self" for us).
 fn cpu(pid: &str) -> (f64, f64) {
@@ -80,8 +81,11 @@ fn env(name: &str, default: u64) -> u64 {
 
 fn config(servers: &Servers) -> Config {
     Config::default()
-        .identity(Some(servers.ssh_client_key().to_owned()))
-        .known_hosts(Some(servers.ssh_known_hosts().to_owned()))
+        .with(
+            SftpOptions::default()
+                .identity(Some(servers.ssh_client_key().to_owned()))
+                .known_hosts(Some(servers.ssh_known_hosts().to_owned())),
+        )
         .min_split_size(1 << 20)
         .max_tries(1)
 }

@@ -19,6 +19,7 @@ use pymatris_harness::{Servers, Which};
 
 // Link this crate's registration into the test binary.
 extern crate pymatris_proto_sftp as _;
+use pymatris_proto_sftp::SftpOptions;
 
 /// Kills this harness's sshd sessions (the children of its listener and
 /// theirs) once `at` bytes have been written.
@@ -113,8 +114,11 @@ fn a_connection_killed_mid_transfer_is_resumed_byte_for_byte() {
             killed: AtomicBool::new(false),
         });
         let config = Config::default()
-            .identity(Some(servers.ssh_client_key().to_owned()))
-            .known_hosts(Some(servers.ssh_known_hosts().to_owned()))
+            .with(
+                SftpOptions::default()
+                    .identity(Some(servers.ssh_client_key().to_owned()))
+                    .known_hosts(Some(servers.ssh_known_hosts().to_owned())),
+            )
             .backoff_base(Duration::from_millis(50))
             .max_splits(splits)
             .min_split_size(1 << 20)
@@ -240,7 +244,7 @@ fn keyboard_interactive_takes_the_password() {
     let dir = Utf8PathBuf::from_path_buf(out.path().to_owned()).unwrap();
     let config = || {
         Config::default()
-            .known_hosts(Some(known.clone()))
+            .with(SftpOptions::default().known_hosts(Some(known.clone())))
             .max_tries(1)
     };
 
@@ -306,8 +310,11 @@ fn servers_restricted_to_one_algorithm_openssh_offers() {
         let out = tempfile::tempdir().unwrap();
         let dir = Utf8PathBuf::from_path_buf(out.path().to_owned()).unwrap();
         let config = Config::default()
-            .identity(Some(servers.ssh_client_key().to_owned()))
-            .known_hosts(Some(known))
+            .with(
+                SftpOptions::default()
+                    .identity(Some(servers.ssh_client_key().to_owned()))
+                    .known_hosts(Some(known)),
+            )
             .max_splits(2)
             .min_split_size(1 << 20)
             .max_tries(1);

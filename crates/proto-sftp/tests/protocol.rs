@@ -8,12 +8,15 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use pymatris_core::{ByteRange, ErrorKind, Fetched, Protocol, ProtocolConfig, Url, Validator};
 use pymatris_harness::{Servers, Which};
-use pymatris_proto_sftp::SftpProtocol;
+use pymatris_proto_sftp::{SftpOptions, SftpProtocol};
 
 fn protocol(servers: &Servers) -> SftpProtocol {
     let mut cfg = ProtocolConfig::default();
-    cfg.identity = Some(servers.ssh_client_key().to_owned());
-    cfg.known_hosts = Some(servers.ssh_known_hosts().to_owned());
+    cfg.set(
+        SftpOptions::default()
+            .identity(Some(servers.ssh_client_key().to_owned()))
+            .known_hosts(Some(servers.ssh_known_hosts().to_owned())),
+    );
     SftpProtocol::new(&cfg).unwrap()
 }
 

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use pymatris_core::{CancellationToken, Config, Downloader, Error, Reporter, Request, Results};
+use pymatris_proto_http::HttpOptions;
+use pymatris_proto_sftp::SftpOptions;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -109,15 +111,21 @@ impl Job {
             .max_tries(max_tries)
             .overwrite(overwrite)
             .timeout(timeout)
-            .user_agent(user_agent)
-            .headers(headers)
+            .with(
+                HttpOptions::default()
+                    .user_agent(user_agent)
+                    .proxy(proxy)
+                    .headers(headers),
+            )
             .ca_certs(ca_certs)
             .insecure(insecure)
-            .proxy(proxy)
             .netrc(netrc)
-            .identity(identity)
-            .known_hosts(known_hosts)
-            .accept_new_host_keys(accept_new_host_keys)
+            .with(
+                SftpOptions::default()
+                    .identity(identity)
+                    .known_hosts(known_hosts)
+                    .accept_new_host_keys(accept_new_host_keys),
+            )
             .max_speed(max_speed)
             .max_per_host(max_per_host)
             .resume(resume);
@@ -304,15 +312,11 @@ async fn run_groups(
         }
         if !s.headers.is_empty() {
             // The file's own headers replace the session's of the same name.
-            let mut headers: Vec<(String, String)> = config
-                .protocol
-                .headers
-                .iter()
-                .filter(|(k, _)| !s.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)))
-                .cloned()
-                .collect();
-            headers.extend(s.headers.iter().cloned());
-            config = config.headers(headers);
+            let mut http = config.options::<HttpOptions>().cloned().unwrap_or_default();
+            http.headers
+                .retain(|(k, _)| !s.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)));
+            http.headers.extend(s.headers.iter().cloned());
+            config = config.with(http);
         }
         let mut downloader = Downloader::new(config);
         if let Some(reporter) = &reporter {
