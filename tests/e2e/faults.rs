@@ -533,12 +533,25 @@ fn assert_many_landed(sb: &Sandbox, results: &Results, prefix: &str, bodies: &[V
 
 // 2d. `max_per_host` bounds the transfers to one host, all files together,
 // and files go on with the connections they have rather than wait for more.
-// (proto-http has a per-host limit of its own, so this holds even without
-// the engine's; `crates/core/tests/host_limit.rs` checks the engine's alone.)
+// The engine's limit is the only one (no protocol keeps its own), and each
+// answer is held back a little so that requests the limit did not hold
+// would overlap at the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_per_host_bounds_transfers_across_files() {
     let sb = Sandbox::new();
-    let (server, bodies, requests) = many_files(&sb, "h", 6, MIB, 40);
+    let bodies: Vec<Vec<u8>> = (0..6)
+        .map(|i| random_bytes(MIB + i * 1000, 40 + i as u64))
+        .collect();
+    let server = FaultServer::start(bodies.iter().enumerate().map(|(i, b)| {
+        let route = Route::new(b.clone()).behaviour(Behaviour::SlowStart {
+            delay: Duration::from_millis(100),
+            after: 0,
+        });
+        (format!("/h{i}.bin"), route)
+    }));
+    let requests = (0..6)
+        .map(|i| Request::new(server.url(&format!("/h{i}.bin"))).dir(sb.dir_str()))
+        .collect();
     let results = download(
         config()
             .max_parallel(6)

@@ -1,6 +1,5 @@
 //! A response body as a stream of `Bytes`. It drives its connection as it
-//! is read, returns the connection to the pool at its end, and holds the
-//! per-host permit until it is dropped.
+//! is read, and returns the connection to the pool at its end.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,7 +8,6 @@ use bytes::Bytes;
 use futures_util::Stream;
 use hyper::body::{Body, Incoming};
 use pymatris_core::Error;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::pool::Lease;
 
@@ -18,24 +16,16 @@ pub(crate) struct BodyStream {
     /// The connection the body arrives on; dropped (closed) with the
     /// stream unless the body was read to its end.
     lease: Option<Lease>,
-    /// Released when the stream is dropped, read to its end or not.
-    _permit: Option<OwnedSemaphorePermit>,
     /// The URL, redacted, for error messages.
     shown: String,
     done: bool,
 }
 
 impl BodyStream {
-    pub(crate) fn new(
-        body: Incoming,
-        lease: Lease,
-        permit: Option<OwnedSemaphorePermit>,
-        shown: String,
-    ) -> Self {
+    pub(crate) fn new(body: Incoming, lease: Lease, shown: String) -> Self {
         BodyStream {
             body,
             lease: Some(lease),
-            _permit: permit,
             shown,
             done: false,
         }

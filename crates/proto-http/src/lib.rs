@@ -39,9 +39,8 @@ mod pool;
 mod proxy;
 mod request;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,7 +56,6 @@ use pymatris_core::{
     ByteRange, ByteStream, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url,
     Validator, redact_url,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
 use crate::connector::Connector;
@@ -119,7 +117,6 @@ pub struct HttpProtocol {
     location_trusted: bool,
     user_agent: Option<HeaderValue>,
     timeout: Duration,
-    limiter: Option<HostLimiter>,
     proxy: Option<Arc<Matcher>>,
 }
 
@@ -130,7 +127,6 @@ impl fmt::Debug for HttpProtocol {
         f.debug_struct("HttpProtocol")
             .field("headers", &names)
             .field("timeout", &self.timeout)
-            .field("max_per_host", &self.limiter.as_ref().map(|l| l.per_host))
             .field("proxy", &self.proxy.is_some())
             .finish_non_exhaustive()
     }
@@ -170,7 +166,6 @@ impl HttpProtocol {
             location_trusted: options.location_trusted,
             user_agent,
             timeout: cfg.timeout,
-            limiter: cfg.max_per_host.map(HostLimiter::new),
             proxy,
         })
     }
@@ -192,17 +187,14 @@ impl HttpProtocol {
     }
 
     /// Sends `method` to `url`, following redirects, and returns the first
-    /// response that is not a redirect, with the URL that gave it and the
-    /// per-host permit its connection holds.
+    /// response that is not a redirect, with the URL that gave it and its
+    /// connection. How many run at once to one host is the engine's
+    /// business (`max_per_host`).
     async fn send(&self, method: &Method, url: &Url, extra: &HeaderMap) -> Result<Exchange, Error> {
         let mut current = url.clone();
         let mut hops = 0;
         loop {
             check_scheme(&current)?;
-            let permit = match &self.limiter {
-                Some(limiter) => limiter.acquire(&current).await,
-                None => None,
-            };
             let request = self.build_request(method, url, &current, extra)?;
             let shown = redact_url(&current);
             tracing::debug!(%method, url = %shown, "HTTP request");
@@ -223,7 +215,6 @@ impl HttpProtocol {
             let exchange = Exchange {
                 response,
                 url: current.clone(),
-                permit,
                 lease,
             };
             if !is_redirect(status) {
@@ -476,12 +467,10 @@ impl Protocol for HttpProtocol {
     }
 }
 
-/// A response, the URL it came from, its connection and the per-host
-/// permit it holds.
+/// A response, the URL it came from and its connection.
 struct Exchange {
     response: Response<Incoming>,
     url: Url,
-    permit: Option<OwnedSemaphorePermit>,
     lease: Lease,
 }
 
@@ -492,38 +481,8 @@ impl Exchange {
         Box::pin(body::BodyStream::new(
             self.response.into_body(),
             self.lease,
-            self.permit,
             shown,
         ))
-    }
-}
-
-/// Bounds the requests in flight to one host (`--max-per-host`). A permit
-/// lives as long as the response body it was taken for.
-struct HostLimiter {
-    per_host: usize,
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl HostLimiter {
-    fn new(per_host: usize) -> Self {
-        HostLimiter {
-            per_host: per_host.max(1),
-            hosts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    async fn acquire(&self, url: &Url) -> Option<OwnedSemaphorePermit> {
-        let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-        let semaphore = {
-            let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-            hosts
-                .entry(host)
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-                .clone()
-        };
-        // The semaphore is never closed, so this only fails in theory.
-        semaphore.acquire_owned().await.ok()
     }
 }
 
