@@ -104,7 +104,7 @@ fn config() -> Config {
 async fn download(config: Config, requests: Vec<Request>) -> Results {
     let mut dl = Downloader::new(config);
     for r in requests {
-        dl.enqueue(r).expect("enqueue");
+        dl.enqueue(r);
     }
     dl.download().await
 }
@@ -1435,9 +1435,8 @@ fn download_blocking_works_without_a_runtime() {
     let server = FaultServer::start([("/b.bin", Route::new(body.clone()))]);
     let sb = Sandbox::new();
     let mut dl = Downloader::new(config());
-    dl.enqueue_file(&server.url("/b.bin"), sb.dir_str())
-        .expect("enqueue");
-    dl.enqueue_file("not a url", sb.dir_str()).expect("enqueue");
+    dl.enqueue_file(&server.url("/b.bin"), sb.dir_str());
+    dl.enqueue_file("not a url", sb.dir_str());
     let results = dl.download_blocking();
     assert_eq!(results.success.len(), 1, "{results}");
     assert_eq!(results.errors.len(), 1, "{results}");

@@ -471,8 +471,7 @@ async fn a_name_the_user_gives_keeps_its_leading_dot() {
         Request::new(server.url("/f"))
             .dir(trap.dir())
             .filename(".netrc-like"),
-    )
-    .unwrap();
+    );
     let results = dl.download().await;
     assert!(results.errors.is_empty(), "{results}");
     trap.assert_regular(".netrc-like", &body, "user name");

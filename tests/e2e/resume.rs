@@ -370,8 +370,7 @@ async fn checkpoints_with_fsync_claim_only_bytes_on_disk() {
         .timeout(Duration::from_secs(30));
     let mut dl = Downloader::new(config);
     let cancel = dl.cancel_token();
-    dl.enqueue(Request::new(server.url("/s.bin")).dir(out.path().to_str().unwrap()))
-        .unwrap();
+    dl.enqueue(Request::new(server.url("/s.bin")).dir(out.path().to_str().unwrap()));
     let run = tokio::spawn(async move { dl.download().await });
     let state = out.path().join("s.bin.pymatris-part.state");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -136,8 +136,7 @@ async fn run(plan: Plan) -> u8 {
         downloader = downloader.with_reporter(bars.clone());
     }
     for request in plan.requests {
-        // Enqueueing never fails: bad URLs end up among the results' errors.
-        let _ = downloader.enqueue(request);
+        downloader.enqueue(request);
     }
     let cancel = downloader.cancel_token();
     // 0 until a signal stops the batch, then the status to exit with.

@@ -44,6 +44,10 @@ pub struct ProtocolConfig {
     pub netrc: Option<PathBuf>,
     /// The options of each protocol, by type.
     options: HashMap<TypeId, Arc<dyn ProtocolOptions>>,
+    /// Protocols registered explicitly, looked up before the linked ones:
+    /// a batch's setting like the others, so every copy of the config
+    /// downloads with the same protocols.
+    pub(crate) plugins: Vec<crate::ProtocolPlugin>,
 }
 
 impl Default for ProtocolConfig {
@@ -55,6 +59,7 @@ impl Default for ProtocolConfig {
             insecure: false,
             netrc: None,
             options: HashMap::new(),
+            plugins: Vec::new(),
         }
     }
 }
@@ -77,6 +82,9 @@ impl ProtocolConfig {
 impl fmt::Debug for ProtocolConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let options: Vec<&dyn ProtocolOptions> = self.options.values().map(Arc::as_ref).collect();
+        let registered: Vec<&str> = (self.plugins.iter())
+            .flat_map(|p| p.schemes.iter().copied())
+            .collect();
         f.debug_struct("ProtocolConfig")
             .field("timeout", &self.timeout)
             .field("max_per_host", &self.max_per_host)
@@ -84,6 +92,7 @@ impl fmt::Debug for ProtocolConfig {
             .field("insecure", &self.insecure)
             .field("netrc", &self.netrc)
             .field("options", &options)
+            .field("registered", &registered)
             .finish()
     }
 }

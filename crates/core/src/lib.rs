@@ -1,24 +1,92 @@
 //! pymatris-core: the engine of pymatris, a parallel downloader.
 //!
 //! A [`Downloader`] takes requests (a URL and where to put it), finds the
-//! [`Protocol`] of each URL's scheme among the protocol crates linked into
-//! the program, fetches several files at once and large files in parts,
-//! retries what can be retried from the last byte written, and returns
-//! [`Results`] in which every request ends up exactly once, as a success or
-//! as an error.
+//! [`Protocol`] of each URL's scheme, fetches several files at once and
+//! large files in parts, retries what can be retried from the last byte
+//! written, and returns [`Results`] in which every request ends up exactly
+//! once, as a success or as an error.
+//!
+//! Protocols come from their own crates (`pymatris-proto-http`,
+//! `pymatris-proto-ftp`, `pymatris-proto-sftp`), each with its options type
+//! handed over with [`Config::with`]. Register the ones a program uses
+//! with [`Downloader::builder`]: a protocol crate that is only named in
+//! `Cargo.toml` is not linked, and a downloader without any protocol says
+//! so in the error of each URL.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), pymatris_core::Error> {
+//! # // Not run: it needs the network, and pymatris-proto-http, which
+//! # // depends on this crate. The package `pymatris-examples` builds it.
+//! # mod pymatris_proto_http { pub const PLUGIN: pymatris_core::ProtocolPlugin =
+//! #     pymatris_core::ProtocolPlugin { schemes: &["https"], build: |_| unimplemented!() }; }
 //! use pymatris_core::{Config, Downloader};
-//! let mut dl = Downloader::new(Config::default());
-//! dl.enqueue_file("https://example.org/a.parquet", "./")?;
-//! let results = dl.download().await;
-//! println!("{results}");
-//! # Ok(()) }
+//!
+//! let mut dl = Downloader::builder(Config::default())
+//!     .protocol(pymatris_proto_http::PLUGIN)
+//!     .build();
+//! dl.enqueue_file("https://example.org/a.parquet", "./");
+//! let results = dl.download_blocking(); // or `dl.download().await` in a runtime
+//! print!("{results}");
+//! ```
+//!
+//! A protocol of one's own takes a few lines. This one serves `data:,TEXT`
+//! URLs, whose file is the text after the comma:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use pymatris_core::{
+//!     ByteRange, Bytes, Config, Downloader, Fetched, Protocol, ProtocolPlugin, RemoteMeta,
+//!     Request, Result, Url, Validator, async_trait,
+//! };
+//!
+//! #[derive(Debug)]
+//! struct Data;
+//!
+//! fn text(url: &Url) -> Bytes {
+//!     let (_, text) = url.path().split_once(',').unwrap_or_default();
+//!     Bytes::copy_from_slice(text.as_bytes())
+//! }
+//!
+//! #[async_trait]
+//! impl Protocol for Data {
+//!     async fn stat(&self, url: &Url) -> Result<RemoteMeta> {
+//!         let size = Some(text(url).len() as u64);
+//!         Ok(RemoteMeta { size, ranges: true, ..RemoteMeta::default() })
+//!     }
+//!
+//!     async fn fetch(&self, url: &Url, range: ByteRange, _: Option<&Validator>) -> Result<Fetched> {
+//!         let all = text(url);
+//!         let end = range.end.map_or(all.len(), |end| all.len().min(end as usize));
+//!         let part = all.slice((range.start as usize).min(end)..end);
+//!         Ok(Fetched {
+//!             meta: self.stat(url).await?,
+//!             offset: range.start,
+//!             body: Box::pin(futures_util::stream::iter([Ok(part)])),
+//!         })
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut dl = Downloader::builder(Config::default())
+//!     .protocol(ProtocolPlugin {
+//!         schemes: &["data"],
+//!         build: |_config| Ok(Arc::new(Data)),
+//!     })
+//!     .build();
+//! dl.enqueue(
+//!     Request::new("data:,Hello-from-pymatris")
+//!         .dir(dir.path().to_str().unwrap())
+//!         .filename("hello.txt"),
+//! );
+//! let results = dl.download_blocking();
+//! assert!(results.errors.is_empty(), "{results}");
+//! let saved = std::fs::read_to_string(dir.path().join("hello.txt")).unwrap();
+//! assert_eq!(saved, "Hello-from-pymatris");
 //! ```
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod builder;
 mod config;
 mod error;
 mod files;
@@ -34,6 +102,9 @@ mod scheduler;
 mod throttle;
 mod writer;
 
+pub use async_trait::async_trait;
+pub use builder::DownloaderBuilder;
+pub use bytes::Bytes;
 pub use camino;
 pub use config::{Config, ProtocolConfig, ProtocolOptions};
 pub use error::{Error, ErrorKind, Result};

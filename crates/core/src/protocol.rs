@@ -3,8 +3,8 @@
 //! A protocol knows how to learn about a remote file and how to stream a
 //! range of its bytes; it knows nothing of local files, retries or progress.
 //! Each protocol crate registers a [`ProtocolPlugin`] with
-//! `inventory::submit!`, and the [`registry`](crate::registry) finds it by the
-//! URL's scheme.
+//! `inventory::submit!` (and exports it for explicit registration), and the
+//! [`registry`](crate::registry) finds it by the URL's scheme.
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -145,8 +145,10 @@ pub trait Protocol: Send + Sync + Debug {
     async fn close(&self) {}
 }
 
-/// How a protocol crate makes itself known to the engine.
-#[derive(Debug)]
+/// How a protocol crate makes itself known to the engine: submitted to
+/// `inventory` (found when the crate is linked), or handed to
+/// [`DownloaderBuilder::protocol`](crate::DownloaderBuilder::protocol).
+#[derive(Debug, Clone, Copy)]
 pub struct ProtocolPlugin {
     /// The URL schemes it serves, lower case (`"http"`, `"https"`).
     pub schemes: &'static [&'static str],

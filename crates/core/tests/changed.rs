@@ -80,8 +80,7 @@ async fn a_part_of_another_version_fails_the_file() {
         .min_split_size(64 * 1024)
         .max_tries(1);
     let mut dl = Downloader::new(config);
-    dl.enqueue(Request::new("moving://host/file.bin").dir(dir))
-        .unwrap();
+    dl.enqueue(Request::new("moving://host/file.bin").dir(dir));
     let results = dl.download().await;
     assert!(results.success.is_empty(), "{results}");
     let failed = &results.errors[0];

@@ -117,8 +117,7 @@ async fn max_per_host_bounds_the_fetches_of_each_host() {
         .chain((0..4).map(|i| format!("b.test/g{i}")))
         .collect();
     for name in &names {
-        dl.enqueue(Request::new(format!("gauge://{name}")).dir(dir))
-            .unwrap();
+        dl.enqueue(Request::new(format!("gauge://{name}")).dir(dir));
     }
     let results = dl.download().await;
     assert!(results.errors.is_empty(), "{results}");

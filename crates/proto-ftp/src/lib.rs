@@ -49,12 +49,16 @@ use crate::pool::{Acquired, Caps, Host, Pool, Session};
 use crate::session::{Probe, within};
 use crate::target::Target;
 
-pymatris_core::inventory::submit! {
-    pymatris_core::ProtocolPlugin {
-        schemes: &["ftp", "ftps"],
-        build: |cfg| Ok(Arc::new(FtpProtocol::new(cfg)?)),
-    }
-}
+/// FTP and FTPS, to register explicitly
+/// (`Downloader::builder(config).protocol(PLUGIN)`). The crate also
+/// registers it with `inventory`, which finds it whenever the crate is
+/// linked.
+pub const PLUGIN: pymatris_core::ProtocolPlugin = pymatris_core::ProtocolPlugin {
+    schemes: &["ftp", "ftps"],
+    build: |cfg| Ok(Arc::new(FtpProtocol::new(cfg)?)),
+};
+
+pymatris_core::inventory::submit! { PLUGIN }
 
 /// The settings only FTP reads, handed over in the batch's config
 /// ([`pymatris_core::Config::with`]). Absent, [`FtpOptions::default`]

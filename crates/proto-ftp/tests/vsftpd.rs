@@ -56,7 +56,7 @@ fn fast(config: Config) -> Config {
 async fn download(config: Config, urls: &[String], dir: &Utf8Path) -> Results {
     let mut dl = Downloader::new(config);
     for url in urls {
-        dl.enqueue_file(url, dir).unwrap();
+        dl.enqueue_file(url, dir);
     }
     dl.download().await
 }

@@ -67,12 +67,16 @@ use crate::request::{
 
 pub use crate::options::HttpOptions;
 
-pymatris_core::inventory::submit! {
-    pymatris_core::ProtocolPlugin {
-        schemes: &["http", "https"],
-        build: |cfg| Ok(Arc::new(HttpProtocol::new(cfg)?)),
-    }
-}
+/// HTTP and HTTPS, to register explicitly
+/// (`Downloader::builder(config).protocol(PLUGIN)`). The crate also
+/// registers it with `inventory`, which finds it whenever the crate is
+/// linked.
+pub const PLUGIN: pymatris_core::ProtocolPlugin = pymatris_core::ProtocolPlugin {
+    schemes: &["http", "https"],
+    build: |cfg| Ok(Arc::new(HttpProtocol::new(cfg)?)),
+};
+
+pymatris_core::inventory::submit! { PLUGIN }
 
 /// Redirects followed before giving up (curl's and browsers' order of
 /// magnitude).

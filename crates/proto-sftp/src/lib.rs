@@ -33,12 +33,16 @@ use pymatris_core::{
     Validator,
 };
 
-pymatris_core::inventory::submit! {
-    pymatris_core::ProtocolPlugin {
-        schemes: &["sftp"],
-        build: |cfg| Ok(Arc::new(SftpProtocol::new(cfg)?)),
-    }
-}
+/// SFTP, to register explicitly
+/// (`Downloader::builder(config).protocol(PLUGIN)`). The crate also
+/// registers it with `inventory`, which finds it whenever the crate is
+/// linked.
+pub const PLUGIN: pymatris_core::ProtocolPlugin = pymatris_core::ProtocolPlugin {
+    schemes: &["sftp"],
+    build: |cfg| Ok(Arc::new(SftpProtocol::new(cfg)?)),
+};
+
+pymatris_core::inventory::submit! { PLUGIN }
 
 /// The settings only SFTP reads, handed over in the batch's config
 /// ([`pymatris_core::Config::with`]). Absent, [`SftpOptions::default`]

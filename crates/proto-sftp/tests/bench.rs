@@ -161,7 +161,7 @@ async fn bench() {
     let dir = Utf8Path::from_path(out.path()).unwrap();
 
     let mut dl = Downloader::new(config(&servers).max_splits(splits));
-    dl.enqueue_file(&servers.sftp_url("big.bin"), dir).unwrap();
+    dl.enqueue_file(&servers.sftp_url("big.bin"), dir);
     let c = Cpu::start(&servers);
     let t = Instant::now();
     let res = dl.download().await;
@@ -178,8 +178,7 @@ async fn bench() {
     let small_dir = dir.join("small");
     let mut dl = Downloader::new(config(&servers).max_parallel(parallel));
     for i in 0..200 {
-        dl.enqueue_file(&servers.sftp_url(&format!("small/f{i:03}.bin")), &small_dir)
-            .unwrap();
+        dl.enqueue_file(&servers.sftp_url(&format!("small/f{i:03}.bin")), &small_dir);
     }
     let t = Instant::now();
     let res = dl.download().await;

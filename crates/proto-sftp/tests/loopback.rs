@@ -124,8 +124,7 @@ fn a_connection_killed_mid_transfer_is_resumed_byte_for_byte() {
             .min_split_size(1 << 20)
             .overwrite(true);
         let mut dl = Downloader::new(config).with_reporter(killer.clone());
-        dl.enqueue_file(&servers.sftp_url("killed.bin"), &dir)
-            .unwrap();
+        dl.enqueue_file(&servers.sftp_url("killed.bin"), &dir);
         let results = dl.download_blocking();
         assert!(results.errors.is_empty(), "{splits} part(s): {results}");
         assert!(killer.killed.load(Ordering::SeqCst), "never killed");
@@ -249,8 +248,7 @@ fn keyboard_interactive_takes_the_password() {
     };
 
     let mut dl = Downloader::new(config());
-    dl.enqueue_file(&url(servers.sftp_password()), &dir)
-        .unwrap();
+    dl.enqueue_file(&url(servers.sftp_password()), &dir);
     let results = dl.download_blocking();
     assert!(results.errors.is_empty(), "{results}");
     assert_eq!(
@@ -259,7 +257,7 @@ fn keyboard_interactive_takes_the_password() {
     );
 
     let mut dl = Downloader::new(config());
-    dl.enqueue_file(&url("not-it"), &dir).unwrap();
+    dl.enqueue_file(&url("not-it"), &dir);
     let results = dl.download_blocking();
     let err = &results
         .errors
@@ -325,7 +323,7 @@ fn servers_restricted_to_one_algorithm_openssh_offers() {
             servers.data_dir().display()
         );
         let mut dl = Downloader::new(config);
-        dl.enqueue_file(&url, &dir).unwrap();
+        dl.enqueue_file(&url, &dir);
         let results = dl.download_blocking();
         assert!(results.errors.is_empty(), "{restriction}: {results}");
         assert!(

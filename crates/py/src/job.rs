@@ -328,8 +328,7 @@ async fn run_groups(
             .map(|(i, _, shown)| (*i, shown.clone()))
             .collect();
         for (_, request, _) in group.requests {
-            // Enqueueing never fails: bad URLs end up among the errors.
-            let _ = downloader.enqueue(request);
+            downloader.enqueue(request);
         }
         let token = downloader.cancel_token();
         let relay = {

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::Config;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind};
 use crate::naming::{self, NameTable};
 use crate::netrc::Netrc;
 use crate::redact::redact_url_str;
@@ -150,14 +150,13 @@ impl Downloader {
     /// Queues `url`, to be saved in `dir`. Any URL is accepted here: one
     /// that does not parse, or whose scheme no protocol serves, ends up in
     /// the errors of the results.
-    pub fn enqueue_file(&mut self, url: &str, dir: impl AsRef<Utf8Path>) -> Result<()> {
-        self.enqueue(Request::new(url).dir(dir.as_ref()))
+    pub fn enqueue_file(&mut self, url: &str, dir: impl AsRef<Utf8Path>) {
+        self.enqueue(Request::new(url).dir(dir.as_ref()));
     }
 
     /// Queues a request with per-file options.
-    pub fn enqueue(&mut self, request: Request) -> Result<()> {
+    pub fn enqueue(&mut self, request: Request) {
         self.queue.push(request);
-        Ok(())
     }
 
     /// How many requests wait for the next [`download`](Self::download).
