@@ -117,6 +117,14 @@ def test_session_config_is_a_dataclass():
     with pytest.raises(ValueError):
         dataclasses.replace(c, max_speed=0)
 
+    @dataclasses.dataclass
+    class Mine(SessionConfig):
+        extra: int = 3
+
+    m = Mine(max_speed=5)
+    assert (m.extra, m.max_speed, m.headers, m.accept_new_host_keys) == (3, 5, c.headers, False)
+    assert [f.name for f in dataclasses.fields(m)] == [*names, "extra"]
+
 
 def test_downloader_config_reads_back():
     dl = Downloader(max_parallel=3, max_splits=2, max_tries=4, all_progress=False, overwrite=True,

@@ -9,9 +9,10 @@ downloads a few small files. This decorator makes what
 ``__init__`` taking them in order, with their defaults and
 ``__post_init__``; ``__repr__``; ``__eq__``; ``__match_args__``), and the
 classes stay dataclasses for the tools that work on one:
-``dataclasses.fields()``, ``asdict()``, ``replace()`` and
-``is_dataclass()`` read ``__dataclass_fields__``, which ``dataclasses``
-itself builds the first time it is asked for. Type checkers see
+``dataclasses.fields()``, ``asdict()``, ``replace()``,
+``is_dataclass()`` and subclasses made with ``@dataclass`` read
+``__dataclass_fields__`` and ``__dataclass_params__``, which
+``dataclasses`` itself builds the first time either is asked for. Type checkers see
 ``dataclasses.dataclass`` (see ``config.py``).
 """
 
@@ -49,15 +50,17 @@ def field(*, default_factory: Callable[[], Any]) -> Any:
     return _Factory(default_factory)
 
 
-class _Fields:
-    """``__dataclass_fields__``, made by ``dataclasses`` on first access (from
-    the class or an instance) and then kept on the class."""
+class _Record:
+    """What ``dataclasses`` needs to know of a class: made into its real
+    ``__dataclass_fields__`` and ``__dataclass_params__`` the first time
+    something asks for either."""
 
-    def __init__(self, names: List[str], defaults: Dict[str, Any]) -> None:
+    def __init__(self, cls: type, names: List[str], defaults: Dict[str, Any]) -> None:
+        self.cls = cls
         self.names = names
         self.defaults = defaults
 
-    def __get__(self, instance: Any, owner: type) -> Dict[str, Any]:
+    def realise(self) -> None:
         import dataclasses
 
         specs = []
@@ -69,10 +72,24 @@ class _Fields:
                 spec = dataclasses.field()
             else:
                 spec = dataclasses.field(default=default)
-            specs.append((name, owner.__annotations__[name], spec))
-        fields = dataclasses.make_dataclass(owner.__name__, specs).__dataclass_fields__
-        owner.__dataclass_fields__ = fields  # type: ignore[attr-defined]
-        return fields
+            specs.append((name, self.cls.__dict__["__annotations__"][name], spec))
+        twin = dataclasses.make_dataclass(self.cls.__name__, specs)
+        # Replace the two lazy attributes with the twin's real ones.
+        self.cls.__dataclass_fields__ = twin.__dataclass_fields__  # type: ignore[attr-defined]
+        self.cls.__dataclass_params__ = twin.__dataclass_params__  # type: ignore[attr-defined]
+
+
+class _Lazy:
+    """One of the two attributes, read from a class (subclasses included) or
+    an instance."""
+
+    def __init__(self, record: _Record, attr: str) -> None:
+        self.record = record
+        self.attr = attr
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        self.record.realise()
+        return getattr(self.record.cls, self.attr)
 
 
 def dataclass(cls: type) -> type:
@@ -120,5 +137,7 @@ def dataclass(cls: type) -> type:
     # Equal but mutable: not hashable, as dataclasses makes it.
     cls.__hash__ = None  # type: ignore[assignment]
     cls.__match_args__ = tuple(names)  # type: ignore[attr-defined]
-    cls.__dataclass_fields__ = _Fields(names, defaults)  # type: ignore[attr-defined]
+    record = _Record(cls, names, defaults)
+    cls.__dataclass_fields__ = _Lazy(record, "__dataclass_fields__")  # type: ignore[attr-defined]
+    cls.__dataclass_params__ = _Lazy(record, "__dataclass_params__")  # type: ignore[attr-defined]
     return cls
