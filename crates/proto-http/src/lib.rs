@@ -1,12 +1,40 @@
 //! HTTP and HTTPS for pymatris, on hyper 1's HTTP/1.1 connections, a pool
-//! of our own (`pool.rs`) and rustls (ring provider, system roots plus
-//! `--ca-cert`).
+//! of our own (`pool.rs`) and rustls (ring provider, system roots plus the
+//! config's `ca_certs`).
 //!
-//! [`HttpProtocol`] implements [`pymatris_core::Protocol`] and registers
-//! itself for `http` and `https`. It follows redirects (never carrying
+//! [`HttpProtocol`] implements [`pymatris_core::Protocol`] for `http` and
+//! `https`; [`PLUGIN`] registers it with a downloader, and [`HttpOptions`]
+//! holds the settings only HTTP reads. It follows redirects (never carrying
 //! credentials to another origin), sends a `Range` header with every GET so
 //! one round trip tells size and range support, and maps every failure to a
 //! [`pymatris_core::Error`] the scheduler can act on (see `error.rs`).
+//!
+//! ```
+//! # use std::io::{Read, Write};
+//! # // A one-file server on loopback, so that the example runs offline.
+//! # let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+//! # let addr = server.local_addr().unwrap();
+//! # std::thread::spawn(move || {
+//! #     for stream in server.incoming() {
+//! #         let mut stream = stream.unwrap();
+//! #         let mut head = [0u8; 4096];
+//! #         let _ = stream.read(&mut head);
+//! #         let _ = stream.write_all(
+//! #             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+//! #         );
+//! #     }
+//! # });
+//! use pymatris_core::{Config, Downloader};
+//! use pymatris_proto_http::{HttpOptions, PLUGIN};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let config = Config::default().with(HttpOptions::default().user_agent("my-tool/1.0"));
+//! let mut dl = Downloader::builder(config).protocol(PLUGIN).build();
+//! dl.enqueue_file(&format!("http://{addr}/hello.txt"), dir.path().to_str().unwrap());
+//! let results = dl.download_blocking();
+//! assert!(results.errors.is_empty(), "{results}");
+//! assert_eq!(std::fs::read(dir.path().join("hello.txt")).unwrap(), b"hello");
+//! ```
 //!
 //! Choices worth knowing:
 //!
@@ -14,19 +42,22 @@
 //!   TCP connection, which beats multiplexing them over one HTTP/2
 //!   connection for bulk transfers.
 //! - TLS trusts the system store (`rustls-native-certs`, which honours
-//!   `SSL_CERT_FILE`/`SSL_CERT_DIR`) plus every certificate of every
-//!   `--ca-cert` PEM file; `--insecure` accepts any certificate but still
+//!   `SSL_CERT_FILE`/`SSL_CERT_DIR`) plus every certificate of every PEM
+//!   file of `ca_certs`; `insecure` accepts any certificate but still
 //!   checks handshake signatures. The ring provider is passed explicitly.
-//! - Proxies: `--proxy http://[user:pass@]host:port`, else `HTTP_PROXY`,
-//!   `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (curl's rules, through
-//!   hyper-util's matcher; `NO_PROXY` applies to `--proxy` too). `http://`
-//!   URLs go to the proxy in absolute form, `https://` ones through a
-//!   `CONNECT` tunnel. SOCKS proxies and TLS to the proxy are not supported.
-//! - Credentials (URL user info) and every header of the config go only to
+//! - Proxies: [`HttpOptions::proxy`] (`http://[user:pass@]host:port`), else
+//!   `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (curl's rules,
+//!   through hyper-util's matcher; `NO_PROXY` applies to the explicit proxy
+//!   too). `http://` URLs go to the proxy in absolute form, `https://` ones
+//!   through a `CONNECT` tunnel. SOCKS proxies and TLS to the proxy are not
+//!   supported.
+//! - Credentials (URL user info) and every header of the options go only to
 //!   the scheme, host and port of the URL they came with, also after
-//!   redirects, unless `ProtocolConfig::location_trusted` lets them follow
+//!   redirects, unless [`HttpOptions::location_trusted`] lets them follow
 //!   (`Host` never does). Pass the URL the user gave to every `fetch`, not
 //!   `meta.final_url`: credentials would follow it.
+//! - How many requests go to one host at once is the engine's business
+//!   (`max_per_host`); the protocol only keeps enough idle connections.
 
 #![warn(missing_docs, missing_debug_implementations)]
 
