@@ -161,6 +161,14 @@ pub(crate) struct Args {
     /// still refused).
     #[arg(long)]
     pub(crate) accept_new_host_keys: bool,
+
+    /// Download only shard I of N (from 0) of the URLs, for job arrays: a
+    /// URL's shard depends on the URL alone (not on the list's order or
+    /// length). `auto` reads the index and count from a Kubernetes Indexed
+    /// Job (JOB_COMPLETION_INDEX, JOB_COMPLETIONS) or a Slurm array
+    /// (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT).
+    #[arg(long, value_name = "I/N|auto", value_parser = crate::shard::parse_shard)]
+    pub(crate) shard: Option<crate::shard::ShardArg>,
 }
 
 /// What to do, checked.
@@ -228,6 +236,12 @@ impl Args {
             if let Some(entry) = entries.first_mut() {
                 entry.sha256 = Some(sha);
             }
+        }
+        if let Some(arg) = self.shard {
+            let shard = crate::shard::resolve(arg, |name| std::env::var(name).ok())?;
+            entries.retain(|e| shard.contains(&e.url));
+            // A bad line is reported by one shard only, as a URL would be.
+            bad_lines.retain(|b| shard.contains(&b.shown));
         }
         let mut headers = Vec::new();
         for h in &self.headers {

@@ -39,6 +39,7 @@ macro_rules! err {
 mod args;
 mod logging;
 mod progress;
+mod shard;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;

@@ -99,6 +99,7 @@ mod reporter;
 mod results;
 mod resume;
 mod scheduler;
+mod shard;
 mod throttle;
 mod writer;
 
@@ -118,6 +119,7 @@ pub use redact::{
 pub use reporter::{NoReporter, ReportId, Reporter};
 pub use results::{Failed, Results, Succeeded};
 pub use scheduler::{Downloader, Request};
+pub use shard::{Shard, ShardError, shard_of};
 pub use tokio_util::sync::CancellationToken;
 pub use url::Url;
 
