@@ -25,42 +25,81 @@ const HIDDEN: &str = "***";
 /// `a` or `pw` of a log by value would make it unreadable.
 pub const MIN_SECRET_LEN: usize = 3;
 
-/// The secrets known by value, longest first (so that a secret holding
-/// another is hidden whole); a set, so that a batch of many URLs with
-/// passwords registers them in `O(n log n)`.
-static SECRETS: RwLock<BTreeSet<(Reverse<usize>, String)>> = RwLock::new(BTreeSet::new());
+/// Secrets known by value, longest first (so that a secret holding another
+/// is hidden whole); a set, so that a batch of many URLs with passwords
+/// registers them in `O(n log n)`. The process has one ([`SECRETS`]); a
+/// test makes its own, so that what other tests register (netrc's
+/// property tests register arbitrary words) never reaches its assertions.
+struct Secrets(RwLock<BTreeSet<(Reverse<usize>, String)>>);
+
+/// The secrets of this process, for every log line it writes.
+static SECRETS: Secrets = Secrets::new();
+
+impl Secrets {
+    const fn new() -> Self {
+        Secrets(RwLock::new(BTreeSet::new()))
+    }
+
+    fn register(&self, secret: &str) {
+        if secret.chars().count() < MIN_SECRET_LEN {
+            return;
+        }
+        let entry = (Reverse(secret.len()), secret.to_owned());
+        let known = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&entry);
+        if !known {
+            self.0
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(entry);
+        }
+    }
+
+    fn register_url(&self, url: &Url) {
+        let Some(password) = url.password() else {
+            return;
+        };
+        self.register(password);
+        let decoded = percent_decode_str(password).decode_utf8_lossy();
+        self.register(&decoded);
+        let user = percent_decode_str(url.username()).decode_utf8_lossy();
+        self.register(
+            &base64::engine::general_purpose::STANDARD.encode(format!("{user}:{decoded}")),
+        );
+    }
+
+    fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        {
+            let secrets = self.0.read().unwrap_or_else(PoisonError::into_inner);
+            for (_, secret) in secrets.iter() {
+                if out.contains(secret.as_str()) {
+                    out = Cow::Owned(out.replace(secret.as_str(), HIDDEN));
+                }
+            }
+        }
+        let patterned = redact_patterns(&out);
+        match patterned {
+            Cow::Borrowed(_) => out,
+            Cow::Owned(changed) => Cow::Owned(changed),
+        }
+    }
+}
 
 /// Remembers `secret` so that [`redact_text`] hides it wherever it appears,
 /// for the rest of the process. Secrets shorter than [`MIN_SECRET_LEN`]
 /// are ignored.
 pub fn register_secret(secret: &str) {
-    if secret.chars().count() < MIN_SECRET_LEN {
-        return;
-    }
-    let entry = (Reverse(secret.len()), secret.to_owned());
-    let known = SECRETS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .contains(&entry);
-    if !known {
-        SECRETS
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(entry);
-    }
+    SECRETS.register(secret);
 }
 
 /// Registers the password of `url`, as written and percent-decoded, and
 /// the `Basic` credentials made of it.
 pub fn register_url_secrets(url: &Url) {
-    let Some(password) = url.password() else {
-        return;
-    };
-    register_secret(password);
-    let decoded = percent_decode_str(password).decode_utf8_lossy();
-    register_secret(&decoded);
-    let user = percent_decode_str(url.username()).decode_utf8_lossy();
-    register_secret(&base64::engine::general_purpose::STANDARD.encode(format!("{user}:{decoded}")));
+    SECRETS.register_url(url);
 }
 
 /// `text` (log lines) with every secret hidden: those registered with
@@ -69,20 +108,7 @@ pub fn register_url_secrets(url: &Url) {
 /// `Proxy-Authorization`, `Cookie`, `Set-Cookie` and fields named like
 /// passwords, tokens or keys.
 pub fn redact_text(text: &str) -> Cow<'_, str> {
-    let mut out = Cow::Borrowed(text);
-    {
-        let secrets = SECRETS.read().unwrap_or_else(PoisonError::into_inner);
-        for (_, secret) in secrets.iter() {
-            if out.contains(secret.as_str()) {
-                out = Cow::Owned(out.replace(secret.as_str(), HIDDEN));
-            }
-        }
-    }
-    let patterned = redact_patterns(&out);
-    match patterned {
-        Cow::Borrowed(_) => out,
-        Cow::Owned(changed) => Cow::Owned(changed),
-    }
+    SECRETS.redact(text)
 }
 
 /// [`redact_text`] without the registered secrets.
@@ -278,12 +304,15 @@ mod tests {
         assert!(!redact_url_str("ftp://u:p%40ss@h:99999/x").contains("p%40ss"));
     }
 
-    fn hidden(text: &str) -> String {
-        redact_text(text).into_owned()
+    /// What a log line shows with only the patterns and the secrets this
+    /// test registers in its own `Secrets`.
+    fn hidden(secrets: &Secrets, text: &str) -> String {
+        secrets.redact(text).into_owned()
     }
 
     #[test]
     fn log_lines_lose_their_secrets_by_pattern() {
+        let hidden = |text| hidden(&Secrets::new(), text);
         // suppaftp's trace of the login.
         assert_eq!(
             hidden("TRACE suppaftp: CC OUT: PASS hunter2 x\n"),
@@ -326,21 +355,34 @@ mod tests {
 
     #[test]
     fn registered_secrets_are_hidden_anywhere() {
-        register_secret("Zx9-registered");
-        register_secret("ab"); // too short: patterns only
+        let secrets = Secrets::new();
+        let hidden = |text: &str| hidden(&secrets, text);
+        secrets.register("Zx9-registered");
+        secrets.register("ab"); // too short: patterns only
         assert_eq!(
             hidden("sent Zx9-registered twice: Zx9-registered"),
             "sent *** twice: ***"
         );
         assert_eq!(hidden("ab cab"), "ab cab");
         let url = Url::parse("sftp://bob:Zx9%20url-pw@h/x").unwrap();
-        register_url_secrets(&url);
+        secrets.register_url(&url);
         assert_eq!(
             hidden("raw Zx9%20url-pw decoded Zx9 url-pw"),
             "raw *** decoded ***"
         );
         let basic = base64::engine::general_purpose::STANDARD.encode("bob:Zx9 url-pw");
         assert_eq!(hidden(&format!("auth {basic}")), "auth ***");
+    }
+
+    /// The process-wide functions reach the one list every log line goes
+    /// through. Other tests register into it too, which can only hide more:
+    /// hence `contains`, not the exact line.
+    #[test]
+    fn the_process_list_hides_what_is_registered() {
+        register_secret("Zx9-process-wide");
+        register_url_secrets(&Url::parse("ftp://u:Zx9-from-url@h/x").unwrap());
+        let shown = redact_text("a Zx9-process-wide b Zx9-from-url");
+        assert!(!shown.contains("Zx9-"), "{shown}");
     }
 }
 
@@ -365,9 +407,10 @@ mod proptests {
             before in "\\PC{0,40}",
             after in "\\PC{0,40}",
         ) {
-            register_secret(&secret);
+            let secrets = Secrets::new();
+            secrets.register(&secret);
             let text = format!("{before}{secret}{after}");
-            prop_assert!(!redact_text(&text).contains(&secret));
+            prop_assert!(!secrets.redact(&text).contains(&secret));
         }
 
         /// The password of a URL never survives in a log line, whether or
@@ -379,7 +422,7 @@ mod proptests {
             before in "[a-z ]{0,20}",
         ) {
             let text = format!("{before} ftp://{user}:{password}@host:21/path");
-            let shown = redact_text(&text);
+            let shown = Secrets::new().redact(&text);
             prop_assert!(shown.contains(&format!("{user}:***@host")), "{}", shown);
         }
     }
