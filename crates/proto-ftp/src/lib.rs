@@ -21,7 +21,10 @@
 //! - One transfer per control connection. A body dropped before its end
 //!   (the engine stops at the end of its range) closes the data connection;
 //!   a background task reads the server's `426`/`226` and pools the session
-//!   again (no `ABOR`: vsftpd answers it in a way suppaftp rejects).
+//!   again (no `ABOR`: vsftpd answers it in a way suppaftp rejects). What
+//!   the server had written into its socket past the cut is sent for
+//!   nothing, so the data connection of such a part asks for a receive
+//!   window and segment size sized from the part (`session.rs`).
 //! - With TLS, each control connection has a TLS session cache of its own,
 //!   which its data connections resume: vsftpd's `require_ssl_reuse`
 //!   refuses a data connection that resumes another connection's session.
@@ -285,6 +288,13 @@ impl Protocol for FtpProtocol {
             )
             .retryable(false));
         }
+        // A transfer that stops before the end of the file is cut, and
+        // costs the server what its socket holds past the cut.
+        let cut_after = match (range.end, meta.size) {
+            (Some(end), Some(size)) if end < size => Some(end.saturating_sub(range.start)),
+            _ => None,
+        };
+        session.window.set(cut_after);
         let transfer = match self.retr(&mut session, &host, &target, range.start).await {
             Ok(t) => t,
             Err((e, keep)) => {

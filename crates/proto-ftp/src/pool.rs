@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use suppaftp::tokio::{AsyncRustlsStream, ImplAsyncFtpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::session::DataWindow;
 use crate::target::{HostId, Login};
 
 /// The FTP client of one control connection (plain or TLS).
@@ -365,6 +366,8 @@ pub(crate) struct Session {
     pub(crate) reused: bool,
     /// `PASV` rather than `EPSV`.
     pub(crate) passive: bool,
+    /// The receive window of the next data connection.
+    pub(crate) window: DataWindow,
     idle_since: Instant,
     // Dropped after `ftp`: the permit is given back once the socket is
     // closed.
@@ -382,12 +385,19 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(ftp: Ftp, login: Login, slot: Slot, passive: bool) -> Session {
+    pub(crate) fn new(
+        ftp: Ftp,
+        login: Login,
+        slot: Slot,
+        passive: bool,
+        window: DataWindow,
+    ) -> Session {
         Session {
             ftp,
             login,
             reused: false,
             passive,
+            window,
             idle_since: Instant::now(),
             slot,
         }
