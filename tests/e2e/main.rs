@@ -13,3 +13,4 @@ mod http;
 mod local_traps;
 mod resume;
 mod sftp;
+mod shards;
