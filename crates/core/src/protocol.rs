@@ -139,6 +139,14 @@ pub trait Protocol: Send + Sync + Debug {
         validator: Option<&Validator>,
     ) -> Result<Fetched>;
 
+    /// The port of a URL of `scheme` that names none, for a scheme the
+    /// `url` crate has no default for (`sftp` 22, `ftps` 990): URLs with
+    /// and without it are then one host to the per-host limit. `None`
+    /// leaves it to the `url` crate.
+    fn default_port(&self, _scheme: &str) -> Option<u16> {
+        None
+    }
+
     /// Closes the idle connections it keeps, politely (FTP `QUIT`), at the
     /// end of a batch: servers that count sessions free their places at
     /// once rather than when they notice the connection is gone.

@@ -69,8 +69,15 @@ fn meta() -> RemoteMeta {
     }
 }
 
+/// The port of a `gauge://` URL that names none.
+const GAUGE_PORT: u16 = 7;
+
 #[async_trait::async_trait]
 impl Protocol for GaugeProtocol {
+    fn default_port(&self, scheme: &str) -> Option<u16> {
+        (scheme == "gauge").then_some(GAUGE_PORT)
+    }
+
     async fn stat(&self, _url: &Url) -> Result<RemoteMeta> {
         Ok(meta())
     }
@@ -130,4 +137,24 @@ async fn max_per_host_bounds_the_fetches_of_each_host() {
     // At the limit, not under it: the hosts' files did run side by side.
     assert_eq!(peak.get("a.test"), Some(&3), "host a: {peak:?}");
     assert_eq!(peak.get("b.test"), Some(&3), "host b: {peak:?}");
+}
+
+/// A URL with the scheme's default port written and one without are the
+/// same host, also for a scheme the `url` crate does not know (`sftp`,
+/// `ftps`): the protocol says its port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_port_written_or_not_is_one_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(dir.path()).unwrap();
+    let config = Config::default().max_parallel(16).max_per_host(Some(2));
+    let mut dl = Downloader::new(config);
+    for i in 0..4 {
+        dl.enqueue(Request::new(format!("gauge://c.test/h{i}")).dir(dir));
+        let port = GAUGE_PORT;
+        dl.enqueue(Request::new(format!("gauge://c.test:{port}/k{i}")).dir(dir));
+    }
+    let results = dl.download().await;
+    assert!(results.errors.is_empty(), "{results}");
+    let peak = GAUGE.lock().unwrap().peak.clone();
+    assert_eq!(peak.get("c.test"), Some(&2), "{peak:?}");
 }

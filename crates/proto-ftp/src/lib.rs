@@ -246,6 +246,14 @@ impl FtpProtocol {
 
 #[async_trait::async_trait]
 impl Protocol for FtpProtocol {
+    fn default_port(&self, scheme: &str) -> Option<u16> {
+        match scheme {
+            "ftp" => Some(target::FTP_PORT),
+            "ftps" => Some(target::FTPS_PORT),
+            _ => None,
+        }
+    }
+
     async fn stat(&self, url: &Url) -> pymatris_core::Result<RemoteMeta> {
         let target = target::parse(url, self.ftp_tls)?;
         let host = self.pool.host(&target.host);

@@ -395,3 +395,13 @@ async fn raw_stream_throughput() {
         );
     }
 }
+
+/// The engine's per-host limit counts `ftps://h/` and `ftps://h:990/` as
+/// one host only if the protocol says its port (the `url` crate knows
+/// none for `ftps`).
+#[test]
+fn says_its_default_ports() {
+    let ftp = FtpProtocol::new(&ProtocolConfig::default()).unwrap();
+    assert_eq!(ftp.default_port("ftp"), Some(21));
+    assert_eq!(ftp.default_port("ftps"), Some(990));
+}

@@ -231,6 +231,10 @@ async fn fetch_on(
 
 #[async_trait::async_trait]
 impl Protocol for SftpProtocol {
+    fn default_port(&self, _scheme: &str) -> Option<u16> {
+        Some(target::SSH_PORT)
+    }
+
     async fn stat(&self, url: &Url) -> Result<RemoteMeta> {
         let target = self.target(url)?;
         let target = &target;

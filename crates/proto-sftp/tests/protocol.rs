@@ -110,3 +110,12 @@ async fn many_concurrent_fetches_share_the_session() {
     let log = std::fs::read_to_string(servers.root_dir().join("sshd/sshd.log")).unwrap();
     assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
 }
+
+/// The engine's per-host limit counts `sftp://h/` and `sftp://h:22/` as
+/// one host only if the protocol says its port (the `url` crate knows
+/// none for `sftp`).
+#[test]
+fn says_its_default_port() {
+    let sftp = SftpProtocol::new(&ProtocolConfig::default()).unwrap();
+    assert_eq!(sftp.default_port("sftp"), Some(22));
+}

@@ -26,12 +26,15 @@ impl HostSlots {
     }
 
     /// The semaphore of the URL's host and port: the host's name in any
-    /// case, and the port written or implied, are one host.
-    pub(super) fn semaphore(&self, url: &Url) -> Arc<Semaphore> {
+    /// case, and the port written or implied, are one host. The protocol's
+    /// `default_port` comes first: the `url` crate knows none for `sftp`
+    /// or `ftps`.
+    pub(super) fn semaphore(&self, url: &Url, default_port: Option<u16>) -> Arc<Semaphore> {
+        let port = url.port().or(default_port).or(url.port_or_known_default());
         let key = format!(
             "{}:{}",
             url.host_str().unwrap_or_default().to_ascii_lowercase(),
-            url.port_or_known_default().unwrap_or(0)
+            port.unwrap_or(0)
         );
         let mut hosts = self.hosts.lock().expect("host slots poisoned");
         hosts
@@ -49,7 +52,9 @@ impl Batch {
         let Some(hosts) = &self.hosts else {
             return Ok(None);
         };
-        let semaphore = hosts.semaphore(url);
+        let default_port = (self.protocols.get(url.scheme()).ok())
+            .and_then(|protocol| protocol.default_port(url.scheme()));
+        let semaphore = hosts.semaphore(url, default_port);
         if !wait {
             return semaphore
                 .try_acquire_owned()
@@ -70,7 +75,7 @@ mod tests {
     #[test]
     fn one_semaphore_per_host_and_port() {
         let slots = HostSlots::new(2);
-        let at = |u: &str| slots.semaphore(&Url::parse(u).unwrap());
+        let at = |u: &str| slots.semaphore(&Url::parse(u).unwrap(), None);
         let a = at("http://Example.org/a");
         assert!(Arc::ptr_eq(&a, &at("http://example.org:80/b")));
         assert!(!Arc::ptr_eq(&a, &at("https://example.org/a")));
@@ -82,9 +87,27 @@ mod tests {
         // Zero means one.
         assert_eq!(
             HostSlots::new(0)
-                .semaphore(&Url::parse("ftp://h/").unwrap())
+                .semaphore(&Url::parse("ftp://h/").unwrap(), None)
                 .available_permits(),
             1
         );
+    }
+
+    #[test]
+    fn the_protocols_default_port_is_the_port_of_a_url_without_one() {
+        let slots = HostSlots::new(1);
+        let at = |u: &str, default| slots.semaphore(&Url::parse(u).unwrap(), default);
+        let sftp = at("sftp://h/a", Some(22));
+        assert!(Arc::ptr_eq(&sftp, &at("sftp://h:22/b", Some(22))));
+        assert!(!Arc::ptr_eq(&sftp, &at("sftp://h:2222/b", Some(22))));
+        assert!(Arc::ptr_eq(
+            &at("ftps://h/a", Some(990)),
+            &at("ftps://h:990/b", None)
+        ));
+        // A protocol that says nothing leaves it to the `url` crate.
+        assert!(Arc::ptr_eq(
+            &at("https://h/a", None),
+            &at("https://h:443/b", None)
+        ));
     }
 }
