@@ -1,19 +1,22 @@
-//! SSH connections and their SFTP sessions, one per (host, port, user,
-//! password) reused by every file of a batch.
+//! SSH connections and their SFTP sessions, per (host, port, user,
+//! password), reused by every file of a batch: one, and more while more
+//! are measured to pay (`growth.rs`).
 //!
 //! Opening an SSH connection costs a key exchange and a login (several
 //! round trips and public-key operations), so files share connections: an
 //! SFTP session serves many open files at once, each read pipelined. The
 //! pool reconnects when a connection died, remembers a permanent login or
 //! host-key failure so that 200 files do not try a wrong password 200
-//! times, and caps the connections to one host at `max_per_host`.
+//! times, and caps the connections to one host at `max_per_host`. Parts
+//! move to a connection less busy than theirs (`read.rs`), so a connection
+//! opened while they run gets its share at once.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pymatris_core::{Error, ErrorKind, Result};
 use russh::keys::{Algorithm, PublicKeyOrCertificate};
@@ -23,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::{self, KeySources};
 use crate::client::{self, Sftp};
 use crate::error;
+use crate::growth::{self, Growth, Step};
 use crate::known_hosts::Policy;
 use crate::target::Target;
 
@@ -42,14 +46,16 @@ const DEFAULT_READ_LEN: u32 = 255 * 1024;
 /// with no more than asked.
 const SFTP_MAX_PACKET: u32 = 256 * 1024 + 1024;
 
-/// SSH connections per (host, port, user) at most. Measured on 2 cores
-/// against OpenSSH 9.2 on loopback, 1 GiB in 4 parts: one connection with
-/// four open handles moved it as fast as two or four connections (680
-/// against 640 MB/s for two, 390-460 for four) for less server CPU (0.9 s
-/// against 1.35 s for two): every connection adds an sshd and a cipher
-/// stream to the same two cores. Parts of a file and files of a batch
-/// share one session.
-pub(crate) const CONNS_PER_KEY: usize = 1;
+/// SSH connections per (host, port, user) at most when the engine sets no
+/// `max_per_host`: as many as the peers' usual eight, few enough to be
+/// polite to a server. How many of them are opened is measured
+/// (`growth.rs`): on loopback, where the CPU is the bound, one connection
+/// moves a file faster than several (every connection adds an sshd and a
+/// cipher stream to the same cores), and the pool stays at one.
+pub(crate) const CONNS_PER_KEY: usize = 8;
+
+/// How often the pool's growth and the connections' rates are looked at.
+const TICK: Duration = Duration::from_millis(50);
 
 /// Whether this CPU has AES instructions, which make AES-GCM faster than
 /// ChaCha20-Poly1305 (about 600 against 320 MB/s for one stream on
@@ -225,6 +231,81 @@ pub(crate) struct Settings {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What a connection measures of itself: the bytes its reads brought, the
+/// rate they came at, and the shortest round trip of a request.
+#[derive(Debug, Default)]
+pub(crate) struct Meter {
+    received: AtomicU64,
+    /// Every byte read over the key's connections.
+    key_received: Arc<AtomicU64>,
+    /// Bytes per second as last measured, 0 before.
+    rate: AtomicU64,
+    /// The shortest time from a request to its reply, in microseconds; 0
+    /// before one.
+    rtt_us: AtomicU64,
+    /// When the rate was last measured, and the bytes then.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+/// The rate is measured over at least this long: shorter, one late
+/// reply halves it.
+const RATE_PERIOD: Duration = Duration::from_millis(250);
+
+impl Meter {
+    fn new(key_received: Arc<AtomicU64>) -> Meter {
+        Meter {
+            key_received,
+            ..Meter::default()
+        }
+    }
+
+    /// `n` bytes of reads arrived.
+    pub(crate) fn add(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.key_received.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A request was answered `took` after it was sent.
+    pub(crate) fn saw_round_trip(&self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .rtt_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                (old == 0 || us < old).then_some(us)
+            });
+    }
+
+    fn rate(&self) -> Option<f64> {
+        let r = self.rate.load(Ordering::Relaxed);
+        (r > 0).then_some(r as f64)
+    }
+
+    fn rtt(&self) -> Option<Duration> {
+        let us = self.rtt_us.load(Ordering::Relaxed);
+        (us > 0).then(|| Duration::from_micros(us))
+    }
+
+    /// Measures the rate since the last time, if long enough ago; the
+    /// new rate is averaged with the old one, to smooth out bursts.
+    fn update(&self, now: Instant) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let received = self.received.load(Ordering::Relaxed);
+        match *last {
+            Some((t0, b0)) if now.duration_since(t0) >= RATE_PERIOD => {
+                let r = (received - b0) as f64 / now.duration_since(t0).as_secs_f64();
+                let old = self.rate.load(Ordering::Relaxed) as f64;
+                let new = if old > 0.0 { (old + r) / 2.0 } else { r };
+                self.rate.store(new as u64, Ordering::Relaxed);
+                *last = Some((now, received));
+            }
+            Some(_) => {}
+            None => *last = Some((now, received)),
+        }
+    }
+}
+
 /// One logged-in SSH connection and its SFTP session.
 pub(crate) struct Conn {
     id: u64,
@@ -233,7 +314,11 @@ pub(crate) struct Conn {
     pub(crate) sftp: Arc<Sftp>,
     /// The read size to ask for.
     pub(crate) read_len: u32,
+    pub(crate) meter: Arc<Meter>,
     dead: AtomicBool,
+    /// A probe that did not pay: no new part goes to it, and it closes
+    /// once its parts are done.
+    retiring: AtomicBool,
     active: AtomicUsize,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -258,6 +343,10 @@ impl Conn {
         self.active.load(Ordering::SeqCst)
     }
 
+    fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::SeqCst)
+    }
+
     /// Marks the connection as broken: the next request for its host opens
     /// a new one.
     pub(crate) fn mark_dead(&self) {
@@ -265,21 +354,42 @@ impl Conn {
             tracing::debug!(conn = self.id, "SSH connection marked dead");
         }
     }
+
+    /// Read requests in flight for each part on this connection: what its
+    /// rate and round trip need, shared by its parts, at most `max`.
+    pub(crate) fn read_depth(&self, max: usize) -> usize {
+        growth::read_depth(
+            self.meter.rate(),
+            self.meter.rtt(),
+            self.active(),
+            self.read_len,
+            max,
+        )
+    }
 }
 
 /// A connection in use by one transfer; the pool hands the least busy one.
 #[derive(Debug)]
 pub(crate) struct Lease {
     conn: Arc<Conn>,
+    slot: Arc<Slot>,
     /// Whether the connection was opened for this lease (a failure on a
     /// reused one may just mean the server closed it while idle).
     pub(crate) fresh: bool,
 }
 
 impl Lease {
-    fn new(conn: Arc<Conn>, fresh: bool) -> Lease {
+    fn new(conn: Arc<Conn>, slot: Arc<Slot>, fresh: bool) -> Lease {
         conn.active.fetch_add(1, Ordering::SeqCst);
-        Lease { conn, fresh }
+        Lease { conn, slot, fresh }
+    }
+
+    /// Another connection of the same key, less busy by two parts or more
+    /// (or any, when this one is retiring), for this lease's part to move
+    /// to; also lets the pool grow or shrink.
+    pub(crate) fn better(&self) -> Option<Lease> {
+        self.slot.tick();
+        self.slot.better(&self.conn)
     }
 }
 
@@ -306,16 +416,146 @@ struct Key {
 }
 
 /// The connections of one key.
-#[derive(Default)]
 struct Slot {
-    conns: tokio::sync::Mutex<Vec<Arc<Conn>>>,
+    settings: Arc<Settings>,
+    /// Where and as whom to connect (its path is that of the first file).
+    target: Target,
+    /// The host's `max_per_host` permits, if capped.
+    host: Option<Arc<Semaphore>>,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    /// Held while the first connection opens, so that the files that start
+    /// together wait for it instead of each opening its own.
+    opening: tokio::sync::Mutex<()>,
+    growth: Mutex<Growth>,
+    /// Every byte read over this key's connections.
+    received: Arc<AtomicU64>,
+    last_tick: Mutex<Option<Instant>>,
     /// A permanent failure to log in or trust the host: (kind, message).
     failed: Mutex<Option<(ErrorKind, String)>>,
 }
 
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Slot")
+            .field("host", &self.target.host_port())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Slot {
+    fn cap(&self) -> usize {
+        CONNS_PER_KEY
+            .min(self.settings.max_per_host.unwrap_or(usize::MAX))
+            .max(1)
+    }
+
+    /// The least busy live connection, not retiring if one is not, leased.
+    fn least_busy(self: &Arc<Slot>) -> Option<Lease> {
+        let mut conns = self.conns.lock().expect("slot poisoned");
+        conns.retain(|c| c.alive() && !(c.retiring() && c.active() == 0));
+        let best = conns
+            .iter()
+            .min_by_key(|c| (c.retiring(), c.active()))?
+            .clone();
+        Some(Lease::new(best, self.clone(), false))
+    }
+
+    /// A connection better for a part now on `mine`, leased.
+    fn better(self: &Arc<Slot>, mine: &Arc<Conn>) -> Option<Lease> {
+        let conns = self.conns.lock().expect("slot poisoned");
+        let best = conns
+            .iter()
+            .filter(|c| c.alive() && !c.retiring())
+            .min_by_key(|c| c.active())?;
+        if Arc::ptr_eq(best, mine) {
+            return None;
+        }
+        (mine.retiring() || best.active() + 2 <= mine.active())
+            .then(|| Lease::new(best.clone(), self.clone(), false))
+    }
+
+    /// Measures the connections' rates and lets [`Growth`] decide, at
+    /// most once per [`TICK`].
+    fn tick(self: &Arc<Slot>) {
+        let now = Instant::now();
+        {
+            let mut last = self.last_tick.lock().expect("slot poisoned");
+            if last.is_some_and(|t| now.duration_since(t) < TICK) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let (conns, readers) = {
+            let mut conns = self.conns.lock().expect("slot poisoned");
+            conns.retain(|c| c.alive() && !(c.retiring() && c.active() == 0));
+            let mut n = 0;
+            let mut readers = 0;
+            for c in conns.iter() {
+                c.meter.update(now);
+                readers += c.active();
+                n += usize::from(!c.retiring());
+            }
+            (n, readers)
+        };
+        let room = conns < self.cap()
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|sem| sem.available_permits() > 0);
+        let received = self.received.load(Ordering::Relaxed);
+        let mut growth = self.growth.lock().expect("slot poisoned");
+        match growth.tick(now, received, conns, readers, room) {
+            Step::Wait => {}
+            Step::Retire => {
+                let conns = self.conns.lock().expect("slot poisoned");
+                let newest = conns.iter().rfind(|c| !c.retiring());
+                if conns.iter().filter(|c| !c.retiring()).count() > 1
+                    && let Some(c) = newest
+                {
+                    tracing::debug!(conn = c.id, "letting the probe SSH connection go");
+                    c.retiring.store(true, Ordering::SeqCst);
+                }
+            }
+            Step::Open => {
+                let permit = match &self.host {
+                    None => None,
+                    Some(sem) => match sem.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            growth.failed();
+                            return;
+                        }
+                    },
+                };
+                drop(growth);
+                let slot = self.clone();
+                tokio::spawn(async move {
+                    match connect(&slot.target, &slot.settings, slot.received.clone(), permit).await
+                    {
+                        Ok(conn) => {
+                            tracing::debug!(conn = conn.id, "probe SSH connection up");
+                            let n = {
+                                let mut conns = slot.conns.lock().expect("slot poisoned");
+                                conns.push(Arc::new(conn));
+                                conns.iter().filter(|c| !c.retiring()).count()
+                            };
+                            let mut growth = slot.growth.lock().expect("slot poisoned");
+                            growth.opened(Instant::now(), n);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot open another SSH connection");
+                            slot.growth.lock().expect("slot poisoned").failed();
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
 /// All connections of a batch.
 pub(crate) struct Pool {
-    settings: Settings,
+    settings: Arc<Settings>,
     slots: Mutex<HashMap<Key, Arc<Slot>>>,
     /// `max_per_host` permits per `host:port`.
     hosts: Mutex<HashMap<(String, u16), Arc<Semaphore>>>,
@@ -334,19 +574,48 @@ impl fmt::Debug for Pool {
 impl Pool {
     pub(crate) fn new(settings: Settings) -> Pool {
         Pool {
-            settings,
+            settings: Arc::new(settings),
             slots: Mutex::new(HashMap::new()),
             hosts: Mutex::new(HashMap::new()),
         }
     }
 
-    fn slot(&self, key: &Key) -> Arc<Slot> {
+    fn slot(&self, key: &Key, target: &Target) -> Arc<Slot> {
+        let host = self.host_permits(key);
         let mut slots = self.slots.lock().expect("pool poisoned");
-        slots.entry(key.clone()).or_default().clone()
+        slots
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    settings: self.settings.clone(),
+                    target: target.clone(),
+                    host,
+                    conns: Mutex::default(),
+                    opening: tokio::sync::Mutex::default(),
+                    growth: Mutex::default(),
+                    received: Arc::default(),
+                    last_tick: Mutex::default(),
+                    failed: Mutex::default(),
+                })
+            })
+            .clone()
+    }
+
+    /// The host's `max_per_host` permits, if capped.
+    fn host_permits(&self, key: &Key) -> Option<Arc<Semaphore>> {
+        let max = self.settings.max_per_host?;
+        let mut hosts = self.hosts.lock().expect("pool poisoned");
+        Some(
+            hosts
+                .entry((key.host.clone(), key.port))
+                .or_insert_with(|| Arc::new(Semaphore::new(max.max(1))))
+                .clone(),
+        )
     }
 
     /// A connection for `target`: the least busy live one, or a new one
-    /// when there is none (or all are busy and the cap allows another).
+    /// when there is none. More connections are opened as parts read
+    /// (`Slot::tick`), when they pay.
     pub(crate) async fn get(&self, target: &Target) -> Result<Lease> {
         let key = Key {
             host: target.host.clone(),
@@ -354,51 +623,31 @@ impl Pool {
             user: target.user.clone(),
             password: target.password.clone(),
         };
-        let slot = self.slot(&key);
+        let slot = self.slot(&key, target);
         if let Some((kind, msg)) = slot.failed.lock().expect("slot poisoned").clone() {
             return Err(Error::new(kind, msg).retryable(false));
         }
-        let cap = CONNS_PER_KEY
-            .min(self.settings.max_per_host.unwrap_or(usize::MAX))
-            .max(1);
-        // Held while connecting, so that the files that start together
-        // wait for one connection instead of each opening its own.
-        let mut conns = slot.conns.lock().await;
-        conns.retain(|c| c.alive());
-        let best = conns.iter().min_by_key(|c| c.active()).cloned();
-        if let Some(c) = &best
-            && (c.active() == 0 || conns.len() >= cap)
-        {
-            return Ok(Lease::new(c.clone(), false));
+        slot.tick();
+        if let Some(lease) = slot.least_busy() {
+            return Ok(lease);
         }
-        let permit = match self.permit(&key, best.is_some()).await {
-            Some(p) => p,
-            // At the host's cap, with a connection of our own: share it.
-            None => match best {
-                Some(c) => return Ok(Lease::new(c, false)),
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::Busy,
-                        format!("no connection to {} allowed", target.host_port()),
-                    ));
-                }
-            },
+        let _opening = slot.opening.lock().await;
+        if let Some(lease) = slot.least_busy() {
+            return Ok(lease);
+        }
+        let Some(permit) = self.permit(&key).await else {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("no connection to {} allowed", target.host_port()),
+            ));
         };
-        match connect(target, &self.settings, permit).await {
+        match connect(target, &self.settings, slot.received.clone(), permit).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
-                conns.push(conn.clone());
-                Ok(Lease::new(conn, true))
+                slot.conns.lock().expect("slot poisoned").push(conn.clone());
+                Ok(Lease::new(conn, slot.clone(), true))
             }
             Err(e) => {
-                if let Some(c) = best
-                    && e.is_retryable()
-                {
-                    // The server refused one more connection: go on with
-                    // the one we have.
-                    tracing::debug!(error = %e, "cannot open another SSH connection, sharing");
-                    return Ok(Lease::new(c, false));
-                }
                 if matches!(e.kind(), ErrorKind::Auth | ErrorKind::HostKey) && !e.is_retryable() {
                     *slot.failed.lock().expect("slot poisoned") =
                         Some((e.kind(), e.message().to_owned()));
@@ -409,26 +658,15 @@ impl Pool {
     }
 
     /// A permit to open one more connection to the key's host, under
-    /// `max_per_host`. With `have_one`, returns `None` rather than wait;
-    /// without, waits, closing idle connections of other users of the
-    /// host to make room.
-    async fn permit(&self, key: &Key, have_one: bool) -> Option<Option<OwnedSemaphorePermit>> {
-        let Some(max) = self.settings.max_per_host else {
+    /// `max_per_host`: waits, closing idle connections of other users of
+    /// the host to make room.
+    async fn permit(&self, key: &Key) -> Option<Option<OwnedSemaphorePermit>> {
+        let Some(sem) = self.host_permits(key) else {
             return Some(None);
-        };
-        let sem = {
-            let mut hosts = self.hosts.lock().expect("pool poisoned");
-            hosts
-                .entry((key.host.clone(), key.port))
-                .or_insert_with(|| Arc::new(Semaphore::new(max.max(1))))
-                .clone()
         };
         loop {
             if let Ok(p) = sem.clone().try_acquire_owned() {
                 return Some(Some(p));
-            }
-            if have_one {
-                return None;
             }
             self.evict_idle(key);
             tokio::select! {
@@ -449,7 +687,7 @@ impl Pool {
                 .collect()
         };
         for slot in slots {
-            if let Ok(mut conns) = slot.conns.try_lock() {
+            if let Ok(mut conns) = slot.conns.lock() {
                 conns.retain(|c| c.active() > 0);
             }
         }
@@ -460,6 +698,7 @@ impl Pool {
 async fn connect(
     target: &Target,
     settings: &Settings,
+    key_received: Arc<AtomicU64>,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Result<Conn> {
     let t = settings.timeout;
@@ -500,8 +739,13 @@ async fn connect(
             .await
             .map_err(|e| error::sftp(&what, e))?;
         let mut read_len = DEFAULT_READ_LEN;
+        let meter = Meter::new(key_received);
         if sftp.has_extension(client::LIMITS, b"1") {
+            // A small request on an idle connection: its turnaround is the
+            // round trip.
+            let asked = Instant::now();
             let limits = sftp.limits().await.map_err(|e| error::sftp(&what, e))?;
+            meter.saw_round_trip(asked.elapsed());
             // 0 means no limit.
             if limits.max_read_len > 0 {
                 let max = limits.max_read_len.min(u64::from(u32::MAX)) as u32;
@@ -512,9 +756,9 @@ async fn connect(
                 sftp.limit_open_handles(n);
             }
         }
-        Ok::<_, Error>((sftp, read_len))
+        Ok::<_, Error>((sftp, read_len, meter))
     };
-    let (sftp, read_len) = tokio::time::timeout(t, start)
+    let (sftp, read_len, meter) = tokio::time::timeout(t, start)
         .await
         .map_err(|_| error::timed_out(&what, t))??;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -524,7 +768,9 @@ async fn connect(
         ssh,
         sftp: Arc::new(sftp),
         read_len,
+        meter: Arc::new(meter),
         dead: AtomicBool::new(false),
+        retiring: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         _permit: permit,
     })

@@ -4,8 +4,9 @@
 //! `sftp://[user[:password]@]host[:port]/path` URLs: the path is absolute
 //! (`/srv/data/a.bin`), or relative to the login directory when it starts
 //! with `/~/`. Files are served in ranges, so large files download in
-//! parts; every file of a batch to one host shares one SSH connection, and
-//! reads are pipelined. Host keys are checked against `known_hosts`; see
+//! parts; the files of a batch to one host share its SSH connections, more
+//! than one only where more are measured to be faster, and reads are
+//! pipelined. Host keys are checked against `known_hosts`; see
 //! [`SftpProtocol::new`] for the settings read.
 
 #![warn(missing_docs, missing_debug_implementations)]
@@ -14,6 +15,7 @@ mod auth;
 mod client;
 mod conn;
 mod error;
+mod growth;
 mod known_hosts;
 mod read;
 mod target;
@@ -182,9 +184,11 @@ async fn fetch_on(
     let path = target.display_path();
     let path = path.as_str();
     let sftp = lease.sftp.clone();
+    let asked = std::time::Instant::now();
     let opened = sftp
         .open(&target.path)
         .await
+        .inspect(|_| lease.meter.saw_round_trip(asked.elapsed()))
         .map_err(|e| error::sftp(&format!("opening {path}"), e))
         .inspect_err(|e| {
             if error::breaks_connection(e) {
@@ -194,7 +198,14 @@ async fn fetch_on(
     let file = Arc::new(OpenFile::new(sftp.clone(), opened));
     // The first read goes out with the fstat: a small file arrives in the
     // same round trip as its size.
-    let mut reader = Reader::new(lease, file.clone(), range.start, range.end, path);
+    let mut reader = Reader::new(
+        lease,
+        file.clone(),
+        range.start,
+        range.end,
+        path,
+        &target.path,
+    );
     let (attrs, first) = tokio::join!(sftp.fstat(&file.handle), reader.next_chunk());
     let attrs = attrs.map_err(|e| error::sftp(&format!("reading the attributes of {path}"), e))?;
     if attrs.is_dir() {

@@ -7,10 +7,19 @@
 //! too, but read ahead past the range's end (the engine then drops the
 //! stream, and the server still sends every byte asked for), so the
 //! requests are issued here on our own session (`client.rs`).
+//!
+//! How many are in flight follows what the connection needs (its rate
+//! times its round trip, shared by the parts on it): more only queues
+//! answers behind each other's, and a part cut short (the engine splits
+//! and takes over parts) leaves every answered read to discard. A part
+//! also moves to a less busy connection of its host when the pool opened
+//! one (`conn.rs`): its reads already asked are answered where they were
+//! asked, in order, before the first read on the new connection.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::client::{File, Handle, Sftp, SftpError};
 use crate::conn::Lease;
@@ -20,9 +29,16 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use pymatris_core::{ByteStream, Result};
 
-/// Read requests in flight per open file: 32 x 255 KiB = 8 MiB, half the
+/// Read requests in flight per part at most: 32 x 255 KiB = 8 MiB, half the
 /// SSH channel window.
 pub(crate) const MAX_IN_FLIGHT: usize = 32;
+
+/// How often a part looks for a less busy connection.
+const MOVE_CHECK: Duration = Duration::from_millis(100);
+
+/// A part moves only with this many reads' worth left to ask for: the
+/// move costs a round trip (an open).
+const MOVE_MIN_READS: u64 = 4;
 
 /// Read requests in flight when a file is opened without a known end (the
 /// first request of a file, before its size is known): enough to start
@@ -79,6 +95,9 @@ pub(crate) struct Reader {
     done: bool,
     /// The remote path, for messages.
     path: String,
+    /// The remote path, to open the file on another connection.
+    remote: Vec<u8>,
+    last_check: Instant,
 }
 
 impl Reader {
@@ -88,6 +107,7 @@ impl Reader {
         start: u64,
         end: Option<u64>,
         path: &str,
+        remote: &[u8],
     ) -> Reader {
         let chunk = lease.read_len;
         let mut r = Reader {
@@ -99,8 +119,14 @@ impl Reader {
             in_flight: FuturesOrdered::new(),
             done: false,
             path: path.to_owned(),
+            remote: remote.to_owned(),
+            last_check: Instant::now(),
         };
-        let first = if end.is_some() { MAX_IN_FLIGHT } else { PROBE };
+        let first = if end.is_some() {
+            r.lease.read_depth(MAX_IN_FLIGHT)
+        } else {
+            PROBE
+        };
         r.fill(first);
         r
     }
@@ -120,8 +146,13 @@ impl Reader {
             };
             let offset = self.next;
             let file = self.file.clone();
+            let meter = self.lease.meter.clone();
             self.in_flight.push_back(Box::pin(async move {
-                (offset, len, file.sftp.read(&file.handle, offset, len).await)
+                let result = file.sftp.read(&file.handle, offset, len).await;
+                if let Ok(data) = &result {
+                    meter.add(data.len() as u64);
+                }
+                (offset, len, result)
             }));
             self.next += u64::from(len);
         }
@@ -132,7 +163,9 @@ impl Reader {
         if self.done {
             return None;
         }
-        self.fill(MAX_IN_FLIGHT);
+        self.maybe_move().await;
+        let depth = self.lease.read_depth(MAX_IN_FLIGHT);
+        self.fill(depth);
         let Some((offset, len, result)) = self.in_flight.next().await else {
             self.done = true;
             return None;
@@ -164,6 +197,37 @@ impl Reader {
                     self.lease.mark_dead();
                 }
                 Some(Err(err))
+            }
+        }
+    }
+
+    /// Moves the reads not asked yet to a less busy connection, if the
+    /// pool has one and enough of the range is left to make it worth an
+    /// open.
+    async fn maybe_move(&mut self) {
+        let Some(end) = self.end else {
+            return;
+        };
+        if self.last_check.elapsed() < MOVE_CHECK
+            || end.saturating_sub(self.next) < MOVE_MIN_READS * u64::from(self.chunk)
+        {
+            return;
+        }
+        self.last_check = Instant::now();
+        let Some(lease) = self.lease.better() else {
+            return;
+        };
+        let asked = Instant::now();
+        match lease.sftp.open(&self.remote).await {
+            Ok(opened) => {
+                lease.meter.saw_round_trip(asked.elapsed());
+                self.file = Arc::new(OpenFile::new(lease.sftp.clone(), opened));
+                // The reads in flight keep the old file open until they
+                // are answered.
+                self.lease = lease;
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path, error = %e, "cannot move a part to another SSH connection");
             }
         }
     }

@@ -1,0 +1,402 @@
+//! When one more SSH connection to a host pays, and how many reads a part
+//! keeps in flight: pure rules, with times, byte counts and rates as
+//! arguments, so that their tests need no network.
+//!
+//! One connection is fastest where the CPU is the bound (loopback: every
+//! connection adds an sshd and a cipher stream to the same cores), several
+//! where each connection is capped or a window per round trip limits it
+//! (servers and links that cap each TCP connection). Which one holds is
+//! measured, not guessed: while parts share every connection, the pool
+//! opens one more (a probe) and compares the aggregate rate of a window
+//! after it with that of a window before; a gain of at least [`GAIN`] lets
+//! the next probe go, anything less stops the growth for good and lets the
+//! probe connection go.
+
+use std::time::{Duration, Instant};
+
+/// The aggregate rate after a probe, over the rate before it, that makes
+/// the probe worth its connection.
+pub(crate) const GAIN: f64 = 1.1;
+
+/// How long a rate is measured, before and after a probe: long enough for
+/// several round trips of a long link, short enough that a large file
+/// still has most of its bytes to gain from the result.
+pub(crate) const WINDOW: Duration = Duration::from_millis(600);
+
+/// After a probe connection is up, the parts take a round trip or two to
+/// move onto it (each opens its file there): the window after starts later.
+pub(crate) const SETTLE: Duration = Duration::from_millis(200);
+
+/// What the pool should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Nothing.
+    Wait,
+    /// Open one more connection (the probe).
+    Open,
+    /// The last probe did not pay: let the newest connection go.
+    Retire,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Waiting for a window in which parts shared every connection.
+    Measuring { from: Option<(Instant, u64)> },
+    /// A probe was asked for, over `conns` connections; `before` is the
+    /// aggregate rate without it (bytes per second).
+    Opening { before: f64, conns: usize },
+    /// The probe is up since `up`; its window starts at `from`.
+    Probing {
+        before: f64,
+        conns: usize,
+        up: Instant,
+        from: Option<(Instant, u64)>,
+    },
+    /// An added connection did not pay: no more growth for this key.
+    Stopped,
+}
+
+/// The growth of one key's connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Growth {
+    state: State,
+}
+
+impl Default for Growth {
+    fn default() -> Growth {
+        Growth {
+            state: State::Measuring { from: None },
+        }
+    }
+}
+
+impl Growth {
+    /// Whether growth stopped for good.
+    #[cfg(test)]
+    pub(crate) fn stopped(&self) -> bool {
+        self.state == State::Stopped
+    }
+
+    /// Called from time to time: `received` counts every byte read over
+    /// the key's connections so far, `conns` the live connections,
+    /// `readers` the parts reading over them, and `room` whether one more
+    /// connection is allowed (the cap per key and per host).
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        received: u64,
+        conns: usize,
+        readers: usize,
+        room: bool,
+    ) -> Step {
+        // A probe pays only if a part can move onto it: some connection
+        // must carry two parts.
+        let crowded = readers > conns;
+        match self.state {
+            State::Stopped | State::Opening { .. } => Step::Wait,
+            State::Measuring { from } => {
+                if !crowded || !room || conns == 0 {
+                    self.state = State::Measuring { from: None };
+                    return Step::Wait;
+                }
+                match from {
+                    None => {
+                        self.state = State::Measuring {
+                            from: Some((now, received)),
+                        };
+                        Step::Wait
+                    }
+                    Some((t0, b0)) if now.duration_since(t0) >= WINDOW => {
+                        self.state = State::Opening {
+                            before: rate(received - b0, now.duration_since(t0)),
+                            conns,
+                        };
+                        Step::Open
+                    }
+                    Some(_) => Step::Wait,
+                }
+            }
+            State::Probing {
+                before,
+                conns: with_probe,
+                up,
+                from,
+            } => {
+                if conns < with_probe {
+                    // A connection died: what follows measures nothing.
+                    self.state = State::Measuring { from: None };
+                    return Step::Wait;
+                }
+                // Fewer parts than connections: the window would measure
+                // the parts, not the link. Start it again.
+                if readers < conns || now.duration_since(up) < SETTLE {
+                    self.set_from(None);
+                    return Step::Wait;
+                }
+                let Some((t0, b0)) = from else {
+                    self.set_from(Some((now, received)));
+                    return Step::Wait;
+                };
+                let dt = now.duration_since(t0);
+                if dt < WINDOW {
+                    return Step::Wait;
+                }
+                let after = rate(received - b0, dt);
+                if after < before * GAIN {
+                    tracing::debug!(before, after, conns, "an added SSH connection did not pay");
+                    self.state = State::Stopped;
+                    return Step::Retire;
+                }
+                tracing::debug!(before, after, conns, "an added SSH connection paid");
+                if crowded && room {
+                    self.state = State::Opening {
+                        before: after,
+                        conns,
+                    };
+                    Step::Open
+                } else {
+                    self.state = State::Measuring { from: None };
+                    Step::Wait
+                }
+            }
+        }
+    }
+
+    fn set_from(&mut self, new: Option<(Instant, u64)>) {
+        if let State::Probing { from, .. } = &mut self.state {
+            *from = new;
+        }
+    }
+
+    /// The probe asked for is up: `conns` connections now.
+    pub(crate) fn opened(&mut self, now: Instant, conns: usize) {
+        if let State::Opening { before, .. } = self.state {
+            self.state = State::Probing {
+                before,
+                conns,
+                up: now,
+                from: None,
+            };
+        }
+    }
+
+    /// The probe could not be opened (refused, or no room under the host's
+    /// cap): the server or the user says no more.
+    pub(crate) fn failed(&mut self) {
+        self.state = State::Stopped;
+    }
+}
+
+fn rate(bytes: u64, over: Duration) -> f64 {
+    bytes as f64 / over.as_secs_f64().max(1e-3)
+}
+
+/// The bytes in flight a connection needs: twice what its measured rate
+/// moves in a round trip (so the rate can still double), with the round
+/// trip counted as at least `MIN_RTT` (on loopback a read's turnaround is
+/// the server's CPU, not the link), and [`UNMEASURED`] before a rate is
+/// known.
+const MIN_RTT: Duration = Duration::from_millis(4);
+
+/// The bytes in flight per connection before its rate is measured.
+pub(crate) const UNMEASURED: u64 = 4 << 20;
+
+/// Reads in flight per part at least: one being answered, one asked.
+pub(crate) const MIN_DEPTH: usize = 2;
+
+/// Read requests in flight for one of `readers` parts sharing a
+/// connection that moves `rate` bytes per second with round trip `rtt`
+/// (`None` until measured), each request of `read_len` bytes, at most
+/// `max`. Bounded by what the link needs, so that a part cut short leaves
+/// few answered reads to discard.
+pub(crate) fn read_depth(
+    rate: Option<f64>,
+    rtt: Option<Duration>,
+    readers: usize,
+    read_len: u32,
+    max: usize,
+) -> usize {
+    let budget = match (rate, rtt) {
+        (Some(rate), Some(rtt)) if rate > 0.0 => 2.0 * rate * rtt.max(MIN_RTT).as_secs_f64(),
+        _ => UNMEASURED as f64,
+    };
+    let per_reader = budget / readers.max(1) as f64 / f64::from(read_len.max(1));
+    (per_reader.ceil() as usize).clamp(MIN_DEPTH, max.max(MIN_DEPTH))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: f64 = 1e6;
+
+    /// Drives `g` with a link that moves `rate(conns)` bytes per second,
+    /// ticking every 50 ms for `secs`, with `readers` parts and room up to
+    /// `cap` connections; returns the connections at the end and the steps
+    /// taken.
+    fn run(
+        g: &mut Growth,
+        rate: impl Fn(usize) -> f64,
+        readers: usize,
+        cap: usize,
+        secs: f64,
+    ) -> (usize, Vec<Step>) {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut received = 0u64;
+        let mut conns = 1;
+        let mut steps = Vec::new();
+        let tick = Duration::from_millis(50);
+        while now.duration_since(t0).as_secs_f64() < secs {
+            now += tick;
+            received += (rate(conns) * tick.as_secs_f64()) as u64;
+            match g.tick(now, received, conns, readers, conns < cap) {
+                Step::Wait => {}
+                Step::Open => {
+                    steps.push(Step::Open);
+                    // The handshake takes a while.
+                    now += Duration::from_millis(150);
+                    conns += 1;
+                    g.opened(now, conns);
+                }
+                Step::Retire => {
+                    steps.push(Step::Retire);
+                    conns -= 1;
+                }
+            }
+        }
+        (conns, steps)
+    }
+
+    #[test]
+    fn a_capped_link_grows_up_to_the_parts() {
+        // 16 MB/s per connection: every connection adds as much.
+        let mut g = Growth::default();
+        let (conns, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 5, 8, 20.0);
+        assert_eq!(conns, 5, "{steps:?}");
+        assert!(!steps.contains(&Step::Retire));
+    }
+
+    #[test]
+    fn a_capped_link_stops_at_the_cap() {
+        let mut g = Growth::default();
+        let (conns, _) = run(&mut g, |c| 16.0 * MB * c as f64, 16, 3, 20.0);
+        assert_eq!(conns, 3);
+    }
+
+    #[test]
+    fn a_cpu_bound_link_probes_once_and_goes_back_to_one() {
+        // Loopback: a second connection is a little slower.
+        let mut g = Growth::default();
+        let (conns, steps) = run(
+            &mut g,
+            |c| if c == 1 { 680.0 } else { 640.0 } * MB,
+            5,
+            8,
+            10.0,
+        );
+        assert_eq!(steps, [Step::Open, Step::Retire]);
+        assert_eq!(conns, 1);
+        assert!(g.stopped());
+    }
+
+    #[test]
+    fn a_total_cap_stops_where_it_binds() {
+        // 16 MB/s per connection, 40 MB/s for all: the third connection
+        // gains 25 %, the fourth nothing.
+        let mut g = Growth::default();
+        let (conns, steps) = run(&mut g, |c| (16.0 * c as f64).min(40.0) * MB, 8, 8, 20.0);
+        assert_eq!(steps.last(), Some(&Step::Retire));
+        assert_eq!(conns, 3, "{steps:?}");
+    }
+
+    #[test]
+    fn one_part_never_opens_a_second_connection() {
+        let mut g = Growth::default();
+        let (conns, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 1, 8, 10.0);
+        assert_eq!(conns, 1);
+        assert!(steps.is_empty());
+        assert!(!g.stopped());
+    }
+
+    #[test]
+    fn the_window_before_needs_parts_sharing_the_whole_time() {
+        let mut g = Growth::default();
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        assert_eq!(g.tick(ms(0), 0, 1, 2, true), Step::Wait);
+        // One part left for a moment: the window starts again.
+        assert_eq!(g.tick(ms(400), 100, 1, 1, true), Step::Wait);
+        assert_eq!(g.tick(ms(700), 200, 1, 2, true), Step::Wait);
+        assert_eq!(g.tick(ms(1200), 300, 1, 2, true), Step::Wait);
+        assert_eq!(g.tick(ms(1300), 400, 1, 2, true), Step::Open);
+        // Waits for the probe.
+        assert_eq!(g.tick(ms(5000), 500, 1, 2, true), Step::Wait);
+    }
+
+    #[test]
+    fn a_probe_that_cannot_open_stops_growth() {
+        let mut g = Growth::default();
+        let t = Instant::now();
+        g.tick(t, 0, 1, 3, true);
+        assert_eq!(g.tick(t + WINDOW, 1_000_000, 1, 3, true), Step::Open);
+        g.failed();
+        assert!(g.stopped());
+        assert_eq!(g.tick(t + 10 * WINDOW, 9_000_000, 1, 3, true), Step::Wait);
+    }
+
+    #[test]
+    fn a_connection_lost_during_a_probe_measures_again() {
+        let mut g = Growth::default();
+        let t = Instant::now();
+        g.tick(t, 0, 1, 3, true);
+        assert_eq!(g.tick(t + WINDOW, 1_000_000, 1, 3, true), Step::Open);
+        g.opened(t + WINDOW, 2);
+        assert_eq!(g.tick(t + 2 * WINDOW, 1_100_000, 1, 3, true), Step::Wait);
+        assert!(!g.stopped());
+        // Measuring again: a new window, then a new probe.
+        g.tick(t + 3 * WINDOW, 2_000_000, 1, 3, true);
+        assert_eq!(g.tick(t + 4 * WINDOW, 3_000_000, 1, 3, true), Step::Open);
+    }
+
+    #[test]
+    fn depth_follows_bandwidth_times_round_trip() {
+        let len = 255 * 1024;
+        // 16 MB/s at 40 ms: 1.28 MB in flight, over 5 parts: 1 read each,
+        // at least 2.
+        assert_eq!(
+            read_depth(Some(16e6), Some(Duration::from_millis(40)), 5, len, 32),
+            2
+        );
+        // One part alone: 1.28 MB / 255 KiB, rounded up.
+        assert_eq!(
+            read_depth(Some(16e6), Some(Duration::from_millis(40)), 1, len, 32),
+            5
+        );
+        // A fast, long link is bounded by `max`.
+        assert_eq!(
+            read_depth(Some(500e6), Some(Duration::from_millis(100)), 1, len, 32),
+            32
+        );
+        // Loopback: the round trip counts as `MIN_RTT`.
+        assert_eq!(
+            read_depth(Some(680e6), Some(Duration::from_micros(200)), 1, len, 32),
+            21
+        );
+        // Before any measurement.
+        assert_eq!(read_depth(None, None, 1, len, 32), 17);
+        assert_eq!(
+            read_depth(Some(0.0), Some(Duration::from_millis(1)), 4, len, 32),
+            5
+        );
+    }
+
+    #[test]
+    fn depth_never_ends_the_pipeline() {
+        assert_eq!(
+            read_depth(Some(1.0), Some(Duration::from_millis(1)), 100, 1 << 20, 32),
+            2
+        );
+        assert_eq!(read_depth(None, None, 0, 0, 0), MIN_DEPTH);
+    }
+}
