@@ -3,7 +3,7 @@
 //! each connection (each added one pays), few on plain loopback (where
 //! the CPU is the bound and a second one does not pay).
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::print_stderr)]
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use pymatris_harness::{Servers, Shape, Which};
 
 // Link this crate's registration into the test binary.
 extern crate pymatris_proto_sftp as _;
+use pymatris_proto_sftp::SftpOptions;
 
 const SIZE: u64 = 32 << 20;
 
@@ -32,11 +33,11 @@ fn download_through(shape: Shape) -> (u64, Duration) {
     let out = tempfile::tempdir().unwrap();
     let dir = Utf8PathBuf::from_path_buf(out.path().to_owned()).unwrap();
     let config = Config::default()
-        .identity(Some(servers.ssh_client_key().to_owned()))
+        .with(SftpOptions::default().identity(Some(servers.ssh_client_key().to_owned())))
         .insecure(true)
         .overwrite(true);
     let mut dl = Downloader::new(config);
-    dl.enqueue_file(&url, &dir).unwrap();
+    dl.enqueue_file(&url, &dir);
     let started = Instant::now();
     let results = dl.download_blocking();
     let took = started.elapsed();
