@@ -284,18 +284,10 @@ impl Protocol for FtpProtocol {
         }
         // A part only needs the time when the first response had one.
         let want_mtime = validator.is_none_or(|v| v.modified.is_some());
+        // Another version is the engine's to refuse: this reports the one
+        // found.
         let (mut session, probe) = self.prepare(&host, &target, want_mtime).await?;
         let meta = meta(&host, probe);
-        if let Some(ours) = validator
-            && !ours.matches(&meta.validator)
-        {
-            session.release();
-            return Err(Error::new(
-                ErrorKind::Changed,
-                format!("{}: the file changed on the server", target.shown),
-            )
-            .retryable(false));
-        }
         // A transfer that stops before the end of the file is cut, and
         // costs the server what its socket holds past the cut.
         let cut_after = match (range.end, meta.size) {

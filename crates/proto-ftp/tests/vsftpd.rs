@@ -127,14 +127,95 @@ async fn fetch_reports_size_and_time_and_serves_ranges_on_one_session() {
     assert_eq!(again.size, Some(size as u64));
     assert_eq!(log(&s).logins, 1, "{:?}", log(&s));
 
-    // A stale validator is refused before any byte.
+    // A stale validator: the protocol reports the version it found, and
+    // the engine decides (`a_file_touched_between_parts_fails_as_changed`).
     let mut old = meta.validator.clone();
     old.modified = Some("19990101000000".into());
-    let err = ftp
+    let stale = ftp
         .fetch(&u, ByteRange::new(5, 10), Some(&old))
         .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Changed);
+        .unwrap();
+    assert_eq!(stale.meta.validator, meta.validator);
+    let got = read_all(stale.body, 5).await;
+    assert!(got[..5] == want[5..10]);
+}
+
+/// The path that [`Touching`] gives another modification time.
+#[derive(Debug)]
+struct TouchAfterFirst(std::path::PathBuf);
+
+/// This crate's protocol, with the served file given another modification
+/// time once the first transfer has started (and that transfer slowed, so
+/// that the engine asks for more parts): the bytes stay the same, the
+/// version does not.
+#[derive(Debug)]
+struct Touching {
+    ftp: FtpProtocol,
+    path: std::path::PathBuf,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Protocol for Touching {
+    async fn stat(&self, url: &Url) -> pymatris_core::Result<pymatris_core::RemoteMeta> {
+        self.ftp.stat(url).await
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&pymatris_core::Validator>,
+    ) -> pymatris_core::Result<pymatris_core::Fetched> {
+        let n = (self.fetches).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 1 {
+            let earlier = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&self.path)
+                .unwrap();
+            file.set_modified(earlier).unwrap();
+        }
+        let mut fetched = self.ftp.fetch(url, range, validator).await?;
+        if n == 0 {
+            fetched.body = Box::pin(fetched.body.then(|chunk| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                chunk
+            }));
+        }
+        Ok(fetched)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_touched_between_parts_fails_as_changed() {
+    let s = servers();
+    let path = s.write_random("moving.bin", 4 << 20, 5);
+    let (_t, dir) = out_dir();
+    let config = fast(Config::default())
+        .max_splits(4)
+        .min_split_size(64 * 1024)
+        .max_tries(1)
+        .with(TouchAfterFirst(path));
+    let plugin = pymatris_core::ProtocolPlugin {
+        schemes: &["ftp"],
+        build: |cfg| {
+            let path = cfg.get::<TouchAfterFirst>().unwrap().0.clone();
+            Ok(std::sync::Arc::new(Touching {
+                ftp: FtpProtocol::new(cfg)?,
+                path,
+                fetches: Default::default(),
+            }))
+        },
+    };
+    let mut dl = Downloader::builder(config).protocol(plugin).build();
+    dl.enqueue_file(&s.ftp_url("moving.bin"), &dir);
+    let results = dl.download().await;
+    assert!(results.success.is_empty(), "{results}");
+    let failed = &results.errors[0];
+    assert_eq!(failed.error.kind(), ErrorKind::Changed, "{}", failed.error);
+    assert!(!failed.error.is_retryable());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,12 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use pymatris_core::{ByteRange, ErrorKind, Fetched, Protocol, ProtocolConfig, Url, Validator};
+use std::time::Duration;
+
+use pymatris_core::camino::Utf8Path;
+use pymatris_core::{
+    ByteRange, Config, Downloader, ErrorKind, Fetched, Protocol, ProtocolConfig, Url, Validator,
+};
 use pymatris_harness::{Servers, Which};
 use pymatris_proto_sftp::{SftpOptions, SftpProtocol};
 
@@ -58,17 +63,102 @@ async fn stat_and_ranges() {
         .unwrap();
     assert_eq!(body(tail).await, &data[3_000_000..]);
 
-    // Another version of the file is refused, not mixed in.
+    // A stale validator: the protocol reports the version it found, and
+    // the engine decides (`a_file_touched_between_parts_fails_as_changed`).
     let stale = Validator {
         etag: None,
         modified: Some("1".into()),
     };
-    let err = p
+    let found = p
         .fetch(&url, ByteRange::new(10, 20), Some(&stale))
         .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Changed);
-    assert!(!err.is_retryable());
+        .unwrap();
+    assert_eq!(found.meta.validator, meta.validator);
+    assert_eq!(body(found).await, &data[10..20]);
+}
+
+/// The path that [`Touching`] gives another modification time.
+#[derive(Debug)]
+struct TouchAfterFirst(std::path::PathBuf);
+
+/// This crate's protocol, with the served file given another modification
+/// time once the first transfer has started (and that transfer slowed, so
+/// that the engine asks for more parts): the bytes stay the same, the
+/// version does not.
+#[derive(Debug)]
+struct Touching {
+    sftp: SftpProtocol,
+    path: std::path::PathBuf,
+    fetches: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Protocol for Touching {
+    async fn stat(&self, url: &Url) -> pymatris_core::Result<pymatris_core::RemoteMeta> {
+        self.sftp.stat(url).await
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+    ) -> pymatris_core::Result<Fetched> {
+        let n = (self.fetches).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n == 1 {
+            let earlier = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+            let file = std::fs::File::options()
+                .write(true)
+                .open(&self.path)
+                .unwrap();
+            file.set_modified(earlier).unwrap();
+        }
+        let mut fetched = self.sftp.fetch(url, range, validator).await?;
+        if n == 0 {
+            fetched.body = Box::pin(fetched.body.then(|chunk| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                chunk
+            }));
+        }
+        Ok(fetched)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_touched_between_parts_fails_as_changed() {
+    let servers = Servers::start(Which::sftp_only()).unwrap();
+    let path = servers.write_random("moving.bin", 4 << 20, 5);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(tmp.path()).unwrap();
+    let config = Config::default()
+        .max_splits(4)
+        .min_split_size(64 * 1024)
+        .max_tries(1)
+        .with(
+            SftpOptions::default()
+                .identity(Some(servers.ssh_client_key().to_owned()))
+                .known_hosts(Some(servers.ssh_known_hosts().to_owned())),
+        )
+        .with(TouchAfterFirst(path));
+    let plugin = pymatris_core::ProtocolPlugin {
+        schemes: &["sftp"],
+        build: |cfg| {
+            let path = cfg.get::<TouchAfterFirst>().unwrap().0.clone();
+            Ok(std::sync::Arc::new(Touching {
+                sftp: SftpProtocol::new(cfg)?,
+                path,
+                fetches: Default::default(),
+            }))
+        },
+    };
+    let mut dl = Downloader::builder(config).protocol(plugin).build();
+    dl.enqueue_file(&servers.sftp_url("moving.bin"), dir);
+    let results = dl.download().await;
+    assert!(results.success.is_empty(), "{results}");
+    let failed = &results.errors[0];
+    assert_eq!(failed.error.kind(), ErrorKind::Changed, "{}", failed.error);
+    assert!(!failed.error.is_retryable());
+    assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
