@@ -299,9 +299,15 @@ fn a_killed_run_under_continue_resumes_from_its_last_checkpoint() {
     kill(&child, "-KILL");
     let killed = child.wait_with_output().unwrap();
     assert_eq!(killed.status.code(), None, "not killed: {killed:?}");
+    // The empty lock file too (no run at once with this one), which the
+    // next run takes over and removes.
     assert_eq!(
         list_dir(out.path()),
-        ["s.bin.pymatris-part", "s.bin.pymatris-part.state"]
+        [
+            "s.bin.pymatris-part",
+            "s.bin.pymatris-part.lock",
+            "s.bin.pymatris-part.state"
+        ]
     );
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();

@@ -216,3 +216,61 @@ fn a_slurm_array_splits_the_list_and_survives_a_lost_node() {
         ])
     });
 }
+
+/// An engine's speculative retry: the same shard run twice at once, on the
+/// same list and directory, with `--continue`. Neither run may corrupt a
+/// file, leave a second copy under another name, or fail: the one that
+/// finds a file taken waits for it and then finds it complete.
+#[test]
+fn two_runs_of_one_shard_at_once_never_corrupt_a_file() {
+    const TWINS_FILES: usize = 12;
+    let servers = Servers::start(Which::http_only()).expect("start nginx");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let mut urls = Vec::new();
+    let mut expected = BTreeMap::new();
+    for i in 0..TWINS_FILES {
+        let name = format!("t{i:02}.bin");
+        let body = random_bytes(512 << 10, 1000 + i as u64);
+        servers.write_file(&format!("twins/{name}"), &body);
+        urls.push(servers.http_url(&format!("twins/{name}")));
+        expected.insert(name, body);
+    }
+    let list = work.path().join("urls.txt");
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let env = vars(&[("JOB_COMPLETION_INDEX", 0), ("JOB_COMPLETIONS", 1)]);
+    // Throttled, so that the twins overlap on every file.
+    let slow = [
+        "--max-speed",
+        "3M",
+        "--max-splits",
+        "2",
+        "--min-split-size",
+        "128K",
+    ];
+    let twins: Vec<_> = (0..2)
+        .map(|i| task(&list, &out, i, &env, &slow).spawn().unwrap())
+        .collect();
+    for (i, twin) in twins.into_iter().enumerate() {
+        let done = twin.wait_with_output().unwrap();
+        assert_eq!(
+            done.status.code(),
+            Some(0),
+            "twin {i}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+        assert_eq!(
+            report["success"].as_array().map(Vec::len),
+            Some(TWINS_FILES),
+            "twin {i}: {report}"
+        );
+    }
+    assert_eq!(list_dir(&out), expected.keys().cloned().collect::<Vec<_>>());
+    for (name, body) in &expected {
+        assert!(
+            std::fs::read(out.join(name)).unwrap() == *body,
+            "{name} differs"
+        );
+    }
+}

@@ -147,6 +147,82 @@ pub(crate) fn is_at(file: &File, path: &Utf8Path) -> bool {
     }
 }
 
+/// An advisory lock on one download's target, held by one process (and
+/// one download within it) at a time: two runs of the same list in one
+/// directory (an engine's speculative retry of a job-array task) must not
+/// both write a file, or the loser leaves a second copy under another name.
+///
+/// The lock is on a file of its own, `NAME.pymatris-part.lock`, rather than
+/// on the part file, which a download removes and re-creates. Its holder
+/// removes it before unlocking; whoever was waiting on the removed file
+/// finds, once it has the lock, that the name no longer leads to it, and
+/// starts over with the file now there. A process that dies loses its
+/// lock with it (the kernel releases it) and leaves the empty file to the
+/// next run.
+#[derive(Debug)]
+pub(crate) struct TargetLock {
+    file: File,
+    path: camino::Utf8PathBuf,
+}
+
+impl TargetLock {
+    /// The lock at `path`, if no one else holds it (`Ok(None)`: someone
+    /// does). Never blocks.
+    pub(crate) fn try_acquire(path: &Utf8Path) -> io::Result<Option<TargetLock>> {
+        for _ in 0..CLEAR_TRIES {
+            let file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match open_regular(path, true)? {
+                        Some(file) => file,
+                        // Not a regular file of ours (a link planted
+                        // there): replaced, never followed.
+                        None => {
+                            match std::fs::remove_file(path) {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(e),
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            if is_at(&file, path) {
+                return Ok(Some(TargetLock {
+                    file,
+                    path: path.to_owned(),
+                }));
+            }
+            // Its holder removed it on the way out: try the one there now.
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{path} is re-created as fast as it is removed"),
+        ))
+    }
+}
+
+impl Drop for TargetLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so no one locks a file that is gone
+        // (see the type's documentation); closing `file` then unlocks.
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn open_nofollow(path: &Utf8Path, write: bool) -> io::Result<Option<File>> {
     // The best std offers: the look in `open_regular`, then a check that
@@ -194,6 +270,31 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(state.symlink_metadata().unwrap().is_file());
         assert!(tmp.symlink_metadata().is_err());
+    }
+
+    #[test]
+    fn one_holder_of_a_target_lock_at_a_time() {
+        let d = dir();
+        let path = d.path.join("x.bin.pymatris-part.lock");
+        let first = TargetLock::try_acquire(&path).unwrap().unwrap();
+        // Another open file description: as another process would hold.
+        assert!(TargetLock::try_acquire(&path).unwrap().is_none());
+        // A waiter holding the file its holder removes on the way out.
+        let waiting = File::open(&path).unwrap();
+        drop(first);
+        assert!(path.symlink_metadata().is_err(), "removed on release");
+        assert!(!is_at(&waiting, &path));
+        let second = TargetLock::try_acquire(&path).unwrap().unwrap();
+        assert!(TargetLock::try_acquire(&path).unwrap().is_none());
+        drop(second);
+        // A link planted in its place is replaced, not followed.
+        let victim = d.path.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let third = TargetLock::try_acquire(&path).unwrap().unwrap();
+        assert!(path.symlink_metadata().unwrap().is_file());
+        drop(third);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     }
 
     #[test]

@@ -410,6 +410,11 @@ pub(crate) fn part_path(target: &Utf8Path) -> Utf8PathBuf {
     Utf8PathBuf::from(s)
 }
 
+/// The lock file beside `target` (see `files::TargetLock`).
+pub(crate) fn lock_path(target: &Utf8Path) -> Utf8PathBuf {
+    Utf8PathBuf::from(format!("{target}{PART_SUFFIX}.lock"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

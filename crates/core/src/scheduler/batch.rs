@@ -25,9 +25,14 @@ use crate::redact::redact_url;
 use crate::registry::Protocols;
 use crate::reporter::Reporter;
 use crate::results::{Failed, Succeeded};
+
 use crate::resume;
 use crate::throttle::Throttle;
 use crate::writer::PartFile;
+
+/// How often a download waiting for another's lock on its file looks
+/// again: a file takes far longer than this, so the wait costs nothing.
+const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// How long after running out of file handles the batch adds no parts.
 pub(super) const HANDLES_CALM: Duration = Duration::from_secs(2);
@@ -140,6 +145,17 @@ impl Batch {
             .or_else(|| naming::filename_from_url(&url))
             .unwrap_or_else(|| naming::fallback_name(&url));
 
+        // With --continue, another run of the same list may be writing this
+        // very file: one works on it at a time, and the other then finds
+        // it complete.
+        let _lock = if self.config.resume {
+            match self.lock_target(&request.dir.join(&name), &shown).await {
+                Ok(lock) => lock,
+                Err(e) => return Err(failed_early(&request, e)),
+            }
+        } else {
+            None
+        };
         if self.config.resume
             && let Some(done) = self.already_complete(&request, &name, &meta, &shown).await
         {
@@ -195,6 +211,37 @@ impl Batch {
                 url: shown,
                 error,
             }),
+        }
+    }
+
+    /// Waits until no other download (of this process or another) works
+    /// on `target`, and returns the lock that keeps it so. A lock that
+    /// cannot be taken at all (a directory that refuses the lock file) is
+    /// no reason to fail: the download goes on without it.
+    async fn lock_target(
+        &self,
+        target: &Utf8Path,
+        shown: &str,
+    ) -> Result<Option<crate::files::TargetLock>> {
+        let path = naming::lock_path(target);
+        let mut told = false;
+        loop {
+            match crate::files::TargetLock::try_acquire(&path) {
+                Ok(Some(lock)) => return Ok(Some(lock)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(url = %shown, %path, "no lock: {e}");
+                    return Ok(None);
+                }
+            }
+            if !told {
+                tracing::info!(url = %shown, %target, "another download of this file is running: waiting for it");
+                told = true;
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return Err(Error::cancelled()),
+                () = tokio::time::sleep(LOCK_POLL) => {}
+            }
         }
     }
 
