@@ -1,9 +1,8 @@
-//! The engine's own check that every part is of the version the download
-//! started with, with a protocol that ignores the validator it is handed
-//! (the real ones check it too, so a download through them is refused
-//! even when the engine does not look). `moving://` serves version 1 to
-//! the first request of a file and version 2, with other bytes and another
-//! validator, to every later one.
+//! The engine's check that every part is of the version the download
+//! started with, the only one: protocols report the version they find and
+//! never refuse it themselves. `moving://` ignores the validator it is
+//! handed, and serves version 1 to the first request of a file and
+//! version 2, with other bytes and another validator, to every later one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

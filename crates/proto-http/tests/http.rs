@@ -177,6 +177,11 @@ fn routes() -> Handler {
         let data = content();
         match seen.uri.path() {
             "/file" => serve_file(seen, &data, ETAG),
+            "/no-if-range" => {
+                let mut seen = seen.clone();
+                seen.headers.remove("if-range");
+                serve_file(&seen, &data, ETAG)
+            }
             "/empty" => serve_file(seen, b"", ETAG),
             "/norange" => response(200, &[("etag", ETAG)], data),
             "/busy" => response(503, &[("retry-after", "7")], "come back later"),
@@ -455,20 +460,37 @@ async fn status_errors_are_classified() {
     assert!(!err.is_retryable());
 }
 
+/// A stale validator: the request is conditional (`If-Range`), and the
+/// answer reports the version found, whether the server honours `If-Range`
+/// (200, the whole file) or not (206). Refusing it is the engine's part
+/// (`the_engine_refuses_a_part_of_another_version`).
 #[tokio::test]
-async fn a_changed_file_is_reported() {
+async fn a_stale_validator_gets_the_current_version_reported() {
     let server = start(routes(), None).await;
     let p = http();
     let old = Validator {
         etag: Some("\"v0\"".into()),
         modified: None,
     };
-    let err = p
+    let whole = p
         .fetch(&server.url("/file"), ByteRange::from(100), Some(&old))
         .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Changed);
+        .unwrap();
     assert_eq!(server.seen()[0].headers["if-range"], "\"v0\"");
+    assert_eq!(whole.offset, 0);
+    assert_eq!(whole.meta.validator.etag.as_deref(), Some(ETAG));
+    assert_eq!(collect(whole.body).await.unwrap(), content());
+
+    let part = p
+        .fetch(
+            &server.url("/no-if-range"),
+            ByteRange::from(100),
+            Some(&old),
+        )
+        .await
+        .unwrap();
+    assert_eq!(part.offset, 100);
+    assert_eq!(part.meta.validator.etag.as_deref(), Some(ETAG));
 
     let same = Validator {
         etag: Some(ETAG.into()),
@@ -480,6 +502,53 @@ async fn a_changed_file_is_reported() {
         .unwrap();
     assert_eq!(fetched.offset, 100);
     assert_eq!(collect(fetched.body).await.unwrap(), content()[100..]);
+}
+
+/// `HEAD` describes version 1 and every `GET` serves version 2 (the same
+/// bytes): with `resume`, the engine asks for the body with the validator
+/// of the `HEAD`, and refuses the answer, from a server that honours
+/// `If-Range` (200) or not (206), leaving nothing on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_refuses_a_part_of_another_version() {
+    let moving: Handler = Arc::new(|seen: &Seen| {
+        let mut seen = seen.clone();
+        if seen.uri.path() == "/ignores-if-range" {
+            seen.headers.remove("if-range");
+        }
+        let etag = if seen.method == Method::HEAD {
+            "\"v1\""
+        } else {
+            "\"v2\""
+        };
+        serve_file(&seen, &content(), etag)
+    });
+    let server = start(moving, None).await;
+    for path in ["/honours-if-range", "/ignores-if-range"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = pymatris_core::camino::Utf8Path::from_path(tmp.path()).unwrap();
+        let config = pymatris_core::Config::default().resume(true).max_tries(1);
+        let mut dl = pymatris_core::Downloader::builder(config)
+            .protocol(pymatris_proto_http::PLUGIN)
+            .build();
+        dl.enqueue_file(server.url(path).as_str(), dir);
+        let results = dl.download().await;
+        assert!(results.success.is_empty(), "{path}: {results}");
+        let failed = &results.errors[0];
+        assert_eq!(
+            failed.error.kind(),
+            ErrorKind::Changed,
+            "{path}: {}",
+            failed.error
+        );
+        assert!(!failed.error.is_retryable());
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "{path}");
+    }
+    let gets = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == Method::GET);
+    assert!(gets.clone().count() >= 2);
+    assert!(gets.into_iter().all(|s| s.headers["if-range"] == "\"v1\""));
 }
 
 #[tokio::test]
