@@ -32,6 +32,13 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// The shard, in `0..count`, that `url` belongs to: the engine's
+/// `pymatris_core::shard_of`, the same as the CLI's `--shard`.
+#[pyfunction]
+fn shard_of(url: &str, count: u64) -> u64 {
+    pymatris_core::shard_of(url, count)
+}
+
 /// Runs the Rust command line tool with `argv` (the program's name first)
 /// and returns its exit status: the `pymatris` command of the wheel is the
 /// same code as the one `cargo install` builds.
@@ -46,6 +53,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(schemes, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(shard_of, m)?)?;
     m.add_class::<job::Job>()?;
     Ok(())
 }

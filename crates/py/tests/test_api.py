@@ -327,3 +327,40 @@ def test_the_default_bars_are_tqdm(servers, tmp_path, quiet_session):
     assert dl.tqdm is tqdm
     dl.enqueue_file(servers.http("bars/t.txt"), path=tmp_path)
     assert len(dl.download()) == 1
+
+
+def _shard_by_hand(url, n):
+    # docs/scaling.md's formula: the first 8 bytes of SHA-256, modulo n.
+    return int(hashlib.sha256(url.encode()).hexdigest()[:16], 16) % n
+
+
+def test_shards_split_a_list_as_the_command_does(servers, tmp_path, quiet_session):
+    urls = [servers.http(f"shard/f{i:02}.bin") for i in range(30)]
+    for i, url in enumerate(urls):
+        servers.write(f"shard/f{i:02}.bin", bytes([i]) * (1000 + i))
+    n = 3
+    got = []
+    for i in range(n):
+        dl = Downloader(shard=(i, n), session_config=quiet_session(servers))
+        for url in urls:
+            dl.enqueue_file(url, path=tmp_path / "out")
+        assert dl.queued_downloads == sum(_shard_by_hand(u, n) == i for u in urls)
+        results = dl.download()
+        assert not results.errors
+        got.extend(results.urls)
+    # Every URL once, in the shard the published formula gives.
+    assert sorted(got) == sorted(urls)
+    for i, url in enumerate(urls):
+        saved = tmp_path / "out" / f"f{i:02}.bin"
+        assert saved.read_bytes() == bytes([i]) * (1000 + i)
+    # The engine's function, pinned (crates/core/src/shard.rs pins the same).
+    assert pymatris._native.shard_of("https://example.org/a", 1000) == 180
+
+
+def test_bad_shards_are_refused():
+    for bad in [(3, 3), (-1, 2), (0, 0)]:
+        with pytest.raises(ValueError):
+            Downloader(shard=bad)
+    for bad in [3, (1,), ("0", 2), (0.0, 2), (True, 2)]:
+        with pytest.raises(TypeError):
+            Downloader(shard=bad)

@@ -27,6 +27,11 @@ class Downloader:
     each part tried up to ``max_tries`` times in a row without progress.
     ``all_progress=False`` shows no progress bar; ``overwrite=True``
     replaces existing files (otherwise a new name is chosen).
+
+    ``shard=(i, n)`` keeps only the URLs of shard ``i`` (from 0) of ``n``,
+    for job arrays and clusters: ``enqueue_file`` drops the others. A URL's
+    shard depends on the URL alone, as with the command's ``--shard``
+    (the first 8 bytes of its SHA-256, modulo ``n``).
     """
 
     def __init__(
@@ -37,7 +42,9 @@ class Downloader:
         all_progress: bool = True,
         overwrite: bool = False,
         session_config: Optional[SessionConfig] = None,
+        shard: Optional[Tuple[int, int]] = None,
     ) -> None:
+        self.shard = _check_shard(shard)
         self.config = DownloaderConfig(
             max_parallel=max_parallel,
             max_splits=max_splits,
@@ -98,6 +105,8 @@ class Downloader:
             raise ValueError(
                 f"unsupported URL scheme {shown!r} (pymatris downloads {', '.join(_schemes())})"
             )
+        if self.shard is not None and _native.shard_of(url, self.shard[1]) != self.shard[0]:
+            return
         item: Dict[str, Any] = {
             "url": url,
             "dir": os.fspath(path) if path is not None else ".",
@@ -189,6 +198,22 @@ class Downloader:
             except BaseException:  # noqa: BLE001 - the cancellation is what is raised
                 pass
             raise
+
+
+def _check_shard(shard: Any) -> Optional[Tuple[int, int]]:
+    """``None``, or ``(i, n)`` with ``0 <= i < n``."""
+    if shard is None:
+        return None
+    try:
+        index, count = shard
+    except (TypeError, ValueError):
+        raise TypeError(f"shard must be a pair (i, n), not {shard!r}") from None
+    for value in (index, count):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"shard must be a pair of ints (i, n), not {shard!r}")
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard (i, n) needs 0 <= i < n, not {shard!r}")
+    return (index, count)
 
 
 _SCHEMES: Optional[List[str]] = None
