@@ -119,6 +119,41 @@ fn mkfifo(path: &Path) {
     assert!(ok, "mkfifo {}", path.display());
 }
 
+/// `/f.bin` holding `body`, its transfers cut after 300 000 bytes the
+/// first `times` times.
+fn dropping_server(body: &[u8], times: usize) -> FaultServer {
+    FaultServer::start([(
+        "/f.bin",
+        Route::new(body.to_vec()).behaviour(Behaviour::DropAfter {
+            bytes: 300_000,
+            times,
+        }),
+    )])
+}
+
+/// `--continue` with one try and one connection into `trap`: a cut
+/// transfer leaves its part file and state for the next run.
+fn resumable_args<'a>(trap: &'a Trap, url: &'a str) -> [&'a str; 9] {
+    [
+        "--quiet",
+        "-c",
+        "--max-tries",
+        "1",
+        "--max-splits",
+        "1",
+        "--dir",
+        trap.dir(),
+        url,
+    ]
+}
+
+/// Runs `args`, which must fail and leave `f.bin`'s part file in `trap`:
+/// its path.
+fn leave_part(trap: &Trap, args: &[&str]) -> PathBuf {
+    assert_exit(&run_bounded(args), 1, "first run");
+    trap.dir.join("f.bin.pymatris-part")
+}
+
 /// A link at `NAME.pymatris-part` (to a file elsewhere, or to a name
 /// elsewhere that does not exist yet) is replaced, never written through,
 /// however the part file is made: `--overwrite`, `--continue` or both.
@@ -170,13 +205,7 @@ fn a_link_at_the_state_files_is_never_written_through() {
     for name in ["f.bin.pymatris-part.state.tmp", "f.bin.pymatris-part.state"] {
         for dangling in [false, true] {
             let case = format!("link at {name}, dangling: {dangling}");
-            let server = FaultServer::start([(
-                "/f.bin",
-                Route::new(body.clone()).behaviour(Behaviour::DropAfter {
-                    bytes: 300_000,
-                    times: 100,
-                }),
-            )]);
+            let server = dropping_server(&body, 100);
             let trap = Trap::new();
             let target = if dangling {
                 trap.outside.join("new")
@@ -185,17 +214,7 @@ fn a_link_at_the_state_files_is_never_written_through() {
             };
             trap.plant_link(name, &target);
             let url = server.url("/f.bin");
-            let out = run_bounded(&[
-                "--quiet",
-                "-c",
-                "--max-tries",
-                "1",
-                "--max-splits",
-                "1",
-                "--dir",
-                trap.dir(),
-                &url,
-            ]);
+            let out = run_bounded(&resumable_args(&trap, &url));
             assert_exit(&out, 1, &case);
             trap.assert_outside_untouched(&case);
             assert_eq!(
@@ -217,29 +236,11 @@ fn a_link_at_the_state_files_is_never_written_through() {
 #[test]
 fn a_resumable_part_swapped_for_a_link_is_not_resumed_through_it() {
     let body = random_bytes(MIB, 63);
-    let server = FaultServer::start([(
-        "/f.bin",
-        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
-            bytes: 300_000,
-            times: 2,
-        }),
-    )]);
+    let server = dropping_server(&body, 2);
     let url = server.url("/f.bin");
     let trap = Trap::new();
-    let args = [
-        "--quiet",
-        "-c",
-        "--max-tries",
-        "1",
-        "--max-splits",
-        "1",
-        "--dir",
-        trap.dir(),
-        &url,
-    ];
-    let first = run_bounded(&args);
-    assert_exit(&first, 1, "first run");
-    let part = trap.dir.join("f.bin.pymatris-part");
+    let args = resumable_args(&trap, &url);
+    let part = leave_part(&trap, &args);
     let partial = std::fs::read(&part).unwrap();
     assert!(!partial.is_empty());
     // The victim is as long as the part, so the state's claims fit it.
@@ -498,28 +499,11 @@ fn a_link_at_a_numbered_name_is_skipped_too() {
 #[test]
 fn a_hard_link_at_a_resumable_part_is_not_written_into() {
     let body = random_bytes(MIB, 77);
-    let server = FaultServer::start([(
-        "/f.bin",
-        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
-            bytes: 300_000,
-            times: 2,
-        }),
-    )]);
+    let server = dropping_server(&body, 2);
     let url = server.url("/f.bin");
     let trap = Trap::new();
-    let args = [
-        "--quiet",
-        "-c",
-        "--max-tries",
-        "1",
-        "--max-splits",
-        "1",
-        "--dir",
-        trap.dir(),
-        &url,
-    ];
-    assert_exit(&run_bounded(&args), 1, "first run");
-    let part = trap.dir.join("f.bin.pymatris-part");
+    let args = resumable_args(&trap, &url);
+    let part = leave_part(&trap, &args);
     let partial = std::fs::read(&part).unwrap();
     std::fs::write(trap.victim(), &partial).unwrap();
     std::fs::remove_file(&part).unwrap();
@@ -595,28 +579,11 @@ fn a_part_file_swapped_for_a_link_mid_download_is_not_published() {
 #[test]
 fn a_resumable_part_swapped_for_a_fifo_is_not_waited_on() {
     let body = random_bytes(MIB, 79);
-    let server = FaultServer::start([(
-        "/f.bin",
-        Route::new(body.clone()).behaviour(Behaviour::DropAfter {
-            bytes: 300_000,
-            times: 2,
-        }),
-    )]);
+    let server = dropping_server(&body, 2);
     let url = server.url("/f.bin");
     let trap = Trap::new();
-    let args = [
-        "--quiet",
-        "-c",
-        "--max-tries",
-        "1",
-        "--max-splits",
-        "1",
-        "--dir",
-        trap.dir(),
-        &url,
-    ];
-    assert_exit(&run_bounded(&args), 1, "first run");
-    let part = trap.dir.join("f.bin.pymatris-part");
+    let args = resumable_args(&trap, &url);
+    let part = leave_part(&trap, &args);
     std::fs::remove_file(&part).unwrap();
     mkfifo(&part);
     assert_exit(&run_bounded(&args), 0, "second run");
