@@ -116,6 +116,52 @@ fn keygen(path: &Path, passphrase: &str) {
     assert!(made.status.success(), "ssh-keygen: {}", stderr(&made));
 }
 
+/// `pw.txt` (holding `by password`) fetched from `url` into `dir`.
+fn assert_password_logs_in(url: &str, kh: &str, dir: &Path, home: &Path) {
+    let result = run(
+        &["--quiet", "--known-hosts", kh, "--dir", s(dir), url],
+        home,
+        None,
+    );
+    assert_fetched(&result, dir, "pw.txt", b"by password");
+}
+
+/// A run of `url`, whose password `secret` is wrong, with `extra` flags
+/// after `--json`: a permanent `Auth` error that names the method tried,
+/// the password shown nowhere, nothing in `dir`. Returns all it printed.
+fn assert_wrong_password_refused(
+    url: &str,
+    secret: &str,
+    kh: &str,
+    dir: &Path,
+    home: &Path,
+    extra: &[&str],
+) -> String {
+    let mut args = vec!["--json"];
+    args.extend(extra);
+    args.extend([
+        "--show-errors",
+        "--max-tries",
+        "5",
+        "--known-hosts",
+        kh,
+        "--dir",
+        s(dir),
+        url,
+    ]);
+    let result = run(&args, home, None);
+    let chain = assert_failed(&result, "Auth", false);
+    assert!(chain.contains("password"), "names the method: {chain}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        stderr(&result)
+    );
+    assert!(!all.contains(secret), "the password leaked: {all}");
+    assert!(list_dir(dir).is_empty());
+    all
+}
+
 #[test]
 fn whole_files_parts_empty_and_missing() {
     let servers = sshd();
@@ -179,13 +225,7 @@ fn passwords_and_netrc_log_in_and_wrong_passwords_never_show() {
         "sftp://{user}:{}@127.0.0.1:{port}{path}",
         servers.sftp_password()
     );
-    let a = out.path().join("a");
-    let result = run(
-        &["--quiet", "--known-hosts", kh, "--dir", s(&a), &good],
-        home.path(),
-        None,
-    );
-    assert_fetched(&result, &a, "pw.txt", b"by password");
+    assert_password_logs_in(&good, kh, &out.path().join("a"), home.path());
 
     // --netrc: the URL names neither user nor password.
     std::fs::write(
@@ -218,32 +258,8 @@ fn passwords_and_netrc_log_in_and_wrong_passwords_never_show() {
     let secret = "Wr0ng-S3cret";
     let bad = format!("sftp://{user}:{secret}@127.0.0.1:{port}{path}");
     let c = out.path().join("c");
-    let result = run(
-        &[
-            "--json",
-            "--verbose",
-            "--show-errors",
-            "--max-tries",
-            "5",
-            "--known-hosts",
-            kh,
-            "--dir",
-            s(&c),
-            &bad,
-        ],
-        home.path(),
-        None,
-    );
-    let chain = assert_failed(&result, "Auth", false);
-    assert!(chain.contains("password"), "names the method: {chain}");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        stderr(&result)
-    );
-    assert!(!all.contains(secret), "the password leaked: {all}");
+    let all = assert_wrong_password_refused(&bad, secret, kh, &c, home.path(), &["--verbose"]);
     assert!(all.contains(&format!("{user}:***@")), "{all}");
-    assert!(list_dir(&c).is_empty());
 }
 
 /// An `ssh-agent` of our own, holding one key; killed on drop.
@@ -657,41 +673,12 @@ fn asyncssh_passwords_and_keys_log_in_and_bad_credentials_fail_as_auth() {
         "sftp://{user}:{}@127.0.0.1:{port}/pw.txt",
         servers.sftp_password()
     );
-    let a = out.path().join("a");
-    let result = run(
-        &["--quiet", "--known-hosts", kh, "--dir", s(&a), &good],
-        home.path(),
-        None,
-    );
-    assert_fetched(&result, &a, "pw.txt", b"by password");
+    assert_password_logs_in(&good, kh, &out.path().join("a"), home.path());
 
     let secret = "Wr0ng-S3cret";
     let bad = format!("sftp://{user}:{secret}@127.0.0.1:{port}/pw.txt");
     let b = out.path().join("b");
-    let result = run(
-        &[
-            "--json",
-            "--show-errors",
-            "--max-tries",
-            "5",
-            "--known-hosts",
-            kh,
-            "--dir",
-            s(&b),
-            &bad,
-        ],
-        home.path(),
-        None,
-    );
-    let chain = assert_failed(&result, "Auth", false);
-    assert!(chain.contains("password"), "names the method: {chain}");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        stderr(&result)
-    );
-    assert!(!all.contains(secret), "the password leaked: {all}");
-    assert!(list_dir(&b).is_empty());
+    assert_wrong_password_refused(&bad, secret, kh, &b, home.path(), &[]);
 
     // A key the server does not know.
     let stranger = out.path().join("stranger");
