@@ -541,3 +541,38 @@ fn signals_ignored_by_the_parent_stay_ignored() {
         );
     }
 }
+
+// Too few file descriptors to start (a tight `ulimit -n`) is said plainly,
+// as a setup error, never as a panic of the runtime's signal handling.
+#[test]
+fn too_few_file_descriptors_is_a_clear_error_not_a_panic() {
+    let body = random_bytes(1000, 29);
+    let server = FaultServer::start([("/f.bin", Route::new(body.clone()))]);
+    let url = server.url("/f.bin");
+    let mut refused = 0;
+    // Low enough that the runtime or its signal handling finds no
+    // descriptor left (below 4 the loader cannot start the binary at all).
+    for limit in 4..=8 {
+        let out = tempfile::tempdir().unwrap();
+        let output = Command::new("prlimit")
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg(pymatris_bin())
+            .args(["--quiet", "--dir", out.path().to_str().unwrap(), &url])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = stderr(&output);
+        assert!(!text.contains("panicked"), "limit {limit}: {text}");
+        if output.status.code() == Some(0) {
+            assert!(std::fs::read(out.path().join("f.bin")).unwrap() == body);
+            continue;
+        }
+        assert_exit(&output, 2);
+        assert!(
+            text.contains("too few file descriptors"),
+            "limit {limit}: {text}"
+        );
+        refused += 1;
+    }
+    assert!(refused > 0, "no limit was too low to start");
+}

@@ -74,10 +74,7 @@ where
     }
     let runtime = match runtime(std::env::var_os(WORKER_THREADS_VAR).is_some()) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pymatris: cannot start: {e}");
-            return 1;
-        }
+        Err(e) => return cannot_start(&e),
     };
     runtime.block_on(run(plan))
 }
@@ -97,6 +94,24 @@ fn raise_open_files_limit() {
             let _ = setrlimit(Resource::Nofile, limit);
         }
     }
+}
+
+/// Says why the batch cannot start, and returns the exit status. No file
+/// descriptor left before the first transfer means the limit of open files
+/// (`ulimit -n`) is too low to run at all: a setup error, named as such.
+fn cannot_start(e: &std::io::Error) -> u8 {
+    #[cfg(unix)]
+    if rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::MFILE) {
+        use rustix::process::{Resource, getrlimit};
+        let limit = match getrlimit(Resource::Nofile).current {
+            Some(n) => format!(" (at most {n} open files)"),
+            None => String::new(),
+        };
+        err!("pymatris: cannot start: too few file descriptors{limit}: {e}");
+        return 2;
+    }
+    err!("pymatris: cannot start: {e}");
+    1
 }
 
 /// tokio's own setting of its worker threads, honoured when set.
@@ -120,8 +135,21 @@ fn runtime(from_env: bool) -> std::io::Result<tokio::runtime::Runtime> {
     if !from_env {
         builder.worker_threads(1);
     }
-    builder.build()
+    // tokio panics, rather than failing, when its signal handling finds no
+    // descriptor left for its pipe; with its other needs met just before,
+    // that is one more case of too few descriptors, not a crash.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build()));
+    std::panic::set_hook(previous);
+    built.unwrap_or_else(|_| Err(std::io::Error::from_raw_os_error(EMFILE)))
 }
+
+/// "Too many open files": what the runtime's panic stands for.
+#[cfg(unix)]
+const EMFILE: i32 = rustix::io::Errno::MFILE.raw_os_error();
+#[cfg(not(unix))]
+const EMFILE: i32 = 24;
 
 async fn run(plan: Plan) -> u8 {
     if let Some(list) = &plan.empty_list {
