@@ -68,7 +68,13 @@ struct Counts {
 
 /// The pinned tools of the Python package's build and tests, installed
 /// from PyPI into the harness's venv under `target/`.
-const PY_REQUIREMENTS: &[&str] = &["maturin==1.16.0", "pytest==9.2.0", "tqdm==4.70.1"];
+const PY_REQUIREMENTS: &[&str] = &[
+    "maturin==1.16.0",
+    "pytest==9.2.0",
+    "tqdm==4.70.1",
+    // The Dask recipe's test (crates/py/tests/test_dask.py).
+    "dask[distributed]==2026.8.0",
+];
 
 /// Builds the wheel with `pip wheel crates/py` (maturin as its PEP 517
 /// backend), installs it into the venv, and runs `crates/py/tests` against

@@ -110,6 +110,8 @@ fn describe_json(servers: &Servers, which: Which) -> String {
     let path = |p: &std::path::Path| serde_json::Value::from(p.display().to_string());
     out.insert("data_dir".into(), path(servers.data_dir()));
     out.insert("ca_cert".into(), path(servers.ca_cert()));
+    // Logs and configs: the Dask test reads nginx's access log there.
+    out.insert("root_dir".into(), path(servers.root_dir()));
     if which.http {
         out.insert("http".into(), servers.http_url("").into());
         out.insert("https".into(), servers.https_url("").into());
