@@ -497,11 +497,11 @@ impl Slot {
             }
             (n, readers)
         };
-        let room = conns < self.cap()
-            && self
-                .host
+        let room = self.cap().saturating_sub(conns).min(
+            self.host
                 .as_ref()
-                .is_none_or(|sem| sem.available_permits() > 0);
+                .map_or(usize::MAX, |sem| sem.available_permits()),
+        );
         let received = self.received.load(Ordering::Relaxed);
         let mut growth = self.growth.lock().expect("slot poisoned");
         match growth.tick(now, received, conns, readers, room) {
@@ -516,40 +516,46 @@ impl Slot {
                     c.retiring.store(true, Ordering::SeqCst);
                 }
             }
-            Step::Open => {
-                let permit = match &self.host {
-                    None => None,
-                    Some(sem) => match sem.clone().try_acquire_owned() {
-                        Ok(p) => Some(p),
-                        Err(_) => {
-                            growth.failed();
-                            return;
-                        }
-                    },
-                };
+            Step::Open(n) => {
                 drop(growth);
-                let slot = self.clone();
-                tokio::spawn(async move {
-                    match connect(&slot.target, &slot.settings, slot.received.clone(), permit).await
-                    {
-                        Ok(conn) => {
-                            tracing::debug!(conn = conn.id, "probe SSH connection up");
-                            let n = {
-                                let mut conns = slot.conns.lock().expect("slot poisoned");
-                                conns.push(Arc::new(conn));
-                                conns.iter().filter(|c| !c.retiring()).count()
-                            };
-                            let mut growth = slot.growth.lock().expect("slot poisoned");
-                            growth.opened(Instant::now(), n);
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "cannot open another SSH connection");
-                            slot.growth.lock().expect("slot poisoned").failed();
-                        }
-                    }
-                });
+                for _ in 0..n {
+                    self.open_probe();
+                }
             }
         }
+    }
+
+    /// Opens one connection of a probe, in the background.
+    fn open_probe(self: &Arc<Slot>) {
+        let permit = match &self.host {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    self.growth.lock().expect("slot poisoned").failed();
+                    return;
+                }
+            },
+        };
+        let slot = self.clone();
+        tokio::spawn(async move {
+            match connect(&slot.target, &slot.settings, slot.received.clone(), permit).await {
+                Ok(conn) => {
+                    tracing::debug!(conn = conn.id, "probe SSH connection up");
+                    let n = {
+                        let mut conns = slot.conns.lock().expect("slot poisoned");
+                        conns.push(Arc::new(conn));
+                        conns.iter().filter(|c| !c.retiring()).count()
+                    };
+                    let mut growth = slot.growth.lock().expect("slot poisoned");
+                    growth.opened(Instant::now(), n);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot open another SSH connection");
+                    slot.growth.lock().expect("slot poisoned").failed();
+                }
+            }
+        });
     }
 }
 

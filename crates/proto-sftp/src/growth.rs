@@ -32,8 +32,8 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(200);
 pub(crate) enum Step {
     /// Nothing.
     Wait,
-    /// Open one more connection (the probe).
-    Open,
+    /// Open this many more connections (the probe).
+    Open(usize),
     /// The last probe did not pay: let the newest connection go.
     Retire,
 }
@@ -42,12 +42,19 @@ pub(crate) enum Step {
 enum State {
     /// Waiting for a window in which parts shared every connection.
     Measuring { from: Option<(Instant, u64)> },
-    /// A probe was asked for, over `conns` connections; `before` is the
-    /// aggregate rate without it (bytes per second).
-    Opening { before: f64, conns: usize },
-    /// The probe is up since `up`; its window starts at `from`.
+    /// A probe of `pending` more connections was asked for, over `had`
+    /// connections; `before` is the aggregate rate without it (bytes per
+    /// second).
+    Opening {
+        before: f64,
+        had: usize,
+        pending: usize,
+    },
+    /// The probe is up since `up`, `conns` connections with it, `had`
+    /// without; its window starts at `from`.
     Probing {
         before: f64,
+        had: usize,
         conns: usize,
         up: Instant,
         from: Option<(Instant, u64)>,
@@ -79,15 +86,15 @@ impl Growth {
 
     /// Called from time to time: `received` counts every byte read over
     /// the key's connections so far, `conns` the live connections,
-    /// `readers` the parts reading over them, and `room` whether one more
-    /// connection is allowed (the cap per key and per host).
+    /// `readers` the parts reading over them, and `room` how many more
+    /// connections are allowed (the cap per key and per host).
     pub(crate) fn tick(
         &mut self,
         now: Instant,
         received: u64,
         conns: usize,
         readers: usize,
-        room: bool,
+        room: usize,
     ) -> Step {
         // A probe pays only if a part can move onto it: some connection
         // must carry two parts.
@@ -95,7 +102,7 @@ impl Growth {
         match self.state {
             State::Stopped | State::Opening { .. } => Step::Wait,
             State::Measuring { from } => {
-                if !crowded || !room || conns == 0 {
+                if !crowded || room == 0 || conns == 0 {
                     self.state = State::Measuring { from: None };
                     return Step::Wait;
                 }
@@ -109,15 +116,17 @@ impl Growth {
                     Some((t0, b0)) if now.duration_since(t0) >= WINDOW => {
                         self.state = State::Opening {
                             before: rate(received - b0, now.duration_since(t0)),
-                            conns,
+                            had: conns,
+                            pending: 1,
                         };
-                        Step::Open
+                        Step::Open(1)
                     }
                     Some(_) => Step::Wait,
                 }
             }
             State::Probing {
                 before,
+                had,
                 conns: with_probe,
                 up,
                 from,
@@ -148,12 +157,19 @@ impl Growth {
                     return Step::Retire;
                 }
                 tracing::debug!(before, after, conns, "an added SSH connection paid");
-                if crowded && room {
+                if crowded && room > 0 {
+                    // Each connection added as much as those before it
+                    // (a cap per connection): double at once, as far as
+                    // parts and the cap allow.
+                    let linear = after >= 0.9 * before * conns as f64 / had.max(1) as f64;
+                    let n = if linear { conns } else { 1 };
+                    let n = n.min(readers - conns).min(room).max(1);
                     self.state = State::Opening {
                         before: after,
-                        conns,
+                        had: conns,
+                        pending: n,
                     };
-                    Step::Open
+                    Step::Open(n)
                 } else {
                     self.state = State::Measuring { from: None };
                     Step::Wait
@@ -168,14 +184,28 @@ impl Growth {
         }
     }
 
-    /// The probe asked for is up: `conns` connections now.
+    /// A connection of the probe is up: `conns` connections now.
     pub(crate) fn opened(&mut self, now: Instant, conns: usize) {
-        if let State::Opening { before, .. } = self.state {
-            self.state = State::Probing {
-                before,
-                conns,
-                up: now,
-                from: None,
+        if let State::Opening {
+            before,
+            had,
+            pending,
+        } = self.state
+        {
+            self.state = if pending > 1 {
+                State::Opening {
+                    before,
+                    had,
+                    pending: pending - 1,
+                }
+            } else {
+                State::Probing {
+                    before,
+                    had,
+                    conns,
+                    up: now,
+                    from: None,
+                }
             };
         }
     }
@@ -250,14 +280,16 @@ mod tests {
         while now.duration_since(t0).as_secs_f64() < secs {
             now += tick;
             received += (rate(conns) * tick.as_secs_f64()) as u64;
-            match g.tick(now, received, conns, readers, conns < cap) {
+            match g.tick(now, received, conns, readers, cap - conns) {
                 Step::Wait => {}
-                Step::Open => {
-                    steps.push(Step::Open);
+                Step::Open(n) => {
+                    steps.push(Step::Open(n));
                     // The handshake takes a while.
                     now += Duration::from_millis(150);
-                    conns += 1;
-                    g.opened(now, conns);
+                    for _ in 0..n {
+                        conns += 1;
+                        g.opened(now, conns);
+                    }
                 }
                 Step::Retire => {
                     steps.push(Step::Retire);
@@ -274,7 +306,8 @@ mod tests {
         let mut g = Growth::default();
         let (conns, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 5, 8, 20.0);
         assert_eq!(conns, 5, "{steps:?}");
-        assert!(!steps.contains(&Step::Retire));
+        // One probe, then doubling, as each added as much as the first.
+        assert_eq!(steps, [Step::Open(1), Step::Open(2), Step::Open(1)]);
     }
 
     #[test]
@@ -295,19 +328,23 @@ mod tests {
             8,
             10.0,
         );
-        assert_eq!(steps, [Step::Open, Step::Retire]);
+        assert_eq!(steps, [Step::Open(1), Step::Retire]);
         assert_eq!(conns, 1);
         assert!(g.stopped());
     }
 
     #[test]
     fn a_total_cap_stops_where_it_binds() {
-        // 16 MB/s per connection, 40 MB/s for all: the third connection
-        // gains 25 %, the fourth nothing.
+        // 16 MB/s per connection, 40 MB/s for all: the second doubles
+        // the rate, the third and fourth together gain 25 %, the fifth
+        // nothing and goes.
         let mut g = Growth::default();
         let (conns, steps) = run(&mut g, |c| (16.0 * c as f64).min(40.0) * MB, 8, 8, 20.0);
-        assert_eq!(steps.last(), Some(&Step::Retire));
-        assert_eq!(conns, 3, "{steps:?}");
+        assert_eq!(
+            steps,
+            [Step::Open(1), Step::Open(2), Step::Open(1), Step::Retire]
+        );
+        assert_eq!(conns, 4);
     }
 
     #[test]
@@ -324,39 +361,39 @@ mod tests {
         let mut g = Growth::default();
         let t = Instant::now();
         let ms = |n: u64| t + Duration::from_millis(n);
-        assert_eq!(g.tick(ms(0), 0, 1, 2, true), Step::Wait);
+        assert_eq!(g.tick(ms(0), 0, 1, 2, 1), Step::Wait);
         // One part left for a moment: the window starts again.
-        assert_eq!(g.tick(ms(400), 100, 1, 1, true), Step::Wait);
-        assert_eq!(g.tick(ms(700), 200, 1, 2, true), Step::Wait);
-        assert_eq!(g.tick(ms(1200), 300, 1, 2, true), Step::Wait);
-        assert_eq!(g.tick(ms(1300), 400, 1, 2, true), Step::Open);
+        assert_eq!(g.tick(ms(400), 100, 1, 1, 1), Step::Wait);
+        assert_eq!(g.tick(ms(700), 200, 1, 2, 1), Step::Wait);
+        assert_eq!(g.tick(ms(1200), 300, 1, 2, 1), Step::Wait);
+        assert_eq!(g.tick(ms(1300), 400, 1, 2, 1), Step::Open(1));
         // Waits for the probe.
-        assert_eq!(g.tick(ms(5000), 500, 1, 2, true), Step::Wait);
+        assert_eq!(g.tick(ms(5000), 500, 1, 2, 1), Step::Wait);
     }
 
     #[test]
     fn a_probe_that_cannot_open_stops_growth() {
         let mut g = Growth::default();
         let t = Instant::now();
-        g.tick(t, 0, 1, 3, true);
-        assert_eq!(g.tick(t + WINDOW, 1_000_000, 1, 3, true), Step::Open);
+        g.tick(t, 0, 1, 3, 1);
+        assert_eq!(g.tick(t + WINDOW, 1_000_000, 1, 3, 1), Step::Open(1));
         g.failed();
         assert!(g.stopped());
-        assert_eq!(g.tick(t + 10 * WINDOW, 9_000_000, 1, 3, true), Step::Wait);
+        assert_eq!(g.tick(t + 10 * WINDOW, 9_000_000, 1, 3, 1), Step::Wait);
     }
 
     #[test]
     fn a_connection_lost_during_a_probe_measures_again() {
         let mut g = Growth::default();
         let t = Instant::now();
-        g.tick(t, 0, 1, 3, true);
-        assert_eq!(g.tick(t + WINDOW, 1_000_000, 1, 3, true), Step::Open);
+        g.tick(t, 0, 1, 3, 1);
+        assert_eq!(g.tick(t + WINDOW, 1_000_000, 1, 3, 1), Step::Open(1));
         g.opened(t + WINDOW, 2);
-        assert_eq!(g.tick(t + 2 * WINDOW, 1_100_000, 1, 3, true), Step::Wait);
+        assert_eq!(g.tick(t + 2 * WINDOW, 1_100_000, 1, 3, 1), Step::Wait);
         assert!(!g.stopped());
         // Measuring again: a new window, then a new probe.
-        g.tick(t + 3 * WINDOW, 2_000_000, 1, 3, true);
-        assert_eq!(g.tick(t + 4 * WINDOW, 3_000_000, 1, 3, true), Step::Open);
+        g.tick(t + 3 * WINDOW, 2_000_000, 1, 3, 1);
+        assert_eq!(g.tick(t + 4 * WINDOW, 3_000_000, 1, 3, 1), Step::Open(1));
     }
 
     #[test]
