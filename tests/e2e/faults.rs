@@ -234,7 +234,7 @@ async fn dropped_connections_resume_where_the_data_stopped() {
     assert_eq!(sb.files(), ["big.bin"]);
     sb.assert_clean();
 
-    assert_eq!(log[0].range.as_deref(), Some("bytes=0-"), "{}", show(&log));
+    assert_eq!(log[0].range_start(), Some(0), "{}", show(&log));
     assert!(
         log.iter().skip(1).all(|r| r.range_start() != Some(0)),
         "a later request started again from byte 0: {}",
@@ -322,6 +322,39 @@ async fn a_stalled_part_is_taken_over_by_an_idle_connection() {
     assert!(
         log.iter().any(|r| r.range_start() == Some(CUT)),
         "nothing took over at byte {CUT}: {}",
+        show(&log)
+    );
+}
+
+// 2c'. A file cut into parts with default flags: every request asks for a
+// range with an end, so no server sends past the part it serves (the
+// first request, made before the size is known, too), and the server
+// sends no more than the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_range_has_an_end_and_no_byte_is_sent_twice() {
+    let body = random_bytes(16 * MIB, 23);
+    let server = FaultServer::start([("/parts.bin", Route::new(body.clone()))]);
+    let (sb, results, log) = fetch_path(
+        &server,
+        Config::default().timeout(Duration::from_secs(20)),
+        "/parts.bin",
+    )
+    .await;
+    assert_landed(&sb, &results, &log, "parts.bin", &body);
+    assert!(log.len() >= 2, "not cut into parts: {}", show(&log));
+    for r in &log {
+        let range = r.range.as_deref().unwrap_or("");
+        assert!(
+            range.starts_with("bytes=") && !range.ends_with('-'),
+            "a request without an end: {}",
+            show(&log)
+        );
+    }
+    let sent = server.body_bytes("/parts.bin");
+    assert!(
+        sent as f64 <= 1.02 * body.len() as f64,
+        "{sent} bytes sent for a file of {}: {}",
+        body.len(),
         show(&log)
     );
 }
@@ -471,9 +504,9 @@ async fn a_part_held_by_the_speed_cap_is_not_taken_over() {
         .takeover_after(Duration::from_millis(300));
     let (sb, results, log) = fetch_path(&server, config, "/capped.bin").await;
     assert_landed(&sb, &results, &log, "capped.bin", &body);
-    // One request per part (of 512 KiB each, too small to split): no
-    // range was taken over and asked for again.
-    assert_eq!(log.len(), 4, "{}", show(&log));
+    // No range was taken over and asked for again (the parts, of 512 KiB
+    // and more, are too small to split).
+    assert_each_byte_sent_once(&server, "/capped.bin", &log, &body);
 }
 
 // 2j. A part whose request is out and whose bytes will come soon is not
@@ -492,9 +525,19 @@ async fn a_part_about_to_be_served_is_not_asked_for_twice() {
     let config = config().max_splits(4).min_split_size(256 * KIB as u64);
     let (sb, results, log) = fetch_path(&server, config, "/soon.bin").await;
     assert_landed(&sb, &results, &log, "soon.bin", &body);
-    // One request per part: the first part, done long before the others
-    // are answered, split none of them.
-    assert_eq!(log.len(), 4, "{}", show(&log));
+    // The first part, done long before the others are answered, split
+    // none of them.
+    assert_each_byte_sent_once(&server, "/soon.bin", &log, &body);
+}
+
+/// Every byte of `path` was asked for and sent once: no request started
+/// where another had, and the server sent no more than the file.
+fn assert_each_byte_sent_once(server: &FaultServer, path: &str, log: &[RequestLog], body: &[u8]) {
+    let mut starts: Vec<Option<u64>> = log.iter().map(RequestLog::range_start).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    assert_eq!(starts.len(), log.len(), "{}", show(log));
+    assert_eq!(server.body_bytes(path), body.len() as u64, "{}", show(log));
 }
 
 /// `n` files `/{prefix}{i}.bin` of about `size` bytes (each a little
@@ -590,10 +633,9 @@ async fn files_waiting_for_a_slot_are_not_cut_into_parts() {
     // w0..w3 start while w4..w7 wait for a slot, and the queue empties
     // only when the last file is taken, by which time at least 5 of the 8
     // first requests (8 files less the 4 slots, plus one) have been sent.
-    // No part of any file is asked for before that. (Files still running
-    // when the queue is empty may be cut.)
+    // No part of any file is asked for before that. (Files still running when the queue is empty may be cut.)
     let log = server.all_requests();
-    let whole = |r: &RequestLog| r.range.as_deref() == Some("bytes=0-");
+    let whole = |r: &RequestLog| r.range_start() == Some(0);
     let fifth_start = log
         .iter()
         .enumerate()
@@ -601,9 +643,18 @@ async fn files_waiting_for_a_slot_are_not_cut_into_parts() {
         .nth(4)
         .map(|(n, _)| n)
         .expect("first requests");
+    // The rest of a file after its first answer is one request up to its
+    // end; a part would end short of it.
+    let to_the_end = |r: &RequestLog| {
+        let i: usize = (r.path.trim_start_matches("/w").trim_end_matches(".bin"))
+            .parse()
+            .expect("a file's number");
+        let end = r.range.as_deref().and_then(|v| v.rsplit_once('-'));
+        end.and_then(|(_, last)| last.parse::<usize>().ok()) == Some(bodies[i].len() - 1)
+    };
     for (n, r) in log[..fifth_start].iter().enumerate() {
         assert!(
-            whole(r),
+            whole(r) || to_the_end(r),
             "request {n} cut a file into parts while files waited:\n{}",
             show(&log)
         );

@@ -15,6 +15,7 @@ use url::Url;
 
 use super::file_job::{FileJob, Start};
 use super::host_slots::HostSlots;
+use super::parts::first_request_end;
 use super::{Request, failed_early};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
@@ -114,23 +115,27 @@ impl Batch {
                 .await
                 .map(|meta| (meta, None))
         } else {
-            self.attempts(None, || {
-                self.fetch(&protocol, &url, ByteRange::from(0), None)
-            })
-            .await
-            .and_then(|f| {
-                if f.offset != 0 {
-                    return Err(Error::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "asked for the file from byte 0, got bytes from {}",
-                            f.offset
-                        ),
-                    )
-                    .retryable(false));
-                }
-                Ok((f.meta, Some(f.body)))
-            })
+            // A range with an end, even before the size is known: once the
+            // file is cut into parts, the first connection's server stops
+            // where the first part does, rather than sending on into parts
+            // that other connections fetch (where the connection would be
+            // dropped, with all the bytes under way).
+            let first = ByteRange::new(0, first_request_end(self.config.min_split_size));
+            self.attempts(None, || self.fetch(&protocol, &url, first, None))
+                .await
+                .and_then(|f| {
+                    if f.offset != 0 {
+                        return Err(Error::new(
+                            ErrorKind::Protocol,
+                            format!(
+                                "asked for the file from byte 0, got bytes from {}",
+                                f.offset
+                            ),
+                        )
+                        .retryable(false));
+                    }
+                    Ok((f.meta, Some(f.body)))
+                })
         };
         let (meta, body) = match first {
             Ok(first) => first,
@@ -193,6 +198,11 @@ impl Batch {
             state_final: Mutex::new(false),
         };
         let start = Start {
+            asked: if meta.ranges {
+                first_request_end(self.config.min_split_size)
+            } else {
+                u64::MAX
+            },
             body,
             ranges: meta.ranges,
             resumed,

@@ -32,6 +32,9 @@ use crate::writer::PartFile;
 pub(super) struct Start {
     /// The body of the first response, streaming from byte 0.
     pub(super) body: Option<ByteStream>,
+    /// One past the last byte the first request asked for (`u64::MAX`
+    /// when its answer is the whole file).
+    pub(super) asked: u64,
     /// Whether the server serves ranges of the file.
     pub(super) ranges: bool,
     /// `[start, pos, end]` of the parts of an earlier run (`--continue`).
@@ -167,7 +170,8 @@ impl FileJob {
             .open_part(target, start.resumed.is_none(), &mut body)
             .await?;
         let resumed = start.resumed.is_some();
-        let parts = self.plan(start.resumed, start.ranges);
+        let asked = body.as_ref().map(|_| start.asked);
+        let parts = self.plan(start.resumed, start.ranges, asked);
         self.clone()
             .run_workers(&batch, &file, parts, body, start.slot, file_done)
             .await?;
@@ -241,8 +245,9 @@ impl FileJob {
     }
 
     /// Cuts the file into parts (or takes those of an earlier run) and
-    /// sets up its part table; returns how many parts.
-    fn plan(&self, resumed: Option<Vec<[u64; 3]>>, ranges: bool) -> usize {
+    /// sets up its part table; returns how many parts. `asked`: how far
+    /// the first response's body, when there is one, goes.
+    fn plan(&self, resumed: Option<Vec<[u64; 3]>>, ranges: bool, asked: Option<u64>) -> usize {
         let config = &self.batch.config;
         // Without ranges the file is one stream, which no other worker may
         // split. (Resumed parts ask for ranges anyway, and fall back to one
@@ -255,6 +260,7 @@ impl FileJob {
                 ranges,
                 self.batch.splits_now(),
                 config.min_split_size,
+                asked.unwrap_or(0),
             )
             .into_iter()
             .map(|(start, end)| [start, start, end])
@@ -265,7 +271,11 @@ impl FileJob {
             takeover_after: config.takeover_after,
             max_takeovers: config.max_tries,
         };
-        *self.parts() = PartTable::new(self.size, &plan, rules, one_stream, Instant::now());
+        let mut parts = PartTable::new(self.size, &plan, rules, one_stream, Instant::now());
+        if let Some(asked) = asked {
+            parts.asked_up_to(0, asked);
+        }
+        *self.parts() = parts;
         plan.len()
     }
 

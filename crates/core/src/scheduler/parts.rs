@@ -24,6 +24,14 @@ pub(super) const SPLIT_HORIZON: Duration = Duration::from_secs(1);
 /// How long a part's request runs before its pace says anything.
 pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 
+/// How far the first request of a file asks, made before its size is known
+/// (a range with an end, so that a server never sends past the first part
+/// once the file is cut): twice the smallest part, so that a file too small
+/// to be cut comes whole in one answer.
+pub(super) fn first_request_end(min_split: u64) -> u64 {
+    min_split.max(1).saturating_mul(2)
+}
+
 /// A span's place in its table, stable until the table starts over as one
 /// stream (when no worker is left to hold an old one).
 pub(super) type SpanId = usize;
@@ -253,7 +261,24 @@ impl<S> PartTable<S> {
         s.pos = s.on_disk;
         s.began = now;
         s.began_pos = s.pos;
+        s.asked = s.end;
         (s.pos, s.end)
+    }
+
+    /// The request that fills `id` asked only up to `end` (the first
+    /// request of a file, made before the span was planned), or, with
+    /// `u64::MAX`, for the whole rest of the file (a server that ignored
+    /// the range).
+    pub(super) fn asked_up_to(&mut self, id: SpanId, end: u64) {
+        self.spans[id].asked = end;
+    }
+
+    /// Whether the body of `id`'s request ended because it gave all that
+    /// was asked, short of the span's end: the rest is asked for next, on
+    /// the same connection, and the attempt is no failure.
+    pub(super) fn ended_where_asked(&self, id: SpanId) -> bool {
+        let s = &self.spans[id];
+        s.pos == s.asked && s.pos < s.end
     }
 
     /// The span's worker waits for something that is not a stall (its
@@ -332,12 +357,16 @@ impl<S> PartTable<S> {
 
 /// Cuts `0..size` into at most `max_splits` parts of at least `min_split`
 /// bytes when ranges work; otherwise one part (open-ended when the size is
-/// unknown).
+/// unknown). The first part reaches at least `first_end` (what the first
+/// response already carries): a body never runs into a part that another
+/// connection fills, where it would have to be dropped with the bytes the
+/// server already sent.
 pub(super) fn plan_parts(
     size: Option<u64>,
     ranges: bool,
     max_splits: usize,
     min_split: u64,
+    first_end: u64,
 ) -> Vec<(u64, u64)> {
     let Some(size) = size else {
         return vec![(0, u64::MAX)];
@@ -347,6 +376,27 @@ pub(super) fn plan_parts(
     } else {
         1
     };
+    let even = cut(size, parts);
+    let first_end = first_end.min(size);
+    if even[0].1 < first_end {
+        // The first part is what the first answer carries; the rest is
+        // cut as a file of its own.
+        let rest = size - first_end;
+        let more = (rest / min_split.max(1)).min(parts - 1);
+        let mut out = vec![(0, first_end)];
+        out.extend(
+            cut(rest, more.max(1))
+                .into_iter()
+                .map(|(a, b)| (first_end + a, first_end + b))
+                .filter(|(a, b)| a < b),
+        );
+        return out;
+    }
+    even
+}
+
+/// `0..size` in `parts` parts of lengths that differ by at most one.
+fn cut(size: u64, parts: u64) -> Vec<(u64, u64)> {
     let base = size / parts;
     let extra = size % parts;
     let mut out = Vec::with_capacity(parts as usize);

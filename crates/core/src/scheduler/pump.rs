@@ -19,6 +19,16 @@ use crate::writer::{PartFile, WriteBehind};
 /// (larger batches cost page faults and time: see `docs/benchmarks.md`).
 pub(super) const WRITE_BUF: usize = 256 * 1024;
 
+/// How a body left its span.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Pumped {
+    /// The span is complete (or taken over from where it got to).
+    Done,
+    /// The body gave all its request asked for, short of the span's end:
+    /// the rest is to be asked for.
+    More,
+}
+
 impl FileJob {
     /// Copies a body into the span until the span is full or the body ends.
     pub(super) async fn pump(
@@ -26,7 +36,7 @@ impl FileJob {
         file: &PartFile,
         span: SpanId,
         mut body: ByteStream,
-    ) -> Result<()> {
+    ) -> Result<Pumped> {
         let timeout = self.batch.config.protocol.timeout;
         let cancel = self.cancel_token();
         let (start, taken) = {
@@ -34,13 +44,13 @@ impl FileJob {
             (parts.pos(span), parts.stop(span).clone())
         };
         let mut out = WriteBehind::new(file.clone(), start, WRITE_BUF);
-        let outcome: Result<()> = 'pump: loop {
+        let outcome: Result<Pumped> = 'pump: loop {
             let next = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break Err(Error::cancelled()),
                 // Another worker took over the rest: what was received is
                 // written below, and the span is complete up to its new end.
-                () = taken.cancelled() => break Ok(()),
+                () = taken.cancelled() => break Ok(Pumped::Done),
                 next = tokio::time::timeout(timeout, body.next()) => next,
             };
             match next {
@@ -51,16 +61,23 @@ impl FileJob {
                     ));
                 }
                 Ok(None) => {
-                    let (pos, end) = {
+                    let (pos, end, more) = {
                         let parts = self.parts();
-                        (parts.pos(span), parts.end(span))
+                        (
+                            parts.pos(span),
+                            parts.end(span),
+                            parts.ended_where_asked(span),
+                        )
                     };
+                    if more {
+                        break Ok(Pumped::More);
+                    }
                     break match self.size {
                         Some(_) if pos < end => Err(Error::new(
                             ErrorKind::Truncated,
                             format!("the server closed the body at byte {pos} of {end}"),
                         )),
-                        _ => Ok(()),
+                        _ => Ok(Pumped::Done),
                     };
                 }
                 Ok(Some(Err(e))) => break Err(e),
@@ -97,7 +114,7 @@ impl FileJob {
                         // first request): rather than drop the connection,
                         // carry on into the next span if no worker has it.
                         if full && !self.parts().absorb_next(span) {
-                            break 'pump Ok(());
+                            break 'pump Ok(Pumped::Done);
                         }
                     }
                 }

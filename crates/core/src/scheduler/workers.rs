@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::file_job::FileJob;
 use super::parts::{Given, SpanId, TAIL_POLL};
+use super::pump::Pumped;
 use super::retry::Tries;
 use super::version::same_version;
 use crate::error::{Error, ErrorKind, Result};
@@ -215,12 +216,12 @@ impl FileJob {
                         // transfer.
                         self.parts().answered(span, Instant::now());
                         let Some(next) = next else {
-                            return Ok(());
+                            return Ok(Pumped::Done);
                         };
                         let next = next?;
                         match next {
                             Some(body) => body,
-                            None => return Ok(()),
+                            None => return Ok(Pumped::Done),
                         }
                     }
                 };
@@ -228,7 +229,10 @@ impl FileJob {
             }
             .await;
             match result {
-                Ok(()) => return Ok(Filled::Done),
+                Ok(Pumped::Done) => return Ok(Filled::Done),
+                // The request gave what it asked: the next asks for the
+                // rest, on the same connection, with no try used.
+                Ok(Pumped::More) => {}
                 Err(e)
                     if (e.kind() == ErrorKind::Busy || e.is_out_of_handles())
                         && self.workers.load(Ordering::SeqCst) > 1 =>
@@ -271,6 +275,7 @@ impl FileJob {
             // stream starts again from the beginning.
             let rewound = fetched.offset == 0 && self.parts().rewind(span);
             if rewound {
+                self.parts().asked_up_to(span, u64::MAX);
                 self.batch.reporter.on_rewind(self.id, pos);
             } else {
                 return Err(Error::new(

@@ -13,6 +13,10 @@ pub(super) struct Span<S> {
     pub(super) start: u64,
     pub(super) pos: u64,
     pub(super) end: u64,
+    /// One past the last byte its current request asked for: `end` when
+    /// it was made, unless it is the file's first request (see
+    /// [`PartTable::asked_up_to`](super::PartTable::asked_up_to)).
+    pub(super) asked: u64,
     /// Bytes `start..on_disk` are written to the file; `pos` runs ahead
     /// by what is still gathered for writing. Resume state claims no more.
     pub(super) on_disk: u64,
@@ -47,6 +51,7 @@ impl<S: Default> Span<S> {
             start,
             pos,
             end,
+            asked: end,
             on_disk: pos,
             active: true,
             progressed: now,

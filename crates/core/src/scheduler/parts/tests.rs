@@ -21,7 +21,7 @@ fn rules(min_split: u64) -> Rules {
 
 /// A table of `size` bytes cut as the scheduler cuts it.
 fn table(size: u64, parts: usize, min_split: u64, now: Instant) -> PartTable<Cell<bool>> {
-    let plan: Vec<[u64; 3]> = plan_parts(Some(size), true, parts, min_split)
+    let plan: Vec<[u64; 3]> = plan_parts(Some(size), true, parts, min_split, 0)
         .into_iter()
         .map(|(s, e)| [s, s, e])
         .collect();
@@ -37,17 +37,69 @@ fn deliver<S>(t: &mut PartTable<S>, id: SpanId, n: usize, now: Instant) -> Recor
 
 #[test]
 fn parts_tile_the_file_and_respect_the_minimum() {
-    assert_eq!(plan_parts(Some(0), true, 5, 10), vec![(0, 0)]);
-    assert_eq!(plan_parts(Some(10), true, 5, 10), vec![(0, 10)]);
-    assert_eq!(plan_parts(Some(25), true, 5, 10), vec![(0, 13), (13, 25)]);
-    assert_eq!(plan_parts(Some(100), false, 5, 10), vec![(0, 100)]);
-    assert_eq!(plan_parts(None, true, 5, 10), vec![(0, u64::MAX)]);
-    let plan = plan_parts(Some(1003), true, 5, 1);
+    assert_eq!(plan_parts(Some(0), true, 5, 10, 0), vec![(0, 0)]);
+    assert_eq!(plan_parts(Some(10), true, 5, 10, 0), vec![(0, 10)]);
+    assert_eq!(
+        plan_parts(Some(25), true, 5, 10, 0),
+        vec![(0, 13), (13, 25)]
+    );
+    assert_eq!(plan_parts(Some(100), false, 5, 10, 0), vec![(0, 100)]);
+    assert_eq!(plan_parts(None, true, 5, 10, 0), vec![(0, u64::MAX)]);
+    let plan = plan_parts(Some(1003), true, 5, 1, 0);
     assert_eq!(plan.len(), 5);
     assert_eq!(plan.first().unwrap().0, 0);
     assert_eq!(plan.last().unwrap().1, 1003);
     assert!(plan.windows(2).all(|w| w[0].1 == w[1].0));
-    assert_eq!(plan_parts(Some(100), true, 0, 0), vec![(0, 100)]);
+    assert_eq!(plan_parts(Some(100), true, 0, 0, 0), vec![(0, 100)]);
+}
+
+#[test]
+fn the_first_part_holds_what_the_first_answer_carries() {
+    // An even first part already holds it: the plan is unchanged.
+    assert_eq!(
+        plan_parts(Some(100), true, 4, 10, 20),
+        plan_parts(Some(100), true, 4, 10, 0)
+    );
+    // Otherwise the first part ends where the first answer ends, and the
+    // rest is cut into the other parts.
+    assert_eq!(
+        plan_parts(Some(100), true, 5, 10, 40),
+        vec![(0, 40), (40, 55), (55, 70), (70, 85), (85, 100)]
+    );
+    // The rest keeps to the minimum part.
+    assert_eq!(
+        plan_parts(Some(100), true, 5, 30, 40),
+        vec![(0, 40), (40, 70), (70, 100)]
+    );
+    // A rest smaller than a part is one part of its own.
+    assert_eq!(
+        plan_parts(Some(50), true, 5, 20, 40),
+        vec![(0, 40), (40, 50)]
+    );
+    // The first answer carried the whole file.
+    assert_eq!(plan_parts(Some(30), true, 5, 10, 40), vec![(0, 30)]);
+    assert_eq!(plan_parts(Some(40), true, 5, 10, 40), vec![(0, 40)]);
+}
+
+#[test]
+fn a_request_that_gave_all_it_asked_is_followed_by_one_for_the_rest() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 2, 100, t0);
+    // The first request asked for less than the first span.
+    t.asked_up_to(0, 300);
+    deliver(&mut t, 0, 200, t0);
+    assert!(!t.ended_where_asked(0), "a body short of what it asked");
+    deliver(&mut t, 0, 100, t0);
+    assert!(t.ended_where_asked(0));
+    // The next request asks for the rest of the span.
+    assert_eq!(t.begin_request(0, t0), (300, 500));
+    assert!(!t.ended_where_asked(0));
+    deliver(&mut t, 0, 200, t0);
+    assert!(!t.ended_where_asked(0), "the span is full");
+    // A body that is the whole file (the server ignored the range) asked
+    // for all of it.
+    t.asked_up_to(1, u64::MAX);
+    assert!(!t.ended_where_asked(1));
 }
 
 #[test]
@@ -511,6 +563,25 @@ impl Model {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn a_plan_tiles_the_file_and_its_first_part_holds_the_first_answer(
+        size in 0..5000u64,
+        parts in 0..8usize,
+        min_split in 0..800u64,
+        first_end in 0..6000u64,
+    ) {
+        let plan = plan_parts(Some(size), true, parts, min_split, first_end);
+        let even = plan_parts(Some(size), true, parts, min_split, 0);
+        prop_assert_eq!(plan[0].0, 0);
+        prop_assert_eq!(plan.last().unwrap().1, size);
+        prop_assert!(plan.windows(2).all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1));
+        prop_assert!(plan[0].1 >= first_end.min(size));
+        prop_assert!(plan.len() <= even.len());
+        if even[0].1 >= first_end {
+            prop_assert_eq!(plan, even);
+        }
+    }
+
     #[test]
     fn the_table_tiles_the_file_and_a_file_always_finishes(
         size in 1..5000u64,
