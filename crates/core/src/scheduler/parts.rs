@@ -21,6 +21,12 @@ pub(super) const TAIL_POLL: Duration = Duration::from_millis(250);
 /// saves at most half of this.
 pub(super) const SPLIT_HORIZON: Duration = Duration::from_secs(1);
 
+/// A part that got bytes is stalled after a silence this many times the
+/// longest it has known in its current request (when that is longer than
+/// the takeover delay): bytes that come in bursts, on a link shared with
+/// other transfers, are its pace, not a stall.
+pub(super) const STALL_GAPS: u32 = 4;
+
 /// How long a part's request runs before its pace says anything.
 pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 
@@ -89,6 +95,8 @@ pub(super) struct PartTable<S> {
     size: Option<u64>,
     rules: Rules,
     spans: Vec<Span<S>>,
+    /// When a byte of the file last arrived, for any span.
+    last_byte: Instant,
     /// The file is fetched as one stream, which no worker may split:
     /// the server does not serve ranges, or stopped honouring them.
     one_stream: bool,
@@ -115,6 +123,7 @@ impl<S: Default> PartTable<S> {
             size,
             rules,
             spans,
+            last_byte: now,
             one_stream,
             rewound: false,
         }
@@ -162,10 +171,8 @@ impl<S: Default> PartTable<S> {
         }
         // A connection that stalled near the end must not hold the file
         // until the idle timeout: its whole rest goes to the idle one.
-        let stalled = self
-            .spans
-            .iter()
-            .position(|s| s.stalled(now, &self.rules))?;
+        let flowing = now.saturating_duration_since(self.last_byte) < self.rules.takeover_after;
+        let stalled = (self.spans.iter()).position(|s| s.stalled(now, &self.rules, flowing))?;
         let v = &mut self.spans[stalled];
         let mut rest = Span::new(v.pos, v.pos, v.end, now);
         rest.takeovers = v.takeovers + 1;
@@ -261,6 +268,7 @@ impl<S> PartTable<S> {
         s.pos = s.on_disk;
         s.began = now;
         s.began_pos = s.pos;
+        s.longest_gap = Duration::ZERO;
         s.asked = s.end;
         (s.pos, s.end)
     }
@@ -302,6 +310,7 @@ impl<S> PartTable<S> {
         let s = &mut self.spans[id];
         s.began = now;
         s.began_pos = s.pos;
+        s.longest_gap = Duration::ZERO;
     }
 
     /// The server sent the only span's bytes from byte 0 instead of from
@@ -326,7 +335,10 @@ impl<S> PartTable<S> {
         let s = &mut self.spans[id];
         let take = (len as u64).min(s.left()) as usize;
         s.pos += take as u64;
+        let gap = now.saturating_duration_since(s.progressed);
+        s.longest_gap = s.longest_gap.max(gap);
         s.progressed = now;
+        self.last_byte = now;
         Recorded {
             take,
             full: s.pos >= s.end,

@@ -1,9 +1,9 @@
 //! One span of a file, and what can be judged of it alone: whether it is
 //! worth splitting now, and whether it stalled.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{PACE_SEEN_AFTER, Rules, SPLIT_HORIZON};
+use super::{PACE_SEEN_AFTER, Rules, SPLIT_HORIZON, STALL_GAPS};
 
 /// A range of the file that one worker fills: `pos` is the next byte to
 /// receive, `end` one past the last, and other workers may lower `end` to
@@ -30,6 +30,9 @@ pub(super) struct Span<S> {
     /// the answer), and `pos` then: its pace.
     pub(super) began: Instant,
     pub(super) began_pos: u64,
+    /// The longest wait for a byte in its current request (from its
+    /// answer, or from the byte before).
+    pub(super) longest_gap: Duration,
     /// Whether its worker is in a wait that is no stall: asking for its
     /// bytes (connecting, logging in, waiting for a connection the server
     /// will take; a stall is of a transfer that started, and the protocol
@@ -57,6 +60,7 @@ impl<S: Default> Span<S> {
             progressed: now,
             began: now,
             began_pos: pos,
+            longest_gap: Duration::ZERO,
             waiting: false,
             stop: S::default(),
             takeovers: 0,
@@ -89,13 +93,20 @@ impl<S> Span<S> {
         elapsed.mul_f64(self.left() as f64 / received as f64) >= SPLIT_HORIZON
     }
 
-    /// Whether its worker has received nothing for `after` while the
-    /// server owed it bytes.
-    pub(super) fn stalled(&self, now: Instant, rules: &Rules) -> bool {
+    /// Whether its worker has received nothing for longer than the link
+    /// explains while the server owed it bytes: for the takeover delay, and
+    /// for [`STALL_GAPS`] times the longest wait its request has known.
+    /// While bytes of the file still arrive (`flowing`), a span that got
+    /// none of its request yet is queued, not stalled: reads on a shared
+    /// connection are answered in order, and its come after the others'.
+    pub(super) fn stalled(&self, now: Instant, rules: &Rules, flowing: bool) -> bool {
+        let silent = now.saturating_duration_since(self.progressed);
+        let queued = flowing && self.pos == self.began_pos;
         self.active
             && !self.waiting
             && self.pos < self.end
             && self.takeovers < rules.max_takeovers
-            && now.saturating_duration_since(self.progressed) >= rules.takeover_after
+            && !queued
+            && silent >= rules.takeover_after.max(self.longest_gap * STALL_GAPS)
     }
 }

@@ -198,6 +198,67 @@ fn a_stalled_span_is_taken_over_from_where_it_stopped() {
 }
 
 #[test]
+fn a_span_queued_behind_others_is_not_stalled_while_the_file_flows() {
+    let t0 = Instant::now();
+    // Two spans too small to split, sharing one connection (SFTP reads
+    // are answered in order): span 1's request is answered, and its
+    // bytes wait behind span 0's.
+    let mut t = table(1000, 2, 500, t0);
+    t.answered(1, t0);
+    let mut now = t0;
+    for _ in 0..40 {
+        now += 100 * MS;
+        deliver(&mut t, 0, 10, now);
+    }
+    assert!(now >= t0 + TAKEOVER);
+    assert_eq!(t.next_for_idle(now), None, "span 1 is queued, not stalled");
+    // When nothing of the file arrives any more, both have stalled.
+    assert_eq!(t.next_for_idle(now + TAKEOVER - MS), None);
+    assert_eq!(
+        t.next_for_idle(now + TAKEOVER),
+        Some(Given::TakeOver {
+            span: 2,
+            stalled: 0
+        })
+    );
+    assert_eq!(
+        t.next_for_idle(now + TAKEOVER),
+        Some(Given::TakeOver {
+            span: 3,
+            stalled: 1
+        })
+    );
+}
+
+#[test]
+fn a_span_is_stalled_by_its_own_pace_not_a_fixed_silence() {
+    let t0 = Instant::now();
+    let mut t = table(1000, 1, 1000, t0);
+    t.answered(0, t0);
+    // Bytes come in bursts, two seconds apart (a link shared with other
+    // transfers): a silence a little longer than the takeover delay is
+    // its pace, not a stall.
+    let mut now = t0;
+    for _ in 0..3 {
+        now += 2000 * MS;
+        deliver(&mut t, 0, 10, now);
+    }
+    let after = STALL_GAPS * 2000 * MS;
+    assert!(after > TAKEOVER);
+    assert_eq!(t.next_for_idle(now + TAKEOVER), None);
+    assert_eq!(t.next_for_idle(now + after - MS), None);
+    assert!(t.next_for_idle(now + after).is_some());
+    // A retry starts the pace again.
+    let mut t = table(1000, 1, 1000, t0);
+    deliver(&mut t, 0, 10, t0 + 2000 * MS);
+    deliver(&mut t, 0, 10, t0 + 4000 * MS);
+    t.begin_request(0, t0 + 4000 * MS);
+    t.answered(0, t0 + 4000 * MS);
+    deliver(&mut t, 0, 10, t0 + 4001 * MS);
+    assert!(t.next_for_idle(t0 + 4001 * MS + TAKEOVER).is_some());
+}
+
+#[test]
 fn a_span_waiting_on_something_else_never_stalls() {
     let t0 = Instant::now();
     let mut t = table(1000, 1, 1000, t0);
