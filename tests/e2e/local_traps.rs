@@ -590,3 +590,36 @@ fn a_resumable_part_swapped_for_a_fifo_is_not_waited_on() {
     trap.assert_regular("f.bin", &body, "second run");
     assert_eq!(trap.files(), ["f.bin"]);
 }
+
+/// `--overwrite` without `--continue` over what an interrupted `--continue`
+/// run left (its part file and state, maybe beside an old copy of the
+/// file): the part is replaced, and its state, which described that part,
+/// goes with it rather than stay behind stale. A link at the state file is
+/// removed, not followed.
+#[test]
+fn overwrite_leaves_no_stale_state_of_an_earlier_continue() {
+    let body = random_bytes(MIB, 69);
+    let full = FaultServer::start([("/f.bin", Route::new(body.clone()))]);
+    let url = full.url("/f.bin");
+    for (old_copy, linked_state) in [(false, false), (true, false), (true, true)] {
+        let case = format!("old copy: {old_copy}, state a link: {linked_state}");
+        let trap = Trap::new();
+        let cut = dropping_server(&body, 100);
+        let cut_url = cut.url("/f.bin");
+        leave_part(&trap, &resumable_args(&trap, &cut_url));
+        let state = trap.dir.join("f.bin.pymatris-part.state");
+        assert!(state.is_file(), "{case}: the first run left no state");
+        if linked_state {
+            std::fs::remove_file(&state).unwrap();
+            trap.plant_link("f.bin.pymatris-part.state", &trap.victim());
+        }
+        if old_copy {
+            std::fs::write(trap.dir.join("f.bin"), b"an older copy").unwrap();
+        }
+        let out = run_bounded(&["--quiet", "--overwrite", "--dir", trap.dir(), &url]);
+        assert_exit(&out, 0, &case);
+        trap.assert_regular("f.bin", &body, &case);
+        assert_eq!(trap.files(), ["f.bin"], "{case}");
+        trap.assert_outside_untouched(&case);
+    }
+}

@@ -101,8 +101,14 @@ impl FileJob {
         drop(checkpoints);
         *job.state_final.lock().expect("state lock poisoned") = true;
         match &result {
-            // A state file exists only where --continue left one.
-            Ok(_) if keep_partial => resume::remove(&temp),
+            // A state file exists only where --continue left one. Whether
+            // this run resumed that part, replaced it (a named part file) or
+            // cleared its name (--overwrite), the state describes a part
+            // that is gone. (An unnamed file without --overwrite never
+            // touched the part: its state is left with it.)
+            Ok(_) if keep_partial || !job.unnamed() || job.batch.config.overwrite => {
+                resume::remove(&temp);
+            }
             Ok(_) => {}
             // Under --continue, what may be resumed is kept with its state.
             Err(e)
@@ -121,11 +127,11 @@ impl FileJob {
             Err(_) if job.unnamed() => {}
             // The temp file holds an incomplete or unverified download:
             // never leave it behind, and never rename it.
+            // Its state, if an earlier --continue left one, describes the
+            // part this run replaced.
             Err(_) => {
                 let _ = tokio::fs::remove_file(&temp).await;
-                if keep_partial {
-                    resume::remove(&temp);
-                }
+                resume::remove(&temp);
             }
         }
         result
