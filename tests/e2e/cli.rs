@@ -576,3 +576,57 @@ fn too_few_file_descriptors_is_a_clear_error_not_a_panic() {
     }
     assert!(refused > 0, "no limit was too low to start");
 }
+
+// After a first Ctrl-C, the run ends its transfers, cleans up and writes
+// its account of failures; should that take long (here the account goes to
+// a pipe nobody reads, as with a paused pager), a second Ctrl-C stops it
+// at once, with 130, and no file under a final name.
+#[test]
+fn a_second_ctrl_c_stops_a_slow_cleanup_at_once() {
+    let server = FaultServer::start([(
+        "/h.bin",
+        Route::new(random_bytes(1000, 31)).behaviour(Behaviour::Hang { times: usize::MAX }),
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // Each cancelled download is a line of the account (--show-errors):
+    // well over what a pipe holds.
+    let url = server.url("/h.bin");
+    std::fs::write(&list, format!("{url}\n").repeat(3000)).unwrap();
+    let mut child = Command::new(pymatris_bin())
+        .args(["--quiet", "--show-errors", "--max-parallel", "2"])
+        .args(["--dir", out.to_str().unwrap(), "-i", list.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.hits("/h.bin") < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "pymatris ended early");
+        assert!(Instant::now() < deadline, "the server got no request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(&child, "-INT");
+    // Until the account fills the pipe and the run waits on it.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "the run did not wait");
+    kill(&child, "-INT");
+    // A bound for a hang, not a measure of speed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second Ctrl-C did not stop the run");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(list_dir(&out), Vec::<String>::new());
+}

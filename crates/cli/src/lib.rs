@@ -174,11 +174,19 @@ async fn run(plan: Plan) -> u8 {
         let interrupted = interrupted.clone();
         // Listening starts here, before the first transfer, not when the
         // task first runs.
-        let signals = StopSignals::listen();
+        let mut signals = StopSignals::listen();
         tokio::spawn(async move {
             let status = signals.recv().await;
             interrupted.store(status, std::sync::atomic::Ordering::SeqCst);
             cancel.cancel();
+            // What follows (parts removed or synced and their state saved,
+            // the account of failures written) can take long: on a slow
+            // disk, or to a paused pager. A second signal means "now".
+            // Final names are only ever given by a rename, so none holds a
+            // half-written file; a state file is at worst the last
+            // checkpoint's.
+            let status = signals.recv().await;
+            std::process::exit(i32::from(status));
         });
     }
     let started = std::time::Instant::now();
@@ -244,15 +252,15 @@ impl StopSignals {
         StopSignals {}
     }
 
-    /// Waits for the first stop signal, and returns the exit status it
+    /// Waits for the next stop signal, and returns the exit status it
     /// calls for.
-    async fn recv(self) -> u8 {
+    async fn recv(&mut self) -> u8 {
         #[cfg(unix)]
         {
-            let waits = self.listening.into_iter().map(|(mut signal, status)| {
+            let waits = self.listening.iter_mut().map(|(signal, status)| {
                 Box::pin(async move {
                     signal.recv().await;
-                    status
+                    *status
                 })
             });
             if waits.len() == 0 {
