@@ -21,7 +21,7 @@ pub(crate) const GAIN: f64 = 1.1;
 /// How long a rate is measured, before and after a probe: long enough for
 /// several round trips of a long link, short enough that a large file
 /// still has most of its bytes to gain from the result.
-pub(crate) const WINDOW: Duration = Duration::from_millis(600);
+pub(crate) const WINDOW: Duration = Duration::from_millis(400);
 
 /// After a probe connection is up, the parts take a round trip or two to
 /// move onto it (each opens its file there): the window after starts later.
@@ -360,15 +360,16 @@ mod tests {
     fn the_window_before_needs_parts_sharing_the_whole_time() {
         let mut g = Growth::default();
         let t = Instant::now();
+        let w = WINDOW.as_millis() as u64;
         let ms = |n: u64| t + Duration::from_millis(n);
         assert_eq!(g.tick(ms(0), 0, 1, 2, 1), Step::Wait);
         // One part left for a moment: the window starts again.
-        assert_eq!(g.tick(ms(400), 100, 1, 1, 1), Step::Wait);
-        assert_eq!(g.tick(ms(700), 200, 1, 2, 1), Step::Wait);
-        assert_eq!(g.tick(ms(1200), 300, 1, 2, 1), Step::Wait);
-        assert_eq!(g.tick(ms(1300), 400, 1, 2, 1), Step::Open(1));
+        assert_eq!(g.tick(ms(w - 100), 100, 1, 1, 1), Step::Wait);
+        assert_eq!(g.tick(ms(w), 200, 1, 2, 1), Step::Wait);
+        assert_eq!(g.tick(ms(2 * w - 100), 300, 1, 2, 1), Step::Wait);
+        assert_eq!(g.tick(ms(2 * w), 400, 1, 2, 1), Step::Open(1));
         // Waits for the probe.
-        assert_eq!(g.tick(ms(5000), 500, 1, 2, 1), Step::Wait);
+        assert_eq!(g.tick(ms(10 * w), 500, 1, 2, 1), Step::Wait);
     }
 
     #[test]
