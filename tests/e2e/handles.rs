@@ -147,7 +147,7 @@ fn no_file_handle_ever_is_a_clear_error() {
     for limit in 8..24 {
         let started = Instant::now();
         let run = run_limited(limit, &args);
-        if run.status.code() == Some(1) && text(&run.stderr).contains("cannot start") {
+        if run.status.code() == Some(2) && text(&run.stderr).contains("cannot start") {
             continue;
         }
         assert!(
