@@ -367,6 +367,16 @@ fn an_untrusted_server_is_refused_on_every_server() {
         assert_eq!(run.status.code(), Some(1), "{e}: {json:#}");
         assert_eq!(error_kinds(&json), [expected], "{e}: {json:#}");
         assert!(list_dir(&out).is_empty(), "{e}: {:?}", list_dir(&out));
+        // The summary and the JSON name the flag that would let it through
+        // (the library gives a hint, the CLI its own words).
+        let flag = match e.proto {
+            Proto::Sftp => "--accept-new-host-keys",
+            _ => "--ca-cert FILE",
+        };
+        let summary = String::from_utf8_lossy(&run.stderr);
+        assert!(summary.contains(flag), "{e}: {summary}");
+        let said = json["errors"][0]["error"].as_str().unwrap_or_default();
+        assert!(said.contains(flag), "{e}: {json:#}");
     }
 }
 

@@ -40,6 +40,7 @@ mod args;
 mod logging;
 mod progress;
 mod shard;
+mod words;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -318,7 +319,7 @@ fn add_bad_lines(
         results.errors.push(Failed {
             filepath_partial: Default::default(),
             url: bad.shown,
-            error: pymatris_core::Error::new(bad.kind, bad.reason).retryable(false),
+            error: pymatris_core::Error::new(bad.kind, bad.reason),
         });
     }
     lines
@@ -329,8 +330,16 @@ fn add_bad_lines(
 fn results_json(results: &Results, lines: &[Option<usize>]) -> serde_json::Result<String> {
     let mut value = serde_json::to_value(results)?;
     if let Some(errors) = value.get_mut("errors").and_then(|e| e.as_array_mut()) {
-        for (error, line) in errors.iter_mut().zip(lines) {
-            if let (Some(error), Some(line)) = (error.as_object_mut(), line) {
+        for (i, (error, failed)) in errors.iter_mut().zip(&results.errors).enumerate() {
+            let Some(error) = error.as_object_mut() else {
+                continue;
+            };
+            // The CLI's words: its kind names, and the hint as its flags.
+            let e = &failed.error;
+            error.insert("kind".to_owned(), words::kind_name(e.kind()).into());
+            error.insert("error".to_owned(), words::error_text(e, false).into());
+            error.insert("chain".to_owned(), words::error_text(e, true).into());
+            if let Some(Some(line)) = lines.get(i) {
                 error.insert("line".to_owned(), (*line).into());
             }
         }
@@ -378,11 +387,7 @@ fn report(
             results.errors.len() + results.success.len()
         );
         for (e, line) in failed {
-            let text = if show_errors {
-                e.error.chain()
-            } else {
-                e.error.to_string()
-            };
+            let text = words::error_text(&e.error, show_errors);
             match line {
                 Some(n) => err!("  line {n}: {}: {}", e.url, text),
                 None => err!("  {}: {}", e.url, text),

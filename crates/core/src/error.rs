@@ -3,7 +3,10 @@
 //!
 //! Each protocol crate maps its client's errors into an [`Error`] in one
 //! place; the kind says what went wrong, the retryable flag says whether
-//! trying again could help, and the source chain keeps the details.
+//! trying again could help, and the source chain keeps the details. What a
+//! user could change to make it work is a [`Hint`], not words: only the
+//! front end (the CLI, the Python package) knows its own flags and
+//! arguments.
 
 use std::fmt;
 use std::time::Duration;
@@ -22,8 +25,11 @@ pub enum ErrorKind {
     PermissionDenied,
     /// Login or authentication failed.
     Auth,
-    /// The SSH host key is unknown or changed.
-    HostKey,
+    /// The server is not the one trusted for its address: its key is
+    /// unknown, changed or revoked (an SSH host key), or the record of
+    /// trusted keys cannot be read. Failures of TLS, certificates included,
+    /// are [`ErrorKind::Tls`].
+    PeerIdentity,
     /// The TLS handshake or certificate check failed.
     Tls,
     /// The server answered a range request in a way that cannot be trusted.
@@ -67,7 +73,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not found",
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Auth => "authentication failed",
-            ErrorKind::HostKey => "host key check failed",
+            ErrorKind::PeerIdentity => "server identity not verified",
             ErrorKind::Tls => "TLS error",
             ErrorKind::RangeUnsupported => "bad range response",
             ErrorKind::Network => "network error",
@@ -89,6 +95,28 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// What the user could change for a failed download to work, for a front
+/// end to say in its own words (its flag, its argument).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum Hint {
+    /// The server's TLS certificate is not signed by a trusted CA: trust
+    /// the CA that signed it, or turn certificate checks off.
+    TrustCa,
+    /// The server's SSH host key is not known: once its fingerprint (in the
+    /// message) is checked, accept new host keys to record it.
+    AcceptNewHostKey,
+    /// Host keys cannot be recorded where they usually are (no home
+    /// directory): name a known-hosts file.
+    KnownHostsFile,
+    /// There is nothing to log in with: give a password, a private key, or
+    /// load a key into an SSH agent.
+    Credentials,
+    /// No protocol is registered for this scheme: add the protocol that
+    /// handles it.
+    EnableProtocol(String),
+}
+
 type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A failure of one download, or of one attempt at it.
@@ -100,6 +128,7 @@ pub struct Error {
     retryable: bool,
     message: String,
     retry_after: Option<Duration>,
+    hint: Option<Hint>,
     source: Option<Source>,
 }
 
@@ -112,6 +141,7 @@ impl Error {
             retryable: kind.default_retryable(),
             message: message.into(),
             retry_after: None,
+            hint: None,
             source: None,
         }
     }
@@ -133,6 +163,18 @@ impl Error {
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self
+    }
+
+    /// Says what the user could change for the download to work.
+    pub fn with_hint(mut self, hint: Hint) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+
+    /// What the user could change for the download to work, if the
+    /// protocol knows.
+    pub fn hint(&self) -> Option<&Hint> {
+        self.hint.as_ref()
     }
 
     /// The kind of failure.
@@ -211,7 +253,7 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl fmt::Display, err: std::io::Error) -> Self {
-        Error::new(ErrorKind::Io, format!("{context}: {err}")).retryable(false)
+        Error::new(ErrorKind::Io, format!("{context}: {err}"))
     }
 
     pub(crate) fn cancelled() -> Self {
@@ -236,6 +278,7 @@ impl fmt::Debug for Error {
             .field("retryable", &self.retryable)
             .field("message", &self.message)
             .field("retry_after", &self.retry_after)
+            .field("hint", &self.hint)
             .field("source", &self.source)
             .finish()
     }

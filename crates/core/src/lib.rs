@@ -92,6 +92,7 @@ mod error;
 mod files;
 mod naming;
 mod netrc;
+pub mod proto_util;
 mod protocol;
 mod redact;
 pub mod registry;
@@ -108,7 +109,7 @@ pub use builder::DownloaderBuilder;
 pub use bytes::Bytes;
 pub use camino;
 pub use config::{Config, ProtocolConfig, ProtocolOptions};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Hint, Result};
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{
     ByteRange, ByteStream, Fetched, Protocol, ProtocolPlugin, RemoteMeta, Validator,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::config::ProtocolConfig;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Hint, Result};
 use crate::protocol::{Protocol, ProtocolPlugin};
 
 /// The schemes that the linked protocol crates serve, sorted (protocols
@@ -83,11 +83,9 @@ impl Protocols {
             let known = known.join(", ");
             return Err(Error::new(
                 ErrorKind::UnsupportedScheme,
-                format!(
-                    "`{scheme}://` is not supported by this build of pymatris (it supports: {known})"
-                ),
+                format!("no protocol is registered for `{scheme}://` (registered: {known})"),
             )
-            .retryable(false));
+            .with_hint(Hint::EnableProtocol(scheme.to_owned())));
         };
         let mut built = self.built.lock().expect("protocol cache poisoned");
         let key = plugin.schemes.first().copied().unwrap_or_default();
@@ -170,9 +168,10 @@ mod tests {
         assert!(!err.is_retryable());
         assert!(
             err.to_string()
-                .contains("`ftp://` is not supported by this build of pymatris"),
+                .contains("no protocol is registered for `ftp://`"),
             "{err}"
         );
-        assert!(err.to_string().contains("supports: mem"), "{err}");
+        assert!(err.to_string().contains("registered: mem"), "{err}");
+        assert_eq!(err.hint(), Some(&Hint::EnableProtocol("ftp".into())));
     }
 }

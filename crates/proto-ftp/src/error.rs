@@ -18,7 +18,8 @@
 use std::io;
 use std::time::Duration;
 
-use pymatris_core::{Error, ErrorKind};
+use pymatris_core::proto_util::connection_error;
+use pymatris_core::{Error, ErrorKind, Hint};
 use suppaftp::FtpError;
 use suppaftp::types::Response;
 
@@ -107,12 +108,13 @@ pub(crate) fn ftp_error(err: FtpError, what: &str) -> Error {
         FtpError::UnexpectedResponse(reply) => reply_error(&reply, what),
         FtpError::ConnectionError(e) => io_error(e, what),
         FtpError::SecureError(e) => {
-            let hint = if e.to_string().contains("certificate") {
-                format!(" ({})", pymatris_tls::UNTRUSTED_HINT)
+            let untrusted = e.to_string().contains("certificate");
+            let err = Error::new(ErrorKind::Tls, format!("{what}: {e}"));
+            if untrusted {
+                err.with_hint(Hint::TrustCa)
             } else {
-                String::new()
-            };
-            Error::new(ErrorKind::Tls, format!("{what}: {e}{hint}")).retryable(false)
+                err
+            }
         }
         FtpError::BadResponse => Error::new(
             ErrorKind::Protocol,
@@ -123,7 +125,6 @@ pub(crate) fn ftp_error(err: FtpError, what: &str) -> Error {
             ErrorKind::Protocol,
             format!("{what}: the server sent a bad passive address"),
         )
-        .retryable(false)
         .with_source(e),
         FtpError::DataConnectionAlreadyOpen => Error::new(
             ErrorKind::Protocol,
@@ -135,16 +136,11 @@ pub(crate) fn ftp_error(err: FtpError, what: &str) -> Error {
 
 /// A connection failure while doing `what`.
 pub(crate) fn io_error(err: io::Error, what: &str) -> Error {
-    let (kind, retryable) = match err.kind() {
-        io::ErrorKind::TimedOut => (ErrorKind::Timeout, true),
-        // A command line suppaftp refuses to send (CR/LF): the URL's fault.
-        io::ErrorKind::InvalidInput => (ErrorKind::InvalidUrl, false),
-        _ => (ErrorKind::Network, true),
-    };
-    let text = err.to_string();
-    Error::new(kind, format!("{what}: {text}"))
-        .retryable(retryable)
-        .with_source(err)
+    // A command line suppaftp refuses to send (CR/LF): the URL's fault.
+    if err.kind() == io::ErrorKind::InvalidInput {
+        return Error::new(ErrorKind::InvalidUrl, format!("{what}: {err}")).with_source(err);
+    }
+    connection_error(what, err)
 }
 
 /// No reply within the timeout.
@@ -158,7 +154,7 @@ pub(crate) fn timeout_error(timeout: Duration, what: &str) -> Error {
 /// The server refused one more connection: the file goes on with the
 /// connections it has.
 pub(crate) fn busy_error(what: &str, detail: &str) -> Error {
-    Error::new(ErrorKind::Busy, format!("{what}: {detail}")).retryable(true)
+    Error::new(ErrorKind::Busy, format!("{what}: {detail}"))
 }
 
 /// Whether a failure leaves the control connection in step with the
@@ -259,6 +255,15 @@ mod tests {
         let tls = FtpError::SecureError("invalid peer certificate: UnknownIssuer".into());
         let err = ftp_error(tls, "x");
         assert_eq!(err.kind(), ErrorKind::Tls);
+        assert!(!err.is_retryable());
+        // The words of the hint are the front end's: no flag here.
+        assert_eq!(err.hint(), Some(&Hint::TrustCa));
+        assert!(!err.to_string().contains("--"), "{err}");
+        let refused = FtpError::SecureError("handshake failure".into());
+        assert_eq!(ftp_error(refused, "x").hint(), None);
+        let crlf = FtpError::ConnectionError(io::Error::from(io::ErrorKind::InvalidInput));
+        let err = ftp_error(crlf, "x");
+        assert_eq!(err.kind(), ErrorKind::InvalidUrl);
         assert!(!err.is_retryable());
         assert_eq!(
             timeout_error(Duration::from_secs(3), "x").kind(),

@@ -285,8 +285,7 @@ fn connect_error(host: &Host, target: &Target, failure: Failure) -> Error {
                 "{shown}: the server refused AUTH TLS (FTPS was required): {}",
                 reply_text(&reply)
             ),
-        )
-        .retryable(false),
+        ),
         Failure::Tls(e) => ftp_error(e, &format!("{shown}: TLS handshake with {}", host.id)),
         Failure::Login(FtpError::UnexpectedResponse(reply)) if reply_code(&reply) == 421 => {
             // pure-ftpd: "421 7 users (the maximum) are already logged in".
@@ -306,7 +305,7 @@ fn connect_error(host: &Host, target: &Target, failure: Failure) -> Error {
             // PASS: whatever the code, a refused login is not worth retrying
             // unless the server said "try later".
             if err.kind() == ErrorKind::Protocol && !err.is_retryable() {
-                Error::new(ErrorKind::Auth, err.message().to_owned()).retryable(false)
+                Error::new(ErrorKind::Auth, err.message().to_owned())
             } else {
                 err
             }

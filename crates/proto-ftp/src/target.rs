@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use percent_encoding::percent_decode_str;
+use pymatris_core::proto_util;
 use pymatris_core::{Error, ErrorKind, Url, redact_url};
 
 /// The default control port of `ftp://`.
@@ -81,8 +81,7 @@ pub(crate) struct Target {
 /// Reads `url`. `ftp_tls` makes `ftp://` require `AUTH TLS`.
 pub(crate) fn parse(url: &Url, ftp_tls: bool) -> Result<Target, Error> {
     let shown = redact_url(url);
-    let invalid =
-        |why: &str| Error::new(ErrorKind::InvalidUrl, format!("{shown}: {why}")).retryable(false);
+    let invalid = |why: &str| Error::new(ErrorKind::InvalidUrl, format!("{shown}: {why}"));
     let (security, default_port) = match url.scheme() {
         "ftp" if ftp_tls => (Security::Explicit, FTP_PORT),
         "ftp" => (Security::Plain, FTP_PORT),
@@ -91,31 +90,27 @@ pub(crate) fn parse(url: &Url, ftp_tls: bool) -> Result<Target, Error> {
             return Err(Error::new(
                 ErrorKind::UnsupportedScheme,
                 format!("{shown}: the FTP protocol does not serve {other}:// URLs"),
-            )
-            .retryable(false));
+            ));
         }
     };
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        _ => return Err(invalid("no host")),
-    };
+    let host = proto_util::url_host(url).ok_or_else(|| invalid("no host"))?;
     let port = url.port().unwrap_or(default_port);
 
-    let decode = |part: &str, what: &str| -> Result<String, Error> {
-        let text = percent_decode_str(part)
-            .decode_utf8()
-            .map_err(|_| invalid(&format!("the {what} is not UTF-8 once decoded")))?;
+    // Every part goes out on a command line, which CR, LF or NUL would end.
+    let sendable = |text: String, what: &str| -> Result<String, Error> {
         if text.contains(['\r', '\n', '\0']) {
             return Err(invalid(&format!(
                 "the {what} holds a line break or NUL, which FTP cannot send"
             )));
         }
-        Ok(text.into_owned())
+        Ok(text)
     };
-    let user = decode(url.username(), "user name")?;
-    let password = url.password().map(|p| decode(p, "password")).transpose()?;
+    let credentials = proto_util::url_credentials(url)?;
+    let user = sendable(credentials.user.unwrap_or_default(), "user name")?;
+    let password = credentials
+        .password
+        .map(|p| sendable(p, "password"))
+        .transpose()?;
     let (user, password) = match (user.is_empty(), password) {
         (true, _) => ("anonymous".to_owned(), "anonymous@".to_owned()),
         (false, Some(p)) => (user, p),
@@ -130,7 +125,9 @@ pub(crate) fn parse(url: &Url, ftp_tls: bool) -> Result<Target, Error> {
         Some(i) if raw.len() == i + 7 => &raw[..i],
         _ => raw,
     };
-    let path = decode(raw, "path")?;
+    let path = proto_util::percent_decode_utf8(raw)
+        .ok_or_else(|| invalid("the path is not UTF-8 once percent-decoded"))?;
+    let path = sendable(path, "path")?;
     if path.is_empty() || path.ends_with('/') {
         return Err(invalid("no file name in the path"));
     }

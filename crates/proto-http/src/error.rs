@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, StatusCode};
-use pymatris_core::{Error, ErrorKind};
+use pymatris_core::proto_util::io_error_kind;
+use pymatris_core::{Error, ErrorKind, Hint};
 
 use crate::connector::ProxyAuthRequired;
 
@@ -17,9 +18,9 @@ pub(crate) fn status_error(status: StatusCode, headers: &HeaderMap) -> Error {
     let message = status_line(status);
     let code = status.as_u16();
     match code {
-        404 | 410 => Error::new(ErrorKind::NotFound, message).retryable(false),
-        401 | 407 => Error::new(ErrorKind::Auth, message).retryable(false),
-        403 => Error::new(ErrorKind::PermissionDenied, message).retryable(false),
+        404 | 410 => Error::new(ErrorKind::NotFound, message),
+        401 | 407 => Error::new(ErrorKind::Auth, message),
+        403 => Error::new(ErrorKind::PermissionDenied, message),
         408 | 429 | 500..=599 => {
             let err = Error::new(ErrorKind::Protocol, message).retryable(true);
             match headers
@@ -31,7 +32,7 @@ pub(crate) fn status_error(status: StatusCode, headers: &HeaderMap) -> Error {
                 None => err,
             }
         }
-        _ => Error::new(ErrorKind::Protocol, message).retryable(false),
+        _ => Error::new(ErrorKind::Protocol, message),
     }
 }
 
@@ -69,9 +70,19 @@ pub(crate) fn transport_error(
         ErrorKind::Truncated => ErrorKind::Network,
         kind => kind,
     };
-    Error::new(kind, format!("{context}: {what}"))
-        .retryable(retryable)
-        .with_source(err)
+    let untrusted = flatten(err.as_ref()).iter().any(|e| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        )
+    });
+    let out = Error::new(kind, format!("{context}: {what}")).retryable(retryable);
+    let out = if untrusted {
+        out.with_hint(Hint::TrustCa)
+    } else {
+        out
+    };
+    out.with_source(err)
 }
 
 /// A failure while reading a response body: the body ended before its
@@ -120,28 +131,10 @@ pub(crate) fn classify(err: &(dyn StdError + 'static)) -> (ErrorKind, bool, Stri
         );
     }
     for e in &chain {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            use io::ErrorKind as K;
-            let found = match io.kind() {
-                K::TimedOut => Some((ErrorKind::Timeout, true)),
-                K::UnexpectedEof => Some((ErrorKind::Truncated, true)),
-                K::ConnectionRefused
-                | K::ConnectionReset
-                | K::ConnectionAborted
-                | K::BrokenPipe
-                | K::NotConnected
-                | K::AddrNotAvailable
-                | K::AddrInUse
-                | K::HostUnreachable
-                | K::NetworkUnreachable
-                | K::NetworkDown
-                | K::Interrupted
-                | K::WouldBlock => Some((ErrorKind::Network, true)),
-                _ => None,
-            };
-            if let Some((kind, retryable)) = found {
-                return (kind, retryable, io.to_string());
-            }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(kind) = io_error_kind(io)
+        {
+            return (kind, true, io.to_string());
         }
     }
     if let Some(hyper) = chain.iter().find_map(|e| e.downcast_ref::<hyper::Error>()) {
@@ -195,10 +188,7 @@ fn describe_deepest(chain: &[&(dyn StdError + 'static)], fallback: &str) -> Stri
 
 fn tls_description(err: &rustls::Error) -> String {
     match err {
-        rustls::Error::InvalidCertificate(cert) => format!(
-            "invalid peer certificate: {cert:?} ({})",
-            pymatris_tls::UNTRUSTED_HINT
-        ),
+        rustls::Error::InvalidCertificate(cert) => format!("invalid peer certificate: {cert:?}"),
         other => other.to_string(),
     }
 }
@@ -304,6 +294,13 @@ mod tests {
         let err = transport_error(outer, "connecting");
         assert_eq!(err.kind(), ErrorKind::Tls);
         assert!(!err.is_retryable());
+        // The words of the hint are the front end's: no flag here.
+        assert_eq!(err.hint(), Some(&Hint::TrustCa));
+        assert!(!err.to_string().contains("--"), "{err}");
+        let alert = io::Error::other(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        assert_eq!(transport_error(alert, "x").hint(), None);
 
         let timeout = io::Error::new(io::ErrorKind::TimedOut, "connect timeout");
         assert_eq!(transport_error(timeout, "x").kind(), ErrorKind::Timeout);

@@ -654,7 +654,9 @@ impl Pool {
                 Ok(Lease::new(conn, slot.clone(), true))
             }
             Err(e) => {
-                if matches!(e.kind(), ErrorKind::Auth | ErrorKind::HostKey) && !e.is_retryable() {
+                if matches!(e.kind(), ErrorKind::Auth | ErrorKind::PeerIdentity)
+                    && !e.is_retryable()
+                {
                     *slot.failed.lock().expect("slot poisoned") =
                         Some((e.kind(), e.message().to_owned()));
                 }

@@ -11,7 +11,8 @@ use std::io;
 use std::time::Duration;
 
 use crate::client::{SftpError, StatusCode};
-use pymatris_core::{Error, ErrorKind};
+use pymatris_core::proto_util::connection_error;
+use pymatris_core::{Error, ErrorKind, Hint};
 
 /// What a failure did to the SSH connection it happened on.
 pub(crate) fn breaks_connection(err: &Error) -> bool {
@@ -22,10 +23,13 @@ pub(crate) fn breaks_connection(err: &Error) -> bool {
 /// `what` says what was being done, e.g. "connecting to host:22".
 pub(crate) fn ssh(what: &str, err: russh::Error) -> Error {
     use russh::Error as E;
+    // The network: a reset, a closed socket, a dead peer. Another attempt
+    // on a new connection may well work.
+    let err = match err {
+        E::IO(io) => return connection_error(what, io),
+        other => other,
+    };
     let (kind, retry) = match &err {
-        // The network: a reset, a closed socket, a dead peer. Another
-        // attempt on a new connection may well work.
-        E::IO(io) => return io_error(what, io, err.to_string()),
         E::Disconnect
         | E::HUP
         | E::SendError
@@ -46,7 +50,9 @@ pub(crate) fn ssh(what: &str, err: russh::Error) -> Error {
         }
         // A server whose signature does not verify against its own key is
         // either broken or an impostor: never retried.
-        E::WrongServerSig | E::UnknownKey | E::KeyChanged { .. } => (ErrorKind::HostKey, false),
+        E::WrongServerSig | E::UnknownKey | E::KeyChanged { .. } => {
+            (ErrorKind::PeerIdentity, false)
+        }
         E::NotAuthenticated | E::NoAuthMethod | E::UnsupportedAuthMethod => {
             (ErrorKind::Auth, false)
         }
@@ -57,14 +63,6 @@ pub(crate) fn ssh(what: &str, err: russh::Error) -> Error {
     Error::new(kind, format!("{what}: {err}"))
         .retryable(retry)
         .with_source(err)
-}
-
-fn io_error(what: &str, io: &io::Error, text: String) -> Error {
-    let kind = match io.kind() {
-        io::ErrorKind::TimedOut => ErrorKind::Timeout,
-        _ => ErrorKind::Network,
-    };
-    Error::new(kind, format!("{what}: {text}")).retryable(true)
 }
 
 /// An error of an SFTP request. `what` names the request and the path,
@@ -109,24 +107,24 @@ pub(crate) fn timed_out(what: &str, after: Duration) -> Error {
     )
 }
 
-/// The server's key is not in `known_hosts`.
+/// The server's key is not in `known_hosts`: the message shows its
+/// fingerprint, and the hint says it may be accepted once checked.
 pub(crate) fn unknown_host(host_port: &str, key_desc: &str, files: &str) -> Error {
     Error::new(
-        ErrorKind::HostKey,
+        ErrorKind::PeerIdentity,
         format!(
             "the host key of {host_port} is not known: the server offered {key_desc}, which is \
-             not in {files}. If that fingerprint is right (ask the server's administrator, or \
-             compare with `ssh-keygen -lf` of the server's key), run again with \
-             --accept-new-host-keys to add it"
+             not in {files}. Check that fingerprint (ask the server's administrator, or compare \
+             with `ssh-keygen -lf` of the server's key) before accepting it"
         ),
     )
-    .retryable(false)
+    .with_hint(Hint::AcceptNewHostKey)
 }
 
 /// The server's key differs from the one recorded for it.
 pub(crate) fn host_key_changed(host_port: &str, key_desc: &str, recorded_at: &str) -> Error {
     Error::new(
-        ErrorKind::HostKey,
+        ErrorKind::PeerIdentity,
         format!(
             "HOST KEY CHANGED for {host_port}! The server offered {key_desc}, but {recorded_at} \
              records a different key for it. Someone may be intercepting the connection (a \
@@ -135,26 +133,22 @@ pub(crate) fn host_key_changed(host_port: &str, key_desc: &str, recorded_at: &st
              check the new fingerprint"
         ),
     )
-    .retryable(false)
 }
 
 /// The server's key is listed as `@revoked`.
 pub(crate) fn host_key_revoked(host_port: &str, key_desc: &str, recorded_at: &str) -> Error {
     Error::new(
-        ErrorKind::HostKey,
+        ErrorKind::PeerIdentity,
         format!(
             "the host key of {host_port} ({key_desc}) is REVOKED ({recorded_at}): pymatris will \
              not connect"
         ),
     )
-    .retryable(false)
 }
 
 /// `known_hosts` could not be read or written.
 pub(crate) fn known_hosts_io(what: &str, err: io::Error) -> Error {
-    Error::new(ErrorKind::HostKey, format!("{what}: {err}"))
-        .retryable(false)
-        .with_source(err)
+    Error::new(ErrorKind::PeerIdentity, format!("{what}: {err}")).with_source(err)
 }
 
 /// No method got the user in. `tried` names each method (never a secret).
@@ -165,10 +159,7 @@ pub(crate) fn auth_failed(
     server_accepts: Option<&str>,
 ) -> Error {
     let mut msg = if tried.is_empty() {
-        format!(
-            "no way to log in as {who}: give a password (in the URL or with --netrc), a key with \
-             --identity, or load a key into ssh-agent"
-        )
+        format!("no way to log in as {who}: no password, no private key and no key in ssh-agent")
     } else {
         format!("{who} refused; tried {}", tried.join(", "))
     };
@@ -179,7 +170,12 @@ pub(crate) fn auth_failed(
         msg.push_str("; ");
         msg.push_str(note);
     }
-    Error::new(ErrorKind::Auth, msg).retryable(false)
+    let err = Error::new(ErrorKind::Auth, msg);
+    if tried.is_empty() {
+        err.with_hint(Hint::Credentials)
+    } else {
+        err
+    }
 }
 
 #[cfg(test)]
@@ -239,7 +235,7 @@ mod tests {
             (russh::Error::HUP, ErrorKind::Network, true),
             (russh::Error::Disconnect, ErrorKind::Network, true),
             (russh::Error::KeepaliveTimeout, ErrorKind::Timeout, true),
-            (russh::Error::WrongServerSig, ErrorKind::HostKey, false),
+            (russh::Error::WrongServerSig, ErrorKind::PeerIdentity, false),
             (russh::Error::Version, ErrorKind::Protocol, false),
         ];
         for (err, kind, retry) in cases {
@@ -275,19 +271,24 @@ mod tests {
             text.contains("the server accepts: publickey,password"),
             "{text}"
         );
-        let none = auth_failed("u@h:22", &[], &[], None).to_string();
-        assert!(none.contains("--identity"), "{none}");
+        assert_eq!(e.hint(), None);
+        let none = auth_failed("u@h:22", &[], &[], None);
+        assert_eq!(none.hint(), Some(&Hint::Credentials));
+        assert!(!none.to_string().contains("--"), "{none}");
     }
 
     #[test]
-    fn host_key_messages_are_loud_and_name_the_flag() {
+    fn host_key_messages_are_loud_and_hint_without_naming_a_flag() {
         let changed = host_key_changed("h:22", "ssh-ed25519 SHA256:abc", "kh line 3");
         assert!(changed.to_string().contains("HOST KEY CHANGED for h:22"));
         assert!(changed.to_string().contains("man-in-the-middle"));
         assert!(!changed.is_retryable());
+        assert_eq!(changed.hint(), None);
         let unknown = unknown_host("h:22", "ssh-ed25519 SHA256:abc", "kh");
-        assert!(unknown.to_string().contains("--accept-new-host-keys"));
+        assert!(!unknown.to_string().contains("--"), "{unknown}");
+        assert_eq!(unknown.hint(), Some(&Hint::AcceptNewHostKey));
         assert!(unknown.to_string().contains("SHA256:abc"));
-        assert_eq!(unknown.kind(), ErrorKind::HostKey);
+        assert_eq!(unknown.kind(), ErrorKind::PeerIdentity);
+        assert!(!unknown.is_retryable());
     }
 }

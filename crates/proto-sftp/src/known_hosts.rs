@@ -315,7 +315,7 @@ impl Policy {
     }
 
     /// Whether to trust `key` for `host:port`: `Ok` to go on, an error of
-    /// kind `HostKey` (permanent) not to.
+    /// kind `PeerIdentity` (permanent) not to.
     pub(crate) fn verify(
         &self,
         host: &str,
@@ -325,7 +325,7 @@ impl Policy {
         let host_port = crate::target::Target::display_host_port(host, port);
         let desc = describe(key);
         if self.insecure {
-            tracing::warn!(host = %host_port, key = %desc, "host key NOT checked (--insecure)");
+            tracing::warn!(host = %host_port, key = %desc, "host key NOT checked, as asked");
             return Ok(());
         }
         let _guard = self.learning.lock().unwrap_or_else(|p| p.into_inner());
@@ -347,9 +347,10 @@ impl Policy {
             Verdict::Unknown if self.accept_new => {
                 let Some(path) = &self.learn_to else {
                     return Err(crate::error::known_hosts_io(
-                        "cannot add the host key: no home directory; give --known-hosts FILE",
+                        "cannot add the host key: no home directory to keep known hosts in",
                         io::Error::from(io::ErrorKind::NotFound),
-                    ));
+                    )
+                    .with_hint(pymatris_core::Hint::KnownHostsFile));
                 };
                 learn(path, host, port, key).map_err(|e| {
                     crate::error::known_hosts_io(
@@ -361,7 +362,7 @@ impl Policy {
                     host = %host_port,
                     key = %desc,
                     file = %path.display(),
-                    "new host key accepted and added (--accept-new-host-keys)"
+                    "new host key accepted and added, as asked"
                 );
                 Ok(())
             }

@@ -7,9 +7,8 @@
 
 use std::fmt;
 
-use percent_encoding::percent_decode_str;
+use pymatris_core::proto_util;
 use pymatris_core::{Error, ErrorKind, Result, Url, redact_url};
-use url::Host;
 
 /// The default SSH port.
 pub(crate) const SSH_PORT: u16 = 22;
@@ -44,38 +43,18 @@ impl fmt::Debug for Target {
 impl Target {
     /// Decodes `url`. The user is the URL's, else the local user name.
     pub(crate) fn parse(url: &Url) -> Result<Target> {
-        let invalid = |why: &str| {
-            Error::new(ErrorKind::InvalidUrl, format!("{}: {why}", redact_url(url)))
-                .retryable(false)
-        };
+        let invalid =
+            |why: &str| Error::new(ErrorKind::InvalidUrl, format!("{}: {why}", redact_url(url)));
         if !url.scheme().eq_ignore_ascii_case("sftp") {
             return Err(invalid("not an sftp:// URL"));
         }
-        let host = match url.host() {
-            Some(Host::Domain(d)) if !d.is_empty() => d.to_owned(),
-            Some(Host::Ipv4(a)) => a.to_string(),
-            Some(Host::Ipv6(a)) => a.to_string(),
-            _ => return Err(invalid("no host")),
-        };
+        let host = proto_util::url_host(url).ok_or_else(|| invalid("no host"))?;
         let port = url.port().unwrap_or(SSH_PORT);
-        let decode = |s: &str, what: &str| -> Result<String> {
-            percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| invalid(&format!("the {what} is not UTF-8 once percent-decoded")))
-        };
-        let url_user = match url.username() {
-            "" => None,
-            u => Some(decode(u, "user name")?),
-        };
-        let url_password = match url.password() {
-            None => None,
-            Some(p) => Some(decode(p, "password")?),
-        };
-        let user = url_user.unwrap_or_else(local_user);
-        let password = url_password;
+        let credentials = proto_util::url_credentials(url)?;
+        let user = credentials.user.unwrap_or_else(local_user);
+        let password = credentials.password;
 
-        let raw_path: Vec<u8> = percent_decode_str(url.path()).collect();
+        let raw_path = proto_util::percent_decode(url.path());
         let path = if let Some(rest) = raw_path.strip_prefix(b"/~/") {
             // Relative to the login directory, where OpenSSH's sftp-server
             // starts (curl's convention for `~`).

@@ -22,6 +22,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::logs;
+use crate::words;
 
 /// How often the waiting caller hands events to Python and looks for
 /// Ctrl-C: ten times a second, the most a progress bar needs.
@@ -382,10 +383,10 @@ fn place(results: Results, places: &[(usize, String)]) -> Vec<Outcome> {
 
 fn describe(error: &Error) -> (String, bool, String, String) {
     (
-        format!("{:?}", error.kind()),
+        words::kind_name(error.kind()),
         error.is_retryable(),
-        error.to_string(),
-        error.chain(),
+        words::error_text(error, false),
+        words::error_text(error, true),
     )
 }
 

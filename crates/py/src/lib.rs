@@ -11,6 +11,7 @@
 
 mod job;
 mod logs;
+mod words;
 
 use pyo3::prelude::*;
 

@@ -16,20 +16,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// What to tell a user whose server's certificate was not trusted.
-pub const UNTRUSTED_HINT: &str =
-    "to trust the server's CA pass --ca-cert FILE, or skip the check with --insecure";
-
 /// The TLS configuration for `cfg`.
 pub fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| {
-            Error::new(ErrorKind::Tls, "setting up TLS")
-                .retryable(false)
-                .with_source(e)
-        })?;
+        .map_err(|e| Error::new(ErrorKind::Tls, "setting up TLS").with_source(e))?;
     let verifier: Arc<dyn ServerCertVerifier> = if cfg.insecure {
         tracing::debug!("TLS certificate verification is off (--insecure)");
         Arc::new(FixedVerdict {
@@ -50,9 +42,7 @@ pub fn client_config(cfg: &ProtocolConfig) -> Result<ClientConfig, Error> {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| {
-                    Error::new(ErrorKind::Tls, "setting up certificate verification")
-                        .retryable(false)
-                        .with_source(e)
+                    Error::new(ErrorKind::Tls, "setting up certificate verification").with_source(e)
                 })?
         }
     };
@@ -79,7 +69,6 @@ fn root_store(cfg: &ProtocolConfig) -> Result<RootCertStore, Error> {
                     ErrorKind::Tls,
                     format!("bad CA certificate in {}", path.display()),
                 )
-                .retryable(false)
                 .with_source(e)
             })?;
         }
@@ -110,7 +99,6 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, 
             ErrorKind::Tls,
             format!("reading CA certificates from {shown}"),
         )
-        .retryable(false)
         .with_source(e)
     };
     let certs = CertificateDer::pem_file_iter(path)
@@ -121,8 +109,7 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, 
         return Err(Error::new(
             ErrorKind::Tls,
             format!("no PEM certificate found in {shown}"),
-        )
-        .retryable(false));
+        ));
     }
     tracing::debug!("{} CA certificates read from {shown}", certs.len());
     Ok(certs)

@@ -86,7 +86,7 @@ impl Batch {
                 url
             }
             Err(e) => {
-                let err = Error::new(ErrorKind::InvalidUrl, e.to_string()).retryable(false);
+                let err = Error::new(ErrorKind::InvalidUrl, e.to_string());
                 return Err(failed_early(&request, err));
             }
         };
@@ -131,8 +131,7 @@ impl Batch {
                                 "asked for the file from byte 0, got bytes from {}",
                                 f.offset
                             ),
-                        )
-                        .retryable(false));
+                        ));
                     }
                     Ok((f.meta, Some(f.body)))
                 })

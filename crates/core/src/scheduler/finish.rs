@@ -55,8 +55,7 @@ impl FileJob {
                 return Err(Error::new(
                     ErrorKind::Checksum,
                     format!("sha256 is {actual}, expected {expected}"),
-                )
-                .retryable(false));
+                ));
             }
         }
         let mut copied = false;

@@ -263,7 +263,7 @@ impl Downloader {
 pub(super) type Outcome = std::result::Result<Succeeded, Failed>;
 
 pub(super) fn internal_error() -> Error {
-    Error::new(ErrorKind::Protocol, "internal error (a bug in pymatris)").retryable(false)
+    Error::new(ErrorKind::Protocol, "internal error (a bug in pymatris)")
 }
 
 /// A failure before the file's name is known.

@@ -22,8 +22,7 @@ pub(super) fn same_version(
         return Err(Error::new(
             ErrorKind::Changed,
             "the file changed on the server during the download",
-        )
-        .retryable(false));
+        ));
     }
     if let (Some(ours), Some(theirs)) = (size, answer.size)
         && ours != theirs
@@ -31,8 +30,7 @@ pub(super) fn same_version(
         return Err(Error::new(
             ErrorKind::Changed,
             format!("the file's size changed from {ours} to {theirs} bytes"),
-        )
-        .retryable(false));
+        ));
     }
     Ok(())
 }

@@ -284,8 +284,7 @@ impl FileJob {
                         "asked for bytes from {pos}, the server sent bytes from {}",
                         fetched.offset
                     ),
-                )
-                .retryable(false));
+                ));
             }
         }
         Ok(Some(fetched.body))

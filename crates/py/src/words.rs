@@ -1,0 +1,67 @@
+//! The Python package's words for a failure: the library's hint (what the
+//! user could change) said as the `SessionConfig` field that does it, and
+//! the kind names its exceptions are keyed by (`pymatris.exceptions`),
+//! which stay as Python code knows them when the library renames a kind.
+
+use pymatris_core::{Error, ErrorKind, Hint};
+
+/// What to do about `hint`, in terms of this package's API.
+fn hint_text(hint: &Hint) -> Option<String> {
+    Some(match hint {
+        Hint::TrustCa => "to trust the server's CA pass SessionConfig(ca_cert=FILE), or skip the \
+                          check with SessionConfig(insecure=True)"
+            .into(),
+        Hint::AcceptNewHostKey => "if that fingerprint is right, pass \
+                                   SessionConfig(accept_new_host_keys=True) to add it"
+            .into(),
+        Hint::KnownHostsFile => "pass SessionConfig(known_hosts=FILE)".into(),
+        Hint::Credentials => "give a password (in the URL or with SessionConfig(netrc=True)), a \
+                              key with SessionConfig(identity=FILE), or load a key into ssh-agent"
+            .into(),
+        Hint::EnableProtocol(scheme) => {
+            format!("`{scheme}://` is not supported by this build of pymatris")
+        }
+        // A hint this package does not know yet: the message stands alone.
+        _ => return None,
+    })
+}
+
+/// The error's text (or its whole chain), then what to do about it.
+pub(crate) fn error_text(error: &Error, whole_chain: bool) -> String {
+    let text = if whole_chain {
+        error.chain()
+    } else {
+        error.to_string()
+    };
+    match error.hint().and_then(hint_text) {
+        Some(hint) => format!("{text}; {hint}"),
+        None => text,
+    }
+}
+
+/// The kind's name, as `pymatris.exceptions` maps it to a class.
+pub(crate) fn kind_name(kind: ErrorKind) -> String {
+    match kind {
+        // `HostKeyError` predates the library's neutral name.
+        ErrorKind::PeerIdentity => "HostKey".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_name_session_config_fields_not_cli_flags() {
+        let unknown =
+            Error::new(ErrorKind::PeerIdentity, "not known").with_hint(Hint::AcceptNewHostKey);
+        let text = error_text(&unknown, false);
+        assert!(text.contains("accept_new_host_keys=True"), "{text}");
+        assert!(!text.contains("--"), "{text}");
+        let tls = Error::new(ErrorKind::Tls, "bad cert").with_hint(Hint::TrustCa);
+        assert!(error_text(&tls, true).contains("SessionConfig(ca_cert=FILE)"));
+        assert_eq!(kind_name(ErrorKind::PeerIdentity), "HostKey");
+        assert_eq!(kind_name(ErrorKind::Timeout), "Timeout");
+    }
+}
