@@ -1,5 +1,5 @@
 //! `cargo xtask ci`: the checks that must hold on main, in the order that
-//! fails fastest: formatting, lints, builds of each protocol alone, a smoke
+//! fails fastest: formatting, lints, the tidy rules, builds of each protocol alone, a smoke
 //! run of the benchmark, the demo, the Python package's wheel and its
 //! pytest tests, and every Rust test (which start real servers through the
 //! harness).
@@ -31,6 +31,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The workspace's shape (core free of protocol libraries, file sizes,
+    // docs without warnings).
+    cargo(&["xtask", "tidy"])?;
     // A build of the CLI with each protocol alone proves the features are
     // independent (and that a missing one is reported, not fatal).
     for features in ["http", "ftp", "sftp"] {
@@ -186,7 +189,7 @@ fn run_python(
     Ok(())
 }
 
-fn workspace_root() -> std::path::PathBuf {
+pub(crate) fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")

@@ -8,6 +8,7 @@ mod ci;
 mod demo;
 mod deps;
 mod servers;
+mod tidy;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,10 @@ enum Task {
     /// `cargo fmt --check`, clippy with `-D warnings`, every test, and a
     /// smoke run of the benchmark: what CI runs.
     Ci,
+    /// The workspace's shape: core free of protocol libraries, protocol
+    /// crates independent, no source file over 600 lines, docs without
+    /// warnings.
+    Tidy,
     /// Compares pymatris with aria2c, curl, wget, lftp and OpenSSH sftp on
     /// the local servers.
     Bench(Box<bench::Args>),
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
         Task::Deps => deps::run(),
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
+        Task::Tidy => tidy::run(),
         Task::Bench(args) => bench::run(*args),
     };
     match result {
