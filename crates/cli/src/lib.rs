@@ -124,12 +124,11 @@ const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
 /// nor the network on the disk.
 ///
 /// One worker, as curl and aria2 have one thread, because a second one
-/// costs more than it gains below about 1.5 GB/s: with two, the eight
-/// workloads of the benchmark took 2-24 % more CPU (2000 small files over
-/// HTTP 3.81 s/GB against 3.07, curl 3.19), from the threads' sleeps,
-/// wakeups and shared locks, and were no faster except where the bytes
-/// came at over 1.3 GB/s from a server on the same two cores
-/// (docs/benchmarks.md).
+/// costs more than it gains unless the bytes come faster than one core
+/// can take them: with two, every workload of the benchmark spent more
+/// CPU, on the threads' sleeps, wakeups and shared locks, and only the
+/// fastest loopback ones finished sooner (`docs/benchmarks.md`, "Figures
+/// behind the code").
 fn runtime(from_env: bool) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

@@ -456,10 +456,10 @@ const BLOCK: usize = 1 << 20;
 ///
 /// The bytes come from `fastrand`'s seeded generator (wyrand), in 1 MiB
 /// blocks. A dependency is built with `opt-level = 1` even in dev builds
-/// (see the root `Cargo.toml`), which halves the cost of a hand-written
-/// generator in this unoptimised crate (measured: about 2.7 s against 5.5 s
-/// per GiB). A test pins the stream, so a change in `fastrand` shows up
-/// as a failing test here.
+/// (see the root `Cargo.toml`), so this costs far less than a hand-written
+/// generator in this unoptimised crate would (figures in
+/// `docs/benchmarks.md`, "Figures behind the code"). A test pins the
+/// stream, so a change in `fastrand` shows up as a failing test here.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     let mut rng = fastrand::Rng::with_seed(seed);

@@ -24,9 +24,9 @@ use crate::pool::{Draining, Session};
 
 /// Bytes read from the data connection at most at once: as much as hyper
 /// reads from an HTTP connection. Each data connection is new, and a read
-/// takes whatever has arrived; with 256 KiB at most, 32 files of 16 MiB
-/// took 3800 reads of 141 KiB on average, 12 % more CPU and 9 % more time
-/// than with 1 MiB (2200 reads of 234 KiB).
+/// takes whatever has arrived; a smaller cap meant more, smaller reads and
+/// more CPU for the same bytes (`docs/benchmarks.md`, "Figures behind the
+/// code").
 const CHUNK: usize = 1024 * 1024;
 /// Below this much free room, the buffer is renewed before a read.
 const MIN_ROOM: usize = 128 * 1024;

@@ -395,11 +395,10 @@ pub(super) fn warm_up_disk(files: &[DataFile], out: &Path) -> anyhow::Result<()>
 /// In a VM whose balloon device has free page reporting (this one), the
 /// guest hands pages it frees back to the hypervisor, and touching them
 /// again costs a fault in the host, invisible in the guest but for slow
-/// memory copies. Each run frees its output's page cache (1 GiB) and the
-/// next run's writes get those pages: 1 GiB over HTTPS took pymatris
-/// 1.4-1.5 s and 1.8-1.9 s of CPU instead of 0.9 s after `cp` had freed
-/// its copy, at random, and wget and lftp had the same swings. With
-/// reporting paused, every run of that workload was within 5 %.
+/// memory copies. Each run frees its output's page cache and the next
+/// run's writes get those pages, so the runs of every tool swung at
+/// random; with reporting paused they agree (`docs/benchmarks.md`,
+/// "Figures behind the code").
 pub(super) struct PageReportingPause {
     previous: String,
 }

@@ -374,7 +374,7 @@ fn shorten(s: &str, ctx: &Ctx<'_>) -> String {
 /// is dirty), and the next run's directory lands in the same group: with
 /// each run's 2000 files deleted, W4's creates, whichever tool made them,
 /// became mostly that scan (`recently_deleted` in `perf`), slower run
-/// after run (curl 0.1 s, then 0.4-0.5 s).
+/// after run (`docs/benchmarks.md`, "Figures behind the code").
 const MANY_FILES: usize = 100;
 
 /// Deletes a run's output, or sets it aside (see [`MANY_FILES`]).
