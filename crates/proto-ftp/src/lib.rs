@@ -121,7 +121,7 @@ impl FtpProtocol {
                     .map_err(|e| e.chain())
             })
             .clone()
-            .map_err(|chain| Error::new(ErrorKind::Tls, chain).retryable(false))
+            .map_err(|chain| Error::new(ErrorKind::Tls, chain))
     }
 
     /// A logged-in session for `target`: pooled, or new.
@@ -191,8 +191,7 @@ impl FtpProtocol {
                     let e = Error::new(
                         ErrorKind::RangeUnsupported,
                         format!("{what}: offset too large"),
-                    )
-                    .retryable(false);
+                    );
                     (e, true)
                 })?;
                 within(self.timeout, session.ftp.resume_transfer(offset))
@@ -234,8 +233,7 @@ impl FtpProtocol {
                             target.shown,
                             reply_text(reply)
                         ),
-                    )
-                    .retryable(false);
+                    );
                     return Err((e, true));
                 }
             }
@@ -279,8 +277,7 @@ impl Protocol for FtpProtocol {
             return Err(Error::new(
                 ErrorKind::RangeUnsupported,
                 format!("{}: the server does not resume transfers", target.shown),
-            )
-            .retryable(false));
+            ));
         }
         // A part only needs the time when the first response had one.
         let want_mtime = validator.is_none_or(|v| v.modified.is_some());

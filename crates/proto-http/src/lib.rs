@@ -218,7 +218,7 @@ impl HttpProtocol {
                 Ok(HttpsConnector::from((self.connector.clone(), tls)))
             })
             .as_ref()
-            .map_err(|chain| Error::new(ErrorKind::Tls, chain.clone()).retryable(false))
+            .map_err(|chain| Error::new(ErrorKind::Tls, chain.clone()))
     }
 
     /// Sends `method` to `url`, following redirects, and returns the first
@@ -264,8 +264,7 @@ impl HttpProtocol {
                         "more than {MAX_REDIRECTS} redirects, the last to {}",
                         redact_url(&next)
                     ),
-                )
-                .retryable(false));
+                ));
             }
             self.discard(exchange).await;
             tracing::debug!(from = %shown, to = %redact_url(&next), "following redirect");
@@ -436,8 +435,7 @@ impl Protocol for HttpProtocol {
                             raw.map_or_else(|| "(none)".to_owned(), |r| format!("{:.80}", r)),
                             range_header(range)
                         ),
-                    )
-                    .retryable(false)),
+                    )),
                 }
             }
             StatusCode::OK => {
@@ -476,8 +474,7 @@ impl Protocol for HttpProtocol {
                             err.message(),
                             range.start
                         ),
-                    )
-                    .retryable(false)),
+                    )),
                     _ => Err(err.retryable(false)),
                 }
             }
@@ -487,7 +484,6 @@ impl Protocol for HttpProtocol {
                         ErrorKind::Protocol,
                         format!("unexpected {} to a GET", error::status_line(status)),
                     )
-                    .retryable(false)
                 } else {
                     error::status_error(status, headers)
                 };
@@ -542,7 +538,6 @@ fn changed_error(shown: &str) -> Error {
         ErrorKind::Changed,
         format!("{shown} no longer matches the version being downloaded"),
     )
-    .retryable(false)
 }
 
 /// What any response tells: validators, suggested name, final URL.

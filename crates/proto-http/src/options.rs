@@ -109,14 +109,12 @@ pub(crate) fn parse_headers(
         let name = name.trim();
         let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             Error::new(ErrorKind::Protocol, format!("invalid header name {name:?}"))
-                .retryable(false)
         })?;
         let mut value = HeaderValue::from_str(value.trim()).map_err(|_| {
             Error::new(
                 ErrorKind::Protocol,
                 format!("invalid value for header {name}"),
             )
-            .retryable(false)
         })?;
         if RESERVED_HEADERS.contains(&parsed) {
             tracing::warn!("ignoring header {name}: pymatris sets it itself");
@@ -138,7 +136,6 @@ pub(crate) fn parse_user_agent(user_agent: &str) -> Result<Option<HeaderValue>, 
             ErrorKind::Protocol,
             "the user agent is not a valid header value",
         )
-        .retryable(false)
     })
 }
 

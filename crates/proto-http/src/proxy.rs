@@ -23,7 +23,6 @@ pub(crate) fn matcher(proxy: Option<&str>) -> Result<Option<Arc<Matcher>>, Error
             ErrorKind::InvalidUrl,
             format!("invalid proxy {}", redact_url_str(proxy)),
         )
-        .retryable(false)
         .with_source(e)
     })?;
     if parsed.scheme() != "http" {
@@ -33,15 +32,13 @@ pub(crate) fn matcher(proxy: Option<&str>) -> Result<Option<Arc<Matcher>>, Error
                 "proxy {}: only http:// proxies are supported",
                 redact_url(&parsed)
             ),
-        )
-        .retryable(false));
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(Error::new(
             ErrorKind::InvalidUrl,
             format!("proxy {} has no host", redact_url(&parsed)),
-        )
-        .retryable(false));
+        ));
     }
     let no_proxy = std::env::var("NO_PROXY")
         .or_else(|_| std::env::var("no_proxy"))

@@ -10,7 +10,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Empty;
-use percent_encoding::percent_decode_str;
+use pymatris_core::proto_util;
 use pymatris_core::{ByteRange, Error, ErrorKind, Url, redact_url, redact_url_str};
 
 use crate::{HttpProtocol, error, headers};
@@ -35,11 +35,7 @@ impl HttpProtocol {
             .method(method.clone())
             .uri(uri)
             .body(Empty::new())
-            .map_err(|e| {
-                Error::new(ErrorKind::InvalidUrl, redact_url(current))
-                    .retryable(false)
-                    .with_source(e)
-            })?;
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl, redact_url(current)).with_source(e))?;
         let headers = request.headers_mut();
         if let Some(ua) = &self.user_agent {
             headers.insert(USER_AGENT, ua.clone());
@@ -127,14 +123,12 @@ pub(crate) fn redirect_target(
                 ErrorKind::Protocol,
                 format!("{} without a Location", error::status_line(status)),
             )
-            .retryable(false)
         })?;
     let next = current.join(location).map_err(|e| {
         Error::new(
             ErrorKind::InvalidUrl,
             format!("redirect to an invalid URL {}", redact_url_str(location)),
         )
-        .retryable(false)
         .with_source(e)
     })?;
     Ok(next)
@@ -146,8 +140,7 @@ pub(crate) fn check_scheme(url: &Url) -> Result<(), Error> {
         other => Err(Error::new(
             ErrorKind::UnsupportedScheme,
             format!("{other}:// is not HTTP ({})", redact_url(url)),
-        )
-        .retryable(false)),
+        )),
     }
 }
 
@@ -159,7 +152,6 @@ fn request_uri(url: &Url) -> Result<Uri, Error> {
             ErrorKind::InvalidUrl,
             format!("{}: {what}", redact_url(url)),
         )
-        .retryable(false)
     };
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("no host"));
@@ -197,7 +189,6 @@ fn host_header(url: &Url) -> Result<HeaderValue, Error> {
             ErrorKind::InvalidUrl,
             format!("{}: not a valid host", redact_url(url)),
         )
-        .retryable(false)
         .with_source(e)
     })
 }
@@ -208,9 +199,9 @@ fn has_userinfo(url: &Url) -> bool {
 
 /// `Authorization: Basic` from the URL's user info (percent-decoded).
 fn basic_auth(url: &Url) -> Option<HeaderValue> {
-    let mut raw: Vec<u8> = percent_decode_str(url.username()).collect();
+    let mut raw = proto_util::percent_decode(url.username());
     raw.push(b':');
-    raw.extend(percent_decode_str(url.password().unwrap_or("")));
+    raw.extend(proto_util::percent_decode(url.password().unwrap_or("")));
     let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
     let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
     value.set_sensitive(true);

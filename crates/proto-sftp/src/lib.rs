@@ -170,7 +170,6 @@ fn not_a_file(path: &str) -> Error {
         ErrorKind::NotFound,
         format!("{path} is a directory, not a file"),
     )
-    .retryable(false)
 }
 
 /// Opens `target`'s path and streams `range` of it.
