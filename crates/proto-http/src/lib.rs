@@ -118,8 +118,8 @@ const MAX_REDIRECTS: usize = 10;
 const MIN_IDLE_PER_HOST: usize = 32;
 
 /// The most hyper buffers when reading from a connection: reads grow up to
-/// this size when data keeps coming, which is what moves 1 GB/s on loopback
-/// (hyper's default is about 400 KiB).
+/// this size when data keeps coming, so a fast link is read in few large
+/// reads rather than many of hyper's default (about 400 KiB).
 const READ_BUF_MAX: usize = 1 << 20;
 
 /// Response bodies of at most this size (redirects, errors, the one byte
@@ -143,9 +143,8 @@ pub struct HttpProtocol {
     /// TCP connections, direct or through a proxy.
     connector: Connector,
     /// TLS over `connector`, built on the first https:// request, or the
-    /// error that stopped it. Loading the system's CA certificates took
-    /// about 3 ms of CPU here, as much as all the rest of a small plain
-    /// http:// download.
+    /// error that stopped it: loading the system's CA certificates costs as
+    /// much CPU as all the rest of a small plain http:// download.
     https: OnceLock<Result<HttpsConnector<Connector>, String>>,
     config: ProtocolConfig,
     headers: Vec<(HeaderName, HeaderValue)>,

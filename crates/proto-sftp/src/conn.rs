@@ -30,8 +30,9 @@ use crate::growth::{self, Growth, Step};
 use crate::known_hosts::Policy;
 use crate::target::Target;
 
-/// The SSH channel window: with the default 2 MiB, one stream halves its
-/// speed at 20 ms of round trip; 16 MiB keeps a gigabit link full there.
+/// The SSH channel window: one stream moves at most a window per round
+/// trip, and the default 2 MiB holds it below a gigabit link's speed on a
+/// path of a few tens of milliseconds; 16 MiB keeps such a link full.
 const WINDOW: u32 = 16 << 20;
 
 /// The largest SSH packet the server may send us. russh warns above 64 KiB.
@@ -57,9 +58,9 @@ pub(crate) const CONNS_PER_KEY: usize = 8;
 /// How often the pool's growth and the connections' rates are looked at.
 const TICK: Duration = Duration::from_millis(50);
 
-/// Whether this CPU has AES instructions, which make AES-GCM faster than
-/// ChaCha20-Poly1305 (about 600 against 320 MB/s for one stream on
-/// loopback here, with ring's implementations).
+/// Whether this CPU has AES instructions, which make ring's AES-GCM faster
+/// than its ChaCha20-Poly1305 (`docs/benchmarks.md`, "Figures behind the
+/// code").
 pub(crate) fn cpu_has_aes() -> bool {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
