@@ -23,7 +23,13 @@ const MAX_LINES: usize = 600;
 /// Files over [`MAX_LINES`] that another change is splitting right now. An
 /// entry fails the check once its file is gone or fits, so the list cannot
 /// outlive the split.
-const BEING_SPLIT: &[&str] = &[];
+const BEING_SPLIT: &[&str] = &[
+    // Both grew past the limit on main while this check was being written
+    // (SFTP's connection growth; the CLI's --shard): to be split into
+    // sibling modules next, which removes them from here.
+    "crates/cli/src/args.rs",
+    "crates/proto-sftp/src/conn.rs",
+];
 
 pub(crate) fn run() -> anyhow::Result<()> {
     let root = crate::ci::workspace_root();
