@@ -37,6 +37,7 @@ macro_rules! err {
 }
 
 mod args;
+mod input;
 mod logging;
 mod progress;
 mod shard;
