@@ -164,10 +164,11 @@ fn protocols_depending_on_protocols(metadata: &serde_json::Value) -> Vec<String>
     found
 }
 
-/// Test code, which may be as long as its cases need: the `tests/` crate
-/// and every crate's `tests/` directory.
+/// Test code, which may be as long as its cases need: the `tests/` crate,
+/// every crate's `tests/` directory, and unit tests kept in a file of
+/// their own (`mod tests;` as `tests.rs`).
 fn is_test_file(rel: &str) -> bool {
-    rel.starts_with("tests/") || rel.contains("/tests/")
+    rel.starts_with("tests/") || rel.contains("/tests/") || rel.ends_with("/tests.rs")
 }
 
 /// The lines of a source file before its unit tests (`#[cfg(test)]` at the
@@ -278,6 +279,7 @@ mod tests {
         assert_eq!(code_lines("a\n    #[cfg(test)]\nb\n"), 3);
         assert!(is_test_file("tests/src/fault_server.rs"));
         assert!(is_test_file("crates/proto-ftp/tests/vsftpd.rs"));
+        assert!(is_test_file("crates/core/src/scheduler/parts/tests.rs"));
         assert!(!is_test_file("crates/core/src/tests_util.rs"));
     }
 
