@@ -31,15 +31,7 @@ pub(crate) fn hint_text(hint: &Hint) -> Option<String> {
 /// The error as the summary and `--json` show it: its message (or its
 /// whole chain), then what to do about it.
 pub(crate) fn error_text(error: &Error, whole_chain: bool) -> String {
-    let text = if whole_chain {
-        error.chain()
-    } else {
-        error.to_string()
-    };
-    match error.hint().and_then(hint_text) {
-        Some(hint) => format!("{text}; {hint}"),
-        None => text,
-    }
+    error.text_with_hint(whole_chain, hint_text)
 }
 
 /// The name `--json` gives a kind: the library's, except where a kind was

@@ -242,6 +242,25 @@ impl Error {
         false
     }
 
+    /// The error (or its whole [`chain`](Error::chain)), then what `words`
+    /// make of its hint, if any: for a front end that says hints in its
+    /// own words (`<error>; <words>`).
+    pub fn text_with_hint(
+        &self,
+        whole_chain: bool,
+        words: impl FnOnce(&Hint) -> Option<String>,
+    ) -> String {
+        let text = if whole_chain {
+            self.chain()
+        } else {
+            self.to_string()
+        };
+        match self.hint().and_then(words) {
+            Some(hint) => format!("{text}; {hint}"),
+            None => text,
+        }
+    }
+
     /// Adds to the message, keeping the kind and the source.
     pub(crate) fn context(mut self, more: impl fmt::Display) -> Self {
         self.message = if self.message.is_empty() {
@@ -359,6 +378,19 @@ mod tests {
                 .with_source(refused)
                 .is_out_of_handles()
         );
+    }
+
+    #[test]
+    fn a_hint_is_said_in_the_callers_words() {
+        let err = Error::new(ErrorKind::Tls, "bad cert").with_hint(Hint::TrustCa);
+        let words = |h: &Hint| (*h == Hint::TrustCa).then(|| "trust it".to_owned());
+        assert_eq!(
+            err.text_with_hint(false, words),
+            "TLS error: bad cert; trust it"
+        );
+        assert_eq!(err.text_with_hint(true, |_| None), "TLS error: bad cert");
+        let plain = Error::new(ErrorKind::NotFound, "404");
+        assert_eq!(plain.text_with_hint(false, words), "not found: 404");
     }
 
     #[test]
