@@ -144,6 +144,10 @@ const MIN_RATE: f64 = 100e6;
 /// links, where segments of 64 KiB make the server's send buffer start at
 /// megabytes.
 const MSS: u32 = 1400;
+/// Windows from this size on keep the system's segment size: the parts
+/// they serve are long, where small segments on loopback cost more CPU
+/// than the send buffer they save is worth.
+const MSS_BELOW: u32 = 256 << 10;
 
 impl DataWindow {
     /// For a session whose commands are answered in `rtt`.
@@ -199,7 +203,9 @@ async fn data_socket(addr: SocketAddr, window: u32) -> io::Result<TcpStream> {
     if window > 0 {
         // Only a saving: a system that refuses either still transfers.
         let _ = socket.set_recv_buffer_size(window);
-        let _ = socket2::SockRef::from(&socket).set_tcp_mss(MSS);
+        if window < MSS_BELOW {
+            let _ = socket2::SockRef::from(&socket).set_tcp_mss(MSS);
+        }
     }
     socket.connect(addr).await
 }
