@@ -16,8 +16,8 @@ use russh::keys::agent::client::AgentClient;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{MethodKind, MethodSet};
 
-use crate::conn::Client;
 use crate::error;
+use crate::ssh::Client;
 use crate::target::Target;
 
 /// Where keys come from, besides the URL's password.

@@ -17,7 +17,9 @@ mod conn;
 mod error;
 mod growth;
 mod known_hosts;
+mod meter;
 mod read;
+mod ssh;
 mod target;
 
 use std::fmt;
