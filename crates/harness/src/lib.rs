@@ -241,11 +241,13 @@ impl Servers {
     /// The file bytes `server` has sent of every path ending in `/rel`, as
     /// its transfer log says (for sshd: the bytes of every SSH connection;
     /// see `sent.rs`). A server logs a transfer when it ends, so this waits,
-    /// up to 10 s, until the count is at least `at_least` and then unchanged
-    /// for half a second.
+    /// up to 30 s, until the count is at least `at_least` and then unchanged
+    /// for half a second. sshd logs a connection only as the process that
+    /// served it ends; on a heavily loaded machine its line was twice not
+    /// there after 10 s. The wait costs nothing once the count is there.
     pub fn bytes_sent(&self, server: Server, rel: &str, at_least: u64) -> u64 {
         let log = self.dir.path().join(server.log());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut last = server.sum(&log, rel);
         loop {
             thread::sleep(std::time::Duration::from_millis(500));
