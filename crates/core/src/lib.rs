@@ -102,6 +102,7 @@ mod resume;
 mod scheduler;
 mod shard;
 mod throttle;
+mod tree;
 mod writer;
 
 pub use async_trait::async_trait;
@@ -112,7 +113,8 @@ pub use config::{Config, ProtocolConfig, ProtocolOptions};
 pub use error::{Error, ErrorKind, Hint, Result};
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{
-    ByteRange, ByteStream, Fetched, Protocol, ProtocolPlugin, RemoteMeta, Validator,
+    ByteRange, ByteStream, DirEntry, EntryKind, Fetched, Protocol, ProtocolPlugin, RemoteMeta,
+    Validator,
 };
 pub use redact::{
     MIN_SECRET_LEN, redact_text, redact_url, redact_url_str, register_secret, register_url_secrets,
@@ -122,6 +124,7 @@ pub use results::{Failed, Results, Succeeded};
 pub use scheduler::{Downloader, Request};
 pub use shard::{Shard, ShardError, shard_of};
 pub use tokio_util::sync::CancellationToken;
+pub use tree::TreeOptions;
 pub use url::Url;
 
 #[doc(hidden)]

@@ -9,13 +9,14 @@
 use std::fmt::Debug;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use url::Url;
 
 use crate::config::ProtocolConfig;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 /// A range of bytes of a remote file: `start..end`, `end` exclusive, or
 /// open-ended (to the end of the file) when `end` is `None`.
@@ -117,6 +118,40 @@ impl Debug for Fetched {
     }
 }
 
+/// What an entry of a directory listing is (what a link points to, for a
+/// link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// Not known (an FTP `LIST` line of a link), or neither a file nor a
+    /// directory (a device, a socket, a dangling link).
+    Other,
+}
+
+/// One entry of a directory listing ([`Protocol::list`]), as the server
+/// gave it: the engine checks and sanitises every field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name, unsanitised, as bytes (SFTP names need not be
+    /// UTF-8). A name with `/`, NUL, or of `.` or `..` is refused by the
+    /// engine.
+    pub name: Vec<u8>,
+    /// What it is; for a symbolic link, what the link points to.
+    pub kind: EntryKind,
+    /// Its size in bytes, when the listing says.
+    pub size: Option<u64>,
+    /// Its modification time, only when the listing gives it to the
+    /// second (MLSD, SFTP); `None` for coarser times (an FTP `LIST` line),
+    /// which the engine then asks for with `stat` when it needs one.
+    pub modified: Option<SystemTime>,
+    /// The target of a symbolic link, as the server gave it; `None` for
+    /// anything else.
+    pub link_target: Option<Vec<u8>>,
+}
+
 /// A transfer protocol: HTTP, FTP, SFTP…
 #[async_trait::async_trait]
 pub trait Protocol: Send + Sync + Debug {
@@ -138,6 +173,19 @@ pub trait Protocol: Send + Sync + Debug {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> Result<Fetched>;
+
+    /// The entries of the directory at `url` (whose path ends in `/`),
+    /// without `.` and `..`, in any order. What it costs is one listing;
+    /// the engine lists the directories of a tree in parallel, each under
+    /// a slot of the per-host limit.
+    async fn list(&self, url: &Url) -> Result<Vec<DirEntry>> {
+        let _ = url;
+        Err(Error::new(
+            ErrorKind::Protocol,
+            "listing directories is not supported by this protocol",
+        )
+        .retryable(false))
+    }
 
     /// The port of a URL of `scheme` that names none, for a scheme the
     /// `url` crate has no default for (`sftp` 22, `ftps` 990): URLs with

@@ -140,6 +140,9 @@ impl Batch {
             Ok(first) => first,
             Err(e) => return Err(failed_early(&request, e)),
         };
+        if let (Some(cell), Some(time)) = (&request.remote_time, &meta.validator.modified) {
+            let _ = cell.set(time.clone());
+        }
         let name = request
             .filename
             .as_deref()

@@ -20,13 +20,14 @@ mod host_slots;
 mod parts;
 mod pump;
 mod retry;
+mod tree_jobs;
 mod version;
 mod workers;
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -45,6 +46,7 @@ use crate::registry::Protocols;
 use crate::reporter::{NoReporter, Reporter};
 use crate::results::{Failed, Results, Succeeded};
 use crate::throttle::Throttle;
+use crate::tree::{TreeOptions, TreeRequest};
 
 use batch::Batch;
 use host_slots::HostSlots;
@@ -60,6 +62,8 @@ pub struct Request {
     dir: Utf8PathBuf,
     filename: Option<String>,
     sha256: Option<String>,
+    /// Where a file of a tree learns the remote time of what it got.
+    remote_time: Option<Arc<OnceLock<String>>>,
 }
 
 impl Request {
@@ -71,6 +75,7 @@ impl Request {
             dir: Utf8PathBuf::from("."),
             filename: None,
             sha256: None,
+            remote_time: None,
         }
     }
 
@@ -105,6 +110,7 @@ impl Request {
 pub struct Downloader {
     config: Config,
     queue: Vec<Request>,
+    trees: Vec<TreeRequest>,
     reporter: Arc<dyn Reporter>,
     cancel: CancellationToken,
 }
@@ -124,6 +130,7 @@ impl Downloader {
         Downloader {
             config,
             queue: Vec::new(),
+            trees: Vec::new(),
             reporter: Arc::new(NoReporter),
             cancel: CancellationToken::new(),
         }
@@ -159,6 +166,21 @@ impl Downloader {
         self.queue.push(request);
     }
 
+    /// Queues the directory tree at `url` (FTP, SFTP, an HTTP index
+    /// page), to be reproduced under `dir`: its directories are listed in
+    /// parallel while its files download, files already there with the
+    /// remote size and time are kept, and a changed one is replaced once
+    /// its new version is complete. Names and links from the server never
+    /// lead outside `dir`. Files and listing failures come in the results
+    /// after those of the other requests, ordered by path.
+    pub fn enqueue_tree(&mut self, url: &str, dir: impl AsRef<Utf8Path>, options: TreeOptions) {
+        self.trees.push(TreeRequest {
+            url: url.to_owned(),
+            dir: dir.as_ref().to_owned(),
+            options,
+        });
+    }
+
     /// How many requests wait for the next [`download`](Self::download).
     pub fn queued(&self) -> usize {
         self.queue.len()
@@ -169,6 +191,7 @@ impl Downloader {
     /// once, in the order it was enqueued.
     pub async fn download(&mut self) -> Results {
         let requests = std::mem::take(&mut self.queue);
+        let trees = std::mem::take(&mut self.trees);
         let netrc = self.config.protocol.netrc.as_deref().and_then(|path| {
             Netrc::load(path)
                 .inspect_err(|e| tracing::warn!("cannot read {}: {e}", path.display()))
@@ -200,12 +223,21 @@ impl Downloader {
         let outcomes: Arc<Mutex<Vec<Option<Outcome>>>> =
             Arc::new(Mutex::new((0..total).map(|_| None).collect()));
         let mut running = JoinSet::new();
-        for _ in 0..self.config.max_parallel.clamp(1, total.max(1)) {
+        let tree = tree_jobs::TreeFeed::start(&batch, trees);
+        let slots = match tree {
+            Some(_) => self.config.max_parallel.max(1),
+            None => self.config.max_parallel.clamp(1, total.max(1)),
+        };
+        for _ in 0..slots {
             let (batch, pending, outcomes) = (batch.clone(), pending.clone(), outcomes.clone());
+            let tree = tree.clone();
             running.spawn(async move {
                 loop {
                     let next = pending.lock().expect("queue poisoned").next();
                     let Some((index, request)) = next else {
+                        if let Some(tree) = tree {
+                            tree.run(&batch).await;
+                        }
                         break;
                     };
                     let fallback = failed_early(&request, internal_error());
@@ -242,6 +274,9 @@ impl Downloader {
                     error: internal_error(),
                 }),
             }
+        }
+        if let Some(tree) = tree {
+            tree.finish(&mut results);
         }
         results
     }

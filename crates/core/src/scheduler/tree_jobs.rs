@@ -1,0 +1,251 @@
+//! Trees in a batch: starts the walk of each tree queued with
+//! `Downloader::enqueue_tree`, and has the batch's download slots take
+//! the files the walks find, once the plain requests are all taken. A file
+//! already there with the remote size and time is kept without a request
+//! for its body; a changed one is downloaded beside it and renamed over
+//! it only when complete, and gets the remote time, so that the next run
+//! finds it up to date.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use url::Url;
+
+use super::batch::Batch;
+use super::{Outcome, Request, internal_error};
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{DirEntry, RemoteMeta};
+use crate::redact::{redact_url, redact_url_str};
+use crate::results::{Failed, Results, Succeeded};
+use crate::tree::{self, Item, Lister, TreeFile, TreeRequest, parse_modified, same_second};
+
+/// The files found and not yet taken, per download slot: enough that a
+/// slot never waits on a listing that is already done, few enough that a
+/// tree of a million files costs no memory.
+const QUEUED_PER_SLOT: usize = 4;
+
+/// The trees of a batch: what their walks found, and what came of it.
+#[derive(Clone)]
+pub(super) struct TreeFeed {
+    found: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>,
+    done: Arc<Mutex<Vec<Outcome>>>,
+}
+
+/// The batch as a walk sees it: listings and `stat`s under the per-host
+/// limit, retried like any request, ended by cancellation.
+struct BatchLister(Arc<Batch>);
+
+#[async_trait::async_trait]
+impl Lister for BatchLister {
+    async fn list(&self, url: &Url) -> Result<Vec<DirEntry>> {
+        let batch = &self.0;
+        let protocol = batch.protocols.get(url.scheme())?;
+        batch
+            .attempts(None, || async {
+                let _slot = batch.slot(url, true).await?;
+                tokio::select! {
+                    biased;
+                    () = batch.cancel.cancelled() => Err(Error::cancelled()),
+                    r = protocol.list(url) => r,
+                }
+            })
+            .await
+    }
+
+    async fn stat(&self, url: &Url) -> Result<RemoteMeta> {
+        remote_stat(&self.0, url).await
+    }
+}
+
+async fn remote_stat(batch: &Batch, url: &Url) -> Result<RemoteMeta> {
+    let protocol = batch.protocols.get(url.scheme())?;
+    batch
+        .attempts(None, || async {
+            let _slot = batch.slot(url, true).await?;
+            batch.stat(&protocol, url).await
+        })
+        .await
+}
+
+impl TreeFeed {
+    /// Starts a walk for each tree; `None` without trees.
+    pub(super) fn start(batch: &Arc<Batch>, trees: Vec<TreeRequest>) -> Option<TreeFeed> {
+        if trees.is_empty() {
+            return None;
+        }
+        let slots = batch.config.max_parallel.max(1);
+        let (tx, rx) = mpsc::channel(slots * QUEUED_PER_SLOT);
+        let lister: Arc<dyn Lister> = Arc::new(BatchLister(batch.clone()));
+        for request in trees {
+            let tx = tx.clone();
+            let url = match Url::parse(&request.url) {
+                Ok(mut url) => {
+                    if let Some(netrc) = &batch.netrc {
+                        netrc.apply(&mut url);
+                    }
+                    url
+                }
+                Err(e) => {
+                    let failed = Failed {
+                        filepath_partial: request.dir,
+                        url: redact_url_str(&request.url),
+                        error: Error::new(ErrorKind::InvalidUrl, e.to_string()),
+                    };
+                    tokio::spawn(async move { tx.send(Item::Failed(failed)).await });
+                    continue;
+                }
+            };
+            let filter = request.options.filter();
+            tokio::spawn(tree::walk(
+                lister.clone(),
+                url,
+                request.dir,
+                filter,
+                slots,
+                tx,
+            ));
+        }
+        Some(TreeFeed {
+            found: Arc::new(tokio::sync::Mutex::new(rx)),
+            done: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Takes the files the walks find, one at a time, until every walk is
+    /// over and every file taken.
+    pub(super) async fn run(&self, batch: &Arc<Batch>) {
+        loop {
+            let item = self.found.lock().await.recv().await;
+            let outcome = match item {
+                None => return,
+                Some(Item::Failed(failed)) => Err(failed),
+                Some(Item::File(file)) => {
+                    batch.files_left.fetch_add(1, Ordering::SeqCst);
+                    let fallback = Failed {
+                        filepath_partial: file.dir.join(&file.name),
+                        url: redact_url(&file.url),
+                        error: internal_error(),
+                    };
+                    let outcome = AssertUnwindSafe(download(batch.clone(), file))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or(Err(fallback));
+                    batch.files_left.fetch_sub(1, Ordering::SeqCst);
+                    batch.progressed();
+                    batch.file_done.notify_waiters();
+                    outcome
+                }
+            };
+            self.done
+                .lock()
+                .expect("tree outcomes poisoned")
+                .push(outcome);
+        }
+    }
+
+    /// Adds what came of the trees' files to `results`, ordered by path.
+    pub(super) fn finish(&self, results: &mut Results) {
+        let mut done = std::mem::take(&mut *self.done.lock().expect("tree outcomes poisoned"));
+        done.sort_by(|a, b| path_of(a).cmp(path_of(b)));
+        for outcome in done {
+            match outcome {
+                Ok(ok) => results.success.push(ok),
+                Err(failed) => results.errors.push(failed),
+            }
+        }
+    }
+}
+
+fn path_of(outcome: &Outcome) -> &camino::Utf8Path {
+    match outcome {
+        Ok(ok) => &ok.path,
+        Err(failed) => &failed.filepath_partial,
+    }
+}
+
+/// One file of a tree: kept when up to date, else downloaded (over the
+/// old one only once complete) and given the remote time.
+async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
+    let target = file.dir.join(&file.name);
+    let shown = redact_url(&file.url);
+    let mut replace = false;
+    let mut modified = file.modified;
+    // A link or anything else but a file is never replaced: the download
+    // takes the next free name, as any download does.
+    if let Ok(local) = tokio::fs::symlink_metadata(&target).await
+        && local.is_file()
+    {
+        let remote = match (file.size, file.modified) {
+            (Some(size), Some(time)) => Some((Some(size), Some(time))),
+            _ => remote_stat(&batch, &file.url).await.ok().map(|meta| {
+                let time = meta.validator.modified.as_deref().and_then(parse_modified);
+                (meta.size, time)
+            }),
+        };
+        if let Some((size, time)) = remote {
+            if is_up_to_date(&local, size, time) && batch.names.claim(&target) {
+                tracing::debug!(url = %shown, path = %target, "up to date");
+                let id = batch.reporter.on_start(&shown, &file.name, size);
+                batch.reporter.on_finish(id, None);
+                return Ok(Succeeded {
+                    path: target,
+                    url: shown,
+                    size: local.len(),
+                });
+            }
+            modified = modified.or(time);
+        }
+        replace = true;
+    }
+    let time = Arc::new(OnceLock::new());
+    let mut request = Request::new(file.url.as_str())
+        .dir(file.dir.clone())
+        .filename(file.name.clone());
+    request.remote_time = Some(time.clone());
+    let mut ok = batch.clone().download_one(request).await?;
+    if replace && ok.path != target {
+        if let Err(e) = std::fs::rename(&ok.path, &target) {
+            let error = Error::io(format_args!("cannot replace {target}"), e);
+            return Err(Failed {
+                filepath_partial: ok.path,
+                url: shown,
+                error,
+            });
+        }
+        ok.path = target;
+    }
+    let time = time.get().and_then(|t| parse_modified(t)).or(modified);
+    if let Some(time) = time
+        && let Err(e) = set_modified(&ok.path, time)
+    {
+        tracing::warn!(path = %ok.path, "cannot set the remote time: {e}");
+    }
+    Ok(ok)
+}
+
+/// The rule of a mirror: the same size and the same modification time
+/// (to the second) as the remote file. Without a remote time, a file is
+/// never taken as up to date.
+fn is_up_to_date(
+    local: &std::fs::Metadata,
+    size: Option<u64>,
+    modified: Option<SystemTime>,
+) -> bool {
+    let same_time = match (modified, local.modified()) {
+        (Some(remote), Ok(local)) => same_second(remote, local),
+        _ => false,
+    };
+    size == Some(local.len()) && same_time
+}
+
+/// Gives the file at `path` (never through a link) the modification time
+/// `time`.
+fn set_modified(path: &camino::Utf8Path, time: SystemTime) -> std::io::Result<()> {
+    let file = crate::files::open_regular(path, false)?
+        .ok_or_else(|| std::io::Error::other(format!("{path} is no longer a regular file")))?;
+    file.set_modified(time)
+}
