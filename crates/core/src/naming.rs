@@ -157,10 +157,20 @@ fn numbered(name: &str, n: u32) -> String {
     format!("{stem}.{n}{ext}")
 }
 
-/// The names taken by the downloads of one batch.
+/// How many finished downloads' names a [`NameTable`] remembers.
+const RECENT_NAMES: usize = 1 << 17;
+
+/// The names taken by the downloads of one batch: those in flight, with
+/// their working names, until [`NameTable::release`]; then only a hash of
+/// the final name, for the last [`RECENT_NAMES`] finished. So its memory
+/// does not grow with the batch: past that, the file system (a name that
+/// exists is not taken, unless overwriting) is the record of what was
+/// done.
 #[derive(Debug, Default)]
 pub(crate) struct NameTable {
-    taken: Mutex<HashSet<Utf8PathBuf>>,
+    /// One lock for both, so that a name moving from in flight to recent
+    /// is never seen in neither.
+    taken: Mutex<Taken>,
     /// Set when an unnamed file could not be given a name: the rest of the
     /// batch uses named part files.
     no_unnamed: AtomicBool,
@@ -189,8 +199,10 @@ impl NameTable {
             }
             let names = with_working_names(&candidate);
             let mut taken = self.taken.lock().expect("name table poisoned");
-            if names.iter().all(|name| !taken.contains(name)) {
-                taken.extend(names);
+            if !taken.recent.contains(hash_path(&candidate))
+                && names.iter().all(|name| !taken.in_flight.contains(name))
+            {
+                taken.in_flight.extend(names);
                 return candidate;
             }
         }
@@ -291,13 +303,68 @@ impl NameTable {
         }
     }
 
-    /// Takes exactly `path`, unless another download of the batch has it.
+    /// Takes exactly `path`, unless another download of the batch has it
+    /// or finished there lately.
     pub(crate) fn claim(&self, path: &Utf8Path) -> bool {
-        self.taken
-            .lock()
-            .expect("name table poisoned")
-            .insert(path.to_owned())
+        let mut taken = self.taken.lock().expect("name table poisoned");
+        !taken.recent.contains(hash_path(path)) && taken.in_flight.insert(path.to_owned())
     }
+
+    /// Gives back the names a finished download took (`target` as
+    /// reserved or claimed, with its working names) and notes where it
+    /// landed (`landed`, when it did), which no later download of the
+    /// batch then takes while it is among the recent ones.
+    pub(crate) fn release(&self, target: &Utf8Path, landed: Option<&Utf8Path>) {
+        let mut taken = self.taken.lock().expect("name table poisoned");
+        for name in with_working_names(target)
+            .iter()
+            .chain(landed.map(with_working_names).iter().flatten())
+        {
+            taken.in_flight.remove(name);
+        }
+        if let Some(landed) = landed {
+            taken.recent.insert(hash_path(landed));
+        }
+    }
+}
+
+/// The names of a [`NameTable`].
+#[derive(Debug, Default)]
+struct Taken {
+    /// The names of downloads in flight, with their working names.
+    in_flight: HashSet<Utf8PathBuf>,
+    recent: Recent,
+}
+
+/// The hashes of the last [`RECENT_NAMES`] names, oldest first out.
+#[derive(Debug, Default)]
+struct Recent {
+    set: HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl Recent {
+    fn insert(&mut self, hash: u64) {
+        if self.set.insert(hash) {
+            self.order.push_back(hash);
+        }
+        while self.order.len() > RECENT_NAMES {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.set.contains(&hash)
+    }
+}
+
+/// A path's hash: equal paths have equal hashes within a process, and two
+/// paths sharing one (a chance of one in 2^64) only cost a numbered name.
+fn hash_path(path: &Utf8Path) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(path)
 }
 
 /// Renames `from` to `to` unless `to` exists (`AlreadyExists` then). On
@@ -604,6 +671,32 @@ mod tests {
         std::fs::File::create(&created).unwrap();
         let mode = |p: &Utf8Path| p.metadata().unwrap().permissions().mode();
         assert_eq!(mode(&landed), mode(&created));
+    }
+
+    /// A finished download's names are given back: the table keeps no
+    /// more than the recent finished names' hashes, however many finish,
+    /// and these still keep an overwriting batch off its own files.
+    #[test]
+    fn names_are_held_only_in_flight() {
+        let dir = Utf8Path::new("d");
+        let table = NameTable::default();
+        let first = table.reserve(dir, "a", true);
+        table.release(&first, Some(&first));
+        assert!(table.taken.lock().unwrap().in_flight.is_empty());
+        assert_eq!(table.reserve(dir, "a", true), dir.join("a.1"));
+        assert!(!table.claim(&first));
+        let failed = table.reserve(dir, "b", true);
+        table.release(&failed, None);
+        assert_eq!(table.reserve(dir, "b", true), dir.join("b"));
+        for i in 0..RECENT_NAMES + 10 {
+            let name = table.reserve(dir, &format!("n{i}"), true);
+            table.release(&name, Some(&name));
+        }
+        // `a.1` and `b`, each with its three working names.
+        assert_eq!(table.taken.lock().unwrap().in_flight.len(), 8);
+        assert_eq!(table.taken.lock().unwrap().recent.set.len(), RECENT_NAMES);
+        // The oldest are forgotten: the file system is the record then.
+        assert_eq!(table.reserve(dir, "a", true), dir.join("a"));
     }
 
     #[test]

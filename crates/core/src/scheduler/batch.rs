@@ -35,6 +35,9 @@ use crate::writer::PartFile;
 /// again: a file takes far longer than this, so the wait costs nothing.
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
+/// How many directories made a batch remembers (see [`Batch::create_dir`]).
+const MAX_DIRS_KNOWN: usize = 4096;
+
 /// How long after running out of file handles the batch adds no parts.
 pub(super) const HANDLES_CALM: Duration = Duration::from_secs(2);
 
@@ -211,6 +214,9 @@ impl Batch {
             slot,
         };
         let result = job.run(start, &target, request.sha256.as_deref()).await;
+        // In flight no more: the file system now tells what is there.
+        let landed = result.as_ref().ok().map(|(path, _)| path.as_path());
+        self.names.release(&target, landed);
         self.reporter.on_finish(id, result.as_ref().err());
         match result {
             Ok((path, size)) => Ok(Succeeded {
@@ -283,6 +289,7 @@ impl Batch {
         if !self.names.claim(&path) {
             return None;
         }
+        self.names.release(&path, Some(&path));
         tracing::debug!(url = %shown, %path, "already complete");
         let id = self.reporter.on_start(shown, name, Some(size));
         self.reporter.on_finish(id, None);
@@ -363,10 +370,13 @@ impl Batch {
             return Ok(());
         }
         tokio::fs::create_dir_all(dir).await?;
-        self.dirs
-            .lock()
-            .expect("dirs poisoned")
-            .insert(dir.to_owned());
+        let mut dirs = self.dirs.lock().expect("dirs poisoned");
+        // A list may name a directory per line: forgetting costs one more
+        // `create_dir_all`, remembering them all would grow with the list.
+        if dirs.len() >= MAX_DIRS_KNOWN {
+            dirs.clear();
+        }
+        dirs.insert(dir.to_owned());
         Ok(())
     }
 

@@ -9,8 +9,10 @@
 //! and `pump` (the connections of a file and the bytes they carry),
 //! `parts` (the part table: how a file is cut, and which span an idle
 //! connection takes; pure, so its rules are tested without a server),
-//! `checkpoint`, `retry`, `host_slots`, `finish`, and `version` (the one
-//! check that every answer is of the version being downloaded).
+//! `checkpoint`, `retry`, `host_slots`, `finish`, `version` (the one
+//! check that every answer is of the version being downloaded) and
+//! `stream` (the slots that take requests as they come and hand results
+//! over as they finish, which `download` is built on).
 
 mod batch;
 mod checkpoint;
@@ -20,36 +22,25 @@ mod host_slots;
 mod parts;
 mod pump;
 mod retry;
+mod stream;
 mod tree_jobs;
 mod version;
 mod workers;
 
-use std::collections::HashSet;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use futures_util::FutureExt;
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
-use crate::naming::{self, NameTable};
-use crate::netrc::Netrc;
+use crate::naming;
 use crate::redact::redact_url_str;
-use crate::registry::Protocols;
 use crate::reporter::{NoReporter, Reporter};
 use crate::results::{Failed, Results, Succeeded};
-use crate::throttle::Throttle;
 use crate::tree::{TreeOptions, TreeRequest};
-
-use batch::Batch;
-use host_slots::HostSlots;
 
 /// How long the end of a batch waits for the protocols to close their
 /// idle connections politely.
@@ -192,82 +183,20 @@ impl Downloader {
     pub async fn download(&mut self) -> Results {
         let requests = std::mem::take(&mut self.queue);
         let trees = std::mem::take(&mut self.trees);
-        let netrc = self.config.protocol.netrc.as_deref().and_then(|path| {
-            Netrc::load(path)
-                .inspect_err(|e| tracing::warn!("cannot read {}: {e}", path.display()))
-                .ok()
-        });
-        let batch = Arc::new(Batch {
-            config: self.config.clone(),
-            netrc,
-            throttle: self.config.max_speed.map(Throttle::new),
-            hosts: self.config.protocol.max_per_host.map(HostSlots::new),
-            dirs: Mutex::new(HashSet::new()),
-            transfers: AtomicUsize::new(0),
-            files_left: AtomicUsize::new(requests.len()),
-            file_done: Notify::new(),
-            started: Instant::now(),
-            last_progress: AtomicU64::new(0),
-            out_of_handles: AtomicU64::new(0),
-            protocols: Protocols::new(self.config.protocol.clone()),
-            names: NameTable::default(),
-            reporter: self.reporter.clone(),
-            cancel: self.cancel.clone(),
-        });
-        let total = requests.len();
-        // `max_parallel` tasks each take the next request when done with
-        // one, rather than a task per file spawned from here: a file then
-        // costs no wakeup of this task and no cross-thread spawn, which
-        // count in a batch of many small files.
-        let pending = Arc::new(Mutex::new(requests.into_iter().enumerate()));
-        let outcomes: Arc<Mutex<Vec<Option<Outcome>>>> =
-            Arc::new(Mutex::new((0..total).map(|_| None).collect()));
-        let mut running = JoinSet::new();
-        let tree = tree_jobs::TreeFeed::start(&batch, trees);
-        let slots = match tree {
-            Some(_) => self.config.max_parallel.max(1),
-            None => self.config.max_parallel.clamp(1, total.max(1)),
-        };
-        for _ in 0..slots {
-            let (batch, pending, outcomes) = (batch.clone(), pending.clone(), outcomes.clone());
-            let tree = tree.clone();
-            running.spawn(async move {
-                loop {
-                    let next = pending.lock().expect("queue poisoned").next();
-                    let Some((index, request)) = next else {
-                        if let Some(tree) = tree {
-                            tree.run(&batch).await;
-                        }
-                        break;
-                    };
-                    let fallback = failed_early(&request, internal_error());
-                    let outcome = AssertUnwindSafe(batch.clone().download_one(request))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or(Err(fallback));
-                    outcomes.lock().expect("outcomes poisoned")[index] = Some(outcome);
-                    batch.files_left.fetch_sub(1, Ordering::SeqCst);
-                    batch.progressed();
-                    batch.file_done.notify_waiters();
-                    // Let the other slots whose files just arrived finish
-                    // them first: the next requests then leave together and
-                    // the server wakes once for several (with many small
-                    // files, half as often).
-                    tokio::task::yield_now().await;
-                }
-            });
-        }
-        // The tasks catch the panics of their requests and are never
-        // aborted; a request whose outcome is missing is reported below.
-        while running.join_next().await.is_some() {}
-        // Bounded: a server that does not answer a goodbye holds no batch.
-        let _ = tokio::time::timeout(CLOSE_WAIT, batch.protocols.close()).await;
-        let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes poisoned"));
+        let mut outcomes: Vec<Option<Outcome>> = (0..requests.len()).map(|_| None).collect();
+        let requests = futures_util::stream::iter(requests);
+        let tree = self
+            .run_slots(requests, trees, |index, outcome| {
+                outcomes[index] = Some(outcome);
+            })
+            .await;
         let mut results = Results::default();
         for outcome in outcomes {
             match outcome {
                 Some(Ok(ok)) => results.success.push(ok),
                 Some(Err(failed)) => results.errors.push(failed),
+                // A slot's task never ends before its request does; this
+                // is a bug, but one that loses no request.
                 None => results.errors.push(Failed {
                     filepath_partial: Utf8PathBuf::new(),
                     url: String::new(),

@@ -1,0 +1,200 @@
+//! The streaming form of a batch: requests are taken from a stream as slots
+//! free up, and each result is handed over as soon as its file is done, so
+//! that a list of any length runs in memory bounded by the files in flight
+//! (plus whatever look-ahead the caller's stream keeps), not by the list.
+//! [`Downloader::download`] is this with a vector in and one out.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::{FutureExt, Stream, StreamExt};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::batch::Batch;
+use super::host_slots::HostSlots;
+use super::tree_jobs::TreeFeed;
+use super::{CLOSE_WAIT, Downloader, Request, failed_early, internal_error};
+use crate::naming::NameTable;
+use crate::netrc::Netrc;
+use crate::registry::Protocols;
+use crate::results::{Failed, Succeeded};
+use crate::throttle::Throttle;
+use crate::tree::TreeRequest;
+
+/// The requests of a batch, shared by its slots, and what they know of its
+/// length.
+struct Feed<S> {
+    /// The requests, and the position of the next one (from 0).
+    stream: tokio::sync::Mutex<(S, usize)>,
+    /// Whether the stream said how many requests it holds: `files_left`
+    /// then counts them all from the start.
+    exact: bool,
+    /// The files `files_left` counted at the start: the stream's length
+    /// when exact, else `max_parallel` (see [`Feed::next`]).
+    counted: usize,
+    /// Set once the stream has ended.
+    ended: AtomicBool,
+}
+
+impl Downloader {
+    /// Downloads the requests of `requests` as they come, `max_parallel`
+    /// files at once, and calls `on_result` with each request's position
+    /// in the stream (from 0) and its outcome as soon as it is done: in the
+    /// order they finish, not the order they came. Every request ends in
+    /// exactly one call. Requests already queued with
+    /// [`enqueue`](Self::enqueue) are not part of it.
+    ///
+    /// A request is taken from the stream only when a slot is free, so the
+    /// memory used is bounded by the files in flight, whatever the length
+    /// of the stream: a list of millions of URLs is read a little ahead of
+    /// the downloads (`futures_util::stream::iter` makes a stream of an
+    /// iterator; a channel fed by a thread suits a blocking reader). Only
+    /// a stream whose `size_hint` is exact is taken to know its length
+    /// (then a file starting early is cut into parts as it would be in a
+    /// [`download`](Self::download) of that many).
+    pub async fn download_each<S, F>(&self, requests: S, on_result: F)
+    where
+        S: Stream<Item = Request> + Send + Unpin + 'static,
+        F: FnMut(usize, std::result::Result<Succeeded, Failed>),
+    {
+        self.run_slots(requests, Vec::new(), on_result).await;
+    }
+
+    /// [`download_each`](Self::download_each), whose slots then take the
+    /// files that the walks of `trees` find; returns what came of those.
+    pub(super) async fn run_slots<S, F>(
+        &self,
+        requests: S,
+        trees: Vec<TreeRequest>,
+        mut on_result: F,
+    ) -> Option<TreeFeed>
+    where
+        S: Stream<Item = Request> + Send + Unpin + 'static,
+        F: FnMut(usize, std::result::Result<Succeeded, Failed>),
+    {
+        let max_parallel = self.config.max_parallel.max(1);
+        let (lower, upper) = requests.size_hint();
+        let exact = upper == Some(lower);
+        let counted = if exact { lower } else { max_parallel };
+        let batch = Arc::new(self.batch(counted));
+        let tree = TreeFeed::start(&batch, trees);
+        let slots = if exact && tree.is_none() {
+            max_parallel.min(lower.max(1))
+        } else {
+            max_parallel
+        };
+        let feed = Arc::new(Feed {
+            stream: tokio::sync::Mutex::new((requests, 0)),
+            exact,
+            counted,
+            ended: AtomicBool::new(false),
+        });
+        // Results go through a channel to this task, which alone calls
+        // `on_result` (no `Send` or `Sync` asked of it); its bound holds
+        // the slots back while the caller is busy with earlier results.
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(slots * 2);
+        // `max_parallel` tasks each take the next request when done with
+        // one, rather than a task per file spawned from here: a file then
+        // costs no wakeup of this task and no cross-thread spawn, which
+        // count in a batch of many small files.
+        let mut running = JoinSet::new();
+        for _ in 0..slots {
+            let (batch, feed, done_tx) = (batch.clone(), feed.clone(), done_tx.clone());
+            let tree = tree.clone();
+            running.spawn(async move {
+                while let Some((index, request)) = feed.next(&batch).await {
+                    let fallback = failed_early(&request, internal_error());
+                    let outcome = AssertUnwindSafe(batch.clone().download_one(request))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or(Err(fallback));
+                    batch.files_left.fetch_sub(1, Ordering::SeqCst);
+                    batch.progressed();
+                    batch.file_done.notify_waiters();
+                    if done_tx.send((index, outcome)).await.is_err() {
+                        break;
+                    }
+                    // Let the other slots whose files just arrived finish
+                    // them first: the next requests then leave together and
+                    // the server wakes once for several (with many small
+                    // files, half as often).
+                    tokio::task::yield_now().await;
+                }
+                if let Some(tree) = tree {
+                    tree.run(&batch).await;
+                }
+            });
+        }
+        drop(done_tx);
+        while let Some((index, outcome)) = done_rx.recv().await {
+            on_result(index, outcome);
+        }
+        // The tasks catch the panics of their requests and are never
+        // aborted.
+        while running.join_next().await.is_some() {}
+        // Bounded: a server that does not answer a goodbye holds no batch.
+        let _ = tokio::time::timeout(CLOSE_WAIT, batch.protocols.close()).await;
+        tree
+    }
+
+    /// What the files of a batch share, with `files_left` files counted as
+    /// waiting at its start.
+    fn batch(&self, files_left: usize) -> Batch {
+        let netrc = self.config.protocol.netrc.as_deref().and_then(|path| {
+            Netrc::load(path)
+                .inspect_err(|e| tracing::warn!("cannot read {}: {e}", path.display()))
+                .ok()
+        });
+        Batch {
+            config: self.config.clone(),
+            netrc,
+            throttle: self.config.max_speed.map(Throttle::new),
+            hosts: self.config.protocol.max_per_host.map(HostSlots::new),
+            dirs: Mutex::new(HashSet::new()),
+            transfers: AtomicUsize::new(0),
+            files_left: AtomicUsize::new(files_left),
+            file_done: Notify::new(),
+            started: Instant::now(),
+            last_progress: AtomicU64::new(0),
+            out_of_handles: AtomicU64::new(0),
+            protocols: Protocols::new(self.config.protocol.clone()),
+            names: NameTable::default(),
+            reporter: self.reporter.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+}
+
+impl<S: Stream<Item = Request> + Unpin> Feed<S> {
+    /// The next request and its position. A stream of unknown length
+    /// counts, until it ends, `max_parallel` files as waiting beyond those
+    /// taken: a long list has more to come, so a file is not cut into
+    /// parts that the next files would need.
+    /// A stream that holds more or fewer than it said is counted right
+    /// all the same.
+    async fn next(&self, batch: &Batch) -> Option<(usize, Request)> {
+        let mut feed = self.stream.lock().await;
+        match feed.0.next().await {
+            Some(request) => {
+                let index = feed.1;
+                feed.1 += 1;
+                if !self.exact || index >= self.counted {
+                    batch.files_left.fetch_add(1, Ordering::SeqCst);
+                }
+                Some((index, request))
+            }
+            None => {
+                if !self.ended.swap(true, Ordering::SeqCst) {
+                    let taken = if self.exact { feed.1 } else { 0 };
+                    let uncounted = self.counted.saturating_sub(taken);
+                    batch.files_left.fetch_sub(uncounted, Ordering::SeqCst);
+                }
+                None
+            }
+        }
+    }
+}
