@@ -125,6 +125,16 @@ pub struct Config {
     /// A part that has received nothing for this long is taken over by an
     /// idle connection of the same file (when ranges work).
     pub takeover_after: Duration,
+    /// Give each file the remote modification time, when the server tells
+    /// it (on by default).
+    pub remote_time: bool,
+    /// Skip a file whose local copy has the remote size and is not older
+    /// than the remote file ([`LocalCopy::is_current`](crate::LocalCopy::is_current)),
+    /// and replace one that is out of date.
+    pub timestamping: bool,
+    /// Verify the digests a server sends of the whole file (HTTP
+    /// `Repr-Digest`, `Digest`, `x-amz-checksum-sha256`; on by default).
+    pub verify_server_digests: bool,
     /// What the protocols are built with.
     pub protocol: ProtocolConfig,
 }
@@ -143,6 +153,9 @@ impl Default for Config {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             takeover_after: Duration::from_secs(3),
+            remote_time: true,
+            timestamping: false,
+            verify_server_digests: true,
             protocol: ProtocolConfig::default(),
         }
     }
@@ -182,6 +195,12 @@ impl Config {
     setter!(/// How long a part may receive nothing before an idle connection
         /// takes over its rest.
         takeover_after: Duration => takeover_after);
+    setter!(/// Give files the remote modification time.
+        remote_time: bool => remote_time);
+    setter!(/// Skip files whose local copy is up to date, replace older ones.
+        timestamping: bool => timestamping);
+    setter!(/// Verify the digests servers send.
+        verify_server_digests: bool => verify_server_digests);
     setter!(/// Connect, handshake and idle timeout.
         timeout: Duration => protocol.timeout);
     setter!(/// Connections to one host at once.

@@ -87,9 +87,11 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod builder;
+mod checksum;
 mod config;
 mod error;
 mod files;
+mod local;
 mod naming;
 mod netrc;
 pub mod proto_util;
@@ -101,6 +103,7 @@ mod results;
 mod resume;
 mod scheduler;
 mod shard;
+mod sums;
 mod throttle;
 mod tree;
 mod writer;
@@ -109,8 +112,10 @@ pub use async_trait::async_trait;
 pub use builder::DownloaderBuilder;
 pub use bytes::Bytes;
 pub use camino;
+pub use checksum::{Algo, Checksum, ChecksumError};
 pub use config::{Config, ProtocolConfig, ProtocolOptions};
 pub use error::{Error, ErrorKind, Hint, Result};
+pub use local::LocalCopy;
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{
     ByteRange, ByteStream, DirEntry, EntryKind, Fetched, Protocol, ProtocolPlugin, RemoteMeta,
@@ -123,6 +128,7 @@ pub use reporter::{NoReporter, ReportId, Reporter};
 pub use results::{Failed, Results, Succeeded};
 pub use scheduler::{Downloader, Request};
 pub use shard::{Shard, ShardError, shard_of};
+pub use sums::ChecksumList;
 pub use tokio_util::sync::CancellationToken;
 pub use tree::TreeOptions;
 pub use url::Url;

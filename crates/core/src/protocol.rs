@@ -15,8 +15,10 @@ use bytes::Bytes;
 use futures_util::Stream;
 use url::Url;
 
+use crate::checksum::Checksum;
 use crate::config::ProtocolConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::local::LocalCopy;
 
 /// A range of bytes of a remote file: `start..end`, `end` exclusive, or
 /// open-ended (to the end of the file) when `end` is `None`.
@@ -90,6 +92,14 @@ pub struct RemoteMeta {
     pub filename: Option<String>,
     /// The URL after redirects, when it differs from the one asked for.
     pub final_url: Option<Url>,
+    /// When the file was last modified (HTTP `Last-Modified`, FTP `MDTM`,
+    /// SFTP mtime), when the server tells.
+    pub modified: Option<SystemTime>,
+    /// Digests of the whole file the server sent with this answer (HTTP
+    /// `Repr-Digest`, and `Digest` or `x-amz-checksum-sha256` where they
+    /// cover the whole file). A digest of only the bytes of a partial
+    /// answer does not belong here.
+    pub digests: Vec<Checksum>,
 }
 
 /// A stream of the bytes of a file, in order.
@@ -185,6 +195,25 @@ pub trait Protocol: Send + Sync + Debug {
             "listing directories is not supported by this protocol",
         )
         .retryable(false))
+    }
+
+    /// [`fetch`](Self::fetch), unless the remote file is no newer than
+    /// `local` ([`LocalCopy::is_current`]): then `Ok(None)`, ideally
+    /// without any body sent. By default a `stat` decides; HTTP asks the
+    /// server instead (`If-Modified-Since`, `If-None-Match`: a `304`). A
+    /// `Some` answer may still describe a current file (a server that
+    /// ignores the condition): the engine checks it again.
+    async fn fetch_if_changed(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        local: &LocalCopy,
+    ) -> Result<Option<Fetched>> {
+        let meta = self.stat(url).await?;
+        if local.is_current(&meta) {
+            return Ok(None);
+        }
+        self.fetch(url, range, None).await.map(Some)
     }
 
     /// The port of a URL of `scheme` that names none, for a scheme the

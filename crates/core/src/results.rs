@@ -17,6 +17,9 @@ pub struct Succeeded {
     pub url: String,
     /// Its size in bytes.
     pub size: u64,
+    /// Whether the file on disk was up to date and kept as it was
+    /// (timestamping), without a transfer.
+    pub up_to_date: bool,
 }
 
 /// A request that failed.
@@ -87,6 +90,7 @@ mod tests {
                 path: "out/a.parquet".into(),
                 url: "https://h/a.parquet".into(),
                 size: 3,
+                up_to_date: false,
             }],
             errors: vec![Failed {
                 filepath_partial: "out/t.txt".into(),

@@ -38,7 +38,7 @@ fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
 }
 
 /// Reads at `offset` without moving a cursor; 0 at the end.
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileExt;
@@ -73,24 +73,13 @@ impl PartFile {
         &self.file
     }
 
-    /// The SHA-256 of the file's contents, in lower-case hex.
-    pub(crate) async fn sha256(&self) -> io::Result<String> {
-        self.with(|file| {
-            use sha2::{Digest, Sha256};
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut offset = 0;
-            loop {
-                let n = read_at(file, &mut buf, offset)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                offset += n as u64;
-            }
-            Ok(hex::encode(hasher.finalize()))
-        })
-        .await
+    /// The digests of the file's contents in each of `algos`.
+    pub(crate) async fn checksums(
+        &self,
+        algos: Vec<crate::checksum::Algo>,
+    ) -> io::Result<Vec<crate::checksum::Checksum>> {
+        self.with(move |file| crate::checksum::hash_file(file, &algos))
+            .await
     }
 
     /// Runs a blocking operation on the file.

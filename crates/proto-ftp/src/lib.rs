@@ -316,6 +316,7 @@ impl Protocol for FtpProtocol {
 }
 
 fn meta(host: &Host, probe: Probe) -> RemoteMeta {
+    let modified = probe.modified.as_deref().and_then(session::mdtm_time);
     RemoteMeta {
         size: probe.size,
         ranges: probe.size.is_some() && !Caps::get(&host.caps.no_rest),
@@ -325,5 +326,7 @@ fn meta(host: &Host, probe: Probe) -> RemoteMeta {
         },
         filename: None,
         final_url: None,
+        modified,
+        digests: Vec::new(),
     }
 }

@@ -428,6 +428,44 @@ pub(crate) fn parse_mdtm(reply: &str) -> Option<String> {
     is_mdtm_time(time).then(|| time.to_owned())
 }
 
+/// The instant of an `MDTM` time (`YYYYMMDDhhmmss[.sss]`, UTC, RFC 3659
+/// 2.3), `None` for a date that does not exist.
+pub(crate) fn mdtm_time(text: &str) -> Option<std::time::SystemTime> {
+    if !is_mdtm_time(text) {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| text[range].parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hour, min, sec) = (num(8..10)?, num(10..12)?, num(12..14)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard
+    // Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec;
+    let nanos = match text.split_once('.') {
+        Some((_, frac)) => {
+            let digits: String = frac.chars().chain(std::iter::repeat('0')).take(9).collect();
+            digits.parse::<u32>().ok()?
+        }
+        None => 0,
+    };
+    let epoch = std::time::UNIX_EPOCH;
+    let at = std::time::Duration::new(secs.unsigned_abs(), nanos);
+    if secs >= 0 {
+        epoch.checked_add(at)
+    } else {
+        epoch.checked_sub(std::time::Duration::from_secs(secs.unsigned_abs()))
+    }
+}
+
 fn is_mdtm_time(text: &str) -> bool {
     let (whole, frac) = match text.split_once('.') {
         Some((w, f)) => (w, Some(f)),
@@ -441,6 +479,23 @@ fn is_mdtm_time(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mdtm_times_are_utc_instants() {
+        let secs = |t: &str| {
+            mdtm_time(t).map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+            })
+        };
+        // `date -ud 2026-11-26T07:38:00 +%s`
+        assert_eq!(secs("20261126073800"), Some(1_795_678_680.0));
+        assert_eq!(secs("19700101000000"), Some(0.0));
+        assert_eq!(secs("20000229235959.5"), Some(951_868_799.5));
+        assert_eq!(secs("20261326073800"), None);
+        assert_eq!(secs("2026112607380"), None);
+    }
 
     #[test]
     fn mlst_facts() {

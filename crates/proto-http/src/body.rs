@@ -4,12 +4,53 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt as _};
+use http::Response;
 use hyper::body::{Body, Incoming};
-use pymatris_core::Error;
+use pymatris_core::{ByteStream, Error, Url};
 
 use crate::pool::Lease;
+
+/// Response bodies of at most this size (redirects, errors, the one byte
+/// of a probe) are read to their end so their connection can be reused;
+/// larger ones are dropped, which closes the connection.
+pub(crate) const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// A response, the URL it came from and its connection.
+pub(crate) struct Exchange {
+    pub(crate) response: Response<Incoming>,
+    pub(crate) url: Url,
+    pub(crate) lease: Lease,
+}
+
+impl Exchange {
+    /// The body; the connection goes back to the pool when it has been
+    /// read to its end.
+    pub(crate) fn into_stream(self, shown: String) -> ByteStream {
+        Box::pin(BodyStream::new(
+            self.response.into_body(),
+            self.lease,
+            shown,
+        ))
+    }
+}
+
+/// Reads a short body to its end (bounded in size and time).
+pub(crate) async fn drain(mut body: ByteStream, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        let mut total = 0u64;
+        while let Some(Ok(chunk)) = body.next().await {
+            total += chunk.len() as u64;
+            if total > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
 
 pub(crate) struct BodyStream {
     body: Incoming,

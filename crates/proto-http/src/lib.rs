@@ -65,6 +65,7 @@ mod body;
 mod connector;
 mod error;
 mod headers;
+mod meta;
 mod options;
 mod pool;
 mod proxy;
@@ -75,7 +76,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::header::{CONTENT_RANGE, IF_RANGE, RANGE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Empty;
@@ -84,13 +84,15 @@ use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use pymatris_core::{
-    ByteRange, ByteStream, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url,
+    ByteRange, Error, ErrorKind, Fetched, LocalCopy, Protocol, ProtocolConfig, RemoteMeta, Url,
     Validator, redact_url,
 };
 use tower_service::Service;
 
+use crate::body::{DRAIN_LIMIT, Exchange, drain};
 use crate::connector::Connector;
 use crate::headers::ContentRange;
+use crate::meta::meta_from;
 use crate::pool::{Key, Lease, Pool, SendError};
 use crate::request::{
     check_scheme, header_value, is_redirect, origin_form, range_header, redirect_target,
@@ -121,11 +123,6 @@ const MIN_IDLE_PER_HOST: usize = 32;
 /// this size when data keeps coming, so a fast link is read in few large
 /// reads rather than many of hyper's default (about 400 KiB).
 const READ_BUF_MAX: usize = 1 << 20;
-
-/// Response bodies of at most this size (redirects, errors, the one byte
-/// of a probe) are read to their end so their connection can be reused;
-/// larger ones are dropped, which closes the connection.
-const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// How long idle pooled connections are kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -348,7 +345,7 @@ impl HttpProtocol {
         let status = exchange.response.status();
         let headers = exchange.response.headers();
         let result = if status.is_success() {
-            let mut meta = meta_from(headers, url, &exchange.url);
+            let mut meta = meta_from(status, headers, url, &exchange.url);
             meta.size = headers::content_length(headers);
             meta.ranges = headers::accepts_byte_ranges(headers);
             Ok(meta)
@@ -391,7 +388,34 @@ impl Protocol for HttpProtocol {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> Result<Fetched, Error> {
+        let fetched = self.get(url, range, validator, None).await?;
+        fetched.ok_or_else(|| Error::new(ErrorKind::Protocol, "HTTP 304 to a plain GET"))
+    }
+
+    async fn fetch_if_changed(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        local: &LocalCopy,
+    ) -> Result<Option<Fetched>, Error> {
+        self.get(url, range, None, Some(local)).await
+    }
+}
+
+impl HttpProtocol {
+    /// A `GET` of `range`; with `local`, conditional on the file having
+    /// changed since that copy (`None` for a `304`).
+    async fn get(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+        local: Option<&LocalCopy>,
+    ) -> Result<Option<Fetched>, Error> {
         let mut extra = HeaderMap::new();
+        if let Some(local) = local {
+            meta::add_conditions(&mut extra, local);
+        }
         // Always a range, even for the whole file: a 206 tells in the same
         // round trip that ranges work and how big the file is.
         extra.insert(RANGE, header_value(&range_header(range)));
@@ -404,7 +428,7 @@ impl Protocol for HttpProtocol {
         let exchange = self.send(&Method::GET, url, &extra).await?;
         let status = exchange.response.status();
         let headers = exchange.response.headers();
-        let mut meta = meta_from(headers, url, &exchange.url);
+        let mut meta = meta_from(status, headers, url, &exchange.url);
         // Another version in a 206 or 200 is the engine's to refuse (it
         // compares `meta`); a 416 brings no bytes and no meta to compare.
         let changed = validator.is_some_and(|v| !v.matches(&meta.validator));
@@ -421,11 +445,11 @@ impl Protocol for HttpProtocol {
                     }) if first == range.start && range.end.is_none_or(|end| last < end) => {
                         meta.size = complete;
                         meta.ranges = true;
-                        Ok(Fetched {
+                        Ok(Some(Fetched {
                             meta,
                             offset: range.start,
                             body: exchange.into_stream(shown),
-                        })
+                        }))
                     }
                     _ => Err(Error::new(
                         ErrorKind::RangeUnsupported,
@@ -440,11 +464,15 @@ impl Protocol for HttpProtocol {
             StatusCode::OK => {
                 meta.size = headers::content_length(headers);
                 meta.ranges = false;
-                Ok(Fetched {
+                Ok(Some(Fetched {
                     meta,
                     offset: 0,
                     body: exchange.into_stream(shown),
-                })
+                }))
+            }
+            StatusCode::NOT_MODIFIED if local.is_some() => {
+                self.discard(exchange).await;
+                Ok(None)
             }
             StatusCode::RANGE_NOT_SATISFIABLE => {
                 let complete = headers
@@ -459,11 +487,11 @@ impl Protocol for HttpProtocol {
                         // already complete.
                         meta.size = Some(complete);
                         meta.ranges = true;
-                        Ok(Fetched {
+                        Ok(Some(Fetched {
                             meta,
                             offset: range.start,
                             body: Box::pin(futures_util::stream::empty()),
-                        })
+                        }))
                     }
                     _ if changed => Err(changed_error(&shown)),
                     Some(ContentRange::Unsatisfied { complete }) => Err(Error::new(
@@ -493,39 +521,6 @@ impl Protocol for HttpProtocol {
     }
 }
 
-/// A response, the URL it came from and its connection.
-struct Exchange {
-    response: Response<Incoming>,
-    url: Url,
-    lease: Lease,
-}
-
-impl Exchange {
-    /// The body; the connection goes back to the pool when it has been
-    /// read to its end.
-    fn into_stream(self, shown: String) -> ByteStream {
-        Box::pin(body::BodyStream::new(
-            self.response.into_body(),
-            self.lease,
-            shown,
-        ))
-    }
-}
-
-/// Reads a short body to its end (bounded in size and time).
-async fn drain(mut body: ByteStream, timeout: Duration) {
-    let _ = tokio::time::timeout(timeout, async {
-        let mut total = 0u64;
-        while let Some(Ok(chunk)) = body.next().await {
-            total += chunk.len() as u64;
-            if total > DRAIN_LIMIT {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
 /// Whether a failed `HEAD` may still be answered by a `GET`: a status
 /// other than the definite ones (405, 501, 5xx…), or a broken connection.
 fn head_failure_worth_a_get(err: &Error) -> bool {
@@ -537,17 +532,6 @@ fn changed_error(shown: &str) -> Error {
         ErrorKind::Changed,
         format!("{shown} no longer matches the version being downloaded"),
     )
-}
-
-/// What any response tells: validators, suggested name, final URL.
-fn meta_from(headers: &HeaderMap, requested: &Url, final_url: &Url) -> RemoteMeta {
-    RemoteMeta {
-        size: None,
-        ranges: false,
-        validator: headers::validator(headers),
-        filename: headers::filename(headers),
-        final_url: (final_url != requested).then(|| final_url.clone()),
-    }
 }
 
 /// Calls a connector once it is ready.

@@ -164,6 +164,9 @@ fn meta_of(attrs: &Attrs) -> RemoteMeta {
         },
         filename: None,
         final_url: None,
+        modified: (attrs.mtime)
+            .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.into())),
+        digests: Vec::new(),
     }
 }
 

@@ -499,6 +499,7 @@ mod tests {
             path: format!("d/{}", &url[url.len() - 1..]).into(),
             url: url.to_owned(),
             size: 1,
+            up_to_date: false,
         }
     }
 

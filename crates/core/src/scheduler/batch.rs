@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::file_job::{FileJob, Start};
+use super::finish::{Expected, Finish};
 use super::host_slots::HostSlots;
 use super::parts::first_request_end;
 use super::{Request, failed_early};
@@ -113,10 +114,13 @@ impl Batch {
         // With --continue, a HEAD-like `stat` tells whether a file on disk
         // is complete or resumable before any body is asked for; otherwise
         // the first GET both describes the file and starts its transfer.
+        // -N: the file this request would replace, when there is one,
+        // decides whether a body is wanted at all.
+        let local = self.local_copy(&request, &url);
         let first = if self.config.resume {
             self.attempts(None, || self.stat(&protocol, &url))
                 .await
-                .map(|meta| (meta, None))
+                .map(|meta| Some((meta, None)))
         } else {
             // A range with an end, even before the size is known: once the
             // file is cut into parts, the first connection's server stops
@@ -124,23 +128,35 @@ impl Batch {
             // that other connections fetch (where the connection would be
             // dropped, with all the bytes under way).
             let first = ByteRange::new(0, first_request_end(self.config.min_split_size));
-            self.attempts(None, || self.fetch(&protocol, &url, first, None))
-                .await
-                .and_then(|f| {
-                    if f.offset != 0 {
-                        return Err(Error::new(
-                            ErrorKind::Protocol,
-                            format!(
-                                "asked for the file from byte 0, got bytes from {}",
-                                f.offset
-                            ),
-                        ));
-                    }
-                    Ok((f.meta, Some(f.body)))
-                })
+            let fetched = match &local {
+                Some((_, copy)) => {
+                    self.attempts(None, || self.fetch_if_changed(&protocol, &url, first, copy))
+                        .await
+                }
+                None => (self.attempts(None, || self.fetch(&protocol, &url, first, None)))
+                    .await
+                    .map(Some),
+            };
+            fetched.and_then(|fetched| {
+                let Some(f) = fetched else { return Ok(None) };
+                if f.offset != 0 {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "asked for the file from byte 0, got bytes from {}",
+                            f.offset
+                        ),
+                    ));
+                }
+                Ok(Some((f.meta, Some(f.body))))
+            })
         };
         let (meta, body) = match first {
-            Ok(first) => first,
+            Ok(Some(first)) => first,
+            Ok(None) => {
+                let (path, copy) = local.expect("only a local copy is unchanged");
+                return Ok(self.up_to_date(path, copy.size, &shown));
+            }
             Err(e) => return Err(failed_early(&request, e)),
         };
         if let (Some(cell), Some(time)) = (&request.remote_time, &meta.validator.modified) {
@@ -154,6 +170,14 @@ impl Batch {
             .or_else(|| meta.final_url.as_ref().and_then(naming::filename_from_url))
             .or_else(|| naming::filename_from_url(&url))
             .unwrap_or_else(|| naming::fallback_name(&url));
+        // The server may not have honoured the condition, or there was
+        // none to ask (a stat under --continue): its answer says it all.
+        if let Some((path, copy)) = local
+            && path.file_name() == Some(name.as_str())
+            && copy.is_current(&meta)
+        {
+            return Ok(self.up_to_date(path, copy.size, &shown));
+        }
 
         // With --continue, another run of the same list may be writing this
         // very file: one works on it at a time, and the other then finds
@@ -213,7 +237,23 @@ impl Batch {
             resumed,
             slot,
         };
-        let result = job.run(start, &target, request.sha256.as_deref()).await;
+        let mut expected: Vec<Expected> = (request.checksum.iter().cloned())
+            .map(|sum| Expected {
+                sum,
+                from_server: false,
+            })
+            .collect();
+        if self.config.verify_server_digests {
+            expected.extend(meta.digests.iter().cloned().map(|sum| Expected {
+                sum,
+                from_server: true,
+            }));
+        }
+        let finish = Finish {
+            expected,
+            modified: meta.modified.filter(|_| self.config.remote_time),
+        };
+        let result = job.run(start, &target, finish).await;
         // In flight no more: the file system now tells what is there.
         let landed = result.as_ref().ok().map(|(path, _)| path.as_path());
         self.names.release(&target, landed);
@@ -223,6 +263,7 @@ impl Batch {
                 path,
                 url: shown,
                 size,
+                up_to_date: false,
             }),
             Err(error) => Err(Failed {
                 filepath_partial: target,
@@ -279,10 +320,10 @@ impl Batch {
         if !on_disk.is_file() || on_disk.len() != size {
             return None;
         }
-        if let Some(expected) = request.sha256.as_deref() {
+        if let Some(expected) = &request.checksum {
             let file = crate::files::open_regular(&path, false).ok()??;
-            let actual = PartFile::new(file).sha256().await.ok()?;
-            if actual != expected {
+            let actual = PartFile::new(file).checksums(vec![expected.algo()]).await;
+            if actual.ok()?.first() != Some(expected) {
                 return None;
             }
         }
@@ -297,6 +338,7 @@ impl Batch {
             path,
             url: shown.to_owned(),
             size,
+            up_to_date: false,
         })
     }
 

@@ -17,6 +17,7 @@ use url::Url;
 
 use super::batch::Batch;
 use super::checkpoint::AbortOnDrop;
+use super::finish::Finish;
 use super::internal_error;
 use super::parts::{PartTable, Rules, TAIL_POLL, plan_parts};
 use super::retry::HandleWait;
@@ -90,14 +91,14 @@ impl FileJob {
         self,
         start: Start,
         target: &Utf8Path,
-        sha256: Option<&str>,
+        finish: Finish,
     ) -> Result<(Utf8PathBuf, u64)> {
         let temp = self.temp.clone();
         let keep_partial = self.batch.config.resume;
         let job = Arc::new(self);
         let checkpoints =
             keep_partial.then(|| AbortOnDrop(tokio::spawn(job.clone().checkpoints())));
-        let result = job.clone().transfer(start, target, sha256).await;
+        let result = job.clone().transfer(start, target, finish).await;
         drop(checkpoints);
         *job.state_final.lock().expect("state lock poisoned") = true;
         match &result {
@@ -162,7 +163,7 @@ impl FileJob {
         self: Arc<Self>,
         start: Start,
         target: &Utf8Path,
-        sha256: Option<&str>,
+        finish: Finish,
     ) -> Result<(Utf8PathBuf, u64)> {
         // When another file of the batch finishes, the connections it
         // leaves may take parts of this one (a big file that started while
@@ -181,7 +182,7 @@ impl FileJob {
         self.clone()
             .run_workers(&batch, &file, parts, body, start.slot, file_done)
             .await?;
-        self.finish(file, target, sha256, resumed).await
+        self.finish(file, target, finish, resumed).await
     }
 
     /// Opens the part file: an unnamed one without `--continue`, the one

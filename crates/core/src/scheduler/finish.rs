@@ -1,21 +1,41 @@
-//! The end of a file's download: its length and checksum checked, its
-//! bytes made durable when asked, and the file given its name, so that a
-//! download is visible only when it is complete.
+//! The end of a file's download: its length and checksums checked, its
+//! modification time set, its bytes made durable when asked, and the file
+//! given its name, so that a download is visible only when it is complete.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::file_job::FileJob;
+use crate::checksum::Checksum;
 use crate::error::{Error, ErrorKind, Result};
 use crate::writer::PartFile;
+
+/// A checksum the file must have, and who said so.
+#[derive(Debug)]
+pub(super) struct Expected {
+    pub(super) sum: Checksum,
+    /// Sent by the server (a digest header), rather than given by the
+    /// user.
+    pub(super) from_server: bool,
+}
+
+/// What the end of a download checks and sets.
+#[derive(Debug, Default)]
+pub(super) struct Finish {
+    /// The checksums the file must have.
+    pub(super) expected: Vec<Expected>,
+    /// The remote modification time, to give the file.
+    pub(super) modified: Option<SystemTime>,
+}
 
 impl FileJob {
     pub(super) async fn finish(
         self: &Arc<Self>,
         file: PartFile,
         target: &Utf8Path,
-        sha256: Option<&str>,
+        finish: Finish,
         resumed: bool,
     ) -> Result<(Utf8PathBuf, u64)> {
         let job = self;
@@ -46,18 +66,19 @@ impl FileJob {
             .map_err(|e| Error::io(format_args!("cannot finish {}", job.part()), e))?;
         }
 
-        if let Some(expected) = sha256 {
-            let actual = file
-                .sha256()
-                .await
-                .map_err(|e| Error::io(format_args!("cannot read {}", job.part()), e))?;
-            if actual != expected {
-                return Err(Error::new(
-                    ErrorKind::Checksum,
-                    format!("sha256 is {actual}, expected {expected}"),
-                ));
+        verify(&file, &finish.expected).await.map_err(|e| {
+            e.unwrap_or_else(|e| Error::io(format_args!("cannot read {}", job.part()), e))
+        })?;
+        if let Some(modified) = finish.modified {
+            // Set on the file itself before it has its name: whoever sees
+            // the name sees the time. A file system that keeps no times is
+            // no reason to fail the download.
+            let times = std::fs::FileTimes::new().set_modified(modified);
+            if let Err(e) = file.with(move |f| f.set_times(times)).await {
+                tracing::debug!("cannot set the time of {}: {e}", job.part());
             }
         }
+        let modified = finish.modified;
         let mut copied = false;
         if job.unnamed() {
             let named = (job.batch.names)
@@ -68,7 +89,7 @@ impl FileJob {
             }
             // The system would not name it: a named part file after all.
             let temp = job.temp.clone();
-            file.with(move |f| copy_to_named(f, &temp, fsync))
+            file.with(move |f| copy_to_named(f, &temp, fsync, modified))
                 .await
                 .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
             copied = true;
@@ -78,7 +99,7 @@ impl FileJob {
             // bytes go to a new part file first.
             tracing::warn!("{} was replaced during the download", job.temp);
             let temp = job.temp.clone();
-            file.with(move |f| copy_to_named(f, &temp, fsync))
+            file.with(move |f| copy_to_named(f, &temp, fsync, modified))
                 .await
                 .map_err(|e| Error::io(format_args!("cannot copy to {}", job.temp), e))?;
         }
@@ -98,19 +119,58 @@ impl FileJob {
     }
 }
 
+/// Checks the file against every expected checksum, each algorithm
+/// computed once. `Err(Ok(e))`: a mismatch; `Err(Err(io))`: the file could
+/// not be read.
+async fn verify(
+    file: &PartFile,
+    expected: &[Expected],
+) -> std::result::Result<(), std::result::Result<Error, std::io::Error>> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let mut algos: Vec<_> = expected.iter().map(|e| e.sum.algo()).collect();
+    algos.sort();
+    algos.dedup();
+    let actual = file.checksums(algos).await.map_err(Err)?;
+    for want in expected {
+        let Some(got) = actual.iter().find(|a| a.algo() == want.sum.algo()) else {
+            continue;
+        };
+        if got != &want.sum {
+            let algo = want.sum.algo();
+            let said = if want.from_server {
+                "the server's digest says"
+            } else {
+                "expected"
+            };
+            return Err(Ok(Error::new(
+                ErrorKind::Checksum,
+                format!("{algo} is {}, {said} {}", got.hex(), want.sum.hex()),
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Copies the whole of `from` into a new file at `to` (replacing any, never
 /// writing through a link), for an unnamed file the system would not name.
 pub(super) fn copy_to_named(
     from: &std::fs::File,
     to: &Utf8Path,
     fsync: bool,
+    modified: Option<SystemTime>,
 ) -> std::io::Result<()> {
     use std::io::Seek;
     let mut named = crate::files::create_replacing(to)?;
     let mut from = from;
     let copied = (from.rewind())
         .and_then(|()| std::io::copy(&mut from, &mut named))
-        .and_then(|_| if fsync { named.sync_all() } else { Ok(()) });
+        .and_then(|_| match modified {
+            Some(t) => named.set_modified(t),
+            None => Ok(()),
+        })
+        .and_then(|()| if fsync { named.sync_all() } else { Ok(()) });
     if copied.is_err() {
         let _ = std::fs::remove_file(to);
     }
@@ -142,7 +202,7 @@ mod tests {
         std::io::Seek::seek(&mut &source, std::io::SeekFrom::Start(5)).unwrap();
         let named = dir.join("named");
         std::fs::write(&named, b"stale, longer than nothing").unwrap();
-        copy_to_named(&source, &named, true).unwrap();
+        copy_to_named(&source, &named, true, None).unwrap();
         assert!(std::fs::read(&named).unwrap() == bytes);
     }
 }

@@ -18,6 +18,7 @@ mod batch;
 mod checkpoint;
 mod file_job;
 mod finish;
+mod fresh;
 mod host_slots;
 mod parts;
 mod pump;
@@ -34,6 +35,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::checksum::Checksum;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
 use crate::naming;
@@ -52,7 +54,7 @@ pub struct Request {
     url: String,
     dir: Utf8PathBuf,
     filename: Option<String>,
-    sha256: Option<String>,
+    checksum: Option<Checksum>,
     /// Where a file of a tree learns the remote time of what it got.
     remote_time: Option<Arc<OnceLock<String>>>,
 }
@@ -65,7 +67,7 @@ impl Request {
             url: url.into(),
             dir: Utf8PathBuf::from("."),
             filename: None,
-            sha256: None,
+            checksum: None,
             remote_time: None,
         }
     }
@@ -85,9 +87,19 @@ impl Request {
     }
 
     /// The expected SHA-256 of the file, in hex; a mismatch fails the
-    /// download and the file is not kept.
+    /// download and the file is not kept. (Shorthand for
+    /// [`checksum`](Self::checksum), which checks the hex when built.)
     pub fn sha256(mut self, hex: impl Into<String>) -> Self {
-        self.sha256 = Some(hex.into().trim().to_ascii_lowercase());
+        self.checksum = Some(Checksum::sha256_unchecked(&hex.into()));
+        self
+    }
+
+    /// The expected checksum of the file (`"sha512=…".parse()`); a
+    /// mismatch fails the download with
+    /// [`ErrorKind::Checksum`](crate::ErrorKind::Checksum) and the file is
+    /// not kept. It replaces any given before.
+    pub fn checksum(mut self, checksum: Checksum) -> Self {
+        self.checksum = Some(checksum);
         self
     }
 

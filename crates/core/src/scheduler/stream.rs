@@ -149,8 +149,12 @@ impl Downloader {
                 .inspect_err(|e| tracing::warn!("cannot read {}: {e}", path.display()))
                 .ok()
         });
+        let mut config = self.config.clone();
+        // Timestamping replaces an out-of-date copy, as wget's -N does,
+        // rather than keeping it beside a numbered new one.
+        config.overwrite |= config.timestamping;
         Batch {
-            config: self.config.clone(),
+            config,
             netrc,
             throttle: self.config.max_speed.map(Throttle::new),
             hosts: self.config.protocol.max_per_host.map(HostSlots::new),

@@ -195,6 +195,7 @@ async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
                     path: target,
                     url: shown,
                     size: local.len(),
+                    up_to_date: true,
                 });
             }
             modified = modified.or(time);

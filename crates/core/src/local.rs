@@ -1,0 +1,93 @@
+//! What a file already on disk says of itself, and the one rule of when
+//! it is as new as the remote file (wget's `-N`): the same size, and not
+//! older. Timestamping and mirroring both ask it, so that a file skipped
+//! by one is skipped by the other.
+
+use std::time::SystemTime;
+
+use camino::Utf8Path;
+
+use crate::protocol::RemoteMeta;
+
+/// A local copy of a remote file: its size, modification time and, when
+/// the caller knows it, the entity tag of the version it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCopy {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time (the remote one, when it was downloaded with
+    /// [`Config::remote_time`](crate::Config::remote_time)).
+    pub modified: SystemTime,
+    /// The HTTP entity tag of the version it holds, when known: a server
+    /// then answers "not modified" by tag rather than by date.
+    pub etag: Option<String>,
+}
+
+impl LocalCopy {
+    /// The regular file at `path` (never what a link points to), or
+    /// `None` when there is none.
+    pub fn of(path: &Utf8Path) -> Option<LocalCopy> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        Some(LocalCopy {
+            size: meta.len(),
+            modified: meta.modified().ok()?,
+            etag: None,
+        })
+    }
+
+    /// Whether this copy is as new as the remote file `remote` describes:
+    /// of its size, and not older than it. A remote file whose size or
+    /// time is unknown is never current (it is fetched again).
+    pub fn is_current(&self, remote: &RemoteMeta) -> bool {
+        remote.size == Some(self.size)
+            && remote
+                .modified
+                .is_some_and(|remote| !older(self.modified, remote))
+    }
+}
+
+/// Whether `local` is older than `remote`, to the second: servers tell
+/// whole seconds (HTTP dates, most `MDTM`s), and a file given the remote
+/// time by a file system of coarser grain is not older for it.
+fn older(local: SystemTime, remote: SystemTime) -> bool {
+    let secs = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i128,
+        Err(e) => -(e.duration().as_secs_f64().ceil() as i128),
+    };
+    secs(local) < secs(remote)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn remote(size: Option<u64>, modified: Option<SystemTime>) -> RemoteMeta {
+        RemoteMeta {
+            size,
+            modified,
+            ..RemoteMeta::default()
+        }
+    }
+
+    #[test]
+    fn a_copy_is_current_when_of_the_same_size_and_not_older() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let local = LocalCopy {
+            size: 10,
+            modified: t + Duration::from_millis(300),
+            etag: None,
+        };
+        assert!(local.is_current(&remote(Some(10), Some(t))));
+        assert!(local.is_current(&remote(Some(10), Some(t - Duration::from_secs(5)))));
+        // Newer remotely, another size, or nothing known: fetched again.
+        assert!(!local.is_current(&remote(Some(10), Some(t + Duration::from_secs(1)))));
+        assert!(!local.is_current(&remote(Some(11), Some(t))));
+        assert!(!local.is_current(&remote(None, Some(t))));
+        assert!(!local.is_current(&remote(Some(10), None)));
+    }
+}
