@@ -3,6 +3,7 @@
 //! in-process server that misbehaves on demand.
 
 mod cli;
+mod config;
 mod conformance;
 mod disk;
 mod faults;
@@ -11,6 +12,7 @@ mod ftp;
 mod handles;
 mod http;
 mod local_traps;
+mod progress_json;
 mod resume;
 mod sftp;
 mod shards;

@@ -40,6 +40,10 @@ where
         .env_remove("HTTPS_PROXY")
         .env_remove("http_proxy")
         .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        // The machine's config file is no part of a test.
+        .env("PYMATRIS_NO_CONFIG", "1")
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run pymatris")

@@ -7,6 +7,7 @@ mod bench;
 mod ci;
 mod demo;
 mod deps;
+mod man;
 mod servers;
 mod tidy;
 
@@ -41,6 +42,13 @@ enum Task {
     /// crates independent, no source file over 600 lines, docs without
     /// warnings.
     Tidy,
+    /// Writes the man pages of pymatris (from its clap definition) to
+    /// target/man, or to --out.
+    Man {
+        /// The directory to write the pages to.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Compares pymatris with aria2c, curl, wget, lftp and OpenSSH sftp on
     /// the local servers.
     Bench(Box<bench::Args>),
@@ -53,6 +61,7 @@ fn main() -> ExitCode {
         Task::Demo => demo::run(),
         Task::Ci => ci::run(),
         Task::Tidy => tidy::run(),
+        Task::Man { out } => man::run(out),
         Task::Bench(args) => bench::run(*args),
     };
     match result {

@@ -20,11 +20,19 @@ pub(crate) use crate::input::{BadLine, Entry, parse_input};
 /// never a half-written file under its final name. Exit status: 0 when every
 /// URL succeeded, 1 when any failed, 2 for a usage error, 130 on Ctrl-C,
 /// 143 on SIGTERM, 129 on SIGHUP.
+///
+/// Each flag also comes from the environment variable shown with it, then
+/// from the config file ($XDG_CONFIG_HOME/pymatris/config.toml, or
+/// ~/.config/pymatris/config.toml; keys are the flags' long names, as in
+/// `max-parallel = 8`), then the default: a flag wins over its variable, a
+/// variable over the file.
 #[derive(Debug, Parser)]
 #[command(
     name = "pymatris",
     version,
     max_term_width = 100,
+    // `pymatris completions bash` is the subcommand; anything else is URLs.
+    args_conflicts_with_subcommands = true,
     // `--timeouts -1` is then a bad value of --timeouts, named as such,
     // rather than an unknown flag `-1`.
     allow_negative_numbers = true
@@ -74,9 +82,17 @@ pub(crate) struct Args {
     #[arg(short = 'c', long = "continue")]
     pub(crate) resume: bool,
 
-    /// No progress bars.
+    /// No progress bars, no summary (failures are still listed).
     #[arg(long)]
     pub(crate) quiet: bool,
+
+    /// How progress shows on standard error: `bars` (on a terminal, unless
+    /// --quiet or --verbose), `json` (one JSON event a line, for programs:
+    /// batch and file start, progress at most every 500 ms per file, file
+    /// done or failed; it replaces the summary and the list of failures),
+    /// or `none`.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Bars, value_name = "MODE")]
+    pub(crate) progress: ProgressMode,
 
     /// Print each failure's whole error chain.
     #[arg(long)]
@@ -172,6 +188,36 @@ pub(crate) struct Args {
     /// (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT).
     #[arg(long, value_name = "I/N|auto", value_parser = crate::shard::parse_shard)]
     pub(crate) shard: Option<crate::shard::ShardArg>,
+
+    /// Read defaults from this TOML file instead of the usual one.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Read no config file.
+    #[arg(long)]
+    pub(crate) no_config: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Subcommand>,
+}
+
+/// What `pymatris` does other than downloading.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Subcommand {
+    /// Print the completion script of SHELL on standard output (e.g.
+    /// `pymatris completions bash > /etc/bash_completion.d/pymatris`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ProgressMode {
+    Bars,
+    Json,
+    None,
 }
 
 /// What to do, checked.
@@ -191,6 +237,7 @@ pub(crate) struct Plan {
     pub(crate) verbose: bool,
     pub(crate) show_errors: bool,
     pub(crate) json: bool,
+    pub(crate) progress: ProgressMode,
 }
 
 impl Args {
@@ -365,6 +412,7 @@ impl Args {
             verbose: self.verbose,
             show_errors: self.show_errors,
             json: self.json,
+            progress: self.progress,
         })
     }
 }

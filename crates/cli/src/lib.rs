@@ -37,9 +37,12 @@ macro_rules! err {
 }
 
 mod args;
+mod completions;
+mod config;
 mod input;
 mod logging;
 mod progress;
+mod progress_json;
 mod shard;
 mod words;
 
@@ -47,11 +50,12 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use clap::Parser;
 use pymatris_core::{Downloader, ErrorKind, Failed, Results};
 
-use crate::args::{Args, BadLine, Plan};
+use crate::args::{BadLine, Plan, ProgressMode};
+pub use crate::config::command;
 use crate::progress::Bars;
+use crate::progress_json::JsonProgress;
 
 /// Runs the command with `args` (the program's name first, as
 /// `std::env::args_os` gives them) and returns its exit status. `--help`,
@@ -63,7 +67,16 @@ where
     T: Into<OsString> + Clone,
 {
     raise_open_files_limit();
-    let args = Args::parse_from(args);
+    let args = match config::parse(args.into_iter().map(Into::into).collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("pymatris: {e:#}");
+            return 2;
+        }
+    };
+    if let Some(args::Subcommand::Completions { shell }) = args.command {
+        return completions::print(shell);
+    }
     let plan = match args.into_plan(std::io::stdin().lock()) {
         Ok(plan) => plan,
         Err(e) => {
@@ -159,11 +172,18 @@ async fn run(plan: Plan) -> u8 {
     }
     let total = plan.requests.len();
     // Bars and logs would interleave, and bars on a pipe are noise.
-    let show_bars = !plan.quiet && !plan.verbose && std::io::stderr().is_terminal();
+    let show_bars = plan.progress == ProgressMode::Bars
+        && !plan.quiet
+        && !plan.verbose
+        && std::io::stderr().is_terminal();
     let bars = show_bars.then(|| Arc::new(Bars::new(total)));
+    let events = (plan.progress == ProgressMode::Json).then(|| Arc::new(JsonProgress::new(total)));
     let mut downloader = Downloader::new(plan.config);
     if let Some(bars) = &bars {
         downloader = downloader.with_reporter(bars.clone());
+    }
+    if let Some(events) = &events {
+        downloader = downloader.with_reporter(events.clone());
     }
     for request in plan.requests {
         downloader.enqueue(request);
@@ -196,14 +216,31 @@ async fn run(plan: Plan) -> u8 {
         bars.finish();
     }
     let lines = add_bad_lines(&mut results, &plan.origins, plan.bad_lines);
-    report(
-        &results,
-        &lines,
-        plan.json,
-        plan.show_errors,
-        plan.quiet,
-        started.elapsed(),
-    );
+    if let Some(events) = &events {
+        // The events told all a program reading stderr wants to know.
+        events.finish(&results, &lines);
+        if plan.json {
+            report(
+                &results,
+                &lines,
+                true,
+                false,
+                true,
+                started.elapsed(),
+                false,
+            );
+        }
+    } else {
+        report(
+            &results,
+            &lines,
+            plan.json,
+            plan.show_errors,
+            plan.quiet,
+            started.elapsed(),
+            true,
+        );
+    }
     let status = interrupted.load(std::sync::atomic::Ordering::SeqCst);
     if status != 0 {
         status
@@ -354,6 +391,7 @@ fn report(
     show_errors: bool,
     quiet: bool,
     elapsed: std::time::Duration,
+    failures: bool,
 ) {
     if json {
         match results_json(results, lines) {
@@ -380,7 +418,7 @@ fn report(
         .filter(|(e, _)| e.error.kind() != ErrorKind::Cancelled || show_errors)
         .collect();
     let cancelled = results.errors.len() - failed.len();
-    if !results.errors.is_empty() {
+    if failures && !results.errors.is_empty() {
         err!(
             "{} of {} download(s) failed:",
             results.errors.len(),
