@@ -12,6 +12,7 @@ mod ftp;
 mod handles;
 mod http;
 mod local_traps;
+mod per_file;
 mod progress_json;
 mod resume;
 mod sftp;

@@ -102,6 +102,39 @@ pub struct RemoteMeta {
     pub digests: Vec<Checksum>,
 }
 
+/// What one file asks of its protocol beyond the batch's settings (see
+/// [`Protocol::fetch_file`]). Empty for most files.
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileOptions {
+    /// Extra request headers, for the protocols that send headers (HTTP):
+    /// each replaces a header of the same name of the protocol's own
+    /// settings, and goes to the same origins those would.
+    pub headers: Vec<(String, String)>,
+}
+
+impl FileOptions {
+    /// Options with these extra request headers.
+    pub fn with_headers(headers: Vec<(String, String)>) -> Self {
+        FileOptions { headers }
+    }
+
+    /// Whether there is nothing beyond the batch's settings.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+}
+
+impl Debug for FileOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values may hold tokens: names only.
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("FileOptions")
+            .field("headers", &names)
+            .finish()
+    }
+}
+
 /// A stream of the bytes of a file, in order.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
@@ -214,6 +247,25 @@ pub trait Protocol: Send + Sync + Debug {
             return Ok(None);
         }
         self.fetch(url, range, None).await.map(Some)
+    }
+
+    /// [`Protocol::stat`] for a file with options of its own. A protocol
+    /// that has no use for them (only HTTP sends headers) keeps this
+    /// default, which ignores them.
+    async fn stat_file(&self, url: &Url, _file: &FileOptions) -> Result<RemoteMeta> {
+        self.stat(url).await
+    }
+
+    /// [`Protocol::fetch`] for a file with options of its own; the engine
+    /// calls this one. The default ignores the options.
+    async fn fetch_file(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+        _file: &FileOptions,
+    ) -> Result<Fetched> {
+        self.fetch(url, range, validator).await
     }
 
     /// The port of a URL of `scheme` that names none, for a scheme the

@@ -54,7 +54,9 @@
 //! - Credentials (URL user info) and every header of the options go only to
 //!   the scheme, host and port of the URL they came with, also after
 //!   redirects, unless [`HttpOptions::location_trusted`] lets them follow
-//!   (`Host` never does). Pass the URL the user gave to every `fetch`, not
+//!   (`Host` never does). A file's own headers (`FileOptions::headers`,
+//!   from `Request::header`) replace those of the same name and follow the
+//!   same rule. Pass the URL the user gave to every `fetch`, not
 //!   `meta.final_url`: credentials would follow it.
 //! - How many requests go to one host at once is the engine's business
 //!   (`max_per_host`); the protocol only keeps enough idle connections.
@@ -70,6 +72,7 @@ mod options;
 mod pool;
 mod proxy;
 mod request;
+mod stat;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -84,8 +87,8 @@ use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use pymatris_core::{
-    ByteRange, Error, ErrorKind, Fetched, LocalCopy, Protocol, ProtocolConfig, RemoteMeta, Url,
-    Validator, redact_url,
+    ByteRange, Error, ErrorKind, Fetched, FileOptions, LocalCopy, Protocol, ProtocolConfig,
+    RemoteMeta, Url, Validator, redact_url,
 };
 use tower_service::Service;
 
@@ -221,12 +224,18 @@ impl HttpProtocol {
     /// response that is not a redirect, with the URL that gave it and its
     /// connection. How many run at once to one host is the engine's
     /// business (`max_per_host`).
-    async fn send(&self, method: &Method, url: &Url, extra: &HeaderMap) -> Result<Exchange, Error> {
+    async fn send(
+        &self,
+        method: &Method,
+        url: &Url,
+        extra: &HeaderMap,
+        file: &[(HeaderName, HeaderValue)],
+    ) -> Result<Exchange, Error> {
         let mut current = url.clone();
         let mut hops = 0;
         loop {
             check_scheme(&current)?;
-            let request = self.build_request(method, url, &current, extra)?;
+            let request = self.build_request(method, url, &current, extra, file)?;
             let shown = redact_url(&current);
             tracing::debug!(%method, url = %shown, "HTTP request");
             let context = || format!("{method} {shown}");
@@ -338,48 +347,12 @@ impl HttpProtocol {
             drain(exchange.into_stream(String::new()), self.timeout).await;
         }
     }
-
-    /// `HEAD`: what the headers say of the file.
-    async fn head(&self, url: &Url) -> Result<RemoteMeta, Error> {
-        let exchange = self.send(&Method::HEAD, url, &HeaderMap::new()).await?;
-        let status = exchange.response.status();
-        let headers = exchange.response.headers();
-        let result = if status.is_success() {
-            let mut meta = meta_from(status, headers, url, &exchange.url);
-            meta.size = headers::content_length(headers);
-            meta.ranges = headers::accepts_byte_ranges(headers);
-            Ok(meta)
-        } else {
-            Err(error::status_error(status, headers))
-        };
-        // No body follows a HEAD: this only returns the connection.
-        self.discard(exchange).await;
-        result
-    }
-
-    /// `GET` of the first byte: what `HEAD` would have said, for servers
-    /// whose `HEAD` fails.
-    async fn probe(&self, url: &Url) -> Result<RemoteMeta, Error> {
-        let Fetched { meta, body, .. } = self.fetch(url, ByteRange::new(0, 1), None).await?;
-        if meta.ranges {
-            // One byte, or none: read it so the connection is reused.
-            drain(body, self.timeout).await;
-        }
-        Ok(meta)
-    }
 }
 
 #[async_trait::async_trait]
 impl Protocol for HttpProtocol {
     async fn stat(&self, url: &Url) -> Result<RemoteMeta, Error> {
-        match self.head(url).await {
-            Ok(meta) => Ok(meta),
-            Err(err) if head_failure_worth_a_get(&err) => {
-                tracing::debug!(url = %redact_url(url), "HEAD failed ({err}); trying a GET");
-                self.probe(url).await
-            }
-            Err(err) => Err(err),
-        }
+        self.describe(url, &[]).await
     }
 
     async fn fetch(
@@ -388,8 +361,22 @@ impl Protocol for HttpProtocol {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> Result<Fetched, Error> {
-        let fetched = self.get(url, range, validator, None).await?;
-        fetched.ok_or_else(|| Error::new(ErrorKind::Protocol, "HTTP 304 to a plain GET"))
+        self.get_all(url, range, validator, &[]).await
+    }
+
+    async fn stat_file(&self, url: &Url, file: &FileOptions) -> Result<RemoteMeta, Error> {
+        (self.describe(url, &options::parse_headers(&file.headers)?)).await
+    }
+
+    async fn fetch_file(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+        file: &FileOptions,
+    ) -> Result<Fetched, Error> {
+        let headers = options::parse_headers(&file.headers)?;
+        self.get_all(url, range, validator, &headers).await
     }
 
     async fn fetch_if_changed(
@@ -398,11 +385,23 @@ impl Protocol for HttpProtocol {
         range: ByteRange,
         local: &LocalCopy,
     ) -> Result<Option<Fetched>, Error> {
-        self.get(url, range, None, Some(local)).await
+        self.get(url, range, None, Some(local), &[]).await
     }
 }
 
 impl HttpProtocol {
+    /// An unconditional `GET` of `range`, with the file's own headers.
+    async fn get_all(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+        file: &[(HeaderName, HeaderValue)],
+    ) -> Result<Fetched, Error> {
+        let fetched = self.get(url, range, validator, None, file).await?;
+        fetched.ok_or_else(|| Error::new(ErrorKind::Protocol, "HTTP 304 to a plain GET"))
+    }
+
     /// A `GET` of `range`; with `local`, conditional on the file having
     /// changed since that copy (`None` for a `304`).
     async fn get(
@@ -411,6 +410,7 @@ impl HttpProtocol {
         range: ByteRange,
         validator: Option<&Validator>,
         local: Option<&LocalCopy>,
+        file: &[(HeaderName, HeaderValue)],
     ) -> Result<Option<Fetched>, Error> {
         let mut extra = HeaderMap::new();
         if let Some(local) = local {
@@ -425,7 +425,7 @@ impl HttpProtocol {
                 extra.insert(IF_RANGE, value);
             }
         }
-        let exchange = self.send(&Method::GET, url, &extra).await?;
+        let exchange = self.send(&Method::GET, url, &extra, file).await?;
         let status = exchange.response.status();
         let headers = exchange.response.headers();
         let mut meta = meta_from(status, headers, url, &exchange.url);
@@ -519,12 +519,6 @@ impl HttpProtocol {
             }
         }
     }
-}
-
-/// Whether a failed `HEAD` may still be answered by a `GET`: a status
-/// other than the definite ones (405, 501, 5xx…), or a broken connection.
-fn head_failure_worth_a_get(err: &Error) -> bool {
-    matches!(err.kind(), ErrorKind::Protocol | ErrorKind::Network)
 }
 
 fn changed_error(shown: &str) -> Error {

@@ -23,6 +23,7 @@ impl HttpProtocol {
         original: &Url,
         current: &Url,
         extra: &HeaderMap,
+        file: &[(HeaderName, HeaderValue)],
     ) -> Result<Request<Empty<Bytes>>, Error> {
         let uri = request_uri(current)?;
         let same_origin = may_send_credentials(original, current);
@@ -43,7 +44,10 @@ impl HttpProtocol {
         // The bytes as stored: a compressed body could not be cut in ranges.
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         let mut replaced = Vec::new();
-        for (name, value) in &self.headers {
+        // The file's own headers replace the batch's of the same name, and
+        // follow the same rules.
+        let batch = (self.headers.iter()).filter(|(name, _)| !file.iter().any(|(n, _)| n == name));
+        for (name, value) in batch.chain(file) {
             if !same_origin && (!credentials_allowed || is_origin_bound(name)) {
                 continue;
             }
@@ -255,6 +259,7 @@ mod tests {
             &url(original),
             &url(current),
             &HeaderMap::new(),
+            &[],
         )
         .unwrap()
     }

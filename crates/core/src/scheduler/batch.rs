@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming::{self, NameTable};
 use crate::netrc::Netrc;
-use crate::protocol::{ByteRange, Fetched, Protocol, RemoteMeta, Validator};
+use crate::protocol::{ByteRange, Fetched, FileOptions, Protocol, RemoteMeta, Validator};
 use crate::redact::redact_url;
 use crate::registry::Protocols;
 use crate::reporter::Reporter;
@@ -104,6 +104,8 @@ impl Batch {
         }
         let shown = redact_url(&url);
         tracing::debug!(url = %shown, "starting");
+        let settings = self.settings_of(&request);
+        let options = &settings.options;
 
         // The file's first transfer waits for a slot on its host; its other
         // parts take one only if one is free.
@@ -118,9 +120,11 @@ impl Batch {
         // decides whether a body is wanted at all.
         let local = self.local_copy(&request, &url);
         let first = if self.config.resume {
-            self.attempts(None, || self.stat(&protocol, &url))
-                .await
-                .map(|meta| Some((meta, None)))
+            self.attempts(settings.max_tries, None, || {
+                self.stat(&protocol, &url, options)
+            })
+            .await
+            .map(|meta| Some((meta, None)))
         } else {
             // A range with an end, even before the size is known: once the
             // file is cut into parts, the first connection's server stops
@@ -130,12 +134,16 @@ impl Batch {
             let first = ByteRange::new(0, first_request_end(self.config.min_split_size));
             let fetched = match &local {
                 Some((_, copy)) => {
-                    self.attempts(None, || self.fetch_if_changed(&protocol, &url, first, copy))
-                        .await
-                }
-                None => (self.attempts(None, || self.fetch(&protocol, &url, first, None)))
+                    self.attempts(settings.max_tries, None, || {
+                        self.fetch_if_changed(&protocol, &url, first, copy)
+                    })
                     .await
-                    .map(Some),
+                }
+                None => (self.attempts(settings.max_tries, None, || {
+                    self.fetch(&protocol, &url, first, None, options)
+                }))
+                .await
+                .map(Some),
             };
             fetched.and_then(|fetched| {
                 let Some(f) = fetched else { return Ok(None) };
@@ -195,9 +203,7 @@ impl Batch {
         {
             return Ok(done);
         }
-        let target = self
-            .names
-            .reserve(&request.dir, &name, self.config.overwrite);
+        let target = self.names.reserve(&request.dir, &name, settings.overwrite);
         let temp = naming::part_path(&target);
         let resumed = if self.config.resume {
             resume::load(&temp, &meta)
@@ -225,6 +231,7 @@ impl Batch {
             span_done: Notify::new(),
             cancel: Mutex::new(self.cancel.child_token()),
             state_final: Mutex::new(false),
+            settings,
         };
         let start = Start {
             asked: if meta.ranges {
@@ -351,11 +358,11 @@ impl Batch {
     /// only the transfers already running: at the start of a batch the
     /// other slots have not begun theirs yet, and the first file would be
     /// cut as if it were alone (more FTP logins than transfers).
-    pub(super) fn splits_now(&self) -> usize {
+    pub(super) fn splits_now(&self, max_splits: usize) -> usize {
         if self.short_of_handles() {
             return 1;
         }
-        self.config.max_splits.min(self.spare(0)).max(1)
+        max_splits.min(self.spare(0, max_splits)).max(1)
     }
 
     /// Notes that a byte arrived or a file finished.
@@ -389,14 +396,15 @@ impl Batch {
         }
     }
 
-    /// Transfers a file that has `own` running may still add: the batch
-    /// aims at `max(max_parallel, max_splits)`, less the larger of the
+    /// Transfers a file that has `own` running, and may have `max_splits`,
+    /// may still add: the batch aims at `max(max_parallel, max_splits)`
+    /// (the file's own `max_splits` when larger), less the larger of the
     /// transfers running (the file's own included) and the file's own plus
     /// one for each other file that holds or is about to take one of the
     /// `max_parallel` slots.
-    pub(super) fn spare(&self, own: usize) -> usize {
+    pub(super) fn spare(&self, own: usize, max_splits: usize) -> usize {
         let max_parallel = self.config.max_parallel.max(1);
-        let budget = max_parallel.max(self.config.max_splits);
+        let budget = max_parallel.max(self.config.max_splits).max(max_splits);
         let running = self.transfers.load(Ordering::SeqCst);
         let other_files = self
             .files_left
@@ -423,11 +431,16 @@ impl Batch {
     }
 
     /// `Protocol::stat`, bounded by the batch's cancellation.
-    pub(super) async fn stat(&self, protocol: &Arc<dyn Protocol>, url: &Url) -> Result<RemoteMeta> {
+    pub(super) async fn stat(
+        &self,
+        protocol: &Arc<dyn Protocol>,
+        url: &Url,
+        file: &FileOptions,
+    ) -> Result<RemoteMeta> {
         tokio::select! {
             biased;
             () = self.cancel.cancelled() => Err(Error::cancelled()),
-            r = protocol.stat(url) => r,
+            r = protocol.stat_file(url, file) => r,
         }
     }
 
@@ -441,11 +454,12 @@ impl Batch {
         url: &Url,
         range: ByteRange,
         validator: Option<&Validator>,
+        file: &FileOptions,
     ) -> Result<Fetched> {
         tokio::select! {
             biased;
             () = self.cancel.cancelled() => Err(Error::cancelled()),
-            r = protocol.fetch(url, range, validator) => r,
+            r = protocol.fetch_file(url, range, validator, file) => r,
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::Request;
 use super::batch::Batch;
 use super::checkpoint::AbortOnDrop;
 use super::finish::Finish;
@@ -23,7 +24,7 @@ use super::parts::{PartTable, Rules, TAIL_POLL, plan_parts};
 use super::retry::HandleWait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming;
-use crate::protocol::{ByteStream, Protocol, Validator};
+use crate::protocol::{ByteStream, FileOptions, Protocol, Validator};
 use crate::redact::redact_url;
 use crate::reporter::ReportId;
 use crate::resume;
@@ -42,6 +43,30 @@ pub(super) struct Start {
     pub(super) resumed: Option<Vec<[u64; 3]>>,
     /// The first transfer's slot on the host (`--max-per-host`).
     pub(super) slot: Option<OwnedSemaphorePermit>,
+}
+
+/// The settings of one file: the batch's, where its request sets none.
+#[derive(Debug)]
+pub(super) struct FileSettings {
+    pub(super) max_splits: usize,
+    pub(super) max_tries: u32,
+    pub(super) overwrite: bool,
+    /// What the protocol is told of this file (its extra headers).
+    pub(super) options: FileOptions,
+}
+
+impl Batch {
+    pub(super) fn settings_of(&self, request: &Request) -> FileSettings {
+        FileSettings {
+            max_splits: request.max_splits.unwrap_or(self.config.max_splits),
+            max_tries: request.max_tries.unwrap_or(self.config.max_tries),
+            // Timestamping replaces an out-of-date copy whatever the file
+            // says (see `stream.rs`).
+            overwrite: request.overwrite.unwrap_or(self.config.overwrite)
+                || self.config.timestamping,
+            options: FileOptions::with_headers(request.headers.clone()),
+        }
+    }
 }
 
 /// The download of one file, shared by its workers.
@@ -72,6 +97,7 @@ pub(super) struct FileJob {
     /// becomes of its resume state: checkpoints (written under the same
     /// lock) stop then, and never undo that decision.
     pub(super) state_final: Mutex<bool>,
+    pub(super) settings: FileSettings,
 }
 
 /// The part file of a download.
@@ -107,7 +133,7 @@ impl FileJob {
             // cleared its name (--overwrite), the state describes a part
             // that is gone. (An unnamed file without --overwrite never
             // touched the part: its state is left with it.)
-            Ok(_) if keep_partial || !job.unnamed() || job.batch.config.overwrite => {
+            Ok(_) if keep_partial || !job.unnamed() || job.settings.overwrite => {
                 resume::remove(&temp);
             }
             Ok(_) => {}
@@ -265,7 +291,7 @@ impl FileJob {
             None => plan_parts(
                 self.size,
                 ranges,
-                self.batch.splits_now(),
+                self.batch.splits_now(self.settings.max_splits),
                 config.min_split_size,
                 asked.unwrap_or(0),
             )
@@ -276,7 +302,7 @@ impl FileJob {
         let rules = Rules {
             min_split: config.min_split_size,
             takeover_after: config.takeover_after,
-            max_takeovers: config.max_tries,
+            max_takeovers: self.settings.max_tries,
         };
         let mut parts = PartTable::new(self.size, &plan, rules, one_stream, Instant::now());
         if let Some(asked) = asked {

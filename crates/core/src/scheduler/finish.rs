@@ -82,7 +82,7 @@ impl FileJob {
         let mut copied = false;
         if job.unnamed() {
             let named = (job.batch.names)
-                .publish_unnamed(file.raw(), target, job.batch.config.overwrite)
+                .publish_unnamed(file.raw(), target, job.settings.overwrite)
                 .map_err(|e| Error::io(format_args!("cannot create {target}"), e))?;
             if let Some(target) = named {
                 return Ok((target, received));
@@ -107,7 +107,7 @@ impl FileJob {
         let target = job
             .batch
             .names
-            .publish(&job.temp, target, job.batch.config.overwrite)
+            .publish(&job.temp, target, job.settings.overwrite)
             .map_err(|e| Error::io(format_args!("cannot rename {} to {target}", job.temp), e));
         // The copy is a named file, which the end of a failed download
         // (that saw an unnamed one) does not remove.

@@ -48,8 +48,9 @@ use crate::tree::{TreeOptions, TreeRequest};
 /// idle connections politely.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// One file to download and where to put it.
-#[derive(Debug, Clone)]
+/// One file to download and where to put it, with the settings of the
+/// batch it may override for itself.
+#[derive(Clone)]
 pub struct Request {
     url: String,
     dir: Utf8PathBuf,
@@ -57,6 +58,29 @@ pub struct Request {
     checksum: Option<Checksum>,
     /// Where a file of a tree learns the remote time of what it got.
     remote_time: Option<Arc<OnceLock<String>>>,
+    max_splits: Option<usize>,
+    max_tries: Option<u32>,
+    overwrite: Option<bool>,
+    headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values may hold tokens, URLs passwords: names and
+        // redacted URLs only.
+        let headers: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Request")
+            .field("url", &redact_url_str(&self.url))
+            .field("dir", &self.dir)
+            .field("filename", &self.filename)
+            .field("checksum", &self.checksum)
+            .field("max_splits", &self.max_splits)
+            .field("max_tries", &self.max_tries)
+            .field("overwrite", &self.overwrite)
+            .field("headers", &headers)
+            .field("remote_time", &self.remote_time)
+            .finish()
+    }
 }
 
 impl Request {
@@ -69,6 +93,10 @@ impl Request {
             filename: None,
             checksum: None,
             remote_time: None,
+            max_splits: None,
+            max_tries: None,
+            overwrite: None,
+            headers: Vec::new(),
         }
     }
 
@@ -100,6 +128,40 @@ impl Request {
     /// not kept. It replaces any given before.
     pub fn checksum(mut self, checksum: Checksum) -> Self {
         self.checksum = Some(checksum);
+        self
+    }
+
+    /// Parts of this file fetched at once, in place of
+    /// [`Config::max_splits`] (at least 1). The batch's budget of
+    /// connections still applies: a file gets more than one only when
+    /// connections are to spare.
+    pub fn max_splits(mut self, n: usize) -> Self {
+        self.max_splits = Some(n.max(1));
+        self
+    }
+
+    /// Attempts in a row without progress, per part of this file, in
+    /// place of [`Config::max_tries`] (1: no retry).
+    pub fn max_tries(mut self, n: u32) -> Self {
+        self.max_tries = Some(n.max(1));
+        self
+    }
+
+    /// Whether this file replaces an existing one, in place of
+    /// [`Config::overwrite`].
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = Some(overwrite);
+        self
+    }
+
+    /// An extra request header for this file, for the protocols that send
+    /// headers (HTTP). It replaces a header of the same name the protocol
+    /// is configured with; several of one name are all sent. Like the
+    /// protocol's own, it goes only to the origin of the URL it is sent
+    /// to, not after a redirect to another one, unless the protocol is
+    /// told to trust redirects.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 

@@ -55,14 +55,19 @@ impl Batch {
     }
 
     /// Runs `op` until it succeeds, fails for good, or runs out of
-    /// attempts, waiting between attempts. `op` brings no bytes of the
+    /// `max_tries` attempts, waiting between attempts. `op` brings no bytes of the
     /// file, so every failure is an attempt without progress.
-    pub(super) async fn attempts<T, F, Fut>(&self, id: Option<ReportId>, mut op: F) -> Result<T>
+    pub(super) async fn attempts<T, F, Fut>(
+        &self,
+        max_tries: u32,
+        id: Option<ReportId>,
+        mut op: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut tries = Tries::new(self.config.max_tries);
+        let mut tries = Tries::new(max_tries);
         loop {
             match op().await {
                 Ok(v) => return Ok(v),

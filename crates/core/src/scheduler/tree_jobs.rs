@@ -45,7 +45,7 @@ impl Lister for BatchLister {
         let batch = &self.0;
         let protocol = batch.protocols.get(url.scheme())?;
         batch
-            .attempts(None, || async {
+            .attempts(batch.config.max_tries, None, || async {
                 let _slot = batch.slot(url, true).await?;
                 tokio::select! {
                     biased;
@@ -64,9 +64,9 @@ impl Lister for BatchLister {
 async fn remote_stat(batch: &Batch, url: &Url) -> Result<RemoteMeta> {
     let protocol = batch.protocols.get(url.scheme())?;
     batch
-        .attempts(None, || async {
+        .attempts(batch.config.max_tries, None, || async {
             let _slot = batch.slot(url, true).await?;
-            batch.stat(&protocol, url).await
+            batch.stat(&protocol, url, &Default::default()).await
         })
         .await
 }

@@ -93,7 +93,7 @@ impl FileJob {
     pub(super) fn splittable(&self) -> bool {
         let min = self.batch.config.min_split_size.max(1);
         !self.parts().one_stream()
-            && self.batch.config.max_splits > 1
+            && self.settings.max_splits > 1
             && self.size.is_some_and(|size| size >= min.saturating_mul(2))
     }
 
@@ -107,8 +107,8 @@ impl FileJob {
         loop {
             let own = self.workers.load(Ordering::SeqCst);
             if own == 0
-                || own >= self.batch.config.max_splits
-                || self.batch.spare(own) == 0
+                || own >= self.settings.max_splits
+                || self.batch.spare(own, self.settings.max_splits) == 0
                 || self.batch.short_of_handles()
                 || self.cancel_token().is_cancelled()
             {
@@ -195,7 +195,7 @@ impl FileJob {
         span: SpanId,
         mut body: Option<ByteStream>,
     ) -> Result<Filled> {
-        let mut tries = Tries::new(self.batch.config.max_tries).of_worker();
+        let mut tries = Tries::new(self.settings.max_tries).of_worker();
         // The furthest the span got: bytes received again after a restart
         // from zero (a server without ranges) are no progress.
         let mut reached = self.parts().pos(span);
@@ -267,7 +267,13 @@ impl FileJob {
         };
         let fetched = self
             .batch
-            .fetch(&self.protocol, &self.url, range, self.validator.as_ref())
+            .fetch(
+                &self.protocol,
+                &self.url,
+                range,
+                self.validator.as_ref(),
+                &self.settings.options,
+            )
             .await?;
         same_version(self.validator.as_ref(), self.size, &fetched.meta)?;
         if fetched.offset != pos {
