@@ -11,6 +11,7 @@ mod ftp;
 #[cfg(unix)]
 mod handles;
 mod http;
+mod integrity;
 mod local_traps;
 mod per_file;
 mod progress_json;

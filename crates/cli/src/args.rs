@@ -11,7 +11,6 @@ use clap::Parser;
 use pymatris_core::camino::Utf8PathBuf;
 use pymatris_core::{Config, Request, Url, redact_url_str};
 
-use crate::input::parse_checksum;
 pub(crate) use crate::input::{BadLine, Entry, parse_input};
 
 /// pymatris: parallel downloads over HTTP(S), FTP and SFTP.
@@ -108,10 +107,34 @@ pub(crate) struct Args {
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_split_size, allow_hyphen_values = true)]
     pub(crate) min_split_size: u64,
 
-    /// Verify the downloaded file: `sha256=HEX` (one URL only; use a column
-    /// of the input file for several).
-    #[arg(long, value_name = "sha256=HEX")]
+    /// Verify the downloaded file: ALGO is md5, sha1, sha256 or sha512
+    /// (one URL only; use a column of the input file or --checksum-file
+    /// for several). A mismatch fails the download; the file is not kept.
+    #[arg(long, value_name = "ALGO=HEX")]
     pub(crate) checksum: Option<String>,
+
+    /// Verify downloads against a checksum file (SHA256SUMS, MD5SUMS…: GNU
+    /// `HEX  NAME` or BSD `SHA256 (NAME) = HEX` lines), by the file name
+    /// each URL gives; a URL is fetched first. URLs it does not name are
+    /// downloaded unverified, with a warning.
+    #[arg(long, value_name = "FILE|URL")]
+    pub(crate) checksum_file: Option<String>,
+
+    /// Do not verify the digests servers send of whole files (HTTP
+    /// Repr-Digest, Digest, x-amz-checksum-sha256), as is done by default.
+    #[arg(long)]
+    pub(crate) no_server_digests: bool,
+
+    /// Leave each file's modification time as the download made it,
+    /// rather than the remote file's (HTTP Last-Modified, FTP MDTM, SFTP).
+    #[arg(long)]
+    pub(crate) no_remote_time: bool,
+
+    /// Skip a file whose local copy has the remote size and is not older
+    /// (over HTTP one conditional request: a 304 costs no body); replace
+    /// an older one.
+    #[arg(short = 'N', long)]
+    pub(crate) timestamping: bool,
 
     /// Extra HTTP header, `Name: value` (repeatable). Not sent after a
     /// redirect to another origin (see --location-trusted).
@@ -233,6 +256,8 @@ pub(crate) struct Plan {
     pub(crate) bad_lines: Vec<BadLine>,
     /// The input file, when it held no URL and nothing else was given.
     pub(crate) empty_list: Option<String>,
+    /// `--checksum-file`, applied to the requests before they start.
+    pub(crate) sums: Option<crate::sums::Sums>,
     pub(crate) quiet: bool,
     pub(crate) verbose: bool,
     pub(crate) show_errors: bool,
@@ -276,17 +301,18 @@ impl Args {
         } else if entries.is_empty() {
             bail!("no URLs given (pass URLs as arguments or with --input-file)");
         }
-        if let Some(checksum) = &self.checksum {
+        let mut checksum = None;
+        if let Some(text) = &self.checksum {
             if entries.len() + bad_lines.len() != 1 {
                 bail!(
                     "--checksum applies to one URL; for several, give a sha256 column in --input-file"
                 );
             }
-            let sha = parse_checksum(checksum).map_err(|e| anyhow::anyhow!("--checksum: {e}"))?;
-            if let Some(entry) = entries.first_mut() {
-                entry.sha256 = Some(sha);
-            }
+            checksum = Some(parse_any_checksum(text)?);
         }
+        let sums = (self.checksum_file.as_deref())
+            .map(crate::sums::Sums::new)
+            .transpose()?;
         if let Some(arg) = self.shard {
             let shard = crate::shard::resolve(arg, |name| std::env::var(name).ok())?;
             entries.retain(|e| shard.contains(&e.url));
@@ -347,6 +373,9 @@ impl Args {
             .min_split_size(self.min_split_size)
             .overwrite(self.overwrite)
             .resume(self.resume)
+            .remote_time(!self.no_remote_time)
+            .timestamping(self.timestamping)
+            .verify_server_digests(!self.no_server_digests)
             .max_speed(self.max_speed)
             .ca_certs(self.ca_cert.clone())
             .insecure(self.insecure);
@@ -396,9 +425,10 @@ impl Args {
         let mut origins = Vec::with_capacity(entries.len());
         for entry in entries {
             let req = Request::new(entry.url.clone()).dir(self.dir.clone());
-            requests.push(match entry.sha256 {
-                Some(sha) => req.sha256(sha),
-                None => req,
+            requests.push(match (entry.sha256, checksum.take()) {
+                (_, Some(sum)) => req.checksum(sum),
+                (Some(sha), None) => req.sha256(sha),
+                (None, None) => req,
             });
             origins.push((redact_url_str(&entry.url), entry.line));
         }
@@ -408,6 +438,7 @@ impl Args {
             origins,
             bad_lines,
             empty_list,
+            sums,
             quiet: self.quiet,
             verbose: self.verbose,
             show_errors: self.show_errors,
@@ -415,6 +446,19 @@ impl Args {
             progress: self.progress,
         })
     }
+}
+
+/// `--checksum`: `ALGO=HEX`, or a bare hex digest of an algorithm's
+/// length.
+fn parse_any_checksum(text: &str) -> anyhow::Result<pymatris_core::Checksum> {
+    let bare = (!text.contains('='))
+        .then(|| pymatris_core::Algo::of_hex_len(text.trim().len()))
+        .flatten();
+    let sum = match bare {
+        Some(algo) => pymatris_core::Checksum::new(algo, text),
+        None => text.parse(),
+    };
+    sum.map_err(|e| anyhow::anyhow!("--checksum: {e}"))
 }
 
 /// An HTTP header name: RFC 9110 token characters.

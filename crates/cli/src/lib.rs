@@ -44,6 +44,7 @@ mod logging;
 mod progress;
 mod progress_json;
 mod shard;
+mod sums;
 mod words;
 
 use std::ffi::OsString;
@@ -185,7 +186,17 @@ async fn run(plan: Plan) -> u8 {
     if let Some(events) = &events {
         downloader = downloader.with_reporter(events.clone());
     }
-    for request in plan.requests {
+    let mut requests = plan.requests;
+    if let Some(sums) = plan.sums {
+        match sums.load(downloader.config()).await {
+            Ok((list, from)) => requests = sums::apply(requests, &list, &from),
+            Err(e) => {
+                err!("pymatris: {e:#}");
+                return 1;
+            }
+        }
+    }
+    for request in requests {
         downloader.enqueue(request);
     }
     let cancel = downloader.cancel_token();
@@ -399,15 +410,21 @@ fn report(
             Err(e) => err!("pymatris: cannot write JSON: {e}"),
         }
     }
-    let bytes: u64 = results.success.iter().map(|s| s.size).sum();
+    let (fresh, fetched): (Vec<_>, Vec<_>) = results.success.iter().partition(|s| s.up_to_date);
+    let bytes: u64 = fetched.iter().map(|s| s.size).sum();
     if !quiet {
         let secs = elapsed.as_secs_f64().max(1e-3);
+        let kept = match fresh.len() {
+            0 => String::new(),
+            n => format!(" {n} file(s) up to date, kept as they were."),
+        };
         err!(
-            "Downloaded {} file(s), {} bytes in {:.2}s ({:.1} MB/s).",
-            results.success.len(),
+            "Downloaded {} file(s), {} bytes in {:.2}s ({:.1} MB/s).{}",
+            fetched.len(),
             bytes,
             secs,
-            bytes as f64 / secs / 1e6
+            bytes as f64 / secs / 1e6,
+            kept
         );
     }
     // The account of failures goes to stderr even with --quiet.

@@ -165,6 +165,11 @@ impl Request {
         self
     }
 
+    /// The checksum the file is verified against, when one was given.
+    pub fn expected_checksum(&self) -> Option<&Checksum> {
+        self.checksum.as_ref()
+    }
+
     /// The URL as given.
     pub fn url(&self) -> &str {
         &self.url
