@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pymatris_harness::{PyftpdlibOptions, Server, Servers, Which};
+use pymatris_harness::{PyftpdlibOptions, Server, Servers, Which, WireMeter};
 use pymatris_tests::{list_dir, pymatris_bin, random_bytes};
 use serde_json::Value;
 
@@ -428,31 +428,70 @@ fn resuming_costs_about_the_missing_bytes_on_http_and_sftp_servers() {
     assert_resume_costs_about_the_missing_bytes(|e| !e.is_ftp());
 }
 
-/// The same on FTP servers.
+/// The same on FTP servers, counting what their data connections put on the
+/// wire (the harness's `WireMeter`), not what their logs say they sent.
+///
+/// A RETR from a REST offset has no end, so the client closes the data
+/// connection of each part but the file's last at the part's end. By then
+/// the server has written more of the file into its socket, as much as its
+/// send buffer holds (megabytes on Linux), and logs it as sent; but only
+/// what the client's receive window let through ever left the server, and
+/// that is what the client bounds (`DataWindow` in proto-ftp). The rest
+/// costs the server a disk read, not the network.
 #[test]
-#[ignore = "fails (issue 19.2): a RETR from REST has no end, so each part but the file's \
-            last is cut, and what the server had written into its socket past the cut is \
-            sent for nothing: Linux grows the server's send buffer with its congestion \
-            window even under a small receive window, to hundreds of KiB per cut on \
-            loopback, more than 5 % of these parts"]
+#[ignore = "fails under load (issue 19.2): 1.01-1.15x on the wire with the machine's load at \
+            12 (1.02-1.04x at times): a cut part's receive window covers the round trip at \
+            100 MB/s, and on a busy machine the round trip timed is milliseconds of scheduling"]
 fn resuming_costs_about_the_missing_bytes_on_ftp_servers() {
-    assert_resume_costs_about_the_missing_bytes(Endpoint::is_ftp);
+    assert_costs_about_the_missing_bytes(resume_on_every_server(16 << 20, true, Endpoint::is_ftp));
+}
+
+/// The same on FTP servers after a run stopped by Ctrl-C.
+#[test]
+#[ignore = "fails (issue 19.2): 1.02-1.78x on the wire, more than the planted resume \
+            above; the difference (parts of uneven length, split as connections free up) \
+            is not yet traced"]
+fn resuming_after_ctrl_c_costs_about_the_missing_bytes_on_ftp_servers() {
+    assert_costs_about_the_missing_bytes(interrupt_and_resume_on_every_server(
+        true,
+        Endpoint::is_ftp,
+    ));
 }
 
 fn assert_resume_costs_about_the_missing_bytes(pick: fn(&Endpoint) -> bool) {
-    // Headers, framing, an SSH handshake and a little read-ahead per part.
-    const SLACK: u64 = 64 << 10;
     let mut costs = resume_on_every_server(16 << 20, true, pick);
     costs.extend(interrupt_and_resume_on_every_server(true, pick));
+    assert_costs_about_the_missing_bytes(costs);
+}
+
+fn assert_costs_about_the_missing_bytes(costs: Vec<Cost>) {
+    // Headers, framing, an SSH handshake and a little read-ahead per part.
+    const SLACK: u64 = 64 << 10;
     let costly: Vec<String> = costs
         .iter()
-        .filter(|c| c.sent > c.missing + c.missing / 20 + SLACK)
+        .filter(|c| c.wire.unwrap_or(c.sent) > c.missing + c.missing / 20 + SLACK)
         .map(|c| format!("{c:#?}"))
+        .collect();
+    let summary: Vec<String> = costs
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: missing {}, the server's log {:.2}x, on the wire {}",
+                c.endpoint,
+                c.missing,
+                c.sent as f64 / c.missing as f64,
+                c.wire.map_or("-".to_owned(), |w| format!(
+                    "{:.2}x",
+                    w as f64 / c.missing as f64
+                ))
+            )
+        })
         .collect();
     assert!(
         costly.is_empty(),
-        "resuming cost more than 1.05 x the missing bytes + {SLACK}:\n{}",
-        costly.join("\n")
+        "resuming cost more than 1.05 x the missing bytes + {SLACK}:\n{}\n\nEvery resume:\n{}",
+        costly.join("\n"),
+        summary.join("\n")
     );
 }
 
@@ -546,6 +585,7 @@ fn interrupt_and_resume_on_every_server(measure: bool, pick: fn(&Endpoint) -> bo
         } else {
             0
         };
+        let meter = measure.then(|| wire_meter(&servers, e)).flatten();
         let (run, json) = pymatris(
             &servers,
             home.path(),
@@ -570,6 +610,7 @@ fn interrupt_and_resume_on_every_server(measure: bool, pick: fn(&Endpoint) -> bo
             endpoint: format!("{e}, after Ctrl-C from {}", state["spans"]),
             missing,
             sent,
+            wire: meter.map(|m| m.bytes().unwrap()),
             log: log_lines(&servers, e, &name),
         });
     }
@@ -595,6 +636,13 @@ fn settled_sent(servers: &Suite, e: Endpoint, rel: &str, at_least: u64) -> u64 {
     }
 }
 
+/// A meter of what `e`'s data connections put on the wire, for a server
+/// that has data connections (FTP).
+fn wire_meter(servers: &Suite, e: Endpoint) -> Option<WireMeter> {
+    let (lo, hi) = servers.of(e).data_ports(e.server)?;
+    Some(WireMeter::ports(lo, hi).expect("count the data ports with nft (see .ci/run)"))
+}
+
 /// The lines of `e`'s server log about the file `name`.
 fn log_lines(servers: &Suite, e: Endpoint, name: &str) -> Vec<String> {
     let log = std::fs::read_to_string(servers.of(e).root_dir().join(e.server.log())).unwrap();
@@ -610,7 +658,11 @@ fn log_lines(servers: &Suite, e: Endpoint, name: &str) -> Vec<String> {
 struct Cost {
     endpoint: String,
     missing: u64,
+    /// What the server's log says it sent.
     sent: u64,
+    /// What left the server's data ports (FTP servers only): the cost
+    /// bounded where the server has one (see `WireMeter`).
+    wire: Option<u64>,
     /// The server's log lines about the file.
     log: Vec<String>,
 }
@@ -660,6 +712,7 @@ fn resume_on_every_server(size: usize, measure: bool, pick: fn(&Endpoint) -> boo
         } else {
             0
         };
+        let meter = measure.then(|| wire_meter(&servers, e)).flatten();
         let (run, json) = pymatris(
             &servers,
             home.path(),
@@ -691,6 +744,7 @@ fn resume_on_every_server(size: usize, measure: bool, pick: fn(&Endpoint) -> boo
             endpoint: e.to_string(),
             missing,
             sent,
+            wire: meter.map(|m| m.bytes().unwrap()),
             log: log_lines(&servers, e, &name),
         });
     }

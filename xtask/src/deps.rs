@@ -13,7 +13,9 @@ use anyhow::{Context, bail};
 /// asyncssh), which it installs from PyPI into a venv under `target/`;
 /// lighttpd is the second HTTP(S) server of the conformance tests;
 /// `libpython3-dev` lets cargo's own builds of `crates/py` (tests, the
-/// workspace's `cargo test`) link libpython, as pyo3 does outside maturin.
+/// workspace's `cargo test`) link libpython, as pyo3 does outside maturin;
+/// `nftables` counts what servers put on the wire (the harness's
+/// `WireMeter`).
 pub(crate) const PACKAGES: &[&str] = &[
     "nginx-light",
     "lighttpd",
@@ -29,6 +31,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "lftp",
     "procps",
     "util-linux",
+    "nftables",
 ];
 
 fn installed(package: &str) -> bool {

@@ -28,6 +28,7 @@ mod tls;
 mod urls;
 mod users;
 mod vsftpd;
+mod wire;
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -42,6 +43,7 @@ use anyhow::{Context as _, Result, bail};
 pub use pyftpdlib::PyftpdlibOptions;
 pub use sent::Server;
 pub use shaper::{Counters, Shape, Shaper};
+pub use wire::WireMeter;
 
 /// Which servers to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +258,17 @@ impl Servers {
                 return now;
             }
             last = now;
+        }
+    }
+
+    /// The passive (data connection) ports of an FTP server, to count with
+    /// a [`WireMeter`] what its data connections put on the wire; `None`
+    /// for a server that is not running or has no data connections.
+    pub fn data_ports(&self, server: Server) -> Option<(u16, u16)> {
+        match server {
+            Server::Vsftpd => self.vsftpd.as_ref().map(|v| v.pasv),
+            Server::Pyftpdlib => self.pyftpdlib.as_ref().map(|p| p.pasv),
+            _ => None,
         }
     }
 

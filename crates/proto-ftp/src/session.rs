@@ -66,7 +66,7 @@ pub(crate) async fn connect(
         let implicit = tls
             .as_ref()
             .filter(|_| login.security == Security::Implicit);
-        let mut ftp = greet(host, implicit).await?;
+        let (mut ftp, handshake) = greet(host, implicit).await?;
         slot.count_open();
         if login.security == Security::Explicit {
             let config = tls.as_ref().expect("TLS configured for FTPS");
@@ -75,13 +75,17 @@ pub(crate) async fn connect(
         ftp.login(login.user.as_str(), login.password.as_str())
             .await
             .map_err(Failure::Login)?;
-        // A command with nothing to do on the server: its round trip sizes
-        // the data connections' windows.
+        // The round trip sizes the data connections' windows: TCP's
+        // handshake, answered by the server's kernel, or where there is none
+        // to time, a command with nothing to do on the server (its time
+        // includes the server's own, which on a busy or slow server is most
+        // of it).
         let asked = Instant::now();
         ftp.transfer_type(FileType::Binary)
             .await
             .map_err(Failure::Setup)?;
-        let window = DataWindow::new(asked.elapsed());
+        let rtt = handshake.map_or(asked.elapsed(), |h| h.min(asked.elapsed()));
+        let window = DataWindow::new(rtt);
         if login.security == Security::Implicit {
             // Implicit FTPS leaves data protection to negotiate, as
             // explicit FTPS does (vsftpd expects it).
@@ -223,8 +227,12 @@ fn own_session_cache(base: &Arc<ClientConfig>) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// TCP (and implicit TLS) up to the server's `220`.
-async fn greet(host: &Host, tls: Option<&Arc<ClientConfig>>) -> Result<Ftp, Failure> {
+/// TCP (and implicit TLS) up to the server's `220`, with the time TCP's
+/// handshake took when it was timed alone (not under implicit TLS).
+async fn greet(
+    host: &Host,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<(Ftp, Option<Duration>), Failure> {
     let addr = (host.id.host.as_str(), host.id.port);
     if let Some(config) = tls {
         let connector = AsyncRustlsConnector::from(TlsConnector::from(config.clone()));
@@ -232,16 +240,23 @@ async fn greet(host: &Host, tls: Option<&Arc<ClientConfig>>) -> Result<Ftp, Fail
             .await
             .map_err(Failure::Greeting)?;
         let _ = ftp.get_ref().await.set_nodelay(true);
-        return Ok(ftp);
+        return Ok((ftp, None));
     }
-    let tcp = TcpStream::connect(addr)
+    let broke = |e| Failure::Greeting(FtpError::ConnectionError(e));
+    // Resolved first, so that the handshake is timed alone.
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
         .await
-        .map_err(|e| Failure::Greeting(FtpError::ConnectionError(e)))?;
+        .map_err(broke)?
+        .collect();
+    let dialed = Instant::now();
+    let tcp = TcpStream::connect(&addrs[..]).await.map_err(broke)?;
+    let handshake = dialed.elapsed();
     // Commands are small and each waits for its reply.
     let _ = tcp.set_nodelay(true);
-    Ftp::connect_with_stream(tcp)
+    let ftp = Ftp::connect_with_stream(tcp)
         .await
-        .map_err(Failure::Greeting)
+        .map_err(Failure::Greeting)?;
+    Ok((ftp, Some(handshake)))
 }
 
 /// `AUTH TLS`, then `PBSZ 0` and `PROT P` (suppaftp sends all three).
