@@ -578,9 +578,10 @@ fn too_few_file_descriptors_is_a_clear_error_not_a_panic() {
 }
 
 // After a first Ctrl-C, the run ends its transfers, cleans up and writes
-// its account of failures; should that take long (here the account goes to
-// a pipe nobody reads, as with a paused pager), a second Ctrl-C stops it
-// at once, with 130, and no file under a final name.
+// its account of failures; should that take long (here the account, a
+// `--jsonl` line for each of hundreds of cancelled downloads, goes to a
+// pipe nobody reads, as with a paused pager), a second Ctrl-C stops it at
+// once, with 130, and no file under a final name.
 #[test]
 fn a_second_ctrl_c_stops_a_slow_cleanup_at_once() {
     let server = FaultServer::start([(
@@ -591,20 +592,21 @@ fn a_second_ctrl_c_stops_a_slow_cleanup_at_once() {
     let list = dir.path().join("list.txt");
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    // Each cancelled download is a line of the account (--show-errors):
-    // well over what a pipe holds.
+    // Each cancelled download in flight is a line of the account
+    // (`--jsonl -`): well over what a pipe holds.
     let url = server.url("/h.bin");
     std::fs::write(&list, format!("{url}\n").repeat(3000)).unwrap();
     let mut child = Command::new(pymatris_bin())
-        .args(["--quiet", "--show-errors", "--max-parallel", "2"])
+        .args(["--quiet", "--show-errors", "--max-parallel", "600"])
+        .args(["--jsonl", "-"])
         .args(["--dir", out.to_str().unwrap(), "-i", list.to_str().unwrap()])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while server.hits("/h.bin") < 2 {
+    while server.hits("/h.bin") < 500 {
         assert!(child.try_wait().unwrap().is_none(), "pymatris ended early");
         assert!(Instant::now() < deadline, "the server got no request");
         std::thread::sleep(Duration::from_millis(20));

@@ -2,16 +2,17 @@
 //! turned into the engine's settings and requests in one place
 //! ([`Args::into_plan`]).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use pymatris_core::camino::Utf8PathBuf;
-use pymatris_core::{Config, Request, Url, redact_url_str};
+use pymatris_core::{Config, Url, redact_url_str};
 
-pub(crate) use crate::input::{BadLine, Entry, parse_input};
+use crate::feed::Source;
+use crate::input::{Entry, Item, Lines, check_relative};
 
 /// pymatris: parallel downloads over HTTP(S), FTP and SFTP.
 ///
@@ -41,13 +42,27 @@ pub(crate) struct Args {
     #[arg(value_name = "URLS")]
     pub(crate) urls: Vec<String>,
 
-    /// Read URLs from FILE, one a line (`-` for standard input). Blank lines
-    /// and lines starting with `#` are skipped; a second column
-    /// `sha256=HEX` (or a bare 64-digit hex) gives the file's checksum. A
-    /// malformed line fails alone (reported with its line number); a list
-    /// with no URL is nothing to do.
+    /// Read URLs from FILE, one a line (`-` for standard input), as the
+    /// downloads go: a list of any length. Blank lines and lines starting
+    /// with `#` are skipped; a second column `sha256=HEX` (or a bare
+    /// 64-digit hex) gives the file's checksum. Indented lines under a URL
+    /// set its options, as in aria2: `out=NAME`, `dir=DIR` (both relative,
+    /// inside --dir), `checksum=sha-256=HEX`. A malformed line fails alone
+    /// (reported with its line number); a list with no URL is nothing to
+    /// do.
     #[arg(short = 'i', long, value_name = "FILE")]
     pub(crate) input_file: Option<String>,
+
+    /// Save the file as NAME, a relative path inside --dir (one URL only;
+    /// use `out=` lines of --input-file for several).
+    #[arg(short = 'o', long = "output", value_name = "NAME")]
+    pub(crate) output: Option<String>,
+
+    /// Write one JSON object per URL to FILE (`-`: standard output) as
+    /// each one finishes, success or failure, flushed at once: a run
+    /// stopped at any point leaves a log valid to its last line.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) jsonl: Option<String>,
 
     /// Files downloaded at once (1 to 1024).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -159,7 +174,8 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) insecure: bool,
 
-    /// Print the results as JSON on standard output.
+    /// Print the results as JSON on standard output, once all are done
+    /// (one document; for long lists see --jsonl).
     #[arg(long)]
     pub(crate) json: bool,
 
@@ -244,16 +260,10 @@ pub(crate) enum ProgressMode {
 }
 
 /// What to do, checked.
-#[derive(Debug)]
 pub(crate) struct Plan {
     pub(crate) config: Config,
-    pub(crate) requests: Vec<Request>,
-    /// For each request, its URL as results show it and the line of the
-    /// input file it came from (`None`: the command line).
-    pub(crate) origins: Vec<(String, Option<usize>)>,
-    /// Lines of the input file that are not a download, each to be
-    /// reported as a failure of its own.
-    pub(crate) bad_lines: Vec<BadLine>,
+    /// The requests, to be read as the run goes.
+    pub(crate) source: Source,
     /// The input file, when it held no URL and nothing else was given.
     pub(crate) empty_list: Option<String>,
     /// `--checksum-file`, applied to the requests before they start.
@@ -263,62 +273,83 @@ pub(crate) struct Plan {
     pub(crate) show_errors: bool,
     pub(crate) json: bool,
     pub(crate) progress: ProgressMode,
+    /// Where `--jsonl` goes, open.
+    pub(crate) jsonl: Option<Box<dyn Write + Send>>,
 }
 
 impl Args {
     /// Checks the flags and builds the settings and the requests.
-    pub(crate) fn into_plan(self, stdin: impl Read) -> anyhow::Result<Plan> {
-        let mut entries: Vec<Entry> = self
-            .urls
-            .iter()
-            .map(|u| Entry {
-                line: None,
-                url: u.clone(),
-                sha256: None,
-            })
+    pub(crate) fn into_plan(self, stdin: impl Read + Send + 'static) -> anyhow::Result<Plan> {
+        let mut head: Vec<Item> = (self.urls.iter())
+            .map(|u| Ok(Entry::new(None, u, None)))
             .collect();
-        let mut bad_lines = Vec::new();
+        let mut list = None;
         let mut empty_list = None;
         if let Some(input) = &self.input_file {
-            let reader: Box<dyn BufRead> = if input == "-" {
+            let reader: Box<dyn BufRead + Send> = if input == "-" {
                 Box::new(BufReader::new(stdin))
             } else {
                 let file = std::fs::File::open(input)
                     .with_context(|| format!("cannot open the input file {input}"))?;
                 Box::new(BufReader::new(file))
             };
-            let lines = parse_input(reader, &pymatris_core::registry::schemes())
-                .with_context(|| format!("cannot read the input file {input}"))?;
-            if lines.is_empty() && entries.is_empty() {
-                empty_list = Some(input.clone());
-            }
-            for line in lines {
-                match line {
-                    Ok(entry) => entries.push(entry),
-                    Err(bad) => bad_lines.push(bad),
+            let mut lines = Lines::new(reader, pymatris_core::registry::schemes());
+            // The first entries are read now: a list that cannot be read
+            // at all is a usage error, and --checksum and -o must know
+            // whether there is one URL.
+            while head.len() < 2 {
+                match lines.next() {
+                    Some(item) => head
+                        .push(item.with_context(|| format!("cannot read the input file {input}"))?),
+                    None => break,
                 }
             }
-        } else if entries.is_empty() {
-            bail!("no URLs given (pass URLs as arguments or with --input-file)");
-        }
-        let mut checksum = None;
-        if let Some(text) = &self.checksum {
-            if entries.len() + bad_lines.len() != 1 {
-                bail!(
-                    "--checksum applies to one URL; for several, give a sha256 column in --input-file"
-                );
+            let more = head.len() >= 2;
+            if head.is_empty() {
+                empty_list = Some(input.clone());
             }
-            checksum = Some(parse_any_checksum(text)?);
+            if more {
+                list = Some((input.clone(), lines));
+            }
+        } else if head.is_empty() {
+            bail!("no URLs given (pass URLs as arguments or with --input-file)");
         }
         let sums = (self.checksum_file.as_deref())
             .map(crate::sums::Sums::new)
             .transpose()?;
-        if let Some(arg) = self.shard {
-            let shard = crate::shard::resolve(arg, |name| std::env::var(name).ok())?;
-            entries.retain(|e| shard.contains(&e.url));
-            // A bad line is reported by one shard only, as a URL would be.
-            bad_lines.retain(|b| shard.contains(&b.shown));
+        for (flag, given) in [
+            ("--checksum", self.checksum.is_some()),
+            ("--output", self.output.is_some()),
+        ] {
+            if given && (head.len() != 1 || list.is_some()) {
+                bail!("{flag} applies to one URL; for several, give the option in --input-file");
+            }
         }
+        if let Some(text) = &self.checksum {
+            let sum = parse_any_checksum(text)?;
+            if let Some(Ok(entry)) = head.first_mut() {
+                entry.checksum = Some(sum);
+            }
+        }
+        if let Some(output) = &self.output {
+            check_relative(output).map_err(|e| anyhow::anyhow!("--output {output}: {e}"))?;
+            if let Some(Ok(entry)) = head.first_mut() {
+                entry.out = Some(output.clone());
+            }
+        }
+        let jsonl: Option<Box<dyn Write + Send>> = match self.jsonl.as_deref() {
+            None => None,
+            Some("-") if self.json => bail!("--json and --jsonl - both write to standard output"),
+            Some("-") => Some(Box::new(std::io::stdout())),
+            Some(path) => Some(Box::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("--jsonl {path}: cannot create it"))?,
+            )),
+        };
+        let shard = match self.shard {
+            Some(arg) => Some(crate::shard::resolve(arg, |name| std::env::var(name).ok())?),
+            None => None,
+        };
         let mut headers = Vec::new();
         for h in &self.headers {
             // Messages show the name only: values are often tokens.
@@ -389,9 +420,9 @@ impl Args {
         config = config
             .max_per_host(self.max_per_host.map(|n| n as usize))
             .netrc(netrc);
+        // The list's URLs are registered as they are read (`feed`).
         crate::logging::register_secrets(
-            entries
-                .iter()
+            (head.iter().flatten())
                 .map(|e| e.url.as_str())
                 .chain(self.proxy.as_deref()),
             &headers,
@@ -421,22 +452,14 @@ impl Args {
                     .accept_new_host_keys(self.accept_new_host_keys),
             );
         }
-        let mut requests = Vec::with_capacity(entries.len());
-        let mut origins = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let req = Request::new(entry.url.clone()).dir(self.dir.clone());
-            requests.push(match (entry.sha256, checksum.take()) {
-                (_, Some(sum)) => req.checksum(sum),
-                (Some(sha), None) => req.sha256(sha),
-                (None, None) => req,
-            });
-            origins.push((redact_url_str(&entry.url), entry.line));
-        }
         Ok(Plan {
             config,
-            requests,
-            origins,
-            bad_lines,
+            source: Source {
+                dir: self.dir.clone(),
+                head,
+                list,
+                shard,
+            },
             empty_list,
             sums,
             quiet: self.quiet,
@@ -444,6 +467,7 @@ impl Args {
             show_errors: self.show_errors,
             json: self.json,
             progress: self.progress,
+            jsonl,
         })
     }
 }
@@ -578,6 +602,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::parse_input;
     use pymatris_core::ErrorKind;
 
     #[test]
@@ -596,12 +621,8 @@ mod tests {
 
     const SCHEMES: [&str; 2] = ["http", "https"];
 
-    fn entry(line: usize, url: &str, sha256: Option<&str>) -> Result<Entry, BadLine> {
-        Ok(Entry {
-            line: Some(line),
-            url: url.to_owned(),
-            sha256: sha256.map(str::to_owned),
-        })
+    fn entry(line: usize, url: &str, sha256: Option<&str>) -> Item {
+        Ok(Entry::new(Some(line), url, sha256))
     }
 
     #[test]
@@ -668,10 +689,14 @@ mod tests {
 
     #[test]
     fn flags_become_a_plan() {
+        let read = |args: &[&str], stdin: &'static [u8]| {
+            let args = Args::try_parse_from(args).unwrap();
+            args.into_plan(stdin)
+                .map(|p| (p.empty_list.clone(), p.source.read_all().unwrap()))
+        };
         let args = Args::try_parse_from(["pymatris", "--dir", "out", "-H", "X-A: 1", "http://h/a"])
             .unwrap();
         let plan = args.into_plan(&b""[..]).unwrap();
-        assert_eq!(plan.requests.len(), 1);
         #[cfg(feature = "http")]
         assert_eq!(
             plan.config
@@ -679,23 +704,58 @@ mod tests {
                 .map(|o| o.headers.clone()),
             Some(vec![("X-A".to_owned(), "1".to_owned())])
         );
-        let args = Args::try_parse_from(["pymatris", "-i", "-"]).unwrap();
-        let plan = args.into_plan(&b"http://h/a\nhttp://h/b\n"[..]).unwrap();
-        assert_eq!(plan.requests.len(), 2);
-        let args = Args::try_parse_from(["pymatris"]).unwrap();
-        assert!(args.into_plan(&b""[..]).is_err());
-        let args = Args::try_parse_from(["pymatris", "-i", "-"]).unwrap();
-        let plan = args.into_plan(&b"# nothing\n"[..]).unwrap();
-        assert!(plan.requests.is_empty());
-        assert_eq!(plan.empty_list.as_deref(), Some("-"));
-        let args = Args::try_parse_from(["pymatris", "-i", "-"]).unwrap();
-        let plan = args.into_plan(&b"http://h/a\nhttp://h/ b\n"[..]).unwrap();
-        assert_eq!(plan.requests.len(), 1);
-        assert_eq!(plan.origins, [("http://h/a".to_owned(), Some(1))]);
-        assert_eq!(plan.bad_lines.len(), 1);
+        assert_eq!(plan.source.read_all().unwrap().len(), 1);
+        let (_, items) = read(
+            &["pymatris", "-i", "-"],
+            b"http://h/a\nhttp://h/b\nhttp://h/c\n",
+        )
+        .unwrap();
+        assert_eq!(items.len(), 3);
+        assert!(read(&["pymatris"], b"").is_err());
+        let (empty, items) = read(&["pymatris", "-i", "-"], b"# nothing\n").unwrap();
+        assert!(items.is_empty());
+        assert_eq!(empty.as_deref(), Some("-"));
+        let (_, items) = read(&["pymatris", "-i", "-"], b"http://h/a\nhttp://h/ b\n").unwrap();
+        assert_eq!(items[0], entry(1, "http://h/a", None));
+        assert_eq!(items[1].as_ref().unwrap_err().line, 2);
         let args = Args::try_parse_from(["pymatris", "-H", "nocolon", "http://h/a"]).unwrap();
         assert!(args.into_plan(&b""[..]).is_err());
         assert!(Args::try_parse_from(["pymatris", "--max-tries", "0", "http://h/a"]).is_err());
+    }
+
+    /// `-o` and `--checksum` name one file: refused with several URLs,
+    /// and `-o` stays inside --dir.
+    #[test]
+    fn output_applies_to_one_url_inside_the_dir() {
+        let plan = |args: &[&str], stdin: &'static [u8]| {
+            Args::try_parse_from(args).unwrap().into_plan(stdin)
+        };
+        let ok = plan(
+            &["pymatris", "--dir", "d", "-o", "sub/x.bin", "http://h/a"],
+            b"",
+        )
+        .unwrap();
+        let source = &ok.source;
+        let request = source.request(source.head[0].clone().unwrap());
+        let shown = format!("{request:?}");
+        assert!(shown.contains(r#"dir: "d/sub""#), "{shown}");
+        assert!(shown.contains(r#"filename: Some("x.bin")"#), "{shown}");
+        assert!(plan(&["pymatris", "-o", "x", "-i", "-"], b"http://h/a\n").is_ok());
+        for args in [
+            &["pymatris", "-o", "x", "http://h/a", "http://h/b"][..],
+            &["pymatris", "-o", "../x", "http://h/a"],
+            &["pymatris", "-o", "/tmp/x", "http://h/a"],
+            &["pymatris", "--checksum", &"0".repeat(64), "-i", "-"],
+        ] {
+            assert!(plan(args, b"http://h/a\nhttp://h/b\n").is_err(), "{args:?}");
+        }
+        assert!(
+            plan(
+                &["pymatris", "-o", "x", "-i", "-"],
+                b"http://h/a\nhttp://h/b\n"
+            )
+            .is_err()
+        );
     }
 }
 
@@ -705,6 +765,7 @@ mod proptests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::input::parse_input;
 
     const SCHEMES: [&str; 3] = ["ftp", "http", "https"];
 
@@ -755,7 +816,7 @@ mod proptests {
                     Some(sha) => text.push_str(&format!("{pad}{url}{pad} sha256={sha}{pad}\n")),
                     None => text.push_str(&format!("{pad}{url}\r\n")),
                 }
-                expected.push(Ok(Entry { line: Some(line), url: url.clone(), sha256: sha.clone() }));
+                expected.push(Ok(Entry::new(Some(line), url, sha.as_deref())));
             }
             prop_assert_eq!(parse_input(text.as_bytes(), &SCHEMES).unwrap(), expected);
         }

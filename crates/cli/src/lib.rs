@@ -36,9 +36,11 @@ macro_rules! err {
     }};
 }
 
+mod account;
 mod args;
 mod completions;
 mod config;
+mod feed;
 mod input;
 mod logging;
 mod progress;
@@ -47,14 +49,18 @@ mod shard;
 mod sums;
 mod words;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::IsTerminal;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use pymatris_core::{Downloader, ErrorKind, Failed, Results};
+use futures_util::StreamExt;
+use pymatris_core::{Downloader, Results};
 
-use crate::args::{BadLine, Plan, ProgressMode};
+use crate::account::Account;
+use crate::args::{Plan, ProgressMode};
 pub use crate::config::command;
+use crate::feed::Fed;
 use crate::progress::Bars;
 use crate::progress_json::JsonProgress;
 
@@ -78,7 +84,7 @@ where
     if let Some(args::Subcommand::Completions { shell }) = args.command {
         return completions::print(shell);
     }
-    let plan = match args.into_plan(std::io::stdin().lock()) {
+    let plan = match args.into_plan(std::io::stdin()) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("pymatris: {e:#}");
@@ -171,39 +177,49 @@ async fn run(plan: Plan) -> u8 {
         // Even with --quiet: a list that lost its lines is worth a word.
         err!("pymatris: no URL in {list}: nothing to do");
     }
-    let total = plan.requests.len();
+    let Plan {
+        config,
+        source,
+        quiet,
+        verbose,
+        show_errors,
+        json,
+        jsonl,
+        progress,
+        sums,
+        ..
+    } = plan;
+    let has_jsonl = jsonl.is_some();
     // Bars and logs would interleave, and bars on a pipe are noise.
-    let show_bars = plan.progress == ProgressMode::Bars
-        && !plan.quiet
-        && !plan.verbose
-        && std::io::stderr().is_terminal();
+    let show_bars =
+        progress == ProgressMode::Bars && !quiet && !verbose && std::io::stderr().is_terminal();
+    let total = source.known_total();
     let bars = show_bars.then(|| Arc::new(Bars::new(total)));
-    let events = (plan.progress == ProgressMode::Json).then(|| Arc::new(JsonProgress::new(total)));
-    let mut downloader = Downloader::new(plan.config);
+    let events = (progress == ProgressMode::Json).then(|| Arc::new(JsonProgress::new(total)));
+    let mut downloader = Downloader::new(config);
     if let Some(bars) = &bars {
         downloader = downloader.with_reporter(bars.clone());
     }
     if let Some(events) = &events {
         downloader = downloader.with_reporter(events.clone());
     }
-    let mut requests = plan.requests;
-    if let Some(sums) = plan.sums {
-        match sums.load(downloader.config()).await {
-            Ok((list, from)) => requests = sums::apply(requests, &list, &from),
+    // `--checksum-file`, read (or fetched) before the first download.
+    let sums = match sums {
+        None => None,
+        Some(sums) => match sums.load(downloader.config()).await {
+            Ok(loaded) => Some(Arc::new(loaded)),
             Err(e) => {
                 err!("pymatris: {e:#}");
                 return 1;
             }
-        }
-    }
-    for request in requests {
-        downloader.enqueue(request);
-    }
+        },
+    };
     let cancel = downloader.cancel_token();
     // 0 until a signal stops the batch, then the status to exit with.
     let interrupted = Arc::new(std::sync::atomic::AtomicU8::new(0));
     {
         let interrupted = interrupted.clone();
+        let cancel = cancel.clone();
         // Listening starts here, before the first transfer, not when the
         // task first runs.
         let mut signals = StopSignals::listen();
@@ -222,40 +238,94 @@ async fn run(plan: Plan) -> u8 {
         });
     }
     let started = std::time::Instant::now();
-    let mut results = downloader.download().await;
+    let account = Arc::new(Account::new(jsonl, json, show_errors));
+    let (tx, rx) = tokio::sync::mpsc::channel(feed::LOOK_AHEAD);
+    let on_bad = {
+        let (account, bars, events) = (account.clone(), bars.clone(), events.clone());
+        move |bad: input::BadLine| {
+            if let Some(events) = &events {
+                events.bad_line(&bad);
+            }
+            account.bad_line(bad);
+            if let Some(bars) = &bars {
+                bars.file_failed();
+            }
+        }
+    };
+    if let Err(e) = source.spawn_reader(tx, on_bad, cancel.clone()) {
+        return cannot_start(&e);
+    }
+    // The line in the list of each request in flight, by its position.
+    let lines = Arc::new(Mutex::new(HashMap::new()));
+    let read_error = Arc::new(Mutex::new(None));
+    let requests = {
+        let (bars, lines, read_error) = (bars.clone(), lines.clone(), read_error.clone());
+        let mut index = 0;
+        let stop = cancel.clone();
+        futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) })
+            .filter_map(move |fed| {
+                let request = match fed {
+                    Fed::Request(mut request, line) => {
+                        if let Some(sums) = &sums {
+                            request = sums::apply_one(request, &sums.0, &sums.1);
+                        }
+                        if let Some(line) = line {
+                            lines.lock().expect("lines poisoned").insert(index, line);
+                        }
+                        index += 1;
+                        Some(request)
+                    }
+                    Fed::ReadError(e) => {
+                        *read_error.lock().expect("poisoned") = Some(e);
+                        None
+                    }
+                    Fed::Position(line) => {
+                        if let Some(bars) = &bars {
+                            bars.set_position(line);
+                        }
+                        None
+                    }
+                };
+                std::future::ready(request)
+            })
+            // A stopped run reads no further: what is not read yet is left
+            // for the next run, not reported as cancelled one by one.
+            .take_until(async move { stop.cancelled().await })
+            .boxed()
+    };
+    downloader
+        .download_each(requests, |index, outcome| {
+            let line = lines.lock().expect("lines poisoned").remove(&index);
+            if let Some(events) = &events {
+                events.result(&outcome, line);
+            }
+            account.result(index, line, outcome);
+        })
+        .await;
     if let Some(bars) = &bars {
         bars.finish();
     }
-    let lines = add_bad_lines(&mut results, &plan.origins, plan.bad_lines);
-    if let Some(events) = &events {
-        // The events told all a program reading stderr wants to know.
-        events.finish(&results, &lines);
-        if plan.json {
-            report(
-                &results,
-                &lines,
-                true,
-                false,
-                true,
-                started.elapsed(),
-                false,
-            );
+    if let Some((results, lines)) = account.results() {
+        match results_json(&results, &lines) {
+            Ok(text) => out!("{text}"),
+            Err(e) => err!("pymatris: cannot write JSON: {e}"),
         }
-    } else {
-        report(
-            &results,
-            &lines,
-            plan.json,
-            plan.show_errors,
-            plan.quiet,
-            started.elapsed(),
-            true,
-        );
+    }
+    match &events {
+        // The events told all a program reading stderr wants to know.
+        Some(events) => account.events_done(events),
+        None => account.summary(quiet, started.elapsed(), has_jsonl),
+    }
+    let read_error = read_error.lock().expect("poisoned").take();
+    if let Some(e) = &read_error {
+        err!("pymatris: {e}");
     }
     let status = interrupted.load(std::sync::atomic::Ordering::SeqCst);
     if status != 0 {
         status
-    } else if results.is_ok() {
+    } else if read_error.is_some() {
+        2
+    } else if account.all_ok() {
         0
     } else {
         1
@@ -342,37 +412,6 @@ fn ignored_signals() -> u64 {
         .unwrap_or(0)
 }
 
-/// Adds the input file's bad lines to the failures, and returns the line
-/// of the input file each failure comes from (`None`: the command line).
-///
-/// Results keep the order of the requests, so the failed ones are found
-/// among `origins` (each request's URL as results show it, and its line)
-/// in one pass.
-fn add_bad_lines(
-    results: &mut Results,
-    origins: &[(String, Option<usize>)],
-    bad_lines: Vec<BadLine>,
-) -> Vec<Option<usize>> {
-    let mut lines = Vec::with_capacity(results.errors.len() + bad_lines.len());
-    let mut next = origins.iter();
-    for failed in &results.errors {
-        let line = next
-            .by_ref()
-            .find(|(url, _)| *url == failed.url)
-            .and_then(|(_, line)| *line);
-        lines.push(line);
-    }
-    for bad in bad_lines {
-        lines.push(Some(bad.line));
-        results.errors.push(Failed {
-            filepath_partial: Default::default(),
-            url: bad.shown,
-            error: pymatris_core::Error::new(bad.kind, bad.reason),
-        });
-    }
-    lines
-}
-
 /// `results` as JSON, each failure that comes from the input file with its
 /// `line`.
 fn results_json(results: &Results, lines: &[Option<usize>]) -> serde_json::Result<String> {
@@ -393,65 +432,6 @@ fn results_json(results: &Results, lines: &[Option<usize>]) -> serde_json::Resul
         }
     }
     serde_json::to_string_pretty(&value)
-}
-
-fn report(
-    results: &Results,
-    lines: &[Option<usize>],
-    json: bool,
-    show_errors: bool,
-    quiet: bool,
-    elapsed: std::time::Duration,
-    failures: bool,
-) {
-    if json {
-        match results_json(results, lines) {
-            Ok(text) => out!("{text}"),
-            Err(e) => err!("pymatris: cannot write JSON: {e}"),
-        }
-    }
-    let (fresh, fetched): (Vec<_>, Vec<_>) = results.success.iter().partition(|s| s.up_to_date);
-    let bytes: u64 = fetched.iter().map(|s| s.size).sum();
-    if !quiet {
-        let secs = elapsed.as_secs_f64().max(1e-3);
-        let kept = match fresh.len() {
-            0 => String::new(),
-            n => format!(" {n} file(s) up to date, kept as they were."),
-        };
-        err!(
-            "Downloaded {} file(s), {} bytes in {:.2}s ({:.1} MB/s).{}",
-            fetched.len(),
-            bytes,
-            secs,
-            bytes as f64 / secs / 1e6,
-            kept
-        );
-    }
-    // The account of failures goes to stderr even with --quiet.
-    let failed: Vec<_> = results
-        .errors
-        .iter()
-        .zip(lines.iter().copied().chain(std::iter::repeat(None)))
-        .filter(|(e, _)| e.error.kind() != ErrorKind::Cancelled || show_errors)
-        .collect();
-    let cancelled = results.errors.len() - failed.len();
-    if failures && !results.errors.is_empty() {
-        err!(
-            "{} of {} download(s) failed:",
-            results.errors.len(),
-            results.errors.len() + results.success.len()
-        );
-        for (e, line) in failed {
-            let text = words::error_text(&e.error, show_errors);
-            match line {
-                Some(n) => err!("  line {n}: {}: {}", e.url, text),
-                None => err!("  {}: {}", e.url, text),
-            }
-        }
-        if cancelled > 0 {
-            err!("  {cancelled} cancelled by the user.");
-        }
-    }
 }
 
 #[cfg(test)]

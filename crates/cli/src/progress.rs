@@ -1,6 +1,9 @@
 //! Progress bars on standard error: one overall bar (bytes, speed, ETA,
 //! files done) and one line per file in flight. The engine only knows the
-//! [`Reporter`] trait; indicatif stays in the CLI.
+//! [`Reporter`] trait; indicatif stays in the CLI. While an input list is
+//! still being read the total is unknown: the overall line then shows
+//! files done, bytes so far and the list's line reached, and no bar or
+//! ETA it cannot know.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +20,10 @@ pub(crate) struct Bars {
     files: Mutex<HashMap<ReportId, ProgressBar>>,
     next_id: AtomicU64,
     done: AtomicU64,
-    total_files: u64,
+    /// Files in all, when known.
+    total_files: Option<u64>,
+    /// The input list's line reached.
+    position: AtomicU64,
     /// Bytes of files whose size is known, for the overall bar's length.
     known_bytes: AtomicU64,
 }
@@ -27,15 +33,17 @@ pub(crate) struct Bars {
 const MAX_FILE_LINES: usize = 8;
 
 impl Bars {
-    pub(crate) fn new(total_files: usize) -> Self {
+    /// Bars for `total_files` files (`None`: not known, a list is read as
+    /// the batch goes).
+    pub(crate) fn new(total_files: Option<usize>) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let overall = multi.add(ProgressBar::new(0));
-        overall.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
+        let template = if total_files.is_some() {
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"
+        } else {
+            "{spinner} [{elapsed_precise}] {bytes} {bytes_per_sec} {msg}"
+        };
+        overall.set_style(ProgressStyle::with_template(template).expect("valid template"));
         overall.enable_steady_tick(Duration::from_millis(200));
         let bars = Bars {
             multi,
@@ -43,7 +51,8 @@ impl Bars {
             files: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             done: AtomicU64::new(0),
-            total_files: total_files as u64,
+            total_files: total_files.map(|n| n as u64),
+            position: AtomicU64::new(0),
             known_bytes: AtomicU64::new(0),
         };
         bars.update_message();
@@ -52,8 +61,26 @@ impl Bars {
 
     fn update_message(&self) {
         let done = self.done.load(Ordering::Relaxed);
-        self.overall
-            .set_message(format!("{done}/{} files", self.total_files));
+        let message = match self.total_files {
+            Some(total) => format!("{done}/{total} files"),
+            None => format!(
+                "{done} files done, list read to line {}",
+                self.position.load(Ordering::Relaxed)
+            ),
+        };
+        self.overall.set_message(message);
+    }
+
+    /// The input list has been read to `line`.
+    pub(crate) fn set_position(&self, line: usize) {
+        self.position.store(line as u64, Ordering::Relaxed);
+        self.update_message();
+    }
+
+    /// A file that failed before it started (a bad line of the list).
+    pub(crate) fn file_failed(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.update_message();
     }
 
     /// Removes the bars from the screen.

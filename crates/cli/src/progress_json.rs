@@ -12,9 +12,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pymatris_core::{Error, ReportId, Reporter, Results};
+use pymatris_core::{Error, Failed, ReportId, Reporter, Succeeded};
 use serde_json::{Value, json};
 
+use crate::input::BadLine;
 use crate::words;
 
 /// The shortest time between two `progress` events of one file.
@@ -41,8 +42,9 @@ struct File {
 }
 
 impl JsonProgress {
-    /// Starts a batch of `files` downloads, and says so.
-    pub(crate) fn new(files: usize) -> Self {
+    /// Starts a batch of `files` downloads (`None`: not known, a list is
+    /// read as the batch goes), and says so.
+    pub(crate) fn new(files: Option<usize>) -> Self {
         let progress = JsonProgress {
             started: Instant::now(),
             next_id: AtomicU64::new(1),
@@ -53,32 +55,48 @@ impl JsonProgress {
         progress
     }
 
-    /// Ends the batch: a `file_failed` event (with no id) for each
+    /// A request's outcome: a `file_failed` event (with no id) for a
     /// failure that never started a transfer (a bad URL, a server that
-    /// never answered), then `batch_done`.
-    pub(crate) fn finish(&self, results: &Results, lines: &[Option<usize>]) {
-        let mut reported = std::mem::take(&mut *self.failed.lock().expect("progress poisoned"));
-        for (i, failed) in results.errors.iter().enumerate() {
-            if let Some(n) = reported.get_mut(&failed.url).filter(|n| **n > 0) {
+    /// refused it); the others were told as they ended.
+    pub(crate) fn result(&self, outcome: &Result<Succeeded, Failed>, line: Option<usize>) {
+        let Err(failed) = outcome else {
+            return;
+        };
+        {
+            let mut reported = self.failed.lock().expect("progress poisoned");
+            if let Some(n) = reported.get_mut(&failed.url) {
+                // Forgotten once told: the map holds failures in flight.
                 *n -= 1;
-                continue;
+                if *n == 0 {
+                    reported.remove(&failed.url);
+                }
+                return;
             }
-            let mut fields = failure(&failed.error);
-            fields["id"] = Value::Null;
-            fields["url"] = failed.url.clone().into();
-            if let Some(Some(line)) = lines.get(i) {
-                fields["line"] = (*line).into();
-            }
-            self.emit("file_failed", fields);
         }
-        let bytes: u64 = results.success.iter().map(|s| s.size).sum();
+        self.early_failure(&failed.url, &failed.error, line);
+    }
+
+    /// A line of the input list that is not a download.
+    pub(crate) fn bad_line(&self, bad: &BadLine) {
+        let error = Error::new(bad.kind, bad.reason.clone());
+        self.early_failure(&bad.shown, &error, Some(bad.line));
+    }
+
+    fn early_failure(&self, url: &str, error: &Error, line: Option<usize>) {
+        let mut fields = failure(error);
+        fields["id"] = Value::Null;
+        fields["url"] = url.into();
+        if let Some(line) = line {
+            fields["line"] = line.into();
+        }
+        self.emit("file_failed", fields);
+    }
+
+    /// Ends the batch.
+    pub(crate) fn finish(&self, succeeded: usize, failed: usize, bytes: u64) {
         self.emit(
             "batch_done",
-            json!({
-                "succeeded": results.success.len(),
-                "failed": results.errors.len(),
-                "bytes": bytes,
-            }),
+            json!({ "succeeded": succeeded, "failed": failed, "bytes": bytes }),
         );
     }
 

@@ -224,10 +224,16 @@ mod proptests {
     fn kept(list: &str, i: u64, n: u64) -> Vec<String> {
         let shard = format!("{i}/{n}");
         let args = Args::try_parse_from(["pymatris", "-i", "-", "--shard", &shard]).unwrap();
-        let plan = args.into_plan(list.as_bytes()).unwrap();
-        let mut out: Vec<String> = plan.origins.into_iter().map(|(url, _)| url).collect();
-        out.extend(plan.bad_lines.into_iter().map(|b| b.shown));
-        out
+        let plan = args
+            .into_plan(std::io::Cursor::new(list.to_owned()))
+            .unwrap();
+        let items = plan.source.read_all().unwrap();
+        let urls = items.iter().flatten().map(|e| e.url.clone());
+        let bad = items
+            .iter()
+            .filter_map(|i| i.as_ref().err())
+            .map(|b| b.shown.clone());
+        urls.chain(bad).collect()
     }
 
     proptest! {

@@ -79,33 +79,28 @@ fn read(path: &Utf8Path) -> anyhow::Result<ChecksumList> {
     Ok(ChecksumList::parse(&String::from_utf8_lossy(&bytes))?)
 }
 
-/// Gives each request without a checksum the list's entry for the name
+/// Gives a request without a checksum the list's entry for the name
 /// its URL gives the file. A request the list has no entry for is
 /// downloaded unverified, with a warning (on standard error, even with
 /// `--quiet`): a list usually covers a release, not every URL of a run.
-pub(crate) fn apply(requests: Vec<Request>, list: &ChecksumList, from: &str) -> Vec<Request> {
-    requests
-        .into_iter()
-        .map(|request| {
-            if request.expected_checksum().is_some() {
-                return request;
-            }
-            let name = Url::parse(request.url())
-                .ok()
-                .and_then(|url| pymatris_core::filename_from_url(&url));
-            match name.as_deref().and_then(|name| list.get(name)) {
-                Some(sum) => {
-                    let sum = sum.clone();
-                    request.checksum(sum)
-                }
-                None => {
-                    err!(
-                        "pymatris: warning: no checksum for {} in {from}: it is not verified",
-                        name.as_deref().unwrap_or(&redact_url_str(request.url()))
-                    );
-                    request
-                }
-            }
-        })
-        .collect()
+pub(crate) fn apply_one(request: Request, list: &ChecksumList, from: &str) -> Request {
+    if request.expected_checksum().is_some() {
+        return request;
+    }
+    let name = Url::parse(request.url())
+        .ok()
+        .and_then(|url| pymatris_core::filename_from_url(&url));
+    match name.as_deref().and_then(|name| list.get(name)) {
+        Some(sum) => {
+            let sum = sum.clone();
+            request.checksum(sum)
+        }
+        None => {
+            err!(
+                "pymatris: warning: no checksum for {} in {from}: it is not verified",
+                name.as_deref().unwrap_or(&redact_url_str(request.url()))
+            );
+            request
+        }
+    }
 }
