@@ -13,6 +13,7 @@ mod handles;
 mod http;
 mod integrity;
 mod local_traps;
+mod long_lists;
 mod per_file;
 mod progress_json;
 mod resume;
