@@ -2,12 +2,10 @@
 //! layer hands over, run on the engine while the caller waits without the
 //! GIL.
 //!
-//! The engine takes per-batch settings; pymatris 0.0.10 lets each file
-//! have its own `max_splits`, `max_tries`, `headers` and `overwrite`. Files
-//! that share those settings form one batch of the engine, and the batches
-//! run one after the other (most calls have one), so the files of a batch
-//! still share one `max_parallel` and never clash on a name with the ones
-//! of the batches before them.
+//! pymatris 0.0.10 lets each file have its own `max_splits`, `max_tries`,
+//! `headers` and `overwrite`: the engine's requests carry them, so the
+//! whole queue is one batch of the engine, its files sharing one
+//! `max_parallel` whatever their settings.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,23 +26,6 @@ use crate::words;
 /// Ctrl-C: ten times a second, the most a progress bar needs.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The per-file settings that split a queue into batches of the engine.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct FileSettings {
-    max_splits: Option<usize>,
-    max_tries: Option<u32>,
-    headers: Vec<(String, String)>,
-    overwrite: Option<bool>,
-}
-
-/// A batch of the engine: files with the same [`FileSettings`].
-struct Group {
-    settings: FileSettings,
-    /// Each request with its place in the queue and its URL as results
-    /// show it.
-    requests: Vec<(usize, Request, String)>,
-}
-
 /// How one request ended: its place in the queue, the path, the URL (no
 /// password), and for a failure its kind, whether it was retryable, the
 /// message and the whole chain of causes.
@@ -60,7 +41,8 @@ type Outcome = (
 #[pyclass(module = "pymatris._native")]
 pub(crate) struct Job {
     config: Config,
-    groups: Mutex<Option<Vec<Group>>>,
+    /// Each request with its URL as results show it.
+    requests: Mutex<Option<Vec<(Request, String)>>>,
     queued: AtomicU64,
     cancel: CancellationToken,
 }
@@ -135,7 +117,7 @@ impl Job {
         }
         Ok(Job {
             config,
-            groups: Mutex::new(Some(Vec::new())),
+            requests: Mutex::new(Some(Vec::new())),
             queued: AtomicU64::new(0),
             cancel: CancellationToken::new(),
         })
@@ -163,12 +145,6 @@ impl Job {
         }
         let headers = headers.unwrap_or_default();
         logs::add_secrets(std::iter::once(url.as_str()), &headers);
-        let settings = FileSettings {
-            max_splits,
-            max_tries,
-            headers,
-            overwrite,
-        };
         let shown = pymatris_core::Url::parse(&url)
             .map(|u| pymatris_core::redact_url(&u))
             .unwrap_or_else(|_| pymatris_core::redact_url_str(&url));
@@ -179,18 +155,24 @@ impl Job {
         if let Some(hex) = sha256 {
             request = request.sha256(hex);
         }
-        let mut groups = self.groups.lock().expect("job poisoned");
-        let groups = groups
-            .as_mut()
-            .ok_or_else(|| PyRuntimeError::new_err("this job has already run"))?;
-        let index = self.queued.fetch_add(1, Ordering::SeqCst) as usize;
-        match groups.iter_mut().find(|g| g.settings == settings) {
-            Some(group) => group.requests.push((index, request, shown)),
-            None => groups.push(Group {
-                settings,
-                requests: vec![(index, request, shown)],
-            }),
+        if let Some(n) = max_splits {
+            request = request.max_splits(n);
         }
+        if let Some(n) = max_tries {
+            request = request.max_tries(n);
+        }
+        if let Some(overwrite) = overwrite {
+            request = request.overwrite(overwrite);
+        }
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let mut requests = self.requests.lock().expect("job poisoned");
+        requests
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("this job has already run"))?
+            .push((request, shown));
+        self.queued.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -202,8 +184,8 @@ impl Job {
     /// cancels the transfers, waits for them to clean up, and is raised.
     #[pyo3(signature = (on_events=None))]
     fn run(&self, py: Python<'_>, on_events: Option<Py<PyAny>>) -> PyResult<Vec<Outcome>> {
-        let groups = self
-            .groups
+        let requests = self
+            .requests
             .lock()
             .expect("job poisoned")
             .take()
@@ -219,7 +201,7 @@ impl Job {
         let engine = std::thread::Builder::new()
             .name("pymatris".into())
             .spawn(move || {
-                let outcomes = runtime.block_on(run_groups(config, groups, reporter, cancel));
+                let outcomes = runtime.block_on(run_batch(config, requests, reporter, cancel));
                 let _ = tx.send(outcomes);
             })
             .map_err(|e| {
@@ -292,62 +274,36 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     builder.build()
 }
 
-async fn run_groups(
-    base: Config,
-    groups: Vec<Group>,
+async fn run_batch(
+    config: Config,
+    requests: Vec<(Request, String)>,
     reporter: Option<Arc<Progress>>,
     cancel: CancellationToken,
 ) -> Vec<Outcome> {
-    let mut outcomes = Vec::new();
-    for group in groups {
-        let mut config = base.clone();
-        let s = &group.settings;
-        if let Some(n) = s.max_splits {
-            config = config.max_splits(n);
-        }
-        if let Some(n) = s.max_tries {
-            config = config.max_tries(n);
-        }
-        if let Some(overwrite) = s.overwrite {
-            config = config.overwrite(overwrite);
-        }
-        if !s.headers.is_empty() {
-            // The file's own headers replace the session's of the same name.
-            let mut http = config.options::<HttpOptions>().cloned().unwrap_or_default();
-            http.headers
-                .retain(|(k, _)| !s.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)));
-            http.headers.extend(s.headers.iter().cloned());
-            config = config.with(http);
-        }
-        let mut downloader = Downloader::new(config);
-        if let Some(reporter) = &reporter {
-            downloader = downloader.with_reporter(reporter.clone());
-        }
-        let places: Vec<(usize, String)> = group
-            .requests
-            .iter()
-            .map(|(i, _, shown)| (*i, shown.clone()))
-            .collect();
-        for (_, request, _) in group.requests {
-            downloader.enqueue(request);
-        }
-        let token = downloader.cancel_token();
-        let relay = {
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                cancel.cancelled().await;
-                token.cancel();
-            })
-        };
-        if cancel.is_cancelled() {
-            downloader.cancel_token().cancel();
-        }
-        let results = downloader.download().await;
-        relay.abort();
-        outcomes.extend(place(results, &places));
+    let mut downloader = Downloader::new(config);
+    if let Some(reporter) = reporter {
+        downloader = downloader.with_reporter(reporter);
     }
-    outcomes.sort_by_key(|o| o.0);
-    outcomes
+    let places: Vec<(usize, String)> = (requests.iter().enumerate())
+        .map(|(i, (_, shown))| (i, shown.clone()))
+        .collect();
+    for (request, _) in requests {
+        downloader.enqueue(request);
+    }
+    let token = downloader.cancel_token();
+    let relay = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            token.cancel();
+        })
+    };
+    if cancel.is_cancelled() {
+        downloader.cancel_token().cancel();
+    }
+    let results = downloader.download().await;
+    relay.abort();
+    place(results, &places)
 }
 
 /// Gives each result of a batch its place in the queue. The engine keeps
