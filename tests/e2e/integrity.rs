@@ -394,3 +394,50 @@ fn remote_time_and_timestamping_against_sshd() {
     let extra = ["--identity", &key, "--known-hosts", &kh];
     remote_time_and_timestamping(&servers, &url, "ts/s.bin", &extra);
 }
+
+// The ETag of a file fetched with timestamping is kept with it: the next
+// run asks by tag too (If-None-Match) while the file is as it was left,
+// and never once it changed locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamping_asks_by_the_etag_it_kept() {
+    let body = random_bytes(50 * KIB, 79);
+    let server = FaultServer::start([("/e.bin", Route::new(body.clone()))]);
+    let dir = tempfile::tempdir().unwrap();
+    let stamping = || config().timestamping(true);
+    let results = download(stamping(), server.url("/e.bin"), dir.path()).await;
+    assert!(
+        results.is_ok() && !results.success[0].up_to_date,
+        "{results}"
+    );
+
+    let results = download(stamping(), server.url("/e.bin"), dir.path()).await;
+    assert!(
+        results.is_ok() && results.success[0].up_to_date,
+        "{results}"
+    );
+    let header = |i: usize, name: &str| {
+        let log = server.requests("/e.bin");
+        let found = log[i].headers.iter().find(|(k, _)| k == name);
+        found.map(|(_, v)| v.clone())
+    };
+    let etag = format!("\"{}-{}\"", body.len(), &sha256_hex(&body)[..16]);
+    assert_eq!(
+        header(1, "if-none-match"),
+        Some(etag),
+        "{:?}",
+        server.requests("/e.bin")[1]
+    );
+    assert!(header(1, "if-modified-since").is_some());
+
+    // Changed here, kept as new: no tag sent, and fetched again (the size
+    // differs).
+    let local = dir.path().join("e.bin");
+    std::fs::write(&local, b"edited").unwrap();
+    let results = download(stamping(), server.url("/e.bin"), dir.path()).await;
+    assert!(
+        results.is_ok() && !results.success[0].up_to_date,
+        "{results}"
+    );
+    assert_eq!(header(2, "if-none-match"), None);
+    assert!(std::fs::read(&local).unwrap() == body);
+}

@@ -31,10 +31,11 @@ impl LocalCopy {
         if !meta.is_file() {
             return None;
         }
+        let (size, modified) = (meta.len(), meta.modified().ok()?);
         Some(LocalCopy {
-            size: meta.len(),
-            modified: meta.modified().ok()?,
-            etag: None,
+            size,
+            modified,
+            etag: remembered_etag(path, size, modified),
         })
     }
 
@@ -46,6 +47,57 @@ impl LocalCopy {
             && remote
                 .modified
                 .is_some_and(|remote| !older(self.modified, remote))
+    }
+}
+
+/// The extended attribute that keeps, on a file downloaded with
+/// timestamping, the entity tag of the version it holds together with the
+/// size and time the file had then (`SIZE SECS.NANOS ETAG`): the tag is
+/// sent again only while both still hold, so a file changed locally is
+/// never taken for the server's version.
+#[cfg(target_os = "linux")]
+const ETAG_ATTR: &str = "user.pymatris.etag";
+
+/// Remembers `etag` on `file` (as it is now) for the next
+/// [`LocalCopy::of`]. A file system without user attributes keeps none,
+/// and timestamping then compares times alone.
+pub(crate) fn remember_etag(file: &std::fs::File, etag: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(meta) = file.metadata() else { return };
+        let Ok(modified) = meta.modified() else {
+            return;
+        };
+        let value = format!("{} {} {etag}", meta.len(), stamp(modified));
+        let flags = rustix::fs::XattrFlags::empty();
+        if let Err(e) = rustix::fs::fsetxattr(file, ETAG_ATTR, value.as_bytes(), flags) {
+            tracing::debug!("cannot keep the ETag in an extended attribute: {e}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, etag);
+}
+
+#[cfg(target_os = "linux")]
+fn remembered_etag(path: &Utf8Path, size: u64, modified: SystemTime) -> Option<String> {
+    let mut buf = [0u8; 1024];
+    let n = rustix::fs::lgetxattr(path.as_std_path(), ETAG_ATTR, &mut buf[..]).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let mut fields = text.splitn(3, ' ');
+    let same = fields.next()? == size.to_string() && fields.next()? == stamp(modified);
+    same.then(|| fields.next().map(str::to_owned)).flatten()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn remembered_etag(_: &Utf8Path, _: u64, _: SystemTime) -> Option<String> {
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn stamp(t: SystemTime) -> String {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        Err(_) => "-".to_owned(),
     }
 }
 

@@ -78,6 +78,11 @@ impl FileJob {
                 tracing::debug!("cannot set the time of {}: {e}", job.part());
             }
         }
+        // The next timestamping run asks by tag too (If-None-Match).
+        let etag = job.validator.as_ref().and_then(|v| v.etag.clone());
+        if let Some(etag) = etag.filter(|_| job.batch.config.timestamping) {
+            let _ = (file.with(move |f| Ok(crate::local::remember_etag(f, &etag)))).await;
+        }
         let modified = finish.modified;
         let mut copied = false;
         if job.unnamed() {
