@@ -81,7 +81,11 @@ impl FileJob {
         // The next timestamping run asks by tag too (If-None-Match).
         let etag = job.validator.as_ref().and_then(|v| v.etag.clone());
         if let Some(etag) = etag.filter(|_| job.batch.config.timestamping) {
-            let _ = (file.with(move |f| Ok(crate::local::remember_etag(f, &etag)))).await;
+            let remember = move |f: &std::fs::File| {
+                crate::local::remember_etag(f, &etag);
+                Ok(())
+            };
+            let _ = file.with(remember).await;
         }
         let modified = finish.modified;
         let mut copied = false;
