@@ -33,6 +33,7 @@
 
 mod body;
 mod error;
+mod listing;
 mod pool;
 mod session;
 mod target;
@@ -41,7 +42,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pymatris_core::{
-    ByteRange, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url, Validator,
+    ByteRange, DirEntry, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url,
+    Validator,
 };
 use rustls::ClientConfig;
 use suppaftp::{FtpError, Mode};
@@ -310,8 +312,52 @@ impl Protocol for FtpProtocol {
         })
     }
 
+    async fn list(&self, url: &Url) -> pymatris_core::Result<Vec<DirEntry>> {
+        let target = target::parse_dir(url, self.ftp_tls)?;
+        let host = self.pool.host(&target.host);
+        let path = (!target.path.is_empty()).then_some(target.path.as_str());
+        loop {
+            let mut session = self.session(&host, &target).await?;
+            match self.list_on(&mut session, &host, path).await {
+                Ok(entries) => {
+                    session.release();
+                    return Ok(entries);
+                }
+                Err(e) if session.reused && !keeps_session(&e) => {
+                    tracing::debug!(host = %host.id, error = %e, "a pooled session went stale");
+                }
+                Err(e) => {
+                    if keeps_session(&e) {
+                        session.release();
+                    }
+                    return Err(ftp_error(e, &format!("listing {}", target.shown)));
+                }
+            }
+        }
+    }
+
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+impl FtpProtocol {
+    /// `MLSD`, or `LIST` where the server does not know it.
+    async fn list_on(
+        &self,
+        session: &mut Session,
+        host: &Host,
+        path: Option<&str>,
+    ) -> Result<Vec<DirEntry>, FtpError> {
+        if !Caps::get(&host.caps.no_mlsd) {
+            match within(self.timeout, session.ftp.mlsd(path)).await {
+                Ok(lines) => return Ok(listing::from_mlsd(&lines)),
+                Err(e) if is_unsupported(&e) => Caps::set(&host.caps.no_mlsd, true),
+                Err(e) => return Err(e),
+            }
+        }
+        let lines = within(self.timeout, session.ftp.list(path)).await?;
+        Ok(listing::from_list(&lines))
     }
 }
 

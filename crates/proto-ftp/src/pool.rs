@@ -87,6 +87,8 @@ pub(crate) struct Caps {
     pub(crate) no_size: AtomicBool,
     pub(crate) no_mdtm: AtomicBool,
     pub(crate) no_mlst: AtomicBool,
+    /// `MLSD` is unknown: list with `LIST`.
+    pub(crate) no_mlsd: AtomicBool,
     /// `REST` is refused: no ranges.
     pub(crate) no_rest: AtomicBool,
 }

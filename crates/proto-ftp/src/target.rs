@@ -80,6 +80,22 @@ pub(crate) struct Target {
 
 /// Reads `url`. `ftp_tls` makes `ftp://` require `AUTH TLS`.
 pub(crate) fn parse(url: &Url, ftp_tls: bool) -> Result<Target, Error> {
+    parse_as(url, ftp_tls, false)
+}
+
+/// A directory to list: its path may be empty (the login directory) or
+/// end in `/`, which is then dropped.
+pub(crate) fn parse_dir(url: &Url, ftp_tls: bool) -> Result<Target, Error> {
+    let mut target = parse_as(url, ftp_tls, true)?;
+    if target.path.len() > 1 {
+        target
+            .path
+            .truncate(target.path.trim_end_matches('/').len().max(1));
+    }
+    Ok(target)
+}
+
+fn parse_as(url: &Url, ftp_tls: bool, dir: bool) -> Result<Target, Error> {
     let shown = redact_url(url);
     let invalid = |why: &str| Error::new(ErrorKind::InvalidUrl, format!("{shown}: {why}"));
     let (security, default_port) = match url.scheme() {
@@ -128,7 +144,7 @@ pub(crate) fn parse(url: &Url, ftp_tls: bool) -> Result<Target, Error> {
     let path = proto_util::percent_decode_utf8(raw)
         .ok_or_else(|| invalid("the path is not UTF-8 once percent-decoded"))?;
     let path = sendable(path, "path")?;
-    if path.is_empty() || path.ends_with('/') {
+    if !dir && (path.is_empty() || path.ends_with('/')) {
         return Err(invalid("no file name in the path"));
     }
     Ok(Target {

@@ -67,6 +67,7 @@ mod body;
 mod connector;
 mod error;
 mod headers;
+mod listing;
 mod meta;
 mod options;
 mod pool;
@@ -87,7 +88,8 @@ use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use pymatris_core::{
-    ByteRange, Error, ErrorKind, Fetched, FileOptions, LocalCopy, Protocol, ProtocolConfig,
+    ByteRange, DirEntry, Error, ErrorKind, Fetched, FileOptions, LocalCopy, Protocol,
+    ProtocolConfig,
     RemoteMeta, Url, Validator, redact_url,
 };
 use tower_service::Service;
@@ -353,6 +355,10 @@ impl HttpProtocol {
 impl Protocol for HttpProtocol {
     async fn stat(&self, url: &Url) -> Result<RemoteMeta, Error> {
         self.describe(url, &[]).await
+    }
+
+    async fn list(&self, url: &Url) -> Result<Vec<DirEntry>, Error> {
+        self.list_dir(url).await
     }
 
     async fn fetch(

@@ -251,6 +251,39 @@ impl Sftp {
         get_attrs(&mut expect(reply, FXP_ATTRS)?)
     }
 
+    /// Opens the directory `path` for [`Sftp::readdir`].
+    pub(crate) async fn opendir(&self, path: &[u8]) -> Result<Handle> {
+        let reply = self.request(FXP_OPENDIR, |b| put_string(b, path)).await?;
+        let mut body = expect(reply, FXP_HANDLE)?;
+        Ok(Handle(get_string(&mut body)?))
+    }
+
+    /// The next names of an open directory, with their attributes (not
+    /// following links); `None` at its end.
+    pub(crate) async fn readdir(&self, handle: &Handle) -> Result<Option<Vec<(Bytes, Attrs)>>> {
+        let reply = self
+            .request(FXP_READDIR, |b| put_string(b, &handle.0))
+            .await?;
+        if reply.kind == FXP_STATUS {
+            return match status(reply.body)? {
+                Err(SftpError::Status { code, .. }) if code == StatusCode::EOF => Ok(None),
+                Err(e) => Err(e),
+                Ok(()) => Err(SftpError::Protocol("OK where NAME was expected".into())),
+            };
+        }
+        names(expect(reply, FXP_NAME)?).map(Some)
+    }
+
+    /// Where the link `path` points, as the server stores it.
+    pub(crate) async fn readlink(&self, path: &[u8]) -> Result<Bytes> {
+        let reply = self.request(FXP_READLINK, |b| put_string(b, path)).await?;
+        let mut found = names(expect(reply, FXP_NAME)?)?;
+        found
+            .pop()
+            .map(|(name, _)| name)
+            .ok_or_else(|| SftpError::Protocol("READLINK answered no name".into()))
+    }
+
     /// Sends a request of `kind` whose fields after the id `fields` writes,
     /// and waits for its reply.
     async fn request(&self, kind: u8, fields: impl FnOnce(&mut BytesMut)) -> Result<Reply> {
@@ -312,6 +345,19 @@ impl Drop for Forget<'_> {
 }
 
 /// Reads replies and hands each to its request until the channel ends.
+/// A NAME body: a count, then each name, its long form (skipped) and its
+/// attributes.
+fn names(mut body: Bytes) -> Result<Vec<(Bytes, Attrs)>> {
+    let count = get_u32(&mut body)?;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let name = get_string(&mut body)?;
+        get_string(&mut body)?;
+        out.push((name, get_attrs(&mut body)?));
+    }
+    Ok(out)
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(mut rx: R, pending: Arc<Mutex<Pending>>, max_packet: u32) {
     let why = loop {
         let (kind, mut body) = match read_packet(&mut rx, max_packet).await {

@@ -27,14 +27,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::auth::KeySources;
-use crate::client::Attrs;
+use crate::client::{Attrs, Sftp, SftpError};
 use crate::conn::{Lease, Pool, Settings};
 use crate::known_hosts::Policy;
 use crate::read::{OpenFile, Reader};
 use crate::target::Target;
 use pymatris_core::{
-    ByteRange, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Result, Url,
-    Validator,
+    ByteRange, DirEntry, EntryKind, Error, ErrorKind, Fetched, Protocol, ProtocolConfig,
+    RemoteMeta, Result, Url, Validator,
 };
 
 /// SFTP, to register explicitly
@@ -177,6 +177,63 @@ fn not_a_file(path: &str) -> Error {
     )
 }
 
+/// The entries of the directory `dir` (`/srv/tree/.`): what `READDIR`
+/// says, and for a link, where it points and (`STAT`, following it) what
+/// it points to.
+async fn list_on(sftp: &Sftp, dir: &[u8]) -> std::result::Result<Vec<DirEntry>, SftpError> {
+    let handle = sftp.opendir(dir).await?;
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(batch) = sftp.readdir(&handle).await? {
+            for (name, attrs) in batch {
+                if &name[..] == b"." || &name[..] == b".." {
+                    continue;
+                }
+                out.push((name, attrs));
+            }
+        }
+        Ok::<_, SftpError>(())
+    }
+    .await;
+    let _ = sftp.close(&handle).await;
+    read?;
+    let base = dir.strip_suffix(b".").unwrap_or(dir);
+    let mut entries = Vec::with_capacity(out.len());
+    for (name, attrs) in out {
+        let kind = |a: &Attrs| match () {
+            () if a.is_file() => EntryKind::File,
+            () if a.is_dir() => EntryKind::Dir,
+            () => EntryKind::Other,
+        };
+        let mut entry = DirEntry {
+            name: name.to_vec(),
+            kind: kind(&attrs),
+            size: attrs.size,
+            modified: attrs
+                .mtime
+                .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.into())),
+            link_target: None,
+        };
+        if attrs.is_link() {
+            let path = [base, &name[..]].concat();
+            entry.link_target = Some(sftp.readlink(&path).await?.to_vec());
+            match sftp.stat(&path).await {
+                Ok(target) => {
+                    entry.kind = kind(&target);
+                    entry.size = target.size;
+                    entry.modified = target
+                        .mtime
+                        .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.into()));
+                }
+                // A dangling link: nothing to fetch.
+                Err(_) => entry.kind = EntryKind::Other,
+            }
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
 /// Opens `target`'s path and streams `range` of it.
 async fn fetch_on(lease: Lease, target: &Target, range: ByteRange) -> Result<Fetched> {
     let path = target.display_path();
@@ -256,6 +313,23 @@ impl Protocol for SftpProtocol {
                 return Err(not_a_file(&path));
             }
             Ok(meta_of(&attrs))
+        })
+        .await
+    }
+
+    async fn list(&self, url: &Url) -> Result<Vec<DirEntry>> {
+        let target = Target::parse_dir(url)?;
+        let target = &target;
+        self.with_conn(target, |lease| async move {
+            let path = target.display_path();
+            list_on(&lease.sftp, &target.path)
+                .await
+                .map_err(|e| error::sftp(&format!("listing {path}"), e))
+                .inspect_err(|e| {
+                    if error::breaks_connection(e) {
+                        lease.mark_dead();
+                    }
+                })
         })
         .await
     }

@@ -77,6 +77,15 @@ impl Target {
         })
     }
 
+    /// A directory to list: `sftp://host/srv/tree/` (or `.../tree`) is
+    /// `/srv/tree/.`, `sftp://host/~/` the login directory.
+    pub(crate) fn parse_dir(url: &Url) -> Result<Target> {
+        let mut url = url.clone();
+        let path = format!("{}/.", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        Target::parse(&url)
+    }
+
     /// The path as shown in messages.
     pub(crate) fn display_path(&self) -> String {
         String::from_utf8_lossy(&self.path).into_owned()

@@ -15,7 +15,11 @@ pub(super) const FXP_OPEN: u8 = 3;
 pub(super) const FXP_CLOSE: u8 = 4;
 pub(super) const FXP_READ: u8 = 5;
 pub(super) const FXP_FSTAT: u8 = 8;
+pub(super) const FXP_OPENDIR: u8 = 11;
+pub(super) const FXP_READDIR: u8 = 12;
 pub(super) const FXP_STAT: u8 = 17;
+pub(super) const FXP_READLINK: u8 = 19;
+pub(super) const FXP_NAME: u8 = 104;
 pub(super) const FXP_STATUS: u8 = 101;
 pub(super) const FXP_HANDLE: u8 = 102;
 pub(super) const FXP_DATA: u8 = 103;
@@ -138,6 +142,14 @@ pub(crate) struct Attrs {
 impl Attrs {
     pub(crate) fn is_dir(&self) -> bool {
         self.permissions.is_some_and(|p| p & 0o170000 == 0o040000)
+    }
+
+    pub(crate) fn is_file(&self) -> bool {
+        self.permissions.is_some_and(|p| p & 0o170000 == 0o100000)
+    }
+
+    pub(crate) fn is_link(&self) -> bool {
+        self.permissions.is_some_and(|p| p & 0o170000 == 0o120000)
     }
 }
 
