@@ -14,6 +14,7 @@ mod http;
 mod integrity;
 mod local_traps;
 mod long_lists;
+mod mirror;
 mod per_file;
 mod progress_json;
 mod resume;

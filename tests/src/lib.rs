@@ -4,6 +4,7 @@
 
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod fake_ftp;
 pub mod fault_server;
 
 use std::path::{Path, PathBuf};

@@ -228,6 +228,9 @@ pub(crate) struct Args {
     #[arg(long, value_name = "I/N|auto", value_parser = crate::shard::parse_shard)]
     pub(crate) shard: Option<crate::shard::ShardArg>,
 
+    #[command(flatten)]
+    pub(crate) tree: crate::tree::TreeArgs,
+
     /// Read defaults from this TOML file instead of the usual one.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
@@ -264,6 +267,8 @@ pub(crate) struct Plan {
     pub(crate) config: Config,
     /// The requests, to be read as the run goes.
     pub(crate) source: Source,
+    /// With `--recursive`: the trees to mirror, and where.
+    pub(crate) trees: Vec<(String, Utf8PathBuf, pymatris_core::TreeOptions)>,
     /// The input file, when it held no URL and nothing else was given.
     pub(crate) empty_list: Option<String>,
     /// `--checksum-file`, applied to the requests before they start.
@@ -452,6 +457,23 @@ impl Args {
                     .accept_new_host_keys(self.accept_new_host_keys),
             );
         }
+        let mut trees = Vec::new();
+        if let Some(options) = self.tree.options()? {
+            if list.is_some() {
+                bail!("--recursive takes its directories from the command line, not --input-file");
+            }
+            if self.checksum.is_some() || self.output.is_some() {
+                bail!("--checksum and --output apply to a file, not to a --recursive tree");
+            }
+            head.retain(|item| match item {
+                Ok(entry) => {
+                    let tree = (entry.url.clone(), self.dir.clone(), options.clone());
+                    trees.push(tree);
+                    false
+                }
+                Err(_) => true,
+            });
+        }
         Ok(Plan {
             config,
             source: Source {
@@ -460,6 +482,7 @@ impl Args {
                 list,
                 shard,
             },
+            trees,
             empty_list,
             sums,
             quiet: self.quiet,

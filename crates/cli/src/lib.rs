@@ -47,6 +47,7 @@ mod progress;
 mod progress_json;
 mod shard;
 mod sums;
+mod tree;
 mod words;
 
 use std::collections::HashMap;
@@ -187,6 +188,7 @@ async fn run(plan: Plan) -> u8 {
         jsonl,
         progress,
         sums,
+        trees,
         ..
     } = plan;
     let has_jsonl = jsonl.is_some();
@@ -293,6 +295,21 @@ async fn run(plan: Plan) -> u8 {
             .take_until(async move { stop.cancelled().await })
             .boxed()
     };
+    if !trees.is_empty() {
+        // `-r`: the trees' files, each reported as a request's result.
+        for (url, dir, options) in trees {
+            downloader.enqueue_tree(&url, &dir, options);
+        }
+        let results = downloader.download().await;
+        let outcomes =
+            (results.success.into_iter().map(Ok)).chain(results.errors.into_iter().map(Err));
+        for (index, outcome) in outcomes.enumerate() {
+            if let Some(events) = &events {
+                events.result(&outcome, None);
+            }
+            account.result(index, None, outcome);
+        }
+    }
     downloader
         .download_each(requests, |index, outcome| {
             let line = lines.lock().expect("lines poisoned").remove(&index);

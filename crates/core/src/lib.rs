@@ -130,7 +130,7 @@ pub use scheduler::{Downloader, Request};
 pub use shard::{Shard, ShardError, shard_of};
 pub use sums::ChecksumList;
 pub use tokio_util::sync::CancellationToken;
-pub use tree::TreeOptions;
+pub use tree::{GlobError, TreeOptions};
 pub use url::Url;
 
 #[doc(hidden)]

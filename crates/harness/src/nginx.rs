@@ -116,6 +116,10 @@ http {{
         root {data_q};
         autoindex off;
         etag on;
+        # Index pages for recursive downloads (tests/e2e/mirror.rs).
+        location /mirror/ {{
+            autoindex on;
+        }}
     }}
 
     server {{

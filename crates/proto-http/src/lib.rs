@@ -89,8 +89,7 @@ use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use pymatris_core::{
     ByteRange, DirEntry, Error, ErrorKind, Fetched, FileOptions, LocalCopy, Protocol,
-    ProtocolConfig,
-    RemoteMeta, Url, Validator, redact_url,
+    ProtocolConfig, RemoteMeta, Url, Validator, redact_url,
 };
 use tower_service::Service;
 

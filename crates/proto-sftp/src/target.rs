@@ -80,10 +80,15 @@ impl Target {
     /// A directory to list: `sftp://host/srv/tree/` (or `.../tree`) is
     /// `/srv/tree/.`, `sftp://host/~/` the login directory.
     pub(crate) fn parse_dir(url: &Url) -> Result<Target> {
+        // A URL's path loses its `.` segments: a file name stands in for
+        // the `.` until the path is decoded.
         let mut url = url.clone();
-        let path = format!("{}/.", url.path().trim_end_matches('/'));
+        let path = format!("{}/_", url.path().trim_end_matches('/'));
         url.set_path(&path);
-        Target::parse(&url)
+        let mut target = Target::parse(&url)?;
+        target.path.pop();
+        target.path.push(b'.');
+        Ok(target)
     }
 
     /// The path as shown in messages.
@@ -122,6 +127,15 @@ mod tests {
 
     fn parse(s: &str) -> Result<Target> {
         Target::parse(&Url::parse(s).unwrap())
+    }
+
+    #[test]
+    fn directories_to_list() {
+        let dir = |s: &str| Target::parse_dir(&Url::parse(s).unwrap()).unwrap().path;
+        assert_eq!(dir("sftp://h/srv/tree/"), b"/srv/tree/.");
+        assert_eq!(dir("sftp://h/srv/a%20b"), b"/srv/a b/.");
+        assert_eq!(dir("sftp://h/~/"), b".");
+        assert_eq!(dir("sftp://h/"), b"/.");
     }
 
     #[test]

@@ -1,0 +1,119 @@
+//! A tiny FTP server that says what the test wants it to say: `MLSD`
+//! listings written by the test (hostile ones: names that are paths, links
+//! out of the tree), files by path, and a log of every `RETR`. Enough of
+//! FTP for pymatris's client: login, `TYPE`, `EPSV`, `SIZE`, `MDTM`,
+//! `MLSD`, `RETR`, `QUIT`; anything else is `500`. One thread per
+//! connection, loopback only, stopped when dropped (its threads end with
+//! the test process).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+/// What the server serves.
+#[derive(Debug, Default, Clone)]
+pub struct FakeFtpTree {
+    /// `MLSD` text by directory path (as the client sends it, no slashes
+    /// at either end).
+    pub dirs: HashMap<String, String>,
+    /// File contents by path.
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+/// A running fake server.
+#[derive(Debug)]
+pub struct FakeFtp {
+    port: u16,
+    retrs: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeFtp {
+    pub fn start(tree: FakeFtpTree) -> FakeFtp {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let retrs = Arc::new(Mutex::new(Vec::new()));
+        let tree = Arc::new(tree);
+        let log = retrs.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (tree, log) = (tree.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &tree, &log);
+                });
+            }
+        });
+        FakeFtp { port, retrs }
+    }
+
+    /// `ftp://127.0.0.1:PORT/rel`.
+    pub fn url(&self, rel: &str) -> String {
+        format!("ftp://127.0.0.1:{}/{rel}", self.port)
+    }
+
+    /// Every path asked for with `RETR`, in order.
+    pub fn retrs(&self) -> Vec<String> {
+        self.retrs.lock().unwrap().clone()
+    }
+}
+
+fn serve(conn: TcpStream, tree: &FakeFtpTree, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut out = conn.try_clone()?;
+    let mut lines = BufReader::new(conn);
+    let mut data: Option<TcpListener> = None;
+    out.write_all(b"220 fake\r\n")?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+        let arg = arg.trim_matches('/');
+        let reply = match cmd.to_ascii_uppercase().as_str() {
+            "USER" => "331 password\r\n".to_owned(),
+            "PASS" => "230 in\r\n".to_owned(),
+            "TYPE" => "200 ok\r\n".to_owned(),
+            "EPSV" => {
+                let l = TcpListener::bind("127.0.0.1:0")?;
+                let port = l.local_addr()?.port();
+                data = Some(l);
+                format!("229 Entering Extended Passive Mode (|||{port}|)\r\n")
+            }
+            "SIZE" => match tree.files.get(arg) {
+                Some(f) => format!("213 {}\r\n", f.len()),
+                None => "550 no\r\n".to_owned(),
+            },
+            "MDTM" if tree.files.contains_key(arg) => "213 20260101000000\r\n".to_owned(),
+            "MLSD" | "RETR" => {
+                let body = match cmd {
+                    "RETR" => {
+                        log.lock().unwrap().push(arg.to_owned());
+                        tree.files.get(arg).cloned()
+                    }
+                    _ => tree
+                        .dirs
+                        .get(arg)
+                        .map(|t| t.replace('\n', "\r\n").into_bytes()),
+                };
+                match (body, data.take()) {
+                    (Some(body), Some(l)) => {
+                        out.write_all(b"150 here\r\n")?;
+                        let (mut d, _) = l.accept()?;
+                        d.write_all(&body)?;
+                        drop(d);
+                        "226 done\r\n".to_owned()
+                    }
+                    _ => "550 no\r\n".to_owned(),
+                }
+            }
+            "QUIT" => {
+                out.write_all(b"221 bye\r\n")?;
+                return Ok(());
+            }
+            _ => "500 unknown\r\n".to_owned(),
+        };
+        out.write_all(reply.as_bytes())?;
+    }
+}
