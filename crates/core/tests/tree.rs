@@ -50,6 +50,7 @@ fn meta_of(data: &[u8], time: SystemTime) -> RemoteMeta {
         .as_secs();
     RemoteMeta {
         size: Some(data.len() as u64),
+        modified: Some(time),
         ranges: true,
         validator: Validator {
             etag: None,

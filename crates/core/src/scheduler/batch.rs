@@ -167,9 +167,6 @@ impl Batch {
             }
             Err(e) => return Err(failed_early(&request, e)),
         };
-        if let (Some(cell), Some(time)) = (&request.remote_time, &meta.validator.modified) {
-            let _ = cell.set(time.clone());
-        }
         let name = request
             .filename
             .as_deref()

@@ -16,7 +16,7 @@ use crate::protocol::{ByteRange, Fetched, Protocol};
 use crate::results::Succeeded;
 
 impl Batch {
-    /// With timestamping: the regular file at the name the request gives,
+    /// With timestamping (or for a file of a tree): the regular file at the name the request gives,
     /// or else its URL's, when there is one. (A name only the server's
     /// answer tells is compared once that answer is in.)
     pub(super) fn local_copy(
@@ -24,7 +24,7 @@ impl Batch {
         request: &Request,
         url: &Url,
     ) -> Option<(Utf8PathBuf, LocalCopy)> {
-        if !self.config.timestamping {
+        if !self.config.timestamping && !request.mirror {
             return None;
         }
         let name = (request.filename.as_deref())

@@ -28,7 +28,7 @@ mod tree_jobs;
 mod version;
 mod workers;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -56,8 +56,9 @@ pub struct Request {
     dir: Utf8PathBuf,
     filename: Option<String>,
     checksum: Option<Checksum>,
-    /// Where a file of a tree learns the remote time of what it got.
-    remote_time: Option<Arc<OnceLock<String>>>,
+    /// A file of a tree whose local copy's time is not known from the
+    /// listing: checked as under timestamping.
+    mirror: bool,
     max_splits: Option<usize>,
     max_tries: Option<u32>,
     overwrite: Option<bool>,
@@ -78,7 +79,7 @@ impl std::fmt::Debug for Request {
             .field("max_tries", &self.max_tries)
             .field("overwrite", &self.overwrite)
             .field("headers", &headers)
-            .field("remote_time", &self.remote_time)
+            .field("mirror", &self.mirror)
             .finish()
     }
 }
@@ -92,7 +93,7 @@ impl Request {
             dir: Utf8PathBuf::from("."),
             filename: None,
             checksum: None,
-            remote_time: None,
+            mirror: false,
             max_splits: None,
             max_tries: None,
             overwrite: None,

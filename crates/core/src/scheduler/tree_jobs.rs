@@ -1,15 +1,14 @@
 //! Trees in a batch: starts the walk of each tree queued with
 //! `Downloader::enqueue_tree`, and has the batch's download slots take
 //! the files the walks find, once the plain requests are all taken. A file
-//! already there with the remote size and time is kept without a request
-//! for its body; a changed one is downloaded beside it and renamed over
-//! it only when complete, and gets the remote time, so that the next run
-//! finds it up to date.
+//! already there that is up to date by the rule of `-N` (the remote size,
+//! not older) is kept without a request for its body; a changed one is
+//! downloaded beside it and renamed over it only when complete, and gets
+//! the remote time, so that the next run finds it up to date.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
@@ -18,10 +17,11 @@ use url::Url;
 use super::batch::Batch;
 use super::{Outcome, Request, internal_error};
 use crate::error::{Error, ErrorKind, Result};
+use crate::local::LocalCopy;
 use crate::protocol::{DirEntry, RemoteMeta};
 use crate::redact::{redact_url, redact_url_str};
-use crate::results::{Failed, Results, Succeeded};
-use crate::tree::{self, Item, Lister, TreeFile, TreeRequest, parse_modified, same_second};
+use crate::results::{Failed, Results};
+use crate::tree::{self, Item, Lister, TreeFile, TreeRequest};
 
 /// The files found and not yet taken, per download slot: enough that a
 /// slot never waits on a listing that is already done, few enough that a
@@ -167,86 +167,37 @@ fn path_of(outcome: &Outcome) -> &camino::Utf8Path {
     }
 }
 
-/// One file of a tree: kept when up to date, else downloaded (over the
-/// old one only once complete) and given the remote time.
+/// One file of a tree: kept when up to date (by the rule of `-N`,
+/// [`LocalCopy::is_current`]), else downloaded, over the old one only once
+/// complete (as under `--overwrite`). With the size and time from the listing, an up-to-date file
+/// costs no request; without (FTP `LIST`, HTTP index pages), the download
+/// asks as under timestamping (HTTP: a conditional GET).
 async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
     let target = file.dir.join(&file.name);
     let shown = redact_url(&file.url);
-    let mut replace = false;
-    let mut modified = file.modified;
     // A link or anything else but a file is never replaced: the download
     // takes the next free name, as any download does.
-    if let Ok(local) = tokio::fs::symlink_metadata(&target).await
-        && local.is_file()
+    let copy = LocalCopy::of(&target);
+    let listed = file.size.is_some() && file.modified.is_some();
+    if let Some(copy) = &copy
+        && listed
     {
-        let remote = match (file.size, file.modified) {
-            (Some(size), Some(time)) => Some((Some(size), Some(time))),
-            _ => remote_stat(&batch, &file.url).await.ok().map(|meta| {
-                let time = meta.validator.modified.as_deref().and_then(parse_modified);
-                (meta.size, time)
-            }),
+        let remote = RemoteMeta {
+            size: file.size,
+            modified: file.modified,
+            ..RemoteMeta::default()
         };
-        if let Some((size, time)) = remote {
-            if is_up_to_date(&local, size, time) && batch.names.claim(&target) {
-                tracing::debug!(url = %shown, path = %target, "up to date");
-                let id = batch.reporter.on_start(&shown, &file.name, size);
-                batch.reporter.on_finish(id, None);
-                return Ok(Succeeded {
-                    path: target,
-                    url: shown,
-                    size: local.len(),
-                    up_to_date: true,
-                });
-            }
-            modified = modified.or(time);
+        if copy.is_current(&remote) {
+            return Ok(batch.up_to_date(target, copy.size, &shown));
         }
-        replace = true;
     }
-    let time = Arc::new(OnceLock::new());
     let mut request = Request::new(file.url.as_str())
         .dir(file.dir.clone())
         .filename(file.name.clone());
-    request.remote_time = Some(time.clone());
-    let mut ok = batch.clone().download_one(request).await?;
-    if replace && ok.path != target {
-        if let Err(e) = std::fs::rename(&ok.path, &target) {
-            let error = Error::io(format_args!("cannot replace {target}"), e);
-            return Err(Failed {
-                filepath_partial: ok.path,
-                url: shown,
-                error,
-            });
-        }
-        ok.path = target;
+    if copy.is_some() {
+        // Replaced once the new version is complete, never before.
+        request = request.overwrite(true);
     }
-    let time = time.get().and_then(|t| parse_modified(t)).or(modified);
-    if let Some(time) = time
-        && let Err(e) = set_modified(&ok.path, time)
-    {
-        tracing::warn!(path = %ok.path, "cannot set the remote time: {e}");
-    }
-    Ok(ok)
-}
-
-/// The rule of a mirror: the same size and the same modification time
-/// (to the second) as the remote file. Without a remote time, a file is
-/// never taken as up to date.
-fn is_up_to_date(
-    local: &std::fs::Metadata,
-    size: Option<u64>,
-    modified: Option<SystemTime>,
-) -> bool {
-    let same_time = match (modified, local.modified()) {
-        (Some(remote), Ok(local)) => same_second(remote, local),
-        _ => false,
-    };
-    size == Some(local.len()) && same_time
-}
-
-/// Gives the file at `path` (never through a link) the modification time
-/// `time`.
-fn set_modified(path: &camino::Utf8Path, time: SystemTime) -> std::io::Result<()> {
-    let file = crate::files::open_regular(path, false)?
-        .ok_or_else(|| std::io::Error::other(format!("{path} is no longer a regular file")))?;
-    file.set_modified(time)
+    request.mirror = copy.is_some() && !listed;
+    batch.download_one(request).await
 }

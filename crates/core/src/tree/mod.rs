@@ -11,7 +11,7 @@ mod path;
 mod walk;
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use camino::Utf8PathBuf;
 use globset::Glob;
@@ -111,69 +111,9 @@ pub(crate) trait Lister: Send + Sync {
     async fn stat(&self, url: &Url) -> Result<RemoteMeta>;
 }
 
-/// A remote time as a protocol writes it in a validator: an HTTP date, an
-/// FTP `MDTM` time (`YYYYMMDDHHMMSS`, UTC, fractions ignored) or Unix
-/// seconds (SFTP).
-pub(crate) fn parse_modified(text: &str) -> Option<SystemTime> {
-    let whole = text.split('.').next().unwrap_or(text);
-    if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
-        if whole.len() == 14 {
-            return mdtm(whole);
-        }
-        let secs: u64 = whole.parse().ok()?;
-        return SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs));
-    }
-    httpdate::parse_http_date(text).ok()
-}
-
-/// `YYYYMMDDHHMMSS` (UTC) as a time.
-fn mdtm(t: &str) -> Option<SystemTime> {
-    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().ok();
-    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
-    let (hh, mm, ss) = (n(8..10)?, n(10..12)?, n(12..14)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-/// Whether two times are the same second: what every listing and file
-/// system keeps.
-pub(crate) fn same_second(a: SystemTime, b: SystemTime) -> bool {
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i128)
-            .unwrap_or_else(|e| -(e.duration().as_secs() as i128))
-    };
-    secs(a) == secs(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn remote_times_in_every_protocol_format() {
-        let t = |s| {
-            parse_modified(s).map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
-        };
-        assert_eq!(t("20261126073800"), Some(1_795_678_680));
-        assert_eq!(t("20261126073800.123"), Some(1_795_678_680));
-        assert_eq!(t("Thu, 26 Nov 2026 07:38:00 GMT"), Some(1_795_678_680));
-        assert_eq!(t("1795678680"), Some(1_795_678_680));
-        assert_eq!(t("20000229000000"), Some(951_782_400));
-        assert_eq!(t("20261340000000"), None);
-        assert_eq!(t("yesterday"), None);
-    }
 
     #[test]
     fn bad_globs_are_refused() {
