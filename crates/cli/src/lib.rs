@@ -48,6 +48,7 @@ mod progress_json;
 mod shard;
 mod sums;
 mod tree;
+mod values;
 mod words;
 
 use std::collections::HashMap;
