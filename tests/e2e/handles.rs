@@ -65,7 +65,9 @@ fn args_for(dir: &Path, list: &Path, extra: &[&str]) -> Vec<String> {
 }
 
 // 3,000 URLs with 1,024 files at once and up to 64 parts each, under a
-// hard limit of 256 open files: the run slows down, and every URL lands.
+// hard limit of 64 open files: the run slows down, and every URL lands.
+// (At 256 the limit was reached only when the machine was quiet: under the
+// whole suite's load, fewer small files were under way at once.)
 #[test]
 fn running_out_of_file_handles_fails_no_url() {
     let servers = Servers::start(Which::http_only()).expect("start nginx");
@@ -102,7 +104,7 @@ fn running_out_of_file_handles_fails_no_url() {
             "256K",
         ],
     );
-    let run = run_limited(256, &args);
+    let run = run_limited(64, &args);
     let json = json_of(&run);
     let errors = json["errors"].as_array().expect("errors").len();
     assert_eq!(
