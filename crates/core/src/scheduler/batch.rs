@@ -362,6 +362,24 @@ impl Batch {
         max_splits.min(self.spare(0, max_splits)).max(1)
     }
 
+    /// Runs one file's `download`, a panic in it failing that file alone
+    /// (as `fallback`), and counts the file finished.
+    pub(super) async fn run_file(
+        &self,
+        download: impl std::future::Future<Output = super::Outcome>,
+        fallback: Failed,
+    ) -> super::Outcome {
+        use futures_util::FutureExt as _;
+        let outcome = std::panic::AssertUnwindSafe(download)
+            .catch_unwind()
+            .await
+            .unwrap_or(Err(fallback));
+        self.files_left.fetch_sub(1, Ordering::SeqCst);
+        self.progressed();
+        self.file_done.notify_waiters();
+        outcome
+    }
+
     /// Notes that a byte arrived or a file finished.
     pub(super) fn progressed(&self) {
         self.progressed_at(Instant::now());

@@ -5,12 +5,11 @@
 //! [`Downloader::download`] is this with a vector in and one out.
 
 use std::collections::HashSet;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -108,13 +107,9 @@ impl Downloader {
             running.spawn(async move {
                 while let Some((index, request)) = feed.next(&batch).await {
                     let fallback = failed_early(&request, internal_error());
-                    let outcome = AssertUnwindSafe(batch.clone().download_one(request))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or(Err(fallback));
-                    batch.files_left.fetch_sub(1, Ordering::SeqCst);
-                    batch.progressed();
-                    batch.file_done.notify_waiters();
+                    let outcome = batch
+                        .run_file(batch.clone().download_one(request), fallback)
+                        .await;
                     if done_tx.send((index, outcome)).await.is_err() {
                         break;
                     }

@@ -6,11 +6,9 @@
 //! downloaded beside it and renamed over it only when complete, and gets
 //! the remote time, so that the next run finds it up to date.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use url::Url;
 
@@ -130,14 +128,9 @@ impl TreeFeed {
                         url: redact_url(&file.url),
                         error: internal_error(),
                     };
-                    let outcome = AssertUnwindSafe(download(batch.clone(), file))
-                        .catch_unwind()
+                    batch
+                        .run_file(download(batch.clone(), file), fallback)
                         .await
-                        .unwrap_or(Err(fallback));
-                    batch.files_left.fetch_sub(1, Ordering::SeqCst);
-                    batch.progressed();
-                    batch.file_done.notify_waiters();
-                    outcome
                 }
             };
             self.done
