@@ -20,3 +20,4 @@ mod progress_json;
 mod resume;
 mod sftp;
 mod shards;
+mod socks;

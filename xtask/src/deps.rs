@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 /// `libpython3-dev` lets cargo's own builds of `crates/py` (tests, the
 /// workspace's `cargo test`) link libpython, as pyo3 does outside maturin;
 /// `nftables` counts what servers put on the wire (the harness's
-/// `WireMeter`).
+/// `WireMeter`); microsocks is the SOCKS5 server the proxy tests go
+/// through.
 pub(crate) const PACKAGES: &[&str] = &[
     "nginx-light",
     "lighttpd",
@@ -28,6 +29,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "curl",
     "wget",
     "aria2",
+    "microsocks",
     "lftp",
     "procps",
     "util-linux",

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use pymatris_core::camino::Utf8PathBuf;
+use pymatris_core::socks::SocksProxy;
 use pymatris_core::{Config, Url, redact_url_str};
 
 use crate::feed::Source;
@@ -189,8 +190,11 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) max_per_host: Option<u32>,
 
-    /// HTTP(S) proxy URL (`http://[user:pass@]host:port`). Without it,
-    /// HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY are honoured.
+    /// Proxy URL: `http://[user:pass@]host:port` for HTTP(S), or
+    /// `socks5://` / `socks5h://` (the proxy resolves names) for every
+    /// protocol, FTP and SFTP too. Without it, HTTPS_PROXY, HTTP_PROXY,
+    /// ALL_PROXY (a SOCKS5 one for FTP and SFTP too) and NO_PROXY are
+    /// honoured.
     #[arg(long, value_name = "URL")]
     pub(crate) proxy: Option<String>,
 
@@ -377,9 +381,16 @@ impl Args {
         {
             bail!("--user-agent {ua:?} holds a control character");
         }
-        if let Some(proxy) = &self.proxy {
-            check_proxy(proxy)?;
-        }
+        let socks = match &self.proxy {
+            Some(proxy) if SocksProxy::is_socks(proxy) => {
+                Some(SocksProxy::parse(proxy).map_err(|e| anyhow::anyhow!("--proxy: {e}"))?)
+            }
+            Some(proxy) => {
+                check_proxy(proxy)?;
+                None
+            }
+            None => None,
+        };
         for file in self
             .ca_cert
             .iter()
@@ -425,7 +436,8 @@ impl Args {
         };
         config = config
             .max_per_host(self.max_per_host.map(|n| n as usize))
-            .netrc(netrc);
+            .netrc(netrc)
+            .socks_proxy(socks);
         // The list's URLs are registered as they are read (`feed`).
         crate::logging::register_secrets(
             (head.iter().flatten())
@@ -438,7 +450,8 @@ impl Args {
             let mut http = pymatris_proto_http::HttpOptions::default()
                 .headers(headers)
                 .location_trusted(self.location_trusted)
-                .proxy(self.proxy);
+                // A SOCKS proxy is the config's, for every protocol.
+                .proxy(self.proxy.filter(|p| !SocksProxy::is_socks(p)));
             if let Some(ua) = self.user_agent {
                 http = http.user_agent(ua);
             }
@@ -532,7 +545,7 @@ fn check_proxy(proxy: &str) -> anyhow::Result<()> {
     };
     let url = Url::parse(&full).map_err(|e| anyhow::anyhow!("--proxy {shown}: {e}"))?;
     if url.scheme() != "http" {
-        bail!("--proxy {shown}: only http:// proxies are supported");
+        bail!("--proxy {shown}: only http://, socks5:// and socks5h:// proxies are supported");
     }
     if url.host_str().is_none_or(str::is_empty) {
         bail!("--proxy {shown}: no host");

@@ -42,6 +42,9 @@ pub struct ProtocolConfig {
     /// Read credentials from this netrc file (the engine applies them to
     /// URLs without any).
     pub netrc: Option<PathBuf>,
+    /// The SOCKS5 proxy every protocol connects through (`None`: the one
+    /// `ALL_PROXY` names, if it names one; see [`ProtocolConfig::socks`]).
+    pub socks_proxy: Option<crate::socks::SocksProxy>,
     /// The options of each protocol, by type.
     options: HashMap<TypeId, Arc<dyn ProtocolOptions>>,
     /// Protocols registered explicitly, looked up before the linked ones:
@@ -58,6 +61,7 @@ impl Default for ProtocolConfig {
             ca_certs: Vec::new(),
             insecure: false,
             netrc: None,
+            socks_proxy: None,
             options: HashMap::new(),
             plugins: Vec::new(),
         }
@@ -65,6 +69,15 @@ impl Default for ProtocolConfig {
 }
 
 impl ProtocolConfig {
+    /// The SOCKS5 proxy for this batch's connections: the one set, else
+    /// the one of `ALL_PROXY` (or `all_proxy`) when that is a SOCKS5 URL.
+    /// [`socks::dial`](crate::socks::dial) still honours `NO_PROXY`.
+    pub fn socks(&self) -> Option<crate::socks::SocksProxy> {
+        self.socks_proxy
+            .clone()
+            .or_else(crate::socks::SocksProxy::from_env)
+    }
+
     /// Stores the options of a protocol, replacing any of the same type.
     pub fn set<T: ProtocolOptions>(&mut self, options: T) -> &mut Self {
         self.options.insert(TypeId::of::<T>(), Arc::new(options));
@@ -91,6 +104,7 @@ impl fmt::Debug for ProtocolConfig {
             .field("ca_certs", &self.ca_certs)
             .field("insecure", &self.insecure)
             .field("netrc", &self.netrc)
+            .field("socks_proxy", &self.socks_proxy)
             .field("options", &options)
             .field("registered", &registered)
             .finish()
@@ -211,6 +225,8 @@ impl Config {
         insecure: bool => protocol.insecure);
     setter!(/// Use this netrc file for credentials.
         netrc: Option<PathBuf> => protocol.netrc);
+    setter!(/// Connect through this SOCKS5 proxy (every protocol).
+        socks_proxy: Option<crate::socks::SocksProxy> => protocol.socks_proxy);
 
     /// Hands `options` to the protocol that reads them (for example
     /// `pymatris_proto_http::HttpOptions`), replacing any of the same type.

@@ -103,6 +103,7 @@ mod results;
 mod resume;
 mod scheduler;
 mod shard;
+pub mod socks;
 mod sums;
 mod throttle;
 mod tree;

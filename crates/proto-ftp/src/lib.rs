@@ -88,6 +88,8 @@ pub struct FtpProtocol {
     timeout: Duration,
     ftp_tls: bool,
     config: ProtocolConfig,
+    /// The SOCKS5 proxy of the batch (or of `ALL_PROXY`).
+    socks: Option<pymatris_core::socks::SocksProxy>,
     /// Built on first use: plain FTP never reads the CA stores.
     tls: OnceLock<Result<Arc<ClientConfig>, String>>,
     pool: Pool,
@@ -110,6 +112,7 @@ impl FtpProtocol {
             timeout: cfg.timeout,
             ftp_tls: cfg.get::<FtpOptions>().is_some_and(|o| o.require_tls),
             config: cfg.clone(),
+            socks: cfg.socks(),
             tls: OnceLock::new(),
             pool: Pool::new(cfg.max_per_host),
         })
@@ -135,7 +138,7 @@ impl FtpProtocol {
                     true => Some(self.tls_config()?),
                     false => None,
                 };
-                session::connect(host, target, slot, tls, self.timeout).await
+                session::connect(host, target, slot, tls, self.timeout, self.socks.as_ref()).await
             }
         }
     }

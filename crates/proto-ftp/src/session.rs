@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use pymatris_core::socks::SocksProxy;
 use pymatris_core::{Error, ErrorKind};
 use rustls::ClientConfig;
 use rustls::client::Resumption;
@@ -58,15 +59,20 @@ pub(crate) async fn connect(
     mut slot: Slot,
     tls: Option<Arc<ClientConfig>>,
     timeout: Duration,
+    socks: Option<&SocksProxy>,
 ) -> Result<Session, Error> {
     let login = &target.login;
+    // Control and data connections alike go through the proxy.
+    let socks = socks
+        .filter(|_| !pymatris_core::socks::no_proxy(&host.id.host))
+        .cloned();
     let passive = Caps::get(&host.caps.no_epsv);
     let tls = tls.map(|base| own_session_cache(&base));
     let attempt = async {
         let implicit = tls
             .as_ref()
             .filter(|_| login.security == Security::Implicit);
-        let (mut ftp, handshake) = greet(host, implicit).await?;
+        let (mut ftp, handshake) = greet(host, implicit, socks.as_ref()).await?;
         slot.count_open();
         if login.security == Security::Explicit {
             let config = tls.as_ref().expect("TLS configured for FTPS");
@@ -99,7 +105,11 @@ pub(crate) async fn connect(
         // PASV answers may carry a private or bogus address: use the
         // control connection's peer, as curl does.
         ftp.set_passive_nat_workaround(true);
-        Ok::<(Ftp, DataWindow), Failure>((ftp.passive_stream_builder(window.builder()), window))
+        let through = socks.map(|p| (p, host.id.host.clone()));
+        Ok::<(Ftp, DataWindow), Failure>((
+            ftp.passive_stream_builder(window.builder(through)),
+            window,
+        ))
     };
     let (ftp, window) = match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(done)) => done,
@@ -170,9 +180,14 @@ impl DataWindow {
         self.bytes.store(bytes.unwrap_or(0), Ordering::Relaxed);
     }
 
-    /// Opens passive data connections with the window asked for.
+    /// Opens passive data connections with the window asked for, or
+    /// through the SOCKS proxy to the server's host (`through`). The
+    /// address the server's `PASV`/`EPSV` answer comes to is the control
+    /// connection's peer with the port it gave (suppaftp's NAT workaround):
+    /// through a proxy that peer is the proxy, so only the port is kept.
     fn builder(
         &self,
+        through: Option<(SocksProxy, String)>,
     ) -> impl Fn(SocketAddr) -> Pin<Box<dyn Future<Output = FtpResult<TcpStream>> + Send + Sync>>
     + Send
     + Sync
@@ -180,10 +195,13 @@ impl DataWindow {
         let window = self.bytes.clone();
         move |addr| {
             let bytes = window.load(Ordering::Relaxed);
+            let through = through.clone();
             Box::pin(async move {
-                data_socket(addr, bytes)
-                    .await
-                    .map_err(FtpError::ConnectionError)
+                match through {
+                    Some((proxy, host)) => proxy.connect(&host, addr.port()).await,
+                    None => data_socket(addr, bytes).await,
+                }
+                .map_err(FtpError::ConnectionError)
             })
         }
     }
@@ -228,12 +246,33 @@ fn own_session_cache(base: &Arc<ClientConfig>) -> Arc<ClientConfig> {
 }
 
 /// TCP (and implicit TLS) up to the server's `220`, with the time TCP's
-/// handshake took when it was timed alone (not under implicit TLS).
+/// handshake took when it was timed alone (not through a proxy, nor under
+/// implicit TLS).
 async fn greet(
     host: &Host,
     tls: Option<&Arc<ClientConfig>>,
+    socks: Option<&SocksProxy>,
 ) -> Result<(Ftp, Option<Duration>), Failure> {
     let addr = (host.id.host.as_str(), host.id.port);
+    if let Some(proxy) = socks {
+        if tls.is_some() {
+            // suppaftp opens implicit-TLS connections itself.
+            return Err(Failure::Greeting(FtpError::ConnectionError(
+                io::Error::other(
+                    "ftps:// (implicit TLS) through a SOCKS proxy is not supported: use ftp:// with TLS required",
+                ),
+            )));
+        }
+        let tcp = proxy
+            .connect(&host.id.host, host.id.port)
+            .await
+            .map_err(|e| Failure::Greeting(FtpError::ConnectionError(e)))?;
+        let _ = tcp.set_nodelay(true);
+        let ftp = Ftp::connect_with_stream(tcp)
+            .await
+            .map_err(Failure::Greeting)?;
+        return Ok((ftp, None));
+    }
     if let Some(config) = tls {
         let connector = AsyncRustlsConnector::from(TlsConnector::from(config.clone()));
         let ftp = Ftp::connect_secure_implicit(addr, connector, &host.id.host)

@@ -1,12 +1,13 @@
 //! The TCP layer under TLS: a direct connection, or one through an HTTP
 //! proxy (absolute-form requests for `http://`, a `CONNECT` tunnel for
-//! `https://`).
+//! `https://`) or a SOCKS5 one (core's dialer, shared with FTP and SFTP).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -14,6 +15,7 @@ use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
+use pymatris_core::socks::SocksProxy;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
@@ -24,11 +26,30 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) struct Connector {
     http: HttpConnector,
     proxy: Option<Arc<Matcher>>,
+    /// The batch's SOCKS5 proxy, set in the library's config: before the
+    /// matcher's, `NO_PROXY` aside.
+    socks: Option<SocksProxy>,
+    /// Bounds a connection through a SOCKS proxy, handshake included (the
+    /// HTTP connector bounds its own).
+    timeout: Duration,
 }
 
 impl Connector {
     pub(crate) fn new(http: HttpConnector, proxy: Option<Arc<Matcher>>) -> Self {
-        Connector { http, proxy }
+        Connector {
+            http,
+            proxy,
+            socks: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Connects through `socks` (unless `NO_PROXY` exempts the host), each
+    /// connection within `timeout`.
+    pub(crate) fn with_socks(mut self, socks: Option<SocksProxy>, timeout: Duration) -> Self {
+        self.socks = socks;
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -50,6 +71,12 @@ impl Service<Uri> for Connector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
+        let timeout = self.timeout;
+        if let Some(socks) = &self.socks
+            && !pymatris_core::socks::no_proxy(dst.host().unwrap_or_default())
+        {
+            return Box::pin(socks_conn(socks.clone(), dst, timeout));
+        }
         let intercept = self.proxy.as_ref().and_then(|m| m.intercept(&dst));
         let Some(intercept) = intercept else {
             let connecting = self.http.call(dst);
@@ -59,9 +86,21 @@ impl Service<Uri> for Connector {
             });
         };
         let proxy = intercept.uri().clone();
+        if let Some(remote_dns) = match proxy.scheme_str() {
+            Some("socks5") => Some(false),
+            Some("socks5h") => Some(true),
+            _ => None,
+        } {
+            let socks = SocksProxy::new(
+                proxy.host().unwrap_or_default(),
+                proxy.port_u16(),
+                remote_dns,
+                intercept.raw_auth(),
+            );
+            return Box::pin(socks_conn(socks, dst, timeout));
+        }
         if proxy.scheme_str() != Some("http") {
-            // TODO: SOCKS (hyper-util has SocksV4/SocksV5 connectors) and
-            // TLS to the proxy itself.
+            // TLS to the proxy itself is not supported.
             let scheme = proxy.scheme_str().unwrap_or("").to_owned();
             return Box::pin(async move {
                 Err(io::Error::other(format!("{scheme}:// proxies are not supported")).into())
@@ -92,6 +131,31 @@ impl Service<Uri> for Connector {
             })
         }
     }
+}
+
+/// A connection to `dst` through `socks`: a plain TCP stream to the
+/// server, to hyper (and TLS) as a direct one.
+async fn socks_conn(socks: SocksProxy, dst: Uri, timeout: Duration) -> Result<Conn, BoxError> {
+    let host = dst.host().unwrap_or_default();
+    let port = dst.port_u16().unwrap_or(match dst.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let tcp = tokio::time::timeout(timeout, socks.connect(host, port))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting through {socks}"),
+            )
+        })??;
+    // Requests are small and each waits for its answer, as on a direct
+    // connection.
+    let _ = tcp.set_nodelay(true);
+    Ok(Conn {
+        io: TokioIo::new(tcp),
+        proxied: false,
+    })
 }
 
 /// The proxy answered `407` to `CONNECT`.

@@ -45,12 +45,14 @@
 //!   `SSL_CERT_FILE`/`SSL_CERT_DIR`) plus every certificate of every PEM
 //!   file of `ca_certs`; `insecure` accepts any certificate but still
 //!   checks handshake signatures. The ring provider is passed explicitly.
-//! - Proxies: [`HttpOptions::proxy`] (`http://[user:pass@]host:port`), else
-//!   `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (curl's rules,
-//!   through hyper-util's matcher; `NO_PROXY` applies to the explicit proxy
-//!   too). `http://` URLs go to the proxy in absolute form, `https://` ones
-//!   through a `CONNECT` tunnel. SOCKS proxies and TLS to the proxy are not
-//!   supported.
+//! - Proxies: the config's SOCKS5 proxy (`socks_proxy`), else
+//!   [`HttpOptions::proxy`] (`http://[user:pass@]host:port`, `socks5://`,
+//!   `socks5h://`), else `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and
+//!   `NO_PROXY` (curl's rules, through hyper-util's matcher; `NO_PROXY`
+//!   applies to an explicit proxy too). `http://` URLs go to an HTTP proxy
+//!   in absolute form, `https://` ones through a `CONNECT` tunnel; through a
+//!   SOCKS5 proxy both are a plain TCP stream to the server, dialled by
+//!   `pymatris_core::socks`. TLS to the proxy itself is not supported.
 //! - Credentials (URL user info) and every header of the options go only to
 //!   the scheme, host and port of the URL they came with, also after
 //!   redirects, unless [`HttpOptions::location_trusted`] lets them follow
@@ -189,7 +191,8 @@ impl HttpProtocol {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.timeout));
         http.set_keepalive(Some(TCP_KEEPALIVE));
-        let connector = Connector::new(http, proxy.clone());
+        let connector =
+            Connector::new(http, proxy.clone()).with_socks(cfg.socks_proxy.clone(), cfg.timeout);
 
         let idle = MIN_IDLE_PER_HOST.max(cfg.max_per_host.unwrap_or(0));
         Ok(HttpProtocol {
@@ -552,11 +555,12 @@ mod tests {
         };
         let err = build(HttpOptions::default().header("X-Token", "sec\nret")).unwrap_err();
         assert!(!err.to_string().contains("sec"), "{err}");
-        let err = build(HttpOptions::default().proxy(Some("socks5://u:pw@proxy:1080".into())))
+        let err = build(HttpOptions::default().proxy(Some("socks4://u:pw@proxy:1080".into())))
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnsupportedScheme);
         assert!(!err.to_string().contains("pw"), "{err}");
         assert!(build(HttpOptions::default().proxy(Some("proxy.example:3128".into()))).is_ok());
+        assert!(build(HttpOptions::default().proxy(Some("socks5h://u:pw@p:1080".into()))).is_ok());
         // Without options of its own, HTTP runs on its defaults.
         assert!(HttpProtocol::new(&ProtocolConfig::default()).is_ok());
     }

@@ -37,8 +37,8 @@ pub struct HttpOptions {
     pub location_trusted: bool,
     /// The `User-Agent` (none at all when empty).
     pub user_agent: String,
-    /// An explicit proxy URL (`http://[user:pass@]host:port`), instead of
-    /// the environment's.
+    /// An explicit proxy URL (`http://[user:pass@]host:port`, or
+    /// `socks5://`/`socks5h://`), instead of the environment's.
     pub proxy: Option<String>,
 }
 

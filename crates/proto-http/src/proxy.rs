@@ -1,6 +1,7 @@
 //! Which proxy a request goes through: the one the options name (still
 //! honouring `NO_PROXY`), else curl's environment variables, through
-//! hyper-util's matcher.
+//! hyper-util's matcher. An HTTP proxy or a SOCKS5 one (`socks5://`, or
+//! `socks5h://` where the proxy resolves names).
 
 use std::sync::Arc;
 
@@ -25,11 +26,11 @@ pub(crate) fn matcher(proxy: Option<&str>) -> Result<Option<Arc<Matcher>>, Error
         )
         .with_source(e)
     })?;
-    if parsed.scheme() != "http" {
+    if !matches!(parsed.scheme(), "http" | "socks5" | "socks5h") {
         return Err(Error::new(
             ErrorKind::UnsupportedScheme,
             format!(
-                "proxy {}: only http:// proxies are supported",
+                "proxy {}: only http://, socks5:// and socks5h:// proxies are supported",
                 redact_url(&parsed)
             ),
         ));

@@ -56,6 +56,8 @@ pub(crate) struct Settings {
     pub(crate) max_per_host: Option<usize>,
     pub(crate) policy: Arc<Policy>,
     pub(crate) keys: KeySources,
+    /// The SOCKS5 proxy SSH connections go through (`NO_PROXY` aside).
+    pub(crate) socks: Option<pymatris_core::socks::SocksProxy>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -475,7 +477,20 @@ async fn connect(
         policy: settings.policy.clone(),
     };
     let what = format!("connecting to {hp}");
-    let connecting = russh::client::connect(config, (target.host.as_str(), target.port), handler);
+    let socks = (settings.socks.as_ref()).filter(|_| !pymatris_core::socks::no_proxy(&target.host));
+    let connecting = async {
+        match socks {
+            Some(proxy) => {
+                let tcp = (proxy.connect(&target.host, target.port).await)
+                    .map_err(|e| ClientError::Ssh(russh::Error::IO(e)))?;
+                let _ = tcp.set_nodelay(true);
+                russh::client::connect_stream(config, tcp, handler).await
+            }
+            None => {
+                russh::client::connect(config, (target.host.as_str(), target.port), handler).await
+            }
+        }
+    };
     let mut ssh = match tokio::time::timeout(t, connecting).await {
         Err(_) => return Err(error::timed_out(&what, t)),
         Ok(Err(ClientError::HostKey(e))) => return Err(e),

@@ -117,6 +117,7 @@ impl SftpProtocol {
                 options.accept_new_host_keys,
             )),
             keys: KeySources::new(options.identity.clone()),
+            socks: cfg.socks(),
         };
         Ok(SftpProtocol {
             pool: Pool::new(settings),
