@@ -288,3 +288,99 @@ fn sftp_goes_through_the_proxy() {
     let ssh = format!("127.0.0.1:{}", servers.sftp_port());
     assert!(socks.destinations().contains(&ssh), "{}", socks.log_text());
 }
+
+/// The JSON failures of a run, each as (url, kind, retryable, error).
+fn failures(out: &Output) -> Vec<(String, String, bool, String)> {
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)));
+    let errors = json["errors"].as_array().expect("errors").iter();
+    errors
+        .map(|e| {
+            (
+                e["url"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+                e["retryable"].as_bool().unwrap(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// URLs of the three protocols whose servers are never reached: the proxy
+/// answers first.
+fn unreached_urls() -> Vec<String> {
+    let port = free_port();
+    ["http", "ftp", "sftp"]
+        .iter()
+        .map(|scheme| format!("{scheme}://127.0.0.1:{port}/f.bin"))
+        .collect()
+}
+
+#[test]
+fn a_refused_proxy_login_fails_at_once_naming_the_proxy() {
+    let socks = Socks::start();
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let urls = unreached_urls();
+    let bad = format!("wrong-{PASSWORD}");
+    let wrong = format!("socks5h://{USER}:{bad}@127.0.0.1:{}", socks.port);
+    let shown = format!("socks5h://{USER}:***@127.0.0.1:{}", socks.port);
+    let dir = out.path().to_str().unwrap();
+    let mut args = vec!["--proxy", &wrong, "--max-tries", "4", "--json", "--verbose"];
+    args.extend(["--dir", dir]);
+    args.extend(urls.iter().map(String::as_str));
+    let result = run(&args, &[], home.path());
+    assert_eq!(result.status.code(), Some(1), "{}", text(&result));
+    let failed = failures(&result);
+    assert_eq!(failed.len(), urls.len(), "{}", text(&result));
+    for (url, kind, retryable, error) in &failed {
+        assert!(urls.contains(url), "{url}");
+        assert_eq!((kind.as_str(), *retryable), ("Auth", false), "{error}");
+        assert!(error.contains(&shown), "{error}");
+        assert!(
+            error.contains("refused the user name and password"),
+            "{error}"
+        );
+    }
+    // Not retried: no second attempt was ever scheduled.
+    assert!(!text(&result).contains("retrying"), "{}", text(&result));
+    assert!(!text(&result).contains(&bad), "{}", text(&result));
+    assert!(list_dir(out.path()).is_empty());
+
+    // No login at all, to a proxy that wants one: said so, not retried.
+    let bare = format!("socks5://127.0.0.1:{}", socks.port);
+    let args = ["--proxy", &bare, "--max-tries", "4", "--json", &urls[0]];
+    let result = run(&args, &[], home.path());
+    let failed = failures(&result);
+    let (_, kind, retryable, error) = &failed[0];
+    assert_eq!((kind.as_str(), *retryable), ("Auth", false), "{error}");
+    assert!(error.contains("wants a login"), "{error}");
+}
+
+#[test]
+fn a_proxy_that_is_not_listening_is_named_in_the_error() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let proxy = format!("socks5://{USER}:{PASSWORD}@127.0.0.1:{port}");
+    let shown = format!("connecting to the SOCKS proxy socks5://{USER}:***@127.0.0.1:{port}");
+    let urls = unreached_urls();
+    let dir = out.path().to_str().unwrap();
+    let mut args = vec!["--proxy", &proxy, "--max-tries", "1", "--json"];
+    args.extend(["--dir", dir]);
+    args.extend(urls.iter().map(String::as_str));
+    let result = run(&args, &[], home.path());
+    assert_eq!(result.status.code(), Some(1), "{}", text(&result));
+    let failed = failures(&result);
+    assert_eq!(failed.len(), urls.len(), "{}", text(&result));
+    for (url, kind, _, error) in &failed {
+        assert!(urls.contains(url), "{url}");
+        // A proxy that is down may come back: a network failure, retried
+        // like any refused connection.
+        assert_eq!(kind, "Network", "{error}");
+        assert!(error.contains(&shown), "{error}");
+        assert!(error.contains("refused"), "{error}");
+    }
+    assert!(!text(&result).contains(PASSWORD), "{}", text(&result));
+    assert!(list_dir(out.path()).is_empty());
+}

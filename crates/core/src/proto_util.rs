@@ -46,7 +46,14 @@ pub fn io_error_kind(err: &io::Error) -> Option<ErrorKind> {
 /// A timeout is [`ErrorKind::Timeout`]; anything else is
 /// [`ErrorKind::Network`], a connection that ended early included (a
 /// body's end is the protocol's to judge). Both are retried.
+/// A SOCKS proxy's refusal keeps its own kind and is not retried.
 pub fn connection_error(what: impl fmt::Display, err: io::Error) -> Error {
+    if let Some(refusal) = crate::socks::refusal(&err) {
+        let kind = refusal.kind();
+        return Error::new(kind, format!("{what}: {err}"))
+            .retryable(false)
+            .with_source(err);
+    }
     let kind = match io_error_kind(&err) {
         Some(ErrorKind::Timeout) => ErrorKind::Timeout,
         _ => ErrorKind::Network,

@@ -157,17 +157,82 @@ impl SocksProxy {
     }
 }
 
+/// A SOCKS proxy's answer that another attempt cannot change: it refused
+/// the credentials, forbids the destination, or cannot do what was asked.
+/// It travels inside the `io::Error` of [`SocksProxy::connect`], so each
+/// protocol reports it with its own kind ([`refusal`]), not retried, rather
+/// than as a network failure.
+#[derive(Debug)]
+pub struct ProxyRefusal {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl ProxyRefusal {
+    /// [`ErrorKind::Auth`], [`ErrorKind::PermissionDenied`] or
+    /// [`ErrorKind::Protocol`].
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for ProxyRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ProxyRefusal {}
+
+/// The proxy's refusal inside a connection's `io::Error`, if that is what
+/// it is.
+pub fn refusal(err: &io::Error) -> Option<&ProxyRefusal> {
+    err.get_ref()?.downcast_ref::<ProxyRefusal>()
+}
+
 /// The error of a SOCKS handshake, as an `io::Error` whose kind says what
 /// the proxy answered (refused, unreachable, ...), naming the proxy
-/// without its password.
+/// without its password. Answers no retry can change carry a
+/// [`ProxyRefusal`].
 fn socks_error(proxy: &SocksProxy, host: &str, port: u16, e: tokio_socks::Error) -> io::Error {
     use tokio_socks::Error as E;
+    let to = format!("(to reach {host}:{port})");
+    let refused = |kind, what: String| {
+        let message = format!("the SOCKS proxy {proxy} {what} {to}");
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            ProxyRefusal { kind, message },
+        )
+    };
     let kind = match &e {
+        E::PasswordAuthFailure(_) => {
+            return refused(ErrorKind::Auth, "refused the user name and password".into());
+        }
+        E::NoAcceptableAuthMethods | E::AuthorizationRequired if proxy.auth.is_none() => {
+            let what = "wants a login: give the user and password in the proxy URL";
+            return refused(ErrorKind::Auth, what.into());
+        }
+        E::NoAcceptableAuthMethods | E::AuthorizationRequired => {
+            let what = "accepts no user name and password login";
+            return refused(ErrorKind::Auth, what.into());
+        }
+        E::InvalidAuthValues(why) => {
+            return refused(ErrorKind::Auth, format!("cannot take this login: {why}"));
+        }
+        E::ConnectionNotAllowedByRuleset => {
+            let what = "does not allow this connection";
+            return refused(ErrorKind::PermissionDenied, what.into());
+        }
+        E::CommandNotSupported
+        | E::AddressTypeNotSupported
+        | E::InvalidResponseVersion
+        | E::UnknownAuthMethod => {
+            return refused(ErrorKind::Protocol, format!("cannot serve this: {e}"));
+        }
         E::Io(io) => io.kind(),
         E::ConnectionRefused => io::ErrorKind::ConnectionRefused,
         E::HostUnreachable | E::NetworkUnreachable => io::ErrorKind::HostUnreachable,
         E::TtlExpired => io::ErrorKind::TimedOut,
-        E::PasswordAuthFailure(_) | E::NoAcceptableAuthMethods => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, format!("SOCKS proxy {proxy} to {host}:{port}: {e}"))
@@ -252,6 +317,32 @@ mod tests {
         }
         assert!(SocksProxy::is_socks("SOCKS5H://h"));
         assert!(!SocksProxy::is_socks("http://h"));
+    }
+
+    #[test]
+    fn refusals_keep_their_kind_and_are_not_retried() {
+        use crate::proto_util::connection_error;
+        use tokio_socks::Error as E;
+        let p = SocksProxy::parse("socks5://me:s3cret@proxy:1080").unwrap();
+        let cases = [
+            (E::PasswordAuthFailure(1), ErrorKind::Auth),
+            (E::NoAcceptableAuthMethods, ErrorKind::Auth),
+            (
+                E::ConnectionNotAllowedByRuleset,
+                ErrorKind::PermissionDenied,
+            ),
+            (E::AddressTypeNotSupported, ErrorKind::Protocol),
+        ];
+        for (socks, kind) in cases {
+            let err = connection_error("GET http://h/f", socks_error(&p, "h", 80, socks));
+            assert_eq!((err.kind(), err.is_retryable()), (kind, false), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("socks5://me:***@proxy:1080"), "{text}");
+            assert!(text.contains("h:80") && !text.contains("s3cret"), "{text}");
+        }
+        // What the proxy met on its way to the server may pass.
+        let err = connection_error("x", socks_error(&p, "h", 80, E::ConnectionRefused));
+        assert_eq!((err.kind(), err.is_retryable()), (ErrorKind::Network, true));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, StatusCode};
 use pymatris_core::proto_util::io_error_kind;
+use pymatris_core::socks::ProxyRefusal;
 use pymatris_core::{Error, ErrorKind, Hint};
 
 use crate::connector::ProxyAuthRequired;
@@ -129,6 +130,9 @@ pub(crate) fn classify(err: &(dyn StdError + 'static)) -> (ErrorKind, bool, Stri
             true,
             describe_deepest(&chain, "DNS lookup failed"),
         );
+    }
+    if let Some(refusal) = (chain.iter()).find_map(|e| e.downcast_ref::<ProxyRefusal>()) {
+        return (refusal.kind(), false, refusal.to_string());
     }
     for e in &chain {
         if let Some(io) = e.downcast_ref::<io::Error>()

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use pymatris_core::socks::SocksProxy;
 use pymatris_core::{CancellationToken, Config, Downloader, Error, Reporter, Request, Results};
 use pymatris_proto_http::HttpOptions;
 use pymatris_proto_sftp::SftpOptions;
@@ -88,6 +89,14 @@ impl Job {
                 PyValueError::new_err("timeouts must be a positive number of seconds")
             })?;
         logs::add_secrets(proxy.iter().map(String::as_str), &headers);
+        // A SOCKS5 proxy serves every protocol; an HTTP one only HTTP.
+        let socks = match proxy.as_deref().filter(|p| SocksProxy::is_socks(p)) {
+            Some(p) => {
+                Some(SocksProxy::parse(p).map_err(|e| PyValueError::new_err(e.to_string()))?)
+            }
+            None => None,
+        };
+        let proxy = proxy.filter(|p| !SocksProxy::is_socks(p));
         let mut config = Config::default()
             .max_parallel(max_parallel)
             .max_splits(max_splits)
@@ -103,6 +112,7 @@ impl Job {
             .ca_certs(ca_certs)
             .insecure(insecure)
             .netrc(netrc)
+            .socks_proxy(socks)
             .with(
                 SftpOptions::default()
                     .identity(identity)

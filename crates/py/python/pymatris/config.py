@@ -48,7 +48,8 @@ class SessionConfig:
     (default: ``PYMATRIS_ACCEPT_NEW_HOST_KEYS=1``); ``identity`` is an SSH
     private key; ``ca_cert`` one or more PEM files trusted besides the
     system's roots; ``insecure`` skips certificate and host key checks;
-    ``proxy`` an HTTP(S) proxy URL; ``max_speed`` the overall cap in bytes
+    ``proxy`` an HTTP(S) proxy URL, or a SOCKS5 one (``socks5://``,
+    ``socks5h://`` where the proxy resolves names) for every protocol; ``max_speed`` the overall cap in bytes
     per second; ``max_per_host`` connections to one host at once;
     ``min_split_size`` the smallest part worth a connection, in bytes;
     ``netrc`` True for ``~/.netrc`` or a path; ``resume`` keeps the parts
