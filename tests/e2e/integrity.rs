@@ -111,6 +111,43 @@ async fn a_lying_repr_digest_fails_and_a_true_one_passes_in_parts() {
     assert!(results.is_ok(), "{results}");
 }
 
+// Under --continue a file of the remote size is kept only if it also has
+// the digest the server sends with the size: other bytes of that size are
+// fetched again, the server's kept without a body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_keeps_a_complete_file_only_with_the_servers_digest() {
+    let body = random_bytes(300 * KIB, 77);
+    let truth = format!("sha-256=:{}:", sha256_b64(&body));
+    let server = FaultServer::start([(
+        "/c.bin",
+        Route::new(body.clone()).header("Repr-Digest", truth),
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = dir.path().join("c.bin");
+    std::fs::write(&on_disk, random_bytes(body.len(), 78)).unwrap();
+
+    let results = download(config().resume(true), server.url("/c.bin"), dir.path()).await;
+    assert!(results.is_ok(), "{results}");
+    assert!(
+        server.body_bytes("/c.bin") >= body.len() as u64,
+        "the wrong file was kept"
+    );
+    let landed = &results.success[0].path;
+    assert!(std::fs::read(landed).unwrap() == body, "{landed}");
+
+    // Now the server's bytes are there: kept, no body asked for.
+    std::fs::write(&on_disk, &body).unwrap();
+    let before = server.body_bytes("/c.bin");
+    let results = download(config().resume(true), server.url("/c.bin"), dir.path()).await;
+    assert!(results.is_ok(), "{results}");
+    assert_eq!(
+        server.body_bytes("/c.bin"),
+        before,
+        "a complete file fetched again"
+    );
+    assert_eq!(results.success[0].path.as_std_path(), on_disk);
+}
+
 // Content-Digest, Digest and x-amz-checksum-sha256 describe the body
 // they come with: taken for a whole file, ignored on a part of one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +312,7 @@ fn checksum_flags_against_nginx() {
     assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
     assert_eq!(list_dir(&dl), ["a.bin", "b.bin", "c.bin"]);
     assert!(
-        stderr(&result).contains("no checksum for c.bin"),
+        stderr(&result).contains("for 1 file, not verified: c.bin"),
         "{}",
         stderr(&result)
     );
@@ -288,6 +325,66 @@ fn checksum_flags_against_nginx() {
         "{}",
         stderr(&result)
     );
+}
+
+// A long list of URLs the checksum file does not name: one warning line
+// with the count and the first names, not one per URL; --verbose tells
+// each.
+#[test]
+fn urls_without_a_checksum_make_one_warning() {
+    let names: Vec<String> = (0..40).map(|i| format!("/u{i:02}.bin")).collect();
+    let server = FaultServer::start(
+        names
+            .iter()
+            .map(|n| (n.as_str(), Route::new(n.as_bytes().to_vec()))),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sums = dir.path().join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  u00.bin\n", sha256_hex(b"/u00.bin"))).unwrap();
+    let list = dir.path().join("urls");
+    let urls: Vec<String> = names.iter().map(|n| server.url(n)).collect();
+    std::fs::write(&list, urls.join("\n")).unwrap();
+    let out = dir.path().join("out");
+    let sums = format!("--checksum-file={}", sums.display());
+    let args = [
+        "--dir",
+        out.to_str().unwrap(),
+        &sums,
+        "-i",
+        list.to_str().unwrap(),
+    ];
+
+    let result = run_pymatris([&["--quiet"][..], &args[..]].concat());
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    let text = stderr(&result);
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("checksum")).collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "pymatris: warning: no checksum in {} for 39 files, not verified: \
+             u01.bin, u02.bin, u03.bin, u04.bin, u05.bin and 34 more",
+            &sums["--checksum-file=".len()..]
+        )],
+        "{text}"
+    );
+    assert_eq!(list_dir(&out).len(), 40);
+
+    let out = dir.path().join("verbose");
+    let args = [
+        "--dir",
+        out.to_str().unwrap(),
+        &sums,
+        "-i",
+        list.to_str().unwrap(),
+    ];
+    let result = run_pymatris([&["--verbose"][..], &args[..]].concat());
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    let text = stderr(&result);
+    let each = text
+        .lines()
+        .filter(|l| l.contains("no checksum for u"))
+        .count();
+    assert_eq!(each, 39, "{text}");
 }
 
 // The file gets nginx's Last-Modified; -N then costs one request and no

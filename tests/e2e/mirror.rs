@@ -103,16 +103,22 @@ fn mirror(extra: &[&str], url: &str, dir: &Path) -> Value {
 }
 
 /// Replaces one file on the server with other bytes of the same size and
-/// a later time: only the time tells it changed.
-fn change_one(servers: &Servers, rel: &str, old: &[u8]) -> Vec<u8> {
+/// a time an hour later (or earlier: a version put back): only the time
+/// tells it changed.
+fn change_one(servers: &Servers, rel: &str, old: &[u8], later: bool) -> Vec<u8> {
     let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
     let path = servers.write_file(&format!("mirror/{rel}"), &new);
-    let later = SystemTime::now() + Duration::from_secs(3600);
+    let hour = Duration::from_secs(3600);
+    let time = if later {
+        SystemTime::now() + hour
+    } else {
+        SystemTime::now() - hour
+    };
     std::fs::File::options()
         .write(true)
         .open(path)
         .unwrap()
-        .set_modified(later)
+        .set_modified(time)
         .unwrap();
     new
 }
@@ -136,23 +142,29 @@ fn round_trip(servers: &Servers, url: &str, extra: &[&str], transfers: Option<&d
     assert_eq!(transfers(), before, "a rerun fetched files");
     assert!(inodes(out.path()) == ids, "a rerun replaced files");
 
-    let changed = "a/b1/c/f22.bin";
-    let new = change_one(servers, changed, &files[changed]);
-    mirror(extra, url, out.path());
-    assert_eq!(
-        transfers(),
-        before + usize::from(counted),
-        "only the changed file is fetched"
-    );
+    // Newer, then older than the copy (an old version put back): without
+    // -N a copy is up to date only at the remote size and time.
     let mut want = files;
-    want.insert(changed.to_owned(), new);
-    assert!(
-        read_tree(out.path()) == want,
-        "the changed file was not replaced"
-    );
-    let now = inodes(out.path());
-    let replaced: Vec<_> = now.iter().filter(|(k, v)| ids[*k] != **v).collect();
-    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    for (n, (changed, later)) in [("a/b1/c/f7.bin", true), ("a/f1.txt", false)]
+        .into_iter()
+        .enumerate()
+    {
+        let new = change_one(servers, changed, &want[changed], later);
+        mirror(extra, url, out.path());
+        assert_eq!(
+            transfers(),
+            before + (n + 1) * usize::from(counted),
+            "only the changed file is fetched"
+        );
+        want.insert(changed.to_owned(), new);
+        assert!(
+            read_tree(out.path()) == want,
+            "the changed file {changed} was not replaced"
+        );
+        let now = inodes(out.path());
+        let replaced: Vec<_> = now.iter().filter(|(k, v)| ids[*k] != **v).collect();
+        assert_eq!(replaced.len(), n + 1, "{replaced:?}");
+    }
 }
 
 /// Lines of a server's log that record a transfer of a file of the tree.
@@ -196,6 +208,29 @@ fn sftp_tree() {
     // fetched again.
     let args = ["--identity", &key, "--known-hosts", &kh];
     round_trip(&servers, &url, &args, None);
+}
+
+// Under -c a file of the remote size is still out of date when its time
+// differs: -c resumes partial files, it does not keep changed ones.
+#[test]
+fn http_tree_under_continue() {
+    let servers = Servers::start(Which::http_only()).expect("start nginx");
+    round_trip(&servers, &servers.http_url("mirror/"), &["-c"], None);
+}
+
+#[test]
+fn ftp_tree_under_continue() {
+    let servers = Servers::start(Which::ftp_only()).expect("start vsftpd");
+    round_trip(&servers, &servers.ftp_url("mirror/"), &["-c"], None);
+}
+
+#[test]
+fn sftp_tree_under_continue() {
+    let servers = Servers::start(Which::sftp_only()).expect("start sshd");
+    let key = servers.ssh_client_key().to_str().unwrap().to_owned();
+    let kh = servers.ssh_known_hosts().to_str().unwrap().to_owned();
+    let args = ["-c", "--identity", &key, "--known-hosts", &kh];
+    round_trip(&servers, &servers.sftp_url("mirror/"), &args, None);
 }
 
 /// A crafted index page: links out of the directory in every spelling,

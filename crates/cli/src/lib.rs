@@ -261,8 +261,10 @@ async fn run(plan: Plan) -> u8 {
     // The line in the list of each request in flight, by its position.
     let lines = Arc::new(Mutex::new(HashMap::new()));
     let read_error = Arc::new(Mutex::new(None));
+    let unverified = Arc::new(Mutex::new(sums::Unverified::new(verbose)));
     let requests = {
         let (bars, lines, read_error) = (bars.clone(), lines.clone(), read_error.clone());
+        let (sums, unverified) = (sums.clone(), unverified.clone());
         let mut index = 0;
         let stop = cancel.clone();
         futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) })
@@ -270,7 +272,8 @@ async fn run(plan: Plan) -> u8 {
                 let request = match fed {
                     Fed::Request(mut request, line) => {
                         if let Some(sums) = &sums {
-                            request = sums::apply_one(request, &sums.0, &sums.1);
+                            let mut unverified = unverified.lock().expect("poisoned");
+                            request = sums::apply_one(request, &sums.0, &sums.1, &mut unverified);
                         }
                         if let Some(line) = line {
                             lines.lock().expect("lines poisoned").insert(index, line);
@@ -322,6 +325,12 @@ async fn run(plan: Plan) -> u8 {
         .await;
     if let Some(bars) = &bars {
         bars.finish();
+    }
+    // Even under --quiet: a download the user may believe verified was not.
+    if let Some((_, from)) = sums.as_deref()
+        && let Some(line) = unverified.lock().expect("poisoned").summary(from)
+    {
+        err!("{line}");
     }
     if let Some((results, lines)) = account.results() {
         match results_json(&results, &lines) {

@@ -79,11 +79,63 @@ fn read(path: &Utf8Path) -> anyhow::Result<ChecksumList> {
     Ok(ChecksumList::parse(&String::from_utf8_lossy(&bytes))?)
 }
 
+/// How many names a summary of unverified downloads shows.
+const NAMES_SHOWN: usize = 5;
+
+/// The downloads a checksum file had no entry for: counted, the first few
+/// named, and told once at the end of the run ([`Unverified::summary`]),
+/// not once per URL, which on a list of thousands would bury every other
+/// message. `--verbose` logs each one as it is met.
+#[derive(Debug, Default)]
+pub(crate) struct Unverified {
+    /// Each one told as it is met (`--verbose`).
+    verbose: bool,
+    count: usize,
+    names: Vec<String>,
+}
+
+impl Unverified {
+    pub(crate) fn new(verbose: bool) -> Unverified {
+        Unverified {
+            verbose,
+            ..Unverified::default()
+        }
+    }
+
+    fn add(&mut self, name: String) {
+        self.count += 1;
+        if self.names.len() < NAMES_SHOWN {
+            self.names.push(name);
+        }
+    }
+
+    /// The one warning line for the run, if any download was unverified.
+    pub(crate) fn summary(&self, from: &str) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut names = self.names.join(", ");
+        if self.count > self.names.len() {
+            names.push_str(&format!(" and {} more", self.count - self.names.len()));
+        }
+        let files = if self.count == 1 { "file" } else { "files" };
+        Some(format!(
+            "pymatris: warning: no checksum in {from} for {} {files}, not verified: {names}",
+            self.count
+        ))
+    }
+}
+
 /// Gives a request without a checksum the list's entry for the name
 /// its URL gives the file. A request the list has no entry for is
-/// downloaded unverified, with a warning (on standard error, even with
-/// `--quiet`): a list usually covers a release, not every URL of a run.
-pub(crate) fn apply_one(request: Request, list: &ChecksumList, from: &str) -> Request {
+/// downloaded unverified, and counted in `unverified`: a list usually
+/// covers a release, not every URL of a run.
+pub(crate) fn apply_one(
+    request: Request,
+    list: &ChecksumList,
+    from: &str,
+    unverified: &mut Unverified,
+) -> Request {
     if request.expected_checksum().is_some() {
         return request;
     }
@@ -96,11 +148,37 @@ pub(crate) fn apply_one(request: Request, list: &ChecksumList, from: &str) -> Re
             request.checksum(sum)
         }
         None => {
-            err!(
-                "pymatris: warning: no checksum for {} in {from}: it is not verified",
-                name.as_deref().unwrap_or(&redact_url_str(request.url()))
-            );
+            let name = name.unwrap_or_else(|| redact_url_str(request.url()));
+            if unverified.verbose {
+                err!("pymatris: no checksum for {name} in {from}: it is not verified");
+            }
+            unverified.add(name);
             request
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unverified_downloads_make_one_line() {
+        let mut none = Unverified::default();
+        assert_eq!(none.summary("SUMS"), None);
+        none.add("a.bin".to_owned());
+        assert_eq!(
+            none.summary("SUMS").unwrap(),
+            "pymatris: warning: no checksum in SUMS for 1 file, not verified: a.bin"
+        );
+        let mut many = Unverified::default();
+        for i in 0..1000 {
+            many.add(format!("f{i}"));
+        }
+        assert_eq!(
+            many.summary("SUMS").unwrap(),
+            "pymatris: warning: no checksum in SUMS for 1000 files, not verified: \
+             f0, f1, f2, f3, f4 and 995 more"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! What a file already on disk says of itself, and the one rule of when
-//! it is as new as the remote file (wget's `-N`): the same size, and not
-//! older. Timestamping and mirroring both ask it, so that a file skipped
-//! by one is skipped by the other.
+//! it is as new as the remote file: the same size, and the same time
+//! (a mirror, lftp's and rsync's rule: a version put back on the server is
+//! older, and still a change) or, with timestamping (wget's `-N`), not
+//! older. Timestamping, trees and the engine's own checks all ask it, so
+//! that a file skipped by one is skipped by the others.
 
 use std::time::SystemTime;
 
@@ -21,6 +23,9 @@ pub struct LocalCopy {
     /// The HTTP entity tag of the version it holds, when known: a server
     /// then answers "not modified" by tag rather than by date.
     pub etag: Option<String>,
+    /// Current only at the remote time itself (to the second), not at any
+    /// later one: the rule of a tree mirrored without timestamping.
+    pub same_time: bool,
 }
 
 impl LocalCopy {
@@ -36,17 +41,30 @@ impl LocalCopy {
             size,
             modified,
             etag: remembered_etag(path, size, modified),
+            same_time: false,
         })
     }
 
+    /// This copy, current only at the remote time itself when `same_time`
+    /// ([`LocalCopy::same_time`]).
+    #[must_use]
+    pub fn with_same_time(self, same_time: bool) -> LocalCopy {
+        LocalCopy { same_time, ..self }
+    }
+
     /// Whether this copy is as new as the remote file `remote` describes:
-    /// of its size, and not older than it. A remote file whose size or
-    /// time is unknown is never current (it is fetched again).
+    /// of its size, and not older than it (of its time, to the second,
+    /// under [`LocalCopy::same_time`]). A remote file whose size or time is
+    /// unknown is never current (it is fetched again).
     pub fn is_current(&self, remote: &RemoteMeta) -> bool {
         remote.size == Some(self.size)
-            && remote
-                .modified
-                .is_some_and(|remote| !older(self.modified, remote))
+            && remote.modified.is_some_and(|remote| {
+                if self.same_time {
+                    secs(self.modified) == secs(remote)
+                } else {
+                    secs(self.modified) >= secs(remote)
+                }
+            })
     }
 }
 
@@ -101,15 +119,14 @@ fn stamp(t: SystemTime) -> String {
     }
 }
 
-/// Whether `local` is older than `remote`, to the second: servers tell
+/// A time in whole seconds, the grain of the comparison: servers tell
 /// whole seconds (HTTP dates, most `MDTM`s), and a file given the remote
 /// time by a file system of coarser grain is not older for it.
-fn older(local: SystemTime, remote: SystemTime) -> bool {
-    let secs = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+fn secs(t: SystemTime) -> i128 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i128,
         Err(e) => -(e.duration().as_secs_f64().ceil() as i128),
-    };
-    secs(local) < secs(remote)
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +150,7 @@ mod tests {
             size: 10,
             modified: t + Duration::from_millis(300),
             etag: None,
+            same_time: false,
         };
         assert!(local.is_current(&remote(Some(10), Some(t))));
         assert!(local.is_current(&remote(Some(10), Some(t - Duration::from_secs(5)))));
@@ -141,5 +159,12 @@ mod tests {
         assert!(!local.is_current(&remote(Some(11), Some(t))));
         assert!(!local.is_current(&remote(None, Some(t))));
         assert!(!local.is_current(&remote(Some(10), None)));
+
+        // A mirror's rule: the same second, neither newer nor older.
+        let local = local.with_same_time(true);
+        assert!(local.is_current(&remote(Some(10), Some(t))));
+        assert!(!local.is_current(&remote(Some(10), Some(t - Duration::from_secs(5)))));
+        assert!(!local.is_current(&remote(Some(10), Some(t + Duration::from_secs(1)))));
+        assert!(!local.is_current(&remote(Some(11), Some(t))));
     }
 }

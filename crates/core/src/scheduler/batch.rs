@@ -309,7 +309,8 @@ impl Batch {
     }
 
     /// With `--continue`: the file is already on disk, of the remote size
-    /// (and checksum, when given), so it is kept as it is.
+    /// (and of the checksum asked for and the digests the server sent
+    /// with the size, when there are), so it is kept as it is.
     pub(super) async fn already_complete(
         &self,
         request: &Request,
@@ -317,6 +318,10 @@ impl Batch {
         meta: &RemoteMeta,
         shown: &str,
     ) -> Option<Succeeded> {
+        // A tree's file on disk was found out of date, whatever its size.
+        if request.mirror {
+            return None;
+        }
         let path = request.dir.join(name);
         let size = meta.size?;
         // A link is not a complete file, whatever it points to.
@@ -324,10 +329,20 @@ impl Batch {
         if !on_disk.is_file() || on_disk.len() != size {
             return None;
         }
-        if let Some(expected) = &request.checksum {
+        // The checksum asked for, and the digests the server sent with the
+        // size: a file of the right size with other bytes is not complete.
+        let mut expected: Vec<&crate::Checksum> = request.checksum.iter().collect();
+        if self.config.verify_server_digests {
+            expected.extend(&meta.digests);
+        }
+        if !expected.is_empty() {
+            let mut algos: Vec<_> = expected.iter().map(|sum| sum.algo()).collect();
+            algos.sort();
+            algos.dedup();
             let file = crate::files::open_regular(&path, false).ok()??;
-            let actual = PartFile::new(file).checksums(vec![expected.algo()]).await;
-            if actual.ok()?.first() != Some(expected) {
+            let actual = PartFile::new(file).checksums(algos).await.ok()?;
+            if let Some(want) = expected.iter().find(|want| !actual.contains(want)) {
+                tracing::info!(url = %shown, %path, "on disk at the remote size but not {}: downloaded again", want.algo());
                 return None;
             }
         }

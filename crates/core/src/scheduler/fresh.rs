@@ -16,9 +16,10 @@ use crate::protocol::{ByteRange, Fetched, Protocol};
 use crate::results::Succeeded;
 
 impl Batch {
-    /// With timestamping (or for a file of a tree): the regular file at the name the request gives,
-    /// or else its URL's, when there is one. (A name only the server's
-    /// answer tells is compared once that answer is in.)
+    /// With timestamping (or for a file of a tree): the regular file at the
+    /// name the request gives, or else its URL's, when there is one, with
+    /// the rule it is judged by. (A name only the server's answer tells is
+    /// compared once that answer is in.)
     pub(super) fn local_copy(
         &self,
         request: &Request,
@@ -31,7 +32,8 @@ impl Batch {
             .and_then(naming::sanitize_user_filename)
             .or_else(|| naming::filename_from_url(url))?;
         let path = request.dir.join(name);
-        LocalCopy::of(&path).map(|copy| (path, copy))
+        let same_time = request.mirror && !self.config.timestamping;
+        LocalCopy::of(&path).map(|copy| (path, copy.with_same_time(same_time)))
     }
 
     /// `Protocol::fetch_if_changed`, bounded by the batch's cancellation.

@@ -56,8 +56,9 @@ pub struct Request {
     dir: Utf8PathBuf,
     filename: Option<String>,
     checksum: Option<Checksum>,
-    /// A file of a tree whose local copy's time is not known from the
-    /// listing: checked as under timestamping.
+    /// A file of a tree that has a local copy: the copy is checked again
+    /// by the tree's rule ([`LocalCopy::is_current`](crate::LocalCopy)),
+    /// and under --continue never kept for its size alone.
     mirror: bool,
     max_splits: Option<usize>,
     max_tries: Option<u32>,

@@ -1,10 +1,12 @@
 //! Trees in a batch: starts the walk of each tree queued with
 //! `Downloader::enqueue_tree`, and has the batch's download slots take
 //! the files the walks find, once the plain requests are all taken. A file
-//! already there that is up to date by the rule of `-N` (the remote size,
-//! not older) is kept without a request for its body; a changed one is
-//! downloaded beside it and renamed over it only when complete, and gets
-//! the remote time, so that the next run finds it up to date.
+//! already there that is up to date ([`LocalCopy::is_current`]: the remote
+//! size and time, or with `-N` not older) is kept without a request for
+//! its body; a changed one is downloaded beside it and renamed over it
+//! only when complete, and gets the remote time, so that the next run
+//! finds it up to date. Under `-c` a changed file is never kept for its
+//! size: only a partial download whose validator still holds resumes.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -160,17 +162,18 @@ fn path_of(outcome: &Outcome) -> &camino::Utf8Path {
     }
 }
 
-/// One file of a tree: kept when up to date (by the rule of `-N`,
-/// [`LocalCopy::is_current`]), else downloaded, over the old one only once
-/// complete (as under `--overwrite`). With the size and time from the listing, an up-to-date file
-/// costs no request; without (FTP `LIST`, HTTP index pages), the download
-/// asks as under timestamping (HTTP: a conditional GET).
+/// One file of a tree: kept when up to date ([`LocalCopy::is_current`]),
+/// else downloaded, over the old one only once complete (as under
+/// `--overwrite`). With the size and time from the listing, an up-to-date
+/// file costs no request; without (FTP `LIST`, HTTP index pages), the
+/// download asks as under timestamping (HTTP: a conditional GET).
 async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
     let target = file.dir.join(&file.name);
     let shown = redact_url(&file.url);
     // A link or anything else but a file is never replaced: the download
     // takes the next free name, as any download does.
-    let copy = LocalCopy::of(&target);
+    let same_time = !batch.config.timestamping;
+    let copy = LocalCopy::of(&target).map(|copy| copy.with_same_time(same_time));
     let listed = file.size.is_some() && file.modified.is_some();
     if let Some(copy) = &copy
         && listed
@@ -191,6 +194,8 @@ async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
         // Replaced once the new version is complete, never before.
         request = request.overwrite(true);
     }
-    request.mirror = copy.is_some() && !listed;
+    // The engine judges the copy again by the same rule (a listing can be
+    // stale), and under -c does not keep it for its size.
+    request.mirror = copy.is_some();
     batch.download_one(request).await
 }
