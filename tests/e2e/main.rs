@@ -15,6 +15,7 @@ mod integrity;
 mod local_traps;
 mod long_lists;
 mod mirror;
+mod mirrors;
 mod per_file;
 mod progress_json;
 mod resume;

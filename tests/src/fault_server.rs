@@ -123,6 +123,11 @@ pub enum Behaviour {
     /// labelled (`206`, `Content-Range: bytes a-(a+max-1)/LEN`, keep-alive):
     /// a server (or CDN) that caps the size of a range response.
     ShortRanges { max: u64 },
+    /// Served as `Normal` until the route has sent `bytes` body bytes in
+    /// all; the response under way then breaks off, and every later
+    /// request of the route has its connection closed without an answer:
+    /// a mirror that dies in the middle of a file.
+    DieAfter { bytes: u64 },
 }
 
 /// What a path serves: a body, a behaviour, extra response headers.
@@ -246,6 +251,8 @@ struct RouteState {
     route: Route,
     /// Requests seen by this route so far.
     seen: AtomicUsize,
+    /// Body bytes sent by this route so far (for `DieAfter`).
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl FaultServer {
@@ -278,6 +285,7 @@ impl FaultServer {
                     RouteState {
                         route,
                         seen: AtomicUsize::new(0),
+                        sent: std::sync::atomic::AtomicU64::new(0),
                     },
                 )
             })
@@ -584,6 +592,10 @@ fn select(range: Option<&str>, len: u64) -> Selection {
 
 const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
 
+/// The `Last-Modified` every route sends, in seconds since the Unix
+/// epoch: a file given this time on a real server is the same version.
+pub const LAST_MODIFIED_UNIX: u64 = 1_445_412_480;
+
 fn etag_of(body: &[u8]) -> String {
     let digest = crate::sha256_hex(body);
     format!("\"{}-{}\"", body.len(), &digest[..16])
@@ -766,7 +778,7 @@ fn long_content_length(head: &Head, body: &Bytes, extra: u64, ranges: bool) -> P
 fn plan(head: &Head, route: &Route, n: usize) -> Plan {
     let body = &route.body;
     let mut plan = match &route.behaviour {
-        Behaviour::Normal => normal(head, body, route.ranges),
+        Behaviour::Normal | Behaviour::DieAfter { .. } => normal(head, body, route.ranges),
         Behaviour::DropAfter { bytes, times } => {
             let mut p = normal(head, body, route.ranges);
             if n < *times && p.status / 100 == 2 {
@@ -933,7 +945,23 @@ async fn respond(
     head: &Head,
 ) -> io::Result<bool> {
     let path = request_path(&head.target);
+    // What a dying route has left to send, and its counter.
+    let dying = state
+        .routes
+        .get(&path)
+        .and_then(|rs| match rs.route.behaviour {
+            Behaviour::DieAfter { bytes } => Some((
+                bytes.saturating_sub(rs.sent.load(Ordering::SeqCst)),
+                &rs.sent,
+            )),
+            _ => None,
+        });
     let plan = match state.routes.get(&path) {
+        Some(_) if dying.is_some_and(|(left, _)| left == 0) => Plan {
+            status: 0,
+            fault: true,
+            ..text_response(500, Vec::new())
+        },
         Some(rs) => {
             let n = rs.seen.fetch_add(1, Ordering::SeqCst);
             plan(head, &rs.route, n)
@@ -959,6 +987,10 @@ async fn respond(
         log.len() - 1
     };
 
+    if plan.status == 0 {
+        // Dead: the connection closes without an answer.
+        return Ok(false);
+    }
     if plan.ending == Ending::Hang {
         tokio::time::sleep(STALL).await;
         return Ok(false);
@@ -988,13 +1020,21 @@ async fn respond(
         Ending::DropAfter(n) | Ending::StallAfter(n) => (n as usize).min(body.len()),
         _ => body.len(),
     };
+    let limit = dying.map_or(limit, |(left, _)| limit.min(left as usize));
     let mut sent = 0usize;
     for chunk in body[..limit].chunks(64 * 1024) {
         stream.write_all(chunk).await?;
         sent += chunk.len();
+        if let Some((_, counter)) = dying {
+            counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
         state.log.lock().expect("log poisoned")[index].body_bytes = sent as u64;
     }
     stream.flush().await?;
+    if dying.is_some() && limit < body.len() {
+        // Died in the middle of this response.
+        return Ok(false);
+    }
     if let Ending::StallAfter(_) = plan.ending {
         tokio::time::sleep(STALL).await;
         return Ok(false);

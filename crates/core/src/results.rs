@@ -20,6 +20,10 @@ pub struct Succeeded {
     /// Whether the file on disk was up to date and kept as it was
     /// (timestamping), without a transfer.
     pub up_to_date: bool,
+    /// For a request with mirrors: the URLs that served its bytes
+    /// (passwords redacted); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub served_by: Vec<String>,
 }
 
 /// A request that failed.
@@ -91,6 +95,7 @@ mod tests {
                 url: "https://h/a.parquet".into(),
                 size: 3,
                 up_to_date: false,
+                served_by: Vec::new(),
             }],
             errors: vec![Failed {
                 filepath_partial: "out/t.txt".into(),

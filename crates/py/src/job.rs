@@ -466,6 +466,7 @@ mod tests {
             url: url.to_owned(),
             size: 1,
             up_to_date: false,
+            served_by: Vec::new(),
         }
     }
 

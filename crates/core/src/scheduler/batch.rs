@@ -91,19 +91,22 @@ impl Batch {
             }
             Err(e) => {
                 let err = Error::new(ErrorKind::InvalidUrl, e.to_string());
-                return Err(failed_early(&request, err));
+                return self.next_mirror(request, err).await;
             }
         };
         let protocol = match self.protocols.get(url.scheme()) {
             Ok(p) => p,
-            Err(e) => return Err(failed_early(&request, e)),
+            Err(e) => return self.next_mirror(request, e).await,
         };
         if let Err(e) = self.create_dir(&request.dir).await {
             let err = Error::io(format_args!("cannot create directory {}", request.dir), e);
             return Err(failed_early(&request, err));
         }
-        let shown = redact_url(&url);
-        tracing::debug!(url = %shown, "starting");
+        let shown = match request.origin() == request.url {
+            true => redact_url(&url),
+            false => crate::redact::redact_url_str(request.origin()),
+        };
+        tracing::debug!(url = %redact_url(&url), "starting");
         let settings = self.settings_of(&request);
         let options = &settings.options;
 
@@ -165,7 +168,11 @@ impl Batch {
                 let (path, copy) = local.expect("only a local copy is unchanged");
                 return Ok(self.up_to_date(path, copy.size, &shown));
             }
-            Err(e) => return Err(failed_early(&request, e)),
+            Err(e) => {
+                // The host's slot is not held while another is tried.
+                drop(slot);
+                return self.next_mirror(request, e).await;
+            }
         };
         let name = request
             .filename
@@ -214,9 +221,15 @@ impl Batch {
             self.reporter.on_progress(id, have);
         }
 
+        let mirrors = Arc::new(super::mirrors::Mirrors::new(
+            (url.clone(), protocol),
+            &meta,
+            self.mirrors_of(&request),
+            request.failed_urls(),
+        ));
         let job = FileJob {
+            mirrors: mirrors.clone(),
             batch: self.clone(),
-            protocol,
             url,
             temp,
             id,
@@ -257,7 +270,7 @@ impl Batch {
             expected,
             modified: meta.modified.filter(|_| self.config.remote_time),
         };
-        let result = job.run(start, &target, finish).await;
+        let result = (job.run(start, &target, finish).await).map_err(|e| mirrors.explain(e));
         // In flight no more: the file system now tells what is there.
         let landed = result.as_ref().ok().map(|(path, _)| path.as_path());
         self.names.release(&target, landed);
@@ -268,6 +281,7 @@ impl Batch {
                 url: shown,
                 size,
                 up_to_date: false,
+                served_by: mirrors.served_by(),
             }),
             Err(error) => Err(Failed {
                 filepath_partial: target,
@@ -358,6 +372,7 @@ impl Batch {
             url: shown.to_owned(),
             size,
             up_to_date: false,
+            served_by: Vec::new(),
         })
     }
 

@@ -24,7 +24,7 @@ use super::parts::{PartTable, Rules, TAIL_POLL, plan_parts};
 use super::retry::HandleWait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming;
-use crate::protocol::{ByteStream, FileOptions, Protocol, Validator};
+use crate::protocol::{ByteStream, FileOptions, Validator};
 use crate::redact::redact_url;
 use crate::reporter::ReportId;
 use crate::resume;
@@ -72,7 +72,6 @@ impl Batch {
 /// The download of one file, shared by its workers.
 pub(super) struct FileJob {
     pub(super) batch: Arc<Batch>,
-    pub(super) protocol: Arc<dyn Protocol>,
     pub(super) url: Url,
     pub(super) temp: Utf8PathBuf,
     pub(super) id: ReportId,
@@ -98,6 +97,8 @@ pub(super) struct FileJob {
     /// lock) stop then, and never undo that decision.
     pub(super) state_final: Mutex<bool>,
     pub(super) settings: FileSettings,
+    /// The file's URL and its mirrors.
+    pub(super) mirrors: Arc<super::mirrors::Mirrors>,
 }
 
 /// The part file of a download.
@@ -313,7 +314,8 @@ impl FileJob {
     }
 
     /// Runs the workers of the file's `parts` parts (the first on the first
-    /// response's `body`, with its host `slot`), adds free connections of
+    /// response's `body`, with its host `slot`, on the primary URL), adds
+    /// free connections of
     /// the batch as other files finish, falls back to one stream when
     /// ranges fail, until every part is done or one failed for good.
     async fn run_workers<'b>(
@@ -329,6 +331,7 @@ impl FileJob {
         let mut workers = JoinSet::new();
         let first_span = 0;
         let spans = 1..parts;
+        let conn = job.mirrors.first_conn(slot);
         let mut failure: Option<Error> = None;
         if spans.is_empty() && !job.splittable() {
             // One part that will stay one (most small files): it runs here,
@@ -336,15 +339,15 @@ impl FileJob {
             let counted = job.count_in();
             let outcome = job
                 .clone()
-                .run_worker(file.clone(), first_span, body, slot, counted)
+                .run_worker(file.clone(), first_span, body, conn, counted)
                 .await;
             failure = outcome.err();
         } else {
-            job.spawn_worker(&mut workers, file, first_span, body, slot);
+            job.spawn_worker(&mut workers, file, first_span, body, conn);
         }
         for span in spans {
-            match job.batch.slot(&job.url, false).await {
-                Ok(slot) => job.spawn_worker(&mut workers, file, span, None, slot),
+            match job.connect(false).await {
+                Ok(conn) => job.spawn_worker(&mut workers, file, span, None, conn),
                 // The host has no slot free: the file goes on with the
                 // connections it has, which take this span when idle.
                 Err(_) => job.parts().leave(span),
@@ -394,8 +397,8 @@ impl FileJob {
                 tracing::debug!(url = %redact_url(&job.url), error = %e, "ranges failed, falling back to one stream");
                 let span = job.restart_as_one_stream();
                 failure = None;
-                let slot = job.batch.slot(&job.url, true).await?;
-                job.spawn_worker(&mut workers, file, span, None, slot);
+                let conn = job.connect(true).await?;
+                job.spawn_worker(&mut workers, file, span, None, conn);
                 continue;
             }
             if failure.is_some() {
@@ -406,8 +409,8 @@ impl FileJob {
             let orphan = job.parts().take_orphan(Instant::now());
             match orphan {
                 Some(span) => {
-                    let slot = job.batch.slot(&job.url, true).await?;
-                    job.spawn_worker(&mut workers, file, span, None, slot);
+                    let conn = job.connect(true).await?;
+                    job.spawn_worker(&mut workers, file, span, None, conn);
                 }
                 None => break,
             }

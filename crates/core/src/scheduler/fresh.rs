@@ -64,6 +64,7 @@ impl Batch {
             url: shown.to_owned(),
             size,
             up_to_date: true,
+            served_by: Vec::new(),
         }
     }
 }

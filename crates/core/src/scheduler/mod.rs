@@ -20,6 +20,7 @@ mod file_job;
 mod finish;
 mod fresh;
 mod host_slots;
+mod mirrors;
 mod parts;
 mod pump;
 mod retry;
@@ -64,6 +65,19 @@ pub struct Request {
     max_tries: Option<u32>,
     overwrite: Option<bool>,
     headers: Vec<(String, String)>,
+    /// Boxed: most requests have none.
+    alternates: Option<Box<Alternates>>,
+}
+
+/// The other URLs of a request's file.
+#[derive(Clone, Default)]
+struct Alternates {
+    mirrors: Vec<String>,
+    /// The URL as enqueued, once the request moved on to one of its
+    /// mirrors because that one failed at once.
+    origin: Option<String>,
+    /// The URLs that failed at once, and why (redacted), in order.
+    failed: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Request {
@@ -71,6 +85,9 @@ impl std::fmt::Debug for Request {
         // Header values may hold tokens, URLs passwords: names and
         // redacted URLs only.
         let headers: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let mirrors: Vec<String> = (self.mirror_urls().iter())
+            .map(|m| redact_url_str(m))
+            .collect();
         f.debug_struct("Request")
             .field("url", &redact_url_str(&self.url))
             .field("dir", &self.dir)
@@ -81,6 +98,7 @@ impl std::fmt::Debug for Request {
             .field("overwrite", &self.overwrite)
             .field("headers", &headers)
             .field("mirror", &self.mirror)
+            .field("mirrors", &mirrors)
             .finish()
     }
 }
@@ -99,6 +117,7 @@ impl Request {
             max_tries: None,
             overwrite: None,
             headers: Vec::new(),
+            alternates: None,
         }
     }
 
@@ -172,9 +191,62 @@ impl Request {
         self.checksum.as_ref()
     }
 
+    /// Other URLs of the same file, of any protocol: the file's parts are
+    /// spread over the URL and its mirrors that serve the same version (the
+    /// same size and, where both tell one, the same modification time to
+    /// the second; entity tags are not compared across servers), and a
+    /// mirror that fails or serves another version is dropped, with a
+    /// warning, while the others finish the file. The URL given to
+    /// [`Request::new`] is asked first, then the next if it fails at once;
+    /// the name comes from whichever answers first, results show the
+    /// first URL, and [`Succeeded::served_by`](crate::Succeeded) the URLs
+    /// used. The file fails only when every URL failed, its error naming
+    /// each. Mirrors whose URL does not parse, or whose scheme no protocol
+    /// serves, are dropped with a warning.
+    pub fn mirrors<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let alternates = self.alternates.get_or_insert_with(Default::default);
+        alternates.mirrors.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
     /// The URL as given.
     pub fn url(&self) -> &str {
-        &self.url
+        self.origin()
+    }
+
+    /// The other URLs of the same file (see [`Request::mirrors`]).
+    pub fn mirror_urls(&self) -> &[String] {
+        self.alternates.as_ref().map_or(&[], |a| &a.mirrors)
+    }
+
+    /// The URL as enqueued.
+    pub(super) fn origin(&self) -> &str {
+        let origin = self.alternates.as_ref().and_then(|a| a.origin.as_deref());
+        origin.unwrap_or(&self.url)
+    }
+
+    /// This request moved on to its next mirror, when it has one, after
+    /// its URL failed with `error`.
+    pub(super) fn next_mirror(&self, error: &Error) -> Option<Request> {
+        if self.mirror_urls().is_empty() {
+            return None;
+        }
+        let mut next = self.clone();
+        let alternates = next.alternates.get_or_insert_with(Default::default);
+        alternates.origin = Some(self.origin().to_owned());
+        let failed = (redact_url_str(&self.url), error.chain());
+        alternates.failed.push(failed);
+        next.url = alternates.mirrors.remove(0);
+        Some(next)
+    }
+
+    /// The URLs that failed before this one, and why.
+    pub(super) fn failed_urls(&self) -> &[(String, String)] {
+        self.alternates.as_ref().map_or(&[], |a| &a.failed)
     }
 }
 
@@ -318,14 +390,14 @@ pub(super) fn failed_early(request: &Request, error: Error) -> Failed {
         .as_deref()
         .and_then(naming::sanitize_user_filename)
         .or_else(|| {
-            Url::parse(&request.url)
+            Url::parse(request.origin())
                 .ok()
                 .and_then(|u| naming::filename_from_url(&u))
         })
         .unwrap_or_default();
     Failed {
         filepath_partial: request.dir.join(name),
-        url: redact_url_str(&request.url),
+        url: redact_url_str(request.origin()),
         error,
     }
 }

@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::file_job::FileJob;
+use super::mirrors::Conn;
 use super::parts::{Given, SpanId, TAIL_POLL};
 use super::pump::Pumped;
 use super::retry::Tries;
-use super::version::same_version;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{ByteRange, ByteStream};
 use crate::redact::redact_url;
@@ -38,15 +37,16 @@ impl FileJob {
         file: PartFile,
         span: SpanId,
         body: Option<ByteStream>,
+        conn: &mut Conn,
     ) -> Result<()> {
-        let filled = self.fill(&file, span, body).await;
+        let filled = self.fill(&file, span, body, conn).await;
         self.span_done.notify_waiters();
         if filled? == Filled::Left {
             return Ok(());
         }
         loop {
             if let Some(next) = self.steal() {
-                let filled = self.fill(&file, next, None).await;
+                let filled = self.fill(&file, next, None, conn).await;
                 self.span_done.notify_waiters();
                 if filled? == Filled::Left {
                     return Ok(());
@@ -114,14 +114,14 @@ impl FileJob {
             {
                 return;
             }
-            let Ok(slot) = self.batch.slot(&self.url, false).await else {
+            let Ok(conn) = self.connect(false).await else {
                 return;
             };
             let Some(span) = self.steal() else {
                 return;
             };
             tracing::debug!(url = %redact_url(&self.url), "a free connection joins the file");
-            self.spawn_worker(workers, file, span, None, slot);
+            self.spawn_worker(workers, file, span, None, conn);
         }
     }
 
@@ -131,14 +131,14 @@ impl FileJob {
         file: &PartFile,
         span: SpanId,
         body: Option<ByteStream>,
-        slot: Option<OwnedSemaphorePermit>,
+        conn: Conn,
     ) {
         // Counted now, not when the task first runs, so that this file's
         // loop and the other files see it at once.
         let counted = self.count_in();
         let job = self.clone();
         let file = file.clone();
-        workers.spawn(async move { job.run_worker(file, span, body, slot, counted).await });
+        workers.spawn(async move { job.run_worker(file, span, body, conn, counted).await });
     }
 
     /// Counts one more worker of this file and transfer of the batch,
@@ -156,13 +156,11 @@ impl FileJob {
         file: PartFile,
         span: SpanId,
         body: Option<ByteStream>,
-        slot: Option<OwnedSemaphorePermit>,
+        mut conn: Conn,
         _counted: Counted,
     ) -> Result<()> {
-        let result = self.worker(file, span, body).await;
         // The host slot is given back when the worker is done.
-        drop(slot);
-        result
+        self.worker(file, span, body, &mut conn).await
     }
 
     /// What an idle worker of this file does next (see
@@ -194,6 +192,7 @@ impl FileJob {
         file: &PartFile,
         span: SpanId,
         mut body: Option<ByteStream>,
+        conn: &mut Conn,
     ) -> Result<Filled> {
         let mut tries = Tries::new(self.settings.max_tries).of_worker();
         // The furthest the span got: bytes received again after a restart
@@ -201,6 +200,10 @@ impl FileJob {
         let mut reached = self.parts().pos(span);
         loop {
             let taken = self.parts().stop(span).clone();
+            if body.is_none() && conn.mirror.dropped() {
+                self.switch_mirror(conn).await?;
+            }
+            let before = self.parts().pos(span);
             let result = async {
                 let body = match body.take() {
                     Some(body) => body,
@@ -210,7 +213,7 @@ impl FileJob {
                         self.parts().waiting(span);
                         let next = tokio::select! {
                             () = taken.cancelled() => None,
-                            next = self.refetch(span) => Some(next),
+                            next = self.refetch(span, conn) => Some(next),
                         };
                         // The stall clock and the pace start with the
                         // transfer.
@@ -228,6 +231,8 @@ impl FileJob {
                 self.pump(file, span, body).await
             }
             .await;
+            let after = self.parts().pos(span);
+            conn.mirror.served(after.saturating_sub(before));
             match result {
                 Ok(Pumped::Done) => return Ok(Filled::Done),
                 // The request gave what it asked: the next asks for the
@@ -247,6 +252,11 @@ impl FileJob {
                     let pos = self.parts().pos(span);
                     let gained = pos.saturating_sub(reached);
                     reached = reached.max(pos);
+                    if self.leave_mirror(conn, &e, gained).await? {
+                        // Another server: its tries are its own.
+                        tries = Tries::new(self.settings.max_tries).of_worker();
+                        continue;
+                    }
                     (self.batch)
                         .before_retry(Some(self.id), &mut tries, gained, e)
                         .await?;
@@ -256,7 +266,8 @@ impl FileJob {
     }
 
     /// Requests the rest of `span`. Returns `None` when nothing is left.
-    pub(super) async fn refetch(&self, span: SpanId) -> Result<Option<ByteStream>> {
+    pub(super) async fn refetch(&self, span: SpanId, conn: &Conn) -> Result<Option<ByteStream>> {
+        let mirror = &conn.mirror;
         let (pos, end) = self.parts().begin_request(span, Instant::now());
         if pos >= end {
             return Ok(None);
@@ -268,14 +279,14 @@ impl FileJob {
         let fetched = self
             .batch
             .fetch(
-                &self.protocol,
-                &self.url,
+                &mirror.protocol,
+                &mirror.url,
                 range,
-                self.validator.as_ref(),
+                mirror.validator(),
                 &self.settings.options,
             )
             .await?;
-        same_version(self.validator.as_ref(), self.size, &fetched.meta)?;
+        self.same_version_at(mirror, &fetched.meta)?;
         if fetched.offset != pos {
             // The server no longer serves ranges (or never did): the one
             // stream starts again from the beginning.
