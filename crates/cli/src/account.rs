@@ -145,6 +145,11 @@ impl Account {
         if let (Some(line), Some(object)) = (line, value.as_object_mut()) {
             object.insert("line".to_owned(), line.into());
         }
+        if let (Ok(ok), Some(object)) = (outcome, value.as_object_mut())
+            && !ok.served_by.is_empty()
+        {
+            object.insert("served_by".to_owned(), ok.served_by.clone().into());
+        }
         let mut text = value.to_string();
         text.push('\n');
         let mut out = jsonl.lock().expect("jsonl poisoned");

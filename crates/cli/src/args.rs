@@ -47,7 +47,8 @@ pub(crate) struct Args {
     /// Read URLs from FILE, one a line (`-` for standard input), as the
     /// downloads go: a list of any length. Blank lines and lines starting
     /// with `#` are skipped; a second column `sha256=HEX` (or a bare
-    /// 64-digit hex) gives the file's checksum. Indented lines under a URL
+    /// 64-digit hex) gives the file's checksum. Several TAB-separated URLs
+    /// on a line are mirrors of one file (see --mirror). Indented lines under a URL
     /// set its options, as in aria2: `out=NAME`, `dir=DIR` (both relative,
     /// inside --dir), `checksum=sha-256=HEX`. A malformed line fails alone
     /// (reported with its line number); a list with no URL is nothing to
@@ -59,6 +60,15 @@ pub(crate) struct Args {
     /// use `out=` lines of --input-file for several).
     #[arg(short = 'o', long = "output", value_name = "NAME")]
     pub(crate) output: Option<String>,
+
+    /// Another URL of the same file, of any protocol (repeatable; one URL
+    /// only: for several files, put a file's URLs on one line of
+    /// --input-file, TAB-separated). Parts are spread over the URLs that
+    /// serve the same size and modification time; one that fails is
+    /// dropped while the others finish the file (--verbose says which,
+    /// and why; --json lists the URLs used).
+    #[arg(long = "mirror", value_name = "URL")]
+    pub(crate) mirror: Vec<String>,
 
     /// Write one JSON object per URL to FILE (`-`: standard output) as
     /// each one finishes, success or failure, flushed at once: a run
@@ -330,6 +340,7 @@ impl Args {
         for (flag, given) in [
             ("--checksum", self.checksum.is_some()),
             ("--output", self.output.is_some()),
+            ("--mirror", !self.mirror.is_empty()),
         ] {
             if given && (head.len() != 1 || list.is_some()) {
                 bail!("{flag} applies to one URL; for several, give the option in --input-file");
@@ -340,6 +351,20 @@ impl Args {
             if let Some(Ok(entry)) = head.first_mut() {
                 entry.checksum = Some(sum);
             }
+        }
+        for mirror in &self.mirror {
+            let url = pymatris_core::Url::parse(mirror).map_err(|e| {
+                anyhow::anyhow!("--mirror {}: {e}", pymatris_core::redact_url_str(mirror))
+            })?;
+            if !pymatris_core::registry::schemes().contains(&url.scheme()) {
+                bail!(
+                    "--mirror: {}:// is not supported by this build",
+                    url.scheme()
+                );
+            }
+        }
+        if let Some(Ok(entry)) = head.first_mut() {
+            entry.mirrors.extend(self.mirror.iter().cloned());
         }
         if let Some(output) = &self.output {
             check_relative(output).map_err(|e| anyhow::anyhow!("--output {output}: {e}"))?;
@@ -441,7 +466,8 @@ impl Args {
         // The list's URLs are registered as they are read (`feed`).
         crate::logging::register_secrets(
             (head.iter().flatten())
-                .map(|e| e.url.as_str())
+                .flat_map(|e| std::iter::once(&e.url).chain(&e.mirrors))
+                .map(String::as_str)
                 .chain(self.proxy.as_deref()),
             &headers,
         );

@@ -63,7 +63,7 @@ impl Source {
                 _ => name = Some(out.clone()),
             }
         }
-        let mut request = Request::new(entry.url).dir(dir);
+        let mut request = Request::new(entry.url).dir(dir).mirrors(entry.mirrors);
         if let Some(name) = name {
             request = request.filename(name);
         }
@@ -158,10 +158,12 @@ impl Source {
             Ok(entry) => {
                 // Registered before the URL is used, so that no log line
                 // shows its password.
-                if entry.url.contains('@')
-                    && let Ok(url) = Url::parse(&entry.url)
-                {
-                    pymatris_core::register_url_secrets(&url);
+                for raw in std::iter::once(&entry.url).chain(&entry.mirrors) {
+                    if raw.contains('@')
+                        && let Ok(url) = Url::parse(raw)
+                    {
+                        pymatris_core::register_url_secrets(&url);
+                    }
                 }
                 let line = entry.line;
                 Fed::Request(self.request(entry), line)

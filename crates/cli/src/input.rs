@@ -95,7 +95,7 @@ impl<R: BufRead> Iterator for Lines<R> {
             self.raw.clear();
             match self.reader.read_until(b'\n', &mut self.raw) {
                 Err(e) => return Some(Err(e)),
-                Ok(0) => return self.pending.take().map(|item| Ok(finish(item))),
+                Ok(0) => return self.pending.take().map(Ok),
                 Ok(_) => {}
             }
             self.number += 1;
@@ -127,7 +127,7 @@ impl<R: BufRead> Iterator for Lines<R> {
                 },
                 Line::Entry(item) => {
                     if let Some(done) = self.pending.replace(item) {
-                        return Some(Ok(finish(done)));
+                        return Some(Ok(done));
                     }
                 }
             }
@@ -222,7 +222,15 @@ fn parse_entry(line: &str, number: usize, schemes: &[&str]) -> Item {
             }
         }
     }
-    for url in std::iter::once(&entry.url).chain(&entry.mirrors) {
+    for (i, url) in std::iter::once(&entry.url)
+        .chain(&entry.mirrors)
+        .enumerate()
+    {
+        // A mirror's fault is said to be the mirror's.
+        let which = match i {
+            0 => String::new(),
+            _ => format!("mirror {}: ", redact_url_str(url)),
+        };
         match Url::parse(url) {
             Err(e) => {
                 let reason = format!("invalid URL {}: {e}", redact_url_str(url));
@@ -232,7 +240,7 @@ fn parse_entry(line: &str, number: usize, schemes: &[&str]) -> Item {
                 return bad(
                     ErrorKind::UnsupportedScheme,
                     format!(
-                        "{}:// is not supported by this build (it supports: {})",
+                        "{which}{}:// is not supported by this build (it supports: {})",
                         parsed.scheme(),
                         schemes.join(", ")
                     ),
@@ -269,22 +277,6 @@ fn apply_option(entry: &mut Entry, name: &str, value: &str) -> Result<(), String
         }
     }
     Ok(())
-}
-
-/// An entry at its end: what this build cannot do yet fails here, said
-/// so, rather than being dropped.
-fn finish(item: Item) -> Item {
-    let entry = item?;
-    if !entry.mirrors.is_empty() {
-        return Err(BadLine {
-            line: entry.line.unwrap_or_default(),
-            shown: redact_url_str(&entry.url),
-            kind: ErrorKind::InvalidUrl,
-            reason: "several URLs of one file (mirrors) are not supported by this build yet"
-                .to_owned(),
-        });
-    }
-    Ok(entry)
 }
 
 /// A path from the list or `-o`, to be joined to `--dir`: relative, with
@@ -393,20 +385,47 @@ mod tests {
         assert_eq!(got[1], Ok(Entry::new(Some(2), "http://a/ok", None)));
     }
 
-    /// Mirrors are read (TAB-separated) but refused until the engine takes
-    /// them, and a bad mirror makes a bad line.
+    /// aria2's format: a file's URLs on one line, TAB-separated (spaces
+    /// do as well), the checksum column and option lines still its own.
     #[test]
-    fn mirrors_are_read_and_refused_for_now() {
-        let got = parse_input(
-            &b"http://a/x\thttp://b/x\nhttp://a/y\tgopher://b/y\n"[..],
-            &SCHEMES,
-        )
-        .unwrap();
-        assert!(got[0].as_ref().unwrap_err().reason.contains("mirrors"));
-        assert_eq!(
-            got[1].as_ref().unwrap_err().kind,
-            ErrorKind::UnsupportedScheme
+    fn urls_on_one_line_are_mirrors_of_one_file() {
+        let sha = "ab".repeat(32);
+        let text = format!(
+            "http://a/x\thttps://b/x\thttp://c/x\n  out=x.bin\nhttp://a/y http://b/y sha256={sha}\nhttp://a/z\n"
         );
+        let got = parse_input(text.as_bytes(), &SCHEMES).unwrap();
+        let x = Entry {
+            mirrors: vec!["https://b/x".to_owned(), "http://c/x".to_owned()],
+            out: Some("x.bin".to_owned()),
+            ..Entry::new(Some(1), "http://a/x", None)
+        };
+        let y = Entry {
+            mirrors: vec!["http://b/y".to_owned()],
+            ..Entry::new(Some(3), "http://a/y", Some(&sha))
+        };
+        assert_eq!(
+            got,
+            vec![Ok(x), Ok(y), Ok(Entry::new(Some(4), "http://a/z", None))]
+        );
+    }
+
+    /// A mirror that does not parse, or that this build cannot fetch,
+    /// fails its line (naming it, password hidden), not the others.
+    #[test]
+    fn a_bad_mirror_fails_its_line_alone() {
+        let text = "http://a/x\tgopher://u:pw@b/x\nhttp://a/y\thttp://[b/y\nhttp://a/z\n";
+        let got = parse_input(text.as_bytes(), &SCHEMES).unwrap();
+        let bad = got[0].as_ref().unwrap_err();
+        assert_eq!(bad.kind, ErrorKind::UnsupportedScheme, "{bad:?}");
+        assert!(bad.reason.contains("gopher"), "{bad:?}");
+        assert!(
+            !bad.reason.contains("pw") && !bad.shown.contains("pw"),
+            "{bad:?}"
+        );
+        let bad = got[1].as_ref().unwrap_err();
+        assert_eq!((bad.kind, bad.line), (ErrorKind::InvalidUrl, 2), "{bad:?}");
+        assert!(bad.reason.contains("http://[b/y"), "{bad:?}");
+        assert_eq!(got[2], Ok(Entry::new(Some(3), "http://a/z", None)));
     }
 
     /// The reader is asked for a line only when the entry before it is
