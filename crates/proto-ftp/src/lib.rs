@@ -24,7 +24,7 @@
 //!   again (no `ABOR`: vsftpd answers it in a way suppaftp rejects). What
 //!   the server had written into its socket past the cut is sent for
 //!   nothing, so the data connection of such a part asks for a receive
-//!   window and segment size sized from the part (`session.rs`).
+//!   window and segment size sized from the part (`window.rs`).
 //! - With TLS, each control connection has a TLS session cache of its own,
 //!   which its data connections resume: vsftpd's `require_ssl_reuse`
 //!   refuses a data connection that resumes another connection's session.
@@ -37,6 +37,7 @@ mod listing;
 mod pool;
 mod session;
 mod target;
+mod window;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use suppaftp::tokio::{AsyncRustlsStream, ImplAsyncFtpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use crate::session::DataWindow;
 use crate::target::{HostId, Login};
+use crate::window::{DataWindow, RoundTrip};
 
 /// The FTP client of one control connection (plain or TLS).
 pub(crate) type Ftp = ImplAsyncFtpStream<AsyncRustlsStream>;
@@ -112,6 +112,8 @@ pub(crate) struct Host {
     /// Fired when a session goes idle or a background drain ends.
     changed: Notify,
     pub(crate) caps: Caps,
+    /// The shortest round trip seen to it, which sizes data windows.
+    pub(crate) rtt: Arc<RoundTrip>,
 }
 
 #[derive(Debug)]
@@ -153,6 +155,7 @@ impl Host {
             }),
             changed: Notify::new(),
             caps: Caps::default(),
+            rtt: Arc::default(),
         }
     }
 

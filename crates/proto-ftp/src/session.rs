@@ -1,14 +1,10 @@
-//! Opening a control connection (TCP, TLS, greeting, login, `TYPE I`), the
-//! sockets of its data connections (sized for parts cut before the end of
-//! the file), and the commands that describe a file (`SIZE`, `MDTM`,
-//! `MLST`).
+//! Opening a control connection (TCP, TLS, greeting, login, `TYPE I`) and
+//! the commands that describe a file (`SIZE`, `MDTM`, `MLST`).
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use pymatris_core::socks::SocksProxy;
@@ -19,11 +15,12 @@ use suppaftp::tokio::AsyncRustlsConnector;
 use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::types::FileType;
 use suppaftp::{FtpError, FtpResult, Mode, Status};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::error::{self, busy_error, ftp_error, is_unsupported, reply_code, reply_text};
 use crate::pool::{Caps, Ftp, Host, Session, Slot};
 use crate::target::{Security, Target};
+use crate::window::DataWindow;
 
 /// Runs one exchange with the server, failing with a timed-out connection
 /// error when it takes longer than `timeout`.
@@ -90,8 +87,11 @@ pub(crate) async fn connect(
         ftp.transfer_type(FileType::Binary)
             .await
             .map_err(Failure::Setup)?;
-        let rtt = handshake.map_or(asked.elapsed(), |h| h.min(asked.elapsed()));
-        let window = DataWindow::new(rtt);
+        host.rtt.note(asked.elapsed());
+        if let Some(handshake) = handshake {
+            host.rtt.note(handshake);
+        }
+        let window = DataWindow::new(host.rtt.clone());
         if login.security == Security::Implicit {
             // Implicit FTPS leaves data protection to negotiate, as
             // explicit FTPS does (vsftpd expects it).
@@ -123,113 +123,6 @@ pub(crate) async fn connect(
     };
     tracing::debug!(host = %host.id, user = %login.user, "logged in");
     Ok(Session::new(ftp, login.clone(), slot, passive, window))
-}
-
-/// The TCP receive window of a session's next data connection.
-///
-/// A `RETR` from `REST` has no end: a part that ends before the end of the
-/// file is cut by closing its data connection, and whatever the server had
-/// written into its socket by then counts as sent for nothing: our receive
-/// window, and the server's send buffer, which Linux sizes from the segment
-/// size and the congestion window. A receive buffer and a segment size
-/// asked for before the connection opens keep both smaller (see
-/// `docs/architecture.md`). The window is sized from the part's length, and
-/// never below what the server's round trip needs for [`MIN_RATE`], so
-/// distant servers keep their speed.
-#[derive(Clone, Debug)]
-pub(crate) struct DataWindow {
-    bytes: Arc<AtomicU32>,
-    /// The round trip of a command on the control connection.
-    rtt: Duration,
-}
-
-/// The receive window of a part cut after `len` bytes: this share of it.
-const SHARE: u64 = 128;
-/// Smallest receive window asked for.
-const MIN_WINDOW: u64 = 8 << 10;
-/// From this window on, the system's own tuning is kept: it wastes no more
-/// of a part than the window would.
-const MAX_WINDOW: u64 = 4 << 20;
-/// A window covers at least this rate (bytes per second) at the control
-/// connection's round trip.
-const MIN_RATE: f64 = 100e6;
-/// The segment size asked for with a small window. Below the usual
-/// Ethernet one, so that it changes nothing but on loopback and jumbo-frame
-/// links, where segments of 64 KiB make the server's send buffer start at
-/// megabytes.
-const MSS: u32 = 1400;
-/// Windows from this size on keep the system's segment size: the parts
-/// they serve are long, where small segments on loopback cost more CPU
-/// than the send buffer they save is worth.
-const MSS_BELOW: u32 = 256 << 10;
-
-impl DataWindow {
-    /// For a session whose commands are answered in `rtt`.
-    pub(crate) fn new(rtt: Duration) -> DataWindow {
-        DataWindow {
-            bytes: Arc::default(),
-            rtt,
-        }
-    }
-
-    /// Sizes the next data connection for a transfer that will be cut
-    /// after `len` bytes, or leaves it to the system (`None`: to the end of
-    /// the file).
-    pub(crate) fn set(&self, cut_after: Option<u64>) {
-        let bytes = cut_after.and_then(|len| window_for(len, self.rtt));
-        self.bytes.store(bytes.unwrap_or(0), Ordering::Relaxed);
-    }
-
-    /// Opens passive data connections with the window asked for, or
-    /// through the SOCKS proxy to the server's host (`through`). The
-    /// address the server's `PASV`/`EPSV` answer comes to is the control
-    /// connection's peer with the port it gave (suppaftp's NAT workaround):
-    /// through a proxy that peer is the proxy, so only the port is kept.
-    fn builder(
-        &self,
-        through: Option<(SocksProxy, String)>,
-    ) -> impl Fn(SocketAddr) -> Pin<Box<dyn Future<Output = FtpResult<TcpStream>> + Send + Sync>>
-    + Send
-    + Sync
-    + 'static {
-        let window = self.bytes.clone();
-        move |addr| {
-            let bytes = window.load(Ordering::Relaxed);
-            let through = through.clone();
-            Box::pin(async move {
-                match through {
-                    Some((proxy, host)) => proxy.connect(&host, addr.port()).await,
-                    None => data_socket(addr, bytes).await,
-                }
-                .map_err(FtpError::ConnectionError)
-            })
-        }
-    }
-}
-
-/// The receive buffer for a transfer cut after `len` bytes, on a path with
-/// a round trip of `rtt`; `None` leaves it to the system.
-fn window_for(len: u64, rtt: Duration) -> Option<u32> {
-    let for_rate = (rtt.as_secs_f64() * MIN_RATE) as u64;
-    let window = (len / SHARE).max(for_rate).max(MIN_WINDOW);
-    (window < MAX_WINDOW).then(|| u32::try_from(window).expect("below MAX_WINDOW"))
-}
-
-/// A TCP connection to `addr` with a receive buffer of `window` bytes and
-/// a segment size to match (0: the system's own).
-async fn data_socket(addr: SocketAddr, window: u32) -> io::Result<TcpStream> {
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    if window > 0 {
-        // Only a saving: a system that refuses either still transfers.
-        let _ = socket.set_recv_buffer_size(window);
-        if window < MSS_BELOW {
-            let _ = socket2::SockRef::from(&socket).set_tcp_mss(MSS);
-        }
-    }
-    socket.connect(addr).await
 }
 
 /// The TLS configuration of one control connection and its data
@@ -396,9 +289,15 @@ pub(crate) async fn probe(
     let ftp = &mut session.ftp;
     let caps = &host.caps;
     let mut probe = Probe::default();
+    // Each command that asks the server no more than a look-up is a
+    // round trip to time, for the data windows.
+    let mut asked = Instant::now();
     if !Caps::get(&caps.no_size) {
         match within(timeout, ftp.size(path)).await {
-            Ok(n) => probe.size = Some(n as u64),
+            Ok(n) => {
+                host.rtt.note(asked.elapsed());
+                probe.size = Some(n as u64);
+            }
             Err(e) if is_unsupported(&e) => Caps::set(&caps.no_size, true),
             Err(FtpError::UnexpectedResponse(r)) if reply_code(&r) == 550 => {
                 probe.size_refused = Some(r);
@@ -425,6 +324,7 @@ pub(crate) async fn probe(
         }
     }
     if want_mtime && probe.size_refused.is_none() && !Caps::get(&caps.no_mdtm) {
+        asked = Instant::now();
         match within(
             timeout,
             ftp.custom_command(format!("MDTM {path}"), &[Status::File]),
@@ -432,6 +332,7 @@ pub(crate) async fn probe(
         .await
         {
             Ok(reply) => {
+                host.rtt.note(asked.elapsed());
                 if let Some(t) = parse_mdtm(&reply_text(&reply)) {
                     probe.modified = Some(t);
                 }
@@ -574,22 +475,6 @@ mod tests {
             parse_mlst("modify=20261126073800.123;size=5; x").modify,
             Some("20261126073800.123".into())
         );
-    }
-
-    #[test]
-    fn a_cut_transfer_gets_a_window_sized_from_its_length_and_round_trip() {
-        let loopback = Duration::from_micros(50);
-        // A small share of the part, with a floor.
-        assert_eq!(window_for(2 << 20, loopback), Some(16 << 10));
-        assert_eq!(window_for(100 << 10, loopback), Some(8 << 10));
-        // Long parts waste no more than the system's own window would.
-        assert_eq!(window_for(1 << 30, loopback), None);
-        // A distant server: the window covers its round trip.
-        assert_eq!(
-            window_for(2 << 20, Duration::from_millis(10)),
-            Some(1_000_000)
-        );
-        assert_eq!(window_for(2 << 20, Duration::from_millis(50)), None);
     }
 
     #[test]
