@@ -20,6 +20,7 @@ use pymatris_proto_sftp::SftpOptions;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::iter::{self, OutcomeIter};
 use crate::logs;
 use crate::words;
 
@@ -30,7 +31,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// How one request ended: its place in the queue, the path, the URL (no
 /// password), and for a failure its kind, whether it was retryable, the
 /// message and the whole chain of causes.
-type Outcome = (
+pub(crate) type Outcome = (
     usize,
     String,
     String,
@@ -194,12 +195,7 @@ impl Job {
     /// cancels the transfers, waits for them to clean up, and is raised.
     #[pyo3(signature = (on_events=None))]
     fn run(&self, py: Python<'_>, on_events: Option<Py<PyAny>>) -> PyResult<Vec<Outcome>> {
-        let requests = self
-            .requests
-            .lock()
-            .expect("job poisoned")
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("this job has already run"))?;
+        let requests = self.take_requests()?;
         let mut logger = logs::start(py)?;
         let progress = on_events.as_ref().map(|_| Arc::new(Progress::default()));
         let runtime = runtime().map_err(|e| {
@@ -260,6 +256,20 @@ impl Job {
         }
     }
 
+    /// Downloads the queue as `run` does, but hands each outcome over as
+    /// its file finishes, through the iterator returned (see `iter.rs`).
+    #[pyo3(signature = (on_events=None))]
+    fn iter(&self, py: Python<'_>, on_events: Option<Py<PyAny>>) -> PyResult<OutcomeIter> {
+        let requests = self.take_requests()?.into_iter().map(|(r, _)| r).collect();
+        iter::start(
+            py,
+            self.config.clone(),
+            requests,
+            self.cancel.clone(),
+            on_events,
+        )
+    }
+
     /// Cancels the transfers of a running `run` (from another thread): they
     /// end as cancelled failures, their temporary files removed (or kept
     /// for resuming).
@@ -273,9 +283,16 @@ impl Job {
     }
 }
 
+impl Job {
+    fn take_requests(&self) -> PyResult<Vec<(Request, String)>> {
+        (self.requests.lock().expect("job poisoned").take())
+            .ok_or_else(|| PyRuntimeError::new_err("this job has already run"))
+    }
+}
+
 /// The runtime of a download: one worker thread as in the CLI (curl and
 /// aria2 have one too), unless `TOKIO_WORKER_THREADS` says otherwise.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
@@ -347,7 +364,7 @@ fn place(results: Results, places: &[(usize, String)]) -> Vec<Outcome> {
     out
 }
 
-fn describe(error: &Error) -> (String, bool, String, String) {
+pub(crate) fn describe(error: &Error) -> (String, bool, String, String) {
     (
         words::kind_name(error.kind()),
         error.is_retryable(),
@@ -358,7 +375,7 @@ fn describe(error: &Error) -> (String, bool, String, String) {
 
 /// What the engine reported since Python last looked.
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     next_id: AtomicU64,
     state: Mutex<ProgressState>,
 }
@@ -374,7 +391,7 @@ struct ProgressState {
 
 impl Progress {
     /// The events since the last call, as Python tuples, oldest kind first.
-    fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
+    pub(crate) fn drain(&self, py: Python<'_>) -> PyResult<Vec<Py<PyAny>>> {
         let mut state = self.state.lock().expect("progress poisoned");
         let mut events = Vec::new();
         for (id, url, name, size) in state.started.drain(..) {

@@ -9,6 +9,7 @@
 //! (so a tqdm bar is updated at most ten times a second) and to see
 //! whether Ctrl-C was pressed; other Python threads run freely meanwhile.
 
+mod iter;
 mod job;
 mod logs;
 mod words;
@@ -56,5 +57,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(shard_of, m)?)?;
     m.add_class::<job::Job>()?;
+    m.add_class::<iter::OutcomeIter>()?;
     Ok(())
 }

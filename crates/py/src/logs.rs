@@ -164,6 +164,12 @@ impl Visit for Text {
 pub(crate) struct Logger<'py>(Option<Bound<'py, PyAny>>);
 
 impl<'py> Logger<'py> {
+    /// A logger looked up when first needed, for a caller that `start`ed
+    /// the logs already.
+    pub(crate) fn lazy() -> Self {
+        Logger(None)
+    }
+
     fn get(&mut self, py: Python<'py>) -> PyResult<&Bound<'py, PyAny>> {
         if self.0.is_none() {
             let logger = py

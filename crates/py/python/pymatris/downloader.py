@@ -12,7 +12,9 @@ from .results import Results
 # typing only for type checkers: the import is a cost (see _dataclass.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+    from .results import Error, Success
 
 __all__ = ["Downloader"]
 
@@ -129,6 +131,11 @@ class Downloader:
 
     def _job(self) -> Tuple[Any, Optional[Any]]:
         """Empties the queue into an engine job, with its progress bars."""
+        job, count = self._queued_job()
+        return job, self._bars(count)
+
+    def _queued_job(self) -> Tuple[Any, int]:
+        """Empties the queue into an engine job; returns it and its length."""
         queue, self._queue = self._queue, []
         cfg = self.config
         job = _native.Job(
@@ -140,17 +147,21 @@ class Downloader:
         )
         for item in queue:
             job.add(item.pop("url"), item.pop("dir"), **item)
-        bars = None
-        if cfg.all_progress and queue:
-            from ._progress import Bars
+        return job, len(queue)
 
-            bars = Bars(
-                self.tqdm,
-                total=len(queue),
-                file_progress=bool(cfg.config.file_progress),
-                max_parallel=cfg.max_parallel,
-            )
-        return job, bars
+    def _bars(self, count: int) -> Optional[Any]:
+        """The progress bars of a job of ``count`` files, if shown."""
+        cfg = self.config
+        if not cfg.all_progress or not count:
+            return None
+        from ._progress import Bars
+
+        return Bars(
+            self.tqdm,
+            total=count,
+            file_progress=bool(cfg.config.file_progress),
+            max_parallel=cfg.max_parallel,
+        )
 
     @staticmethod
     def _run(job: Any, bars: Optional[Any]) -> Results:
@@ -170,6 +181,46 @@ class Downloader:
                 kind, retryable, message, chain = error
                 results._add_error(path, url, _from_engine(url, kind, retryable, message, chain))
         return results
+
+    def iter_download(self) -> Iterator[Union[Success, Error]]:
+        """Downloads every queued file and empties the queue (at this call),
+        yielding each file's result as soon as it is done, in the order
+        they finish: a ``Success`` or ``Error`` tuple, as in ``Results``.
+        The files download as with ``download()`` (the same parallelism
+        and progress bars), and only a bounded number of results wait for
+        the loop, however long the queue. Leaving the loop early (or
+        Ctrl-C, raised as ``KeyboardInterrupt``) cancels the files left,
+        removes their partial files (keeps them with
+        ``SessionConfig(resume=True)``) and returns once they are cleaned
+        up."""
+        job, count = self._queued_job()
+        return self._iterate(job, count)
+
+    def _iterate(self, job: Any, count: int) -> Iterator[Union[Success, Error]]:
+        from .results import Error, Success
+
+        bars = self._bars(count)
+        outcomes = None
+        try:
+            outcomes = job.iter(bars.on_events if bars is not None else None)
+            done = 0
+            for _index, path, url, error in outcomes:
+                done += 1
+                path = os.path.normpath(path) if path else path
+                if error is None:
+                    yield Success(path, url)
+                else:
+                    kind, retryable, message, chain = error
+                    yield Error(path, url, _from_engine(url, kind, retryable, message, chain))
+            if bars is not None:
+                bars.finish(done)
+        finally:
+            # A loop left early (break, an exception, the generator
+            # collected) cancels the rest and waits for its cleanup.
+            if outcomes is not None:
+                outcomes.close()
+            if bars is not None:
+                bars.close()
 
     def download(self) -> Results:
         """Downloads every queued file and empties the queue; blocks until
