@@ -135,7 +135,7 @@ impl Account {
                     "ok": false,
                     "url": failed.url,
                     "filepath_partial": failed.filepath_partial,
-                    "kind": words::kind_name(e.kind()),
+                    "kind": e.kind().public_name(),
                     "retryable": e.is_retryable(),
                     "error": words::error_text(e, false),
                     "chain": words::error_text(e, true),

@@ -450,7 +450,7 @@ fn results_json(results: &Results, lines: &[Option<usize>]) -> serde_json::Resul
             };
             // The CLI's words: its kind names, and the hint as its flags.
             let e = &failed.error;
-            error.insert("kind".to_owned(), words::kind_name(e.kind()).into());
+            error.insert("kind".to_owned(), e.kind().public_name().into());
             error.insert("error".to_owned(), words::error_text(e, false).into());
             error.insert("chain".to_owned(), words::error_text(e, true).into());
             if let Some(Some(line)) = lines.get(i) {

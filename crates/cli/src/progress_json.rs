@@ -128,7 +128,7 @@ impl JsonProgress {
 /// The fields of a failure: the CLI's kind name and its message.
 fn failure(error: &Error) -> Value {
     json!({
-        "kind": words::kind_name(error.kind()),
+        "kind": error.kind().public_name(),
         "error": words::error_text(error, false),
     })
 }

@@ -5,7 +5,7 @@
 //! The kind names of `--json` are the CLI's too: they stay as scripts know
 //! them when the library renames a kind.
 
-use pymatris_core::{Error, ErrorKind, Hint};
+use pymatris_core::{Error, Hint};
 
 /// What to do about `hint`, naming the flags of this command.
 pub(crate) fn hint_text(hint: &Hint) -> Option<String> {
@@ -34,19 +34,10 @@ pub(crate) fn error_text(error: &Error, whole_chain: bool) -> String {
     error.text_with_hint(whole_chain, hint_text)
 }
 
-/// The name `--json` gives a kind: the library's, except where a kind was
-/// renamed after scripts came to rely on its name.
-pub(crate) fn kind_name(kind: ErrorKind) -> String {
-    match kind {
-        // Named for the only identity it covers so far, SSH host keys.
-        ErrorKind::PeerIdentity => "HostKey".to_owned(),
-        other => format!("{other:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pymatris_core::ErrorKind;
 
     #[test]
     fn hints_become_the_flags_of_this_command() {
@@ -77,8 +68,8 @@ mod tests {
 
     #[test]
     fn json_kind_names_stay_as_scripts_know_them() {
-        assert_eq!(kind_name(ErrorKind::PeerIdentity), "HostKey");
-        assert_eq!(kind_name(ErrorKind::Tls), "Tls");
-        assert_eq!(kind_name(ErrorKind::NotFound), "NotFound");
+        assert_eq!(ErrorKind::PeerIdentity.public_name(), "HostKey");
+        assert_eq!(ErrorKind::Tls.public_name(), "Tls");
+        assert_eq!(ErrorKind::NotFound.public_name(), "NotFound");
     }
 }

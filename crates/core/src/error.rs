@@ -66,6 +66,18 @@ impl ErrorKind {
         )
     }
 
+    /// The kind's name for scripts and other front ends (the CLI's
+    /// `--json`, the Python package's exceptions): its variant's name,
+    /// stable across releases, but `HostKey` for
+    /// [`PeerIdentity`](ErrorKind::PeerIdentity), named for the only
+    /// identity it covers so far.
+    pub fn public_name(self) -> String {
+        match self {
+            ErrorKind::PeerIdentity => "HostKey".to_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ErrorKind::InvalidUrl => "invalid URL",

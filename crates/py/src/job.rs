@@ -366,7 +366,7 @@ fn place(results: Results, places: &[(usize, String)]) -> Vec<Outcome> {
 
 pub(crate) fn describe(error: &Error) -> (String, bool, String, String) {
     (
-        words::kind_name(error.kind()),
+        error.kind().public_name(),
         error.is_retryable(),
         words::error_text(error, false),
         words::error_text(error, true),

@@ -3,7 +3,7 @@
 //! the kind names its exceptions are keyed by (`pymatris.exceptions`),
 //! which stay as Python code knows them when the library renames a kind.
 
-use pymatris_core::{Error, ErrorKind, Hint};
+use pymatris_core::{Error, Hint};
 
 /// What to do about `hint`, in terms of this package's API.
 fn hint_text(hint: &Hint) -> Option<String> {
@@ -31,18 +31,10 @@ pub(crate) fn error_text(error: &Error, whole_chain: bool) -> String {
     error.text_with_hint(whole_chain, hint_text)
 }
 
-/// The kind's name, as `pymatris.exceptions` maps it to a class.
-pub(crate) fn kind_name(kind: ErrorKind) -> String {
-    match kind {
-        // `HostKeyError` predates the library's neutral name.
-        ErrorKind::PeerIdentity => "HostKey".to_owned(),
-        other => format!("{other:?}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pymatris_core::ErrorKind;
 
     #[test]
     fn hints_name_session_config_fields_not_cli_flags() {
@@ -53,7 +45,5 @@ mod tests {
         assert!(!text.contains("--"), "{text}");
         let tls = Error::new(ErrorKind::Tls, "bad cert").with_hint(Hint::TrustCa);
         assert!(error_text(&tls, true).contains("SessionConfig(ca_cert=FILE)"));
-        assert_eq!(kind_name(ErrorKind::PeerIdentity), "HostKey");
-        assert_eq!(kind_name(ErrorKind::Timeout), "Timeout");
     }
 }
