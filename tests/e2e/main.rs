@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod conformance;
 mod disk;
+mod dry_run;
 mod faults;
 mod ftp;
 #[cfg(unix)]

@@ -191,6 +191,12 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) json: bool,
 
+    /// Say what a run would do and touch no file: each URL's name, size,
+    /// and whether it would be downloaded, replaced, resumed or skipped
+    /// (the servers are asked for sizes only, no body).
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
     /// Overall bandwidth cap, bytes per second (e.g. 500K, 50M; at least 1:
     /// leave the flag out for no cap).
     #[arg(long, value_name = "RATE", value_parser = parse_rate, allow_hyphen_values = true)]
@@ -293,6 +299,7 @@ pub(crate) struct Plan {
     pub(crate) show_errors: bool,
     pub(crate) json: bool,
     pub(crate) progress: ProgressMode,
+    pub(crate) dry_run: bool,
     /// Where `--jsonl` goes, open.
     pub(crate) jsonl: Option<Box<dyn Write + Send>>,
 }
@@ -371,6 +378,9 @@ impl Args {
             if let Some(Ok(entry)) = head.first_mut() {
                 entry.out = Some(output.clone());
             }
+        }
+        if self.dry_run && self.jsonl.is_some() {
+            bail!("--dry-run writes no file: use --json, not --jsonl");
         }
         let jsonl: Option<Box<dyn Write + Send>> = match self.jsonl.as_deref() {
             None => None,
@@ -505,6 +515,9 @@ impl Args {
             if self.checksum.is_some() || self.output.is_some() {
                 bail!("--checksum and --output apply to a file, not to a --recursive tree");
             }
+            if self.dry_run {
+                bail!("--dry-run plans files, not --recursive trees");
+            }
             head.retain(|item| match item {
                 Ok(entry) => {
                     let tree = (entry.url.clone(), self.dir.clone(), options.clone());
@@ -530,6 +543,7 @@ impl Args {
             show_errors: self.show_errors,
             json: self.json,
             progress: self.progress,
+            dry_run: self.dry_run,
             jsonl,
         })
     }

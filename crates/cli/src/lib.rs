@@ -40,6 +40,7 @@ mod account;
 mod args;
 mod completions;
 mod config;
+mod dry_run;
 mod feed;
 mod input;
 mod logging;
@@ -190,6 +191,7 @@ async fn run(plan: Plan) -> u8 {
         progress,
         sums,
         trees,
+        dry_run,
         ..
     } = plan;
     let has_jsonl = jsonl.is_some();
@@ -217,6 +219,9 @@ async fn run(plan: Plan) -> u8 {
             }
         },
     };
+    if dry_run {
+        return dry_run::run(downloader, source, sums, json).await;
+    }
     let cancel = downloader.cancel_token();
     // 0 until a signal stops the batch, then the status to exit with.
     let interrupted = Arc::new(std::sync::atomic::AtomicU8::new(0));

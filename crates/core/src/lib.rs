@@ -127,7 +127,7 @@ pub use redact::{
 };
 pub use reporter::{NoReporter, ReportId, Reporter};
 pub use results::{Failed, Results, Succeeded};
-pub use scheduler::{Downloader, Request};
+pub use scheduler::{Downloader, Planned, PlannedAction, Request};
 pub use shard::{Shard, ShardError, shard_of};
 pub use sums::ChecksumList;
 pub use tokio_util::sync::CancellationToken;

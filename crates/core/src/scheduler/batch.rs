@@ -174,14 +174,7 @@ impl Batch {
                 return self.next_mirror(request, e).await;
             }
         };
-        let name = request
-            .filename
-            .as_deref()
-            .and_then(naming::sanitize_user_filename)
-            .or_else(|| meta.filename.as_deref().and_then(naming::sanitize_filename))
-            .or_else(|| meta.final_url.as_ref().and_then(naming::filename_from_url))
-            .or_else(|| naming::filename_from_url(&url))
-            .unwrap_or_else(|| naming::fallback_name(&url));
+        let name = super::dry_run::file_name(&request, &meta, &url);
         // The server may not have honoured the condition, or there was
         // none to ask (a stat under --continue): its answer says it all.
         if let Some((path, copy)) = local

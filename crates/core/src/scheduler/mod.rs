@@ -16,6 +16,7 @@
 
 mod batch;
 mod checkpoint;
+mod dry_run;
 mod file_job;
 mod finish;
 mod fresh;
@@ -36,6 +37,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+pub use self::dry_run::{Planned, PlannedAction};
 use crate::checksum::Checksum;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};

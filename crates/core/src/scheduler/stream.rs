@@ -138,7 +138,7 @@ impl Downloader {
 
     /// What the files of a batch share, with `files_left` files counted as
     /// waiting at its start.
-    fn batch(&self, files_left: usize) -> Batch {
+    pub(super) fn batch(&self, files_left: usize) -> Batch {
         let netrc = self.config.protocol.netrc.as_deref().and_then(|path| {
             Netrc::load(path)
                 .inspect_err(|e| tracing::warn!("cannot read {}: {e}", path.display()))

@@ -1,0 +1,148 @@
+//! [`Downloader::dry_run`]: what a download would do with each request,
+//! learned with the protocols' `stat` alone (no body is asked for) and the
+//! file system's metadata, touching no file: no directory is created, no
+//! lock, part or state file is written. The name each file would get, its
+//! size, and whether it would be downloaded, resumed, replaced or skipped.
+
+use std::sync::Arc;
+
+use camino::Utf8PathBuf;
+use futures_util::StreamExt as _;
+use url::Url;
+
+use super::batch::Batch;
+use super::{CLOSE_WAIT, Downloader, Request, failed_early};
+use crate::error::{Error, ErrorKind};
+use crate::protocol::RemoteMeta;
+use crate::redact::redact_url;
+use crate::results::Failed;
+use crate::{naming, resume};
+
+/// What [`Downloader::download`] would do with one request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Planned {
+    /// The URL, passwords redacted.
+    pub url: String,
+    /// Where the file would be written.
+    pub path: Utf8PathBuf,
+    /// The remote size, when the server tells it.
+    pub size: Option<u64>,
+    /// What would be done.
+    pub action: PlannedAction,
+}
+
+/// What would be done with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum PlannedAction {
+    /// Downloaded to a name no file has.
+    Download,
+    /// Downloaded, then put in place of the file already there.
+    Replace,
+    /// Resumed from an earlier run's part, which holds `have` bytes.
+    Resume {
+        /// Bytes already on disk.
+        have: u64,
+    },
+    /// Skipped: the file on disk is complete (resume: of the remote
+    /// size).
+    Complete,
+    /// Skipped: the file on disk is up to date (timestamping).
+    UpToDate,
+}
+
+impl Downloader {
+    /// What [`download`](Self::download) would do with each queued request,
+    /// in the order they were enqueued, and empties the queue: the names
+    /// and sizes the servers give (a `stat` of each URL, no body), and
+    /// whether each file would be downloaded, replaced, resumed or skipped
+    /// as complete or up to date. No file or directory is created or
+    /// changed. Trees enqueued with
+    /// [`enqueue_tree`](Self::enqueue_tree) are not walked.
+    pub async fn dry_run(&mut self) -> Vec<std::result::Result<Planned, Failed>> {
+        let requests = std::mem::take(&mut self.queue);
+        let batch = Arc::new(self.batch(requests.len()));
+        let parallel = self.config.max_parallel.max(1);
+        let planned = futures_util::stream::iter(requests)
+            .map(|request| batch.clone().plan_one(request))
+            .buffered(parallel)
+            .collect()
+            .await;
+        // Bounded: a server that does not answer a goodbye holds no run.
+        let _ = tokio::time::timeout(CLOSE_WAIT, batch.protocols.close()).await;
+        planned
+    }
+}
+
+impl Batch {
+    async fn plan_one(self: Arc<Self>, request: Request) -> std::result::Result<Planned, Failed> {
+        let fail = |e: Error| failed_early(&request, e);
+        let mut url = Url::parse(&request.url)
+            .map_err(|e| fail(Error::new(ErrorKind::InvalidUrl, e.to_string())))?;
+        if let Some(netrc) = &self.netrc {
+            netrc.apply(&mut url);
+        }
+        let protocol = self.protocols.get(url.scheme()).map_err(fail)?;
+        let settings = self.settings_of(&request);
+        let _slot = self.slot(&url, true).await.map_err(fail)?;
+        let meta = (self.attempts(settings.max_tries, None, || {
+            self.stat(&protocol, &url, &settings.options)
+        }))
+        .await
+        .map_err(fail)?;
+        let name = file_name(&request, &meta, &url);
+        let shown = redact_url(&url);
+        let planned = |path: Utf8PathBuf, action| Planned {
+            url: shown.clone(),
+            path,
+            size: meta.size,
+            action,
+        };
+        if let Some((path, copy)) = self.local_copy(&request, &url)
+            && path.file_name() == Some(name.as_str())
+            && copy.is_current(&meta)
+        {
+            return Ok(planned(path, PlannedAction::UpToDate));
+        }
+        let path = request.dir.join(&name);
+        let on_disk = std::fs::symlink_metadata(&path).ok();
+        // Complete: of the remote size, and of the checksum when one is
+        // given (the file is read, not written).
+        if self.config.resume
+            && let Some(done) = self.already_complete(&request, &name, &meta, &shown).await
+        {
+            return Ok(planned(done.path, PlannedAction::Complete));
+        }
+        // The name table is memory only: two requests of one name get the
+        // names they would get in a download.
+        let target = self.names.reserve(&request.dir, &name, settings.overwrite);
+        if self.config.resume
+            && let Some(spans) = resume::load(&naming::part_path(&target), &meta)
+        {
+            let have = spans.iter().map(|[start, pos, _]| pos - start).sum();
+            return Ok(planned(target, PlannedAction::Resume { have }));
+        }
+        let action = if target == path && on_disk.is_some() {
+            PlannedAction::Replace
+        } else {
+            PlannedAction::Download
+        };
+        Ok(planned(target, action))
+    }
+}
+
+/// The name a file gets: the request's, else the server's
+/// (`Content-Disposition`), else the last segment of the URL after
+/// redirects, else of the URL, else a fallback; each made safe.
+pub(super) fn file_name(request: &Request, meta: &RemoteMeta, url: &Url) -> String {
+    request
+        .filename
+        .as_deref()
+        .and_then(naming::sanitize_user_filename)
+        .or_else(|| meta.filename.as_deref().and_then(naming::sanitize_filename))
+        .or_else(|| meta.final_url.as_ref().and_then(naming::filename_from_url))
+        .or_else(|| naming::filename_from_url(url))
+        .unwrap_or_else(|| naming::fallback_name(url))
+}
