@@ -2,6 +2,7 @@
 //! servers started on loopback by `pymatris-harness`, and against an
 //! in-process server that misbehaves on demand.
 
+mod adapt;
 mod cli;
 mod config;
 mod conformance;

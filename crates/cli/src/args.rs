@@ -76,12 +76,14 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE")]
     pub(crate) jsonl: Option<String>,
 
-    /// Files downloaded at once (1 to 1024).
+    /// Files downloaded at once (1 to 1024). Unless given, more while each
+    /// step up pays (up to --max-per-host, or 16).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) max_parallel: u32,
 
     /// Parts of one file fetched at once (when the server supports ranges;
-    /// 1 to 64).
+    /// 1 to 64). Unless given, more while each step up pays (up to
+    /// --max-per-host, or 16).
     #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) max_splits: u32,
 
@@ -262,6 +264,19 @@ pub(crate) struct Args {
 
     #[command(subcommand)]
     pub(crate) command: Option<Subcommand>,
+
+    /// Whether --max-parallel and --max-splits were set (by a flag, a
+    /// variable or the config file; see `config::parse`): what was not,
+    /// the batch grows.
+    #[arg(skip)]
+    pub(crate) given: Given,
+}
+
+/// Which of the numbers the batch may grow were set by the user.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Given {
+    pub(crate) max_parallel: bool,
+    pub(crate) max_splits: bool,
 }
 
 /// What `pymatris` does other than downloading.
@@ -451,6 +466,8 @@ impl Args {
         let mut config = Config::default()
             .max_parallel(self.max_parallel as usize)
             .max_splits(self.max_splits as usize)
+            .grow_parallel(!self.given.max_parallel)
+            .grow_splits(!self.given.max_splits)
             .max_tries(self.max_tries)
             .timeout(self.timeouts)
             .min_split_size(self.min_split_size)
@@ -687,6 +704,24 @@ mod tests {
         assert_eq!(parse_size("16383P").ok(), None);
         assert_eq!(parse_size("16777215T"), Ok(16_777_215 << 40));
         assert!(parse_size("16777216T").is_err());
+    }
+
+    #[test]
+    fn only_numbers_left_unset_grow() {
+        let plan = |flags: &[&str]| {
+            let argv = ["pymatris", "--no-config"].iter().chain(flags);
+            let argv = argv.chain(&["http://h/a"]).map(Into::into).collect();
+            let args = crate::config::parse(argv).unwrap();
+            args.into_plan(&b""[..]).unwrap().config
+        };
+        let config = plan(&[]);
+        assert!(config.grow_parallel && config.grow_splits);
+        assert_eq!((config.max_parallel, config.max_splits), (5, 5));
+        let config = plan(&["--max-splits", "5"]);
+        assert!(config.grow_parallel && !config.grow_splits);
+        let config = plan(&["--max-parallel=3", "--max-splits", "2"]);
+        assert!(!config.grow_parallel && !config.grow_splits);
+        assert_eq!((config.max_parallel, config.max_splits), (3, 2));
     }
 
     #[test]

@@ -87,7 +87,19 @@ pub(crate) fn parse(argv: Vec<OsString>) -> anyhow::Result<Args> {
 }
 
 fn from_matches(matches: &ArgMatches) -> Args {
-    Args::from_arg_matches(matches).unwrap_or_else(|e| e.exit())
+    let mut args = Args::from_arg_matches(matches).unwrap_or_else(|e| e.exit());
+    // Set by a flag, a variable or the config file (whose values come in
+    // as flags): what was not, the batch grows.
+    let given = |id| {
+        matches
+            .value_source(id)
+            .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+    };
+    args.given = crate::args::Given {
+        max_parallel: given("max_parallel"),
+        max_splits: given("max_splits"),
+    };
+    args
 }
 
 /// The config file to read, if any.

@@ -111,6 +111,12 @@ impl fmt::Debug for ProtocolConfig {
     }
 }
 
+/// The most transfers to a host an adaptive batch grows to when
+/// `max_per_host` is not set: aria2's own limit of connections per server,
+/// enough for a link that caps each connection at a sixteenth of what it
+/// carries, and few enough that a server sees no flood from one client.
+pub const DEFAULT_GROWTH_CEILING: usize = 16;
+
 /// The settings of a [`Downloader`](crate::Downloader).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -119,6 +125,12 @@ pub struct Config {
     pub max_parallel: usize,
     /// Parts of one file fetched at once.
     pub max_splits: usize,
+    /// Let the batch run more files at once than `max_parallel` while the
+    /// aggregate rate grows with them (see [`Config::adaptive`]).
+    pub grow_parallel: bool,
+    /// Let a file run more parts at once than `max_splits` while the
+    /// aggregate rate grows with them (see [`Config::adaptive`]).
+    pub grow_splits: bool,
     /// Attempts in a row that bring no progress, per part of a file (1: no
     /// retry at all). An attempt that brings new bytes uses up no try.
     pub max_tries: u32,
@@ -158,6 +170,8 @@ impl Default for Config {
         Config {
             max_parallel: 5,
             max_splits: 5,
+            grow_parallel: false,
+            grow_splits: false,
             max_tries: 5,
             min_split_size: 1 << 20,
             overwrite: false,
@@ -190,6 +204,22 @@ impl Config {
         max_parallel: usize => max_parallel);
     setter!(/// Parts of one file fetched at once (at least 1).
         max_splits: usize => max_splits);
+    setter!(/// Let files at once grow past `max_parallel` while it pays.
+        grow_parallel: bool => grow_parallel);
+    setter!(/// Let parts of a file grow past `max_splits` while it pays.
+        grow_splits: bool => grow_splits);
+
+    /// Lets the batch grow the transfers it runs at once, files
+    /// (`grow_parallel`) and parts of a file (`grow_splits`), from
+    /// `max(max_parallel, max_splits)` while each step up raises the
+    /// aggregate rate by at least a tenth, up to `max_per_host` (or
+    /// [`DEFAULT_GROWTH_CEILING`] without one). Links that cap each
+    /// connection, or whose round trips bound it, then get the connections
+    /// they need; a link where the CPU is the bound stays where it is.
+    pub fn adaptive(self, on: bool) -> Self {
+        self.grow_parallel(on).grow_splits(on)
+    }
+
     setter!(/// Attempts in a row without progress, per part (at least 1).
         max_tries: u32 => max_tries);
     setter!(/// The smallest part worth a connection of its own.

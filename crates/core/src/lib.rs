@@ -114,7 +114,7 @@ pub use builder::DownloaderBuilder;
 pub use bytes::Bytes;
 pub use camino;
 pub use checksum::{Algo, Checksum, ChecksumError};
-pub use config::{Config, ProtocolConfig, ProtocolOptions};
+pub use config::{Config, DEFAULT_GROWTH_CEILING, ProtocolConfig, ProtocolOptions};
 pub use error::{Error, ErrorKind, Hint, Result};
 pub use local::LocalCopy;
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};

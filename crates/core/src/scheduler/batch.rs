@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::file_job::{FileJob, Start};
+use super::adapt::{Adapt, Load};
+use super::file_job::{FileJob, FileSettings, Start};
 use super::finish::{Expected, Finish};
 use super::host_slots::HostSlots;
 use super::parts::first_request_end;
@@ -55,6 +56,20 @@ pub(super) struct Batch {
     pub(super) dirs: Mutex<HashSet<Utf8PathBuf>>,
     /// Transfers running, all files together.
     pub(super) transfers: AtomicUsize,
+    /// Transfers allowed at once: `max(max_parallel, max_splits)`, or what
+    /// `adapt` grew it to.
+    pub(super) budget: AtomicUsize,
+    /// Grows `budget` where the user left it to the batch.
+    pub(super) adapt: Option<Mutex<Adapt>>,
+    /// Bytes received, all files together (what `adapt` measures).
+    pub(super) received: AtomicU64,
+    /// Files being downloaded by a task of the batch, and running files
+    /// that could still be split (what `adapt` counts as waiting work).
+    pub(super) file_tasks: AtomicUsize,
+    pub(super) splittable_files: AtomicUsize,
+    /// Files waiting for the answer to their first request: transfers
+    /// too, as `adapt` counts them, though no worker runs yet.
+    pub(super) opening: AtomicUsize,
     /// Files not finished yet, running or waiting for a slot.
     pub(super) files_left: AtomicUsize,
     /// Notified when a file finishes: running files may then take the
@@ -116,6 +131,7 @@ impl Batch {
             Ok(slot) => slot,
             Err(e) => return Err(failed_early(&request, e)),
         };
+        let opening = Counting::new(&self.opening);
         // With --continue, a HEAD-like `stat` tells whether a file on disk
         // is complete or resumable before any body is asked for; otherwise
         // the first GET both describes the file and starts its transfer.
@@ -247,6 +263,7 @@ impl Batch {
             resumed,
             slot,
         };
+        drop(opening);
         let mut expected: Vec<Expected> = (request.checksum.iter().cloned())
             .map(|sum| Expected {
                 sum,
@@ -403,6 +420,66 @@ impl Batch {
         outcome
     }
 
+    /// Files at once now: `max_parallel`, or more if the batch grew.
+    pub(super) fn files_allowed(&self) -> usize {
+        let max_parallel = self.config.max_parallel.max(1);
+        match self.config.grow_parallel {
+            true => max_parallel.max(self.budget.load(Ordering::Relaxed)),
+            false => max_parallel,
+        }
+    }
+
+    /// Parts of a file at once now: its `max_splits`, or more if the
+    /// batch grew and the file may grow.
+    pub(super) fn splits_allowed(&self, settings: &FileSettings) -> usize {
+        let max_splits = settings.max_splits.max(1);
+        match settings.grow_splits {
+            true => max_splits.max(self.budget.load(Ordering::Relaxed)),
+            false => max_splits,
+        }
+    }
+
+    /// Counts a file among those `adapt` sees as able to take more
+    /// transfers, until the guard is dropped.
+    pub(super) fn splittable(&self) -> Counting<'_> {
+        Counting::new(&self.splittable_files)
+    }
+
+    /// Whether a transfer ending its part should leave rather than take
+    /// another: the batch grew, tried one more, and took it back.
+    pub(super) fn over_budget(&self) -> bool {
+        self.adapt.is_some()
+            && self.transfers.load(Ordering::SeqCst) > self.budget.load(Ordering::Relaxed)
+    }
+
+    /// One step of `adapt`: the budget for the batch's load now.
+    pub(super) fn adapt_tick(&self, now: Instant) -> usize {
+        let Some(adapt) = &self.adapt else {
+            return self.budget.load(Ordering::Relaxed);
+        };
+        let running = self.transfers.load(Ordering::SeqCst) + self.opening.load(Ordering::SeqCst);
+        let mut wanting = running;
+        if self.config.grow_parallel {
+            let left = self.files_left.load(Ordering::SeqCst);
+            wanting += left.saturating_sub(self.file_tasks.load(Ordering::SeqCst));
+        }
+        if self.config.grow_splits {
+            // A file being split could take any number more, as far as
+            // its parts say (`help` asks them).
+            wanting += self.splittable_files.load(Ordering::SeqCst)
+                * crate::config::DEFAULT_GROWTH_CEILING;
+        }
+        let load = Load { running, wanting };
+        tracing::trace!(?load, "adapt tick");
+        let received = self.received.load(Ordering::Relaxed);
+        let budget = adapt
+            .lock()
+            .expect("adapt poisoned")
+            .tick(now, received, load);
+        self.budget.store(budget, Ordering::Relaxed);
+        budget
+    }
+
     /// Notes that a byte arrived or a file finished.
     pub(super) fn progressed(&self) {
         self.progressed_at(Instant::now());
@@ -441,14 +518,13 @@ impl Batch {
     /// one for each other file that holds or is about to take one of the
     /// `max_parallel` slots.
     pub(super) fn spare(&self, own: usize, max_splits: usize) -> usize {
-        let max_parallel = self.config.max_parallel.max(1);
-        let budget = max_parallel.max(self.config.max_splits).max(max_splits);
+        let budget = self.budget.load(Ordering::Relaxed).max(max_splits);
         let running = self.transfers.load(Ordering::SeqCst);
         let other_files = self
             .files_left
             .load(Ordering::SeqCst)
             .saturating_sub(1)
-            .min(max_parallel - 1);
+            .min(self.files_allowed() - 1);
         budget.saturating_sub(running.max(other_files + own))
     }
 
@@ -499,5 +575,21 @@ impl Batch {
             () = self.cancel.cancelled() => Err(Error::cancelled()),
             r = protocol.fetch_file(url, range, validator, file) => r,
         }
+    }
+}
+
+/// One counted in a counter of the batch while it lives.
+pub(super) struct Counting<'a>(&'a AtomicUsize);
+
+impl<'a> Counting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counting(counter)
+    }
+}
+
+impl Drop for Counting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

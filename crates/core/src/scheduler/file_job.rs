@@ -49,6 +49,9 @@ pub(super) struct Start {
 #[derive(Debug)]
 pub(super) struct FileSettings {
     pub(super) max_splits: usize,
+    /// Whether the file may run more parts than `max_splits` when the
+    /// batch grew (neither the request nor the user set them).
+    pub(super) grow_splits: bool,
     pub(super) max_tries: u32,
     pub(super) overwrite: bool,
     /// What the protocol is told of this file (its extra headers).
@@ -59,6 +62,7 @@ impl Batch {
     pub(super) fn settings_of(&self, request: &Request) -> FileSettings {
         FileSettings {
             max_splits: request.max_splits.unwrap_or(self.config.max_splits),
+            grow_splits: request.max_splits.is_none() && self.config.grow_splits,
             max_tries: request.max_tries.unwrap_or(self.config.max_tries),
             // Timestamping replaces an out-of-date copy whatever the file
             // says (see `stream.rs`).
@@ -292,7 +296,8 @@ impl FileJob {
             None => plan_parts(
                 self.size,
                 ranges,
-                self.batch.splits_now(self.settings.max_splits),
+                self.batch
+                    .splits_now(self.batch.splits_allowed(&self.settings)),
                 config.min_split_size,
                 asked.unwrap_or(0),
             )
@@ -333,6 +338,7 @@ impl FileJob {
         let spans = 1..parts;
         let conn = job.mirrors.first_conn(slot);
         let mut failure: Option<Error> = None;
+        let _splittable = job.splittable().then(|| batch.splittable());
         if spans.is_empty() && !job.splittable() {
             // One part that will stay one (most small files): it runs here,
             // not in a task of its own.

@@ -14,6 +14,7 @@
 //! `stream` (the slots that take requests as they come and hand results
 //! over as they finish, which `download` is built on).
 
+mod adapt;
 mod batch;
 mod checkpoint;
 mod dry_run;

@@ -2,6 +2,7 @@
 //! they belong to, are written behind while the next arrive, and count as
 //! progress; a body that runs past its span carries on into the next.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -92,6 +93,7 @@ impl FileJob {
                             past_file_end,
                         } = self.parts().record(span, chunk.len(), now);
                         self.batch.progressed_at(now);
+                        (self.batch.received).fetch_add(take as u64, Ordering::Relaxed);
                         let written = out.push(chunk.split_to(take)).await.map_err(|e| {
                             Error::io(format_args!("cannot write {}", self.part()), e)
                         })?;

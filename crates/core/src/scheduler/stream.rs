@@ -7,12 +7,13 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use super::adapt::Adapt;
 use super::batch::Batch;
 use super::host_slots::HostSlots;
 use super::tree_jobs::TreeFeed;
@@ -23,6 +24,12 @@ use crate::registry::Protocols;
 use crate::results::{Failed, Succeeded};
 use crate::throttle::Throttle;
 use crate::tree::TreeRequest;
+
+/// How often an adaptive batch measures its rate.
+const ADAPT_TICK: Duration = Duration::from_millis(50);
+
+/// A slot's results, on their way to the caller.
+type Done = tokio::sync::mpsc::Sender<(usize, std::result::Result<Succeeded, Failed>)>;
 
 /// The requests of a batch, shared by its slots, and what they know of its
 /// length.
@@ -101,32 +108,42 @@ impl Downloader {
         // costs no wakeup of this task and no cross-thread spawn, which
         // count in a batch of many small files.
         let mut running = JoinSet::new();
-        for _ in 0..slots {
+        let spawn = |running: &mut JoinSet<()>, done_tx: &Done| {
+            batch.file_tasks.fetch_add(1, Ordering::SeqCst);
             let (batch, feed, done_tx) = (batch.clone(), feed.clone(), done_tx.clone());
-            let tree = tree.clone();
-            running.spawn(async move {
-                while let Some((index, request)) = feed.next(&batch).await {
-                    let fallback = failed_early(&request, internal_error());
-                    let outcome = batch
-                        .run_file(batch.clone().download_one(request), fallback)
-                        .await;
-                    if done_tx.send((index, outcome)).await.is_err() {
-                        break;
-                    }
-                    // Let the other slots whose files just arrived finish
-                    // them first: the next requests then leave together and
-                    // the server wakes once for several (with many small
-                    // files, half as often).
-                    tokio::task::yield_now().await;
-                }
-                if let Some(tree) = tree {
-                    tree.run(&batch).await;
-                }
-            });
+            running.spawn(slot(batch, feed, done_tx, tree.clone()));
+        };
+        for _ in 0..slots {
+            spawn(&mut running, &done_tx);
         }
+        // Where the user left the numbers to the batch, it grows them while
+        // they pay (see `adapt`); more files at once are more slots, which
+        // need a sender of their own while requests may still come.
+        let adaptive = batch.adapt.is_some();
+        let mut grow_tx = adaptive.then(|| done_tx.clone());
         drop(done_tx);
-        while let Some((index, outcome)) = done_rx.recv().await {
-            on_result(index, outcome);
+        let mut tick = tokio::time::interval(ADAPT_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                done = done_rx.recv() => match done {
+                    Some((index, outcome)) => on_result(index, outcome),
+                    None => break,
+                },
+                _ = tick.tick(), if adaptive => {
+                    batch.adapt_tick(Instant::now());
+                    let tasks = batch.file_tasks.load(Ordering::SeqCst);
+                    if feed.ended.load(Ordering::SeqCst) || tasks == 0 {
+                        grow_tx = None;
+                    }
+                    if let Some(done_tx) = &grow_tx {
+                        let left = batch.files_left.load(Ordering::SeqCst);
+                        while batch.file_tasks.load(Ordering::SeqCst) < batch.files_allowed().min(left) {
+                            spawn(&mut running, done_tx);
+                        }
+                    }
+                }
+            }
         }
         // The tasks catch the panics of their requests and are never
         // aborted.
@@ -145,6 +162,10 @@ impl Downloader {
                 .ok()
         });
         let mut config = self.config.clone();
+        let floor = config.max_parallel.max(config.max_splits).max(1);
+        let adaptive = config.grow_parallel || config.grow_splits;
+        let ceiling =
+            (config.protocol.max_per_host).unwrap_or(crate::config::DEFAULT_GROWTH_CEILING);
         // Timestamping replaces an out-of-date copy, as wget's -N does,
         // rather than keeping it beside a numbered new one.
         config.overwrite |= config.timestamping;
@@ -155,6 +176,12 @@ impl Downloader {
             hosts: self.config.protocol.max_per_host.map(HostSlots::new),
             dirs: Mutex::new(HashSet::new()),
             transfers: AtomicUsize::new(0),
+            budget: AtomicUsize::new(floor),
+            adapt: adaptive.then(|| Mutex::new(Adapt::new(floor, ceiling))),
+            received: AtomicU64::new(0),
+            file_tasks: AtomicUsize::new(0),
+            splittable_files: AtomicUsize::new(0),
+            opening: AtomicUsize::new(0),
             files_left: AtomicUsize::new(files_left),
             file_done: Notify::new(),
             started: Instant::now(),
@@ -166,6 +193,46 @@ impl Downloader {
             cancel: self.cancel.clone(),
         }
     }
+}
+
+/// One of the batch's slots: takes the next request when done with one,
+/// then the files the walks of a tree find. A slot leaves when the batch
+/// allows fewer files at once than it has slots (it grew, and took back
+/// what did not pay).
+async fn slot<S: Stream<Item = Request> + Unpin>(
+    batch: Arc<Batch>,
+    feed: Arc<Feed<S>>,
+    done_tx: Done,
+    tree: Option<TreeFeed>,
+) {
+    loop {
+        let tasks = batch.file_tasks.load(Ordering::SeqCst);
+        if tasks > batch.files_allowed()
+            && (batch.file_tasks)
+                .compare_exchange(tasks, tasks - 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            return;
+        }
+        let Some((index, request)) = feed.next(&batch).await else {
+            break;
+        };
+        let fallback = failed_early(&request, internal_error());
+        let outcome = batch
+            .run_file(batch.clone().download_one(request), fallback)
+            .await;
+        if done_tx.send((index, outcome)).await.is_err() {
+            break;
+        }
+        // Let the other slots whose files just arrived finish them first:
+        // the next requests then leave together and the server wakes once
+        // for several (with many small files, half as often).
+        tokio::task::yield_now().await;
+    }
+    if let Some(tree) = tree {
+        tree.run(&batch).await;
+    }
+    batch.file_tasks.fetch_sub(1, Ordering::SeqCst);
 }
 
 impl<S: Stream<Item = Request> + Unpin> Feed<S> {

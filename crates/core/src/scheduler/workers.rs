@@ -45,6 +45,11 @@ impl FileJob {
             return Ok(());
         }
         loop {
+            // The batch took back transfers that did not pay: this one
+            // goes, as its part is done, if others of the file remain.
+            if self.batch.over_budget() && self.workers.load(Ordering::SeqCst) > 1 {
+                return Ok(());
+            }
             if let Some(next) = self.steal() {
                 let filled = self.fill(&file, next, None, conn).await;
                 self.span_done.notify_waiters();
@@ -93,7 +98,7 @@ impl FileJob {
     pub(super) fn splittable(&self) -> bool {
         let min = self.batch.config.min_split_size.max(1);
         !self.parts().one_stream()
-            && self.settings.max_splits > 1
+            && self.batch.splits_allowed(&self.settings) > 1
             && self.size.is_some_and(|size| size >= min.saturating_mul(2))
     }
 
@@ -107,8 +112,11 @@ impl FileJob {
         loop {
             let own = self.workers.load(Ordering::SeqCst);
             if own == 0
-                || own >= self.settings.max_splits
-                || self.batch.spare(own, self.settings.max_splits) == 0
+                || own >= self.batch.splits_allowed(&self.settings)
+                || self
+                    .batch
+                    .spare(own, self.batch.splits_allowed(&self.settings))
+                    == 0
                 || self.batch.short_of_handles()
                 || self.cancel_token().is_cancelled()
             {

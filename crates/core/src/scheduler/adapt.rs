@@ -1,0 +1,364 @@
+//! How many transfers a batch runs at once when the user did not say:
+//! grown while the batch's aggregate rate grows with them, stopped where
+//! one more no longer pays. A pure rule, with times and byte counts as
+//! arguments, so that its tests need no network (as `PartTable`'s).
+//!
+//! The numbers that are fastest depend on the link, not on the file: where
+//! each connection is capped (a CDN, a server's per-connection limit) or a
+//! round trip bounds what one connection moves, every added connection adds
+//! its share; where the CPU is the bound (loopback, a fast LAN) an added
+//! one only adds work. Which holds is measured: while every allowed
+//! transfer runs and more work waits, the batch allows half as many more
+//! (a probe) and compares the aggregate rate of a window after it with that
+//! of a window before. The probe pays when each added transfer brought at
+//! least a third of its share (and the whole at least [`GAIN`]): then the
+//! next probe goes, doubling at once when the gain was in proportion (a cap
+//! per connection). Anything less takes the probe back and stops growth
+//! for the batch. A probe of half the transfers, not one, so that what it
+//! brings on a capped link stands well above the noise of a busy machine.
+//! This is the rule `pymatris-proto-sftp` applies to its SSH connections,
+//! applied here to the transfers of every protocol.
+
+use std::time::{Duration, Instant};
+
+/// The aggregate rate after a probe, over the rate before it, that makes
+/// the probe worth its transfers at least.
+pub(super) const GAIN: f64 = 1.1;
+
+/// The share of its part of the rate each transfer of a probe must bring.
+const SHARE: f64 = 1.0 / 3.0;
+
+/// How long a rate is measured, before and after a probe: long enough for
+/// several round trips of a long link, short enough that a large file
+/// still has most of its bytes to gain from the result.
+pub(super) const WINDOW: Duration = Duration::from_millis(600);
+
+/// After the probe's transfers all run, they take a few round trips to
+/// reach their pace (connecting, TLS, the first request): the window after
+/// starts later.
+pub(super) const SETTLE: Duration = Duration::from_millis(250);
+
+/// How the batch's transfers stand at one tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Load {
+    /// Transfers running.
+    pub(super) running: usize,
+    /// Transfers that would run if allowed: those running, plus one per
+    /// file waiting for a slot, plus what running files could still split.
+    pub(super) wanting: usize,
+}
+
+/// A rate measured over [`WINDOW`], once the transfers counted have run
+/// for [`SETTLE`] (connections opened and requests answered), with every
+/// allowed transfer running all the while.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Window {
+    /// Since when every allowed transfer runs.
+    full: Option<Instant>,
+    /// Where the window starts: the time and the bytes received then.
+    from: Option<(Instant, u64)>,
+}
+
+impl Window {
+    /// The rate once the window is complete; `busy` says whether every
+    /// allowed transfer runs now (if not, the window starts again).
+    fn measure(&mut self, now: Instant, received: u64, busy: bool) -> Option<f64> {
+        if !busy {
+            *self = Window::default();
+            return None;
+        }
+        let full = *self.full.get_or_insert(now);
+        if now.duration_since(full) < SETTLE {
+            return None;
+        }
+        let (t0, b0) = *self.from.get_or_insert((now, received));
+        let dt = now.duration_since(t0);
+        (dt >= WINDOW).then(|| rate(received - b0, dt))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Waiting for a window in which every allowed transfer ran with more
+    /// work waiting.
+    Measuring(Window),
+    /// `budget` was raised from `had`; `before` is the rate with `had`
+    /// (bytes per second).
+    Probing {
+        before: f64,
+        had: usize,
+        window: Window,
+    },
+    /// An added transfer did not pay (or the budget reached its ceiling).
+    Stopped,
+}
+
+/// The transfers a batch allows at once, between a floor (what the user's
+/// settings give) and a ceiling (the polite cap per host).
+#[derive(Debug, Clone)]
+pub(super) struct Adapt {
+    state: State,
+    budget: usize,
+    ceiling: usize,
+}
+
+impl Adapt {
+    pub(super) fn new(floor: usize, ceiling: usize) -> Adapt {
+        let floor = floor.max(1);
+        Adapt {
+            state: State::Measuring(Window::default()),
+            budget: floor,
+            ceiling: ceiling.max(floor),
+        }
+    }
+
+    /// Transfers allowed now.
+    #[cfg(test)]
+    pub(super) fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Whether growth stopped for good.
+    #[cfg(test)]
+    pub(super) fn stopped(&self) -> bool {
+        self.state == State::Stopped
+    }
+
+    /// Called from time to time with every byte `received` by the batch so
+    /// far; returns the budget, changed or not.
+    pub(super) fn tick(&mut self, now: Instant, received: u64, load: Load) -> usize {
+        let busy = load.running >= self.budget;
+        match &mut self.state {
+            State::Stopped => {}
+            State::Measuring(window) => {
+                let crowded = busy && load.wanting > self.budget && self.budget < self.ceiling;
+                if let Some(before) = window.measure(now, received, crowded) {
+                    let half = self.budget.div_ceil(2);
+                    self.raise(before, half.min(load.wanting - self.budget));
+                }
+            }
+            State::Probing {
+                before,
+                had,
+                window,
+            } => {
+                // Until the raised budget is all in use (the probe's
+                // transfers started) and work still waits for it, the
+                // window would measure the work, not the link.
+                let busy = busy && load.wanting >= self.budget;
+                let (before, had) = (*before, *had);
+                if let Some(after) = window.measure(now, received, busy) {
+                    self.judge(before, had, after, load);
+                }
+            }
+        }
+        self.budget
+    }
+
+    /// Whether the probe from `had` to the budget paid, and what follows.
+    fn judge(&mut self, before: f64, had: usize, after: f64, load: Load) {
+        let added = (self.budget - had) as f64 / had.max(1) as f64;
+        if after < before * (1.0 + SHARE * added).max(GAIN) {
+            tracing::debug!(
+                before,
+                after,
+                budget = self.budget,
+                "more transfers did not pay: back to {had}"
+            );
+            self.budget = had;
+            self.state = State::Stopped;
+            return;
+        }
+        tracing::debug!(before, after, budget = self.budget, "more transfers paid");
+        if self.budget >= self.ceiling {
+            self.state = State::Stopped;
+        } else if load.wanting > self.budget {
+            // Each added transfer added as much as those before it (a cap
+            // per connection): double at once.
+            let linear = after >= 0.9 * before * (1.0 + added);
+            let n = if linear {
+                self.budget
+            } else {
+                self.budget.div_ceil(4)
+            };
+            self.raise(after, n.min(load.wanting - self.budget));
+        } else {
+            self.state = State::Measuring(Window::default());
+        }
+    }
+
+    fn raise(&mut self, before: f64, by: usize) {
+        let had = self.budget;
+        self.budget = (had + by.max(1)).min(self.ceiling);
+        self.state = State::Probing {
+            before,
+            had,
+            window: Window::default(),
+        };
+    }
+}
+
+fn rate(bytes: u64, over: Duration) -> f64 {
+    bytes as f64 / over.as_secs_f64().max(1e-3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: f64 = 1e6;
+
+    /// Drives `a` with a link that moves `rate(transfers)` bytes per
+    /// second, ticking every 50 ms for `secs`, with work for `work`
+    /// transfers; a raised budget is taken up after `start` (connecting).
+    /// Returns the budgets it went through.
+    fn run(a: &mut Adapt, rate: impl Fn(usize) -> f64, work: usize, secs: f64) -> Vec<usize> {
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(50);
+        let start = Duration::from_millis(100);
+        let mut now = t0;
+        let mut received = 0u64;
+        let mut running = a.budget().min(work);
+        let mut raised_at = now;
+        let mut budgets = vec![a.budget()];
+        while now.duration_since(t0).as_secs_f64() < secs {
+            now += tick;
+            received += (rate(running) * tick.as_secs_f64()) as u64;
+            let load = Load {
+                running,
+                wanting: work,
+            };
+            let budget = a.tick(now, received, load);
+            if budget != *budgets.last().unwrap() {
+                budgets.push(budget);
+                raised_at = now;
+            }
+            // Transfers beyond the budget end with their part; new ones
+            // take a while to start.
+            running = if budget < running || now.duration_since(raised_at) >= start {
+                budget.min(work)
+            } else {
+                running
+            };
+        }
+        budgets
+    }
+
+    #[test]
+    fn a_capped_link_grows_to_the_ceiling() {
+        // 8 MB/s per connection: every transfer adds as much.
+        let mut a = Adapt::new(5, 16);
+        let budgets = run(&mut a, |n| 8.0 * MB * n as f64, 100, 20.0);
+        // One probe, then doubling, as each added as much as the first.
+        assert_eq!(budgets, [5, 8, 16], "{budgets:?}");
+        assert!(a.stopped());
+    }
+
+    #[test]
+    fn growth_stops_where_the_work_ends() {
+        let mut a = Adapt::new(5, 16);
+        let budgets = run(&mut a, |n| 8.0 * MB * n as f64, 9, 20.0);
+        assert_eq!(*budgets.last().unwrap(), 9, "{budgets:?}");
+    }
+
+    #[test]
+    fn a_cpu_bound_link_probes_once_and_goes_back() {
+        // Loopback: one more transfer is a little slower.
+        let mut a = Adapt::new(5, 16);
+        let budgets = run(
+            &mut a,
+            |n| if n <= 5 { 900.0 } else { 880.0 } * MB,
+            100,
+            10.0,
+        );
+        assert_eq!(budgets, [5, 8, 5]);
+        assert!(a.stopped());
+    }
+
+    #[test]
+    fn a_total_cap_stops_where_it_binds() {
+        // 8 MB/s per connection, 60 MB/s for all: 8 gains 50 %, then 16
+        // nothing and goes back to 8.
+        let mut a = Adapt::new(5, 16);
+        let budgets = run(&mut a, |n| (8.0 * n as f64).min(60.0) * MB, 100, 20.0);
+        assert_eq!(budgets, [5, 8, 16, 8], "{budgets:?}");
+    }
+
+    #[test]
+    fn a_gain_short_of_a_third_of_the_probes_share_does_not_pay() {
+        // 5 to 8 transfers bring 15 %: above 10 %, below a third of 60 %.
+        let mut a = Adapt::new(5, 16);
+        let budgets = run(
+            &mut a,
+            |n| if n <= 5 { 100.0 } else { 115.0 } * MB,
+            100,
+            10.0,
+        );
+        assert_eq!(budgets, [5, 8, 5], "{budgets:?}");
+    }
+
+    #[test]
+    fn diminishing_gains_grow_by_quarters() {
+        // Each transfer beyond 8 adds a quarter of the first ones' share:
+        // 5 to 8 pays in proportion, 8 to 16 gains 25 %, short of a third
+        // of the 100 % the probe's share would be.
+        let rate = |n: usize| {
+            let n = n as f64;
+            (8.0 * n.min(8.0) + 2.0 * (n - 8.0).max(0.0)) * MB
+        };
+        let mut a = Adapt::new(5, 16);
+        let budgets = run(&mut a, rate, 100, 20.0);
+        assert_eq!(budgets, [5, 8, 16, 8], "{budgets:?}");
+        // Where the proportion is missed but a third of the share is met,
+        // the next probe adds a quarter.
+        let rate = |n: usize| (8.0 * n as f64).powf(0.6) * MB;
+        let mut a = Adapt::new(4, 16);
+        let budgets = run(&mut a, rate, 100, 20.0);
+        assert_eq!(budgets[..4], [4, 6, 8, 10], "{budgets:?}");
+    }
+
+    #[test]
+    fn without_waiting_work_nothing_grows() {
+        let mut a = Adapt::new(5, 16);
+        let budgets = run(&mut a, |n| 8.0 * MB * n as f64, 5, 10.0);
+        assert_eq!(budgets, [5]);
+        assert!(!a.stopped());
+    }
+
+    #[test]
+    fn a_floor_at_the_ceiling_never_grows() {
+        let mut a = Adapt::new(16, 8);
+        let budgets = run(&mut a, |n| 8.0 * MB * n as f64, 100, 10.0);
+        assert_eq!(budgets, [16]);
+    }
+
+    #[test]
+    fn the_window_before_needs_the_budget_full_the_whole_time() {
+        let mut a = Adapt::new(2, 16);
+        let t = Instant::now();
+        let w = WINDOW.as_millis() as u64;
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let full = Load {
+            running: 2,
+            wanting: 3,
+        };
+        // The window starts once the transfers settled.
+        assert_eq!(a.tick(ms(0), 0, full), 2);
+        let s = SETTLE.as_millis() as u64;
+        let ms = |n: u64| t + Duration::from_millis(s + n);
+        assert_eq!(a.tick(ms(0), 0, full), 2);
+        // A transfer ended for a moment: the window starts again.
+        let gap = Load {
+            running: 1,
+            wanting: 3,
+        };
+        assert_eq!(a.tick(ms(w - 100), 100, gap), 2);
+        assert_eq!(a.tick(ms(w), 200, full), 2);
+        assert_eq!(a.tick(ms(w + s), 200, full), 2);
+        assert_eq!(a.tick(ms(2 * w + s - 100), 300, full), 2);
+        assert_eq!(a.tick(ms(2 * w + s), 400, full), 3);
+        // The probe waits for its transfer to start.
+        assert_eq!(a.tick(ms(10 * w), 500, full), 3);
+        assert!(!a.stopped());
+    }
+}

@@ -1,0 +1,140 @@
+//! How many connections the CLI opens with its default flags, counted by
+//! the harness's shaping proxy in front of nginx: more than the defaults'
+//! five through a link that caps each connection or makes each request
+//! wait a round trip (each added one pays), the defaults' when the user
+//! gave `--max-parallel` and `--max-splits`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pymatris_harness::{Servers, Shape, Shaper, Which};
+use pymatris_tests::run_pymatris;
+
+const BIG: u64 = 32 << 20;
+
+fn nginx() -> Servers {
+    Servers::start(Which::http_only()).expect("start nginx (apt-get install nginx-light)")
+}
+
+/// `servers`' URL of `rel`, through `shaper`.
+fn via(servers: &Servers, shaper: &Shaper, rel: &str) -> String {
+    servers.http_url(rel).replace(
+        &format!(":{}/", servers.http_port()),
+        &format!(":{}/", shaper.port()),
+    )
+}
+
+/// Runs the CLI on `urls` with `flags` into `out`; returns the time it took.
+fn download(out: &Path, urls: &[String], flags: &[&str]) -> Duration {
+    let mut args: Vec<String> = vec!["--quiet".into(), "--dir".into()];
+    args.push(out.to_str().unwrap().to_owned());
+    args.extend(flags.iter().map(|f| (*f).to_owned()));
+    args.extend(urls.iter().cloned());
+    let started = Instant::now();
+    let output = run_pymatris(&args);
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    took
+}
+
+/// 2 MB/s per connection, 10 ms each way.
+fn capped() -> Shape {
+    Shape::new()
+        .delay(Duration::from_millis(10))
+        .rate(Some(2_000_000))
+}
+
+#[test]
+fn a_link_capped_per_connection_gets_more_parts_with_default_flags() {
+    let servers = nginx();
+    let src = servers.write_random("big.bin", BIG, 3);
+    let shaper = servers.shaped(servers.http_port(), capped()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let took = download(out.path(), &[via(&servers, &shaper, "big.bin")], &[]);
+    let conns = shaper.counters().connections;
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(out.path().join("big.bin")).unwrap()
+    );
+    assert!(
+        conns > 5,
+        "{conns} connections through a capped link ({took:?})"
+    );
+    // Five connections cannot move the file faster than their caps.
+    let five = Duration::from_secs_f64(BIG as f64 / 10e6);
+    assert!(took < five, "{took:?}: no faster than five connections");
+    let ceiling = 16;
+    assert!(
+        conns <= ceiling + 1,
+        "{conns} connections, above the ceiling"
+    );
+}
+
+#[test]
+fn explicit_splits_and_files_at_once_are_kept() {
+    let servers = nginx();
+    servers.write_random("big.bin", BIG, 4);
+    let shaper = servers.shaped(servers.http_port(), capped()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let url = via(&servers, &shaper, "big.bin");
+    download(
+        out.path(),
+        &[url],
+        &["--max-splits", "5", "--max-parallel", "5"],
+    );
+    let conns = shaper.counters().connections;
+    assert!(conns <= 5, "{conns} connections with --max-splits 5");
+}
+
+#[test]
+fn many_small_files_over_a_long_link_run_more_at_once() {
+    let servers = nginx();
+    let shaper = servers
+        .shaped(
+            servers.http_port(),
+            Shape::new().delay(Duration::from_millis(20)),
+        )
+        .unwrap();
+    let urls: Vec<String> = (0..400)
+        .map(|i| {
+            let rel = format!("small/{i:03}.bin");
+            servers.write_random(&rel, 16 << 10, i);
+            via(&servers, &shaper, &rel)
+        })
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let took = download(out.path(), &urls, &[]);
+    let conns = shaper.counters().connections;
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 400);
+    assert!(
+        conns > 5,
+        "{conns} connections for 400 files over 40 ms ({took:?})"
+    );
+    // Five at once take a round trip per file each.
+    let five = Duration::from_secs_f64(400.0 / 5.0 * 0.040);
+    assert!(took < five, "{took:?}: no faster than five at once");
+}
+
+#[test]
+fn plain_loopback_stays_near_the_defaults() {
+    // Unshaped: the proxy only counts. Where the CPU is the bound, a probe
+    // (5 to 8) does not pay, and no more follow. On a machine busy with
+    // other work a window's rate can swing by more than the probe's gain
+    // and let one more step go: the bound is that growth never runs to
+    // the ceiling.
+    let servers = nginx();
+    let src = servers.write_random("big.bin", 16 * BIG, 5);
+    let shaper = servers.shaped(servers.http_port(), Shape::new()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let took = download(out.path(), &[via(&servers, &shaper, "big.bin")], &[]);
+    let conns = shaper.counters().connections;
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(out.path().join("big.bin")).unwrap()
+    );
+    assert!(conns < 16, "{conns} connections on loopback ({took:?})");
+}
