@@ -10,6 +10,7 @@ mod disk;
 mod dry_run;
 mod faults;
 mod ftp;
+mod h2;
 #[cfg(unix)]
 mod handles;
 mod http;

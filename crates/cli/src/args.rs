@@ -216,6 +216,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL")]
     pub(crate) proxy: Option<String>,
 
+    /// Keep to HTTP/1.1: never offer HTTP/2 to https:// servers (by
+    /// default a server that speaks it carries small files and each file's
+    /// first request over shared HTTP/2 connections).
+    #[arg(long = "http1.1")]
+    pub(crate) http1_1: bool,
+
     /// Take credentials for URLs without any from ~/.netrc.
     #[arg(long)]
     pub(crate) netrc: bool,
@@ -504,6 +510,7 @@ impl Args {
                 .headers(headers)
                 .location_trusted(self.location_trusted)
                 // A SOCKS proxy is the config's, for every protocol.
+                .http1_only(self.http1_1)
                 .proxy(self.proxy.filter(|p| !SocksProxy::is_socks(p)));
             if let Some(ua) = self.user_agent {
                 http = http.user_agent(ua);

@@ -123,7 +123,7 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{https_port} ssl;
+        listen 127.0.0.1:{https_port} ssl http2;
         server_name localhost;
         ssl_certificate {cert};
         ssl_certificate_key {key};

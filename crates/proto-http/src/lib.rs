@@ -68,6 +68,7 @@
 mod body;
 mod connector;
 mod error;
+mod h2;
 mod headers;
 mod listing;
 mod meta;
@@ -148,7 +149,9 @@ pub struct HttpProtocol {
     /// TLS over `connector`, built on the first https:// request, or the
     /// error that stopped it: loading the system's CA certificates costs as
     /// much CPU as all the rest of a small plain http:// download.
-    https: OnceLock<Result<HttpsConnector<Connector>, String>>,
+    https: OnceLock<Result<Https, String>>,
+    /// Offer HTTP/2 to https:// servers (not with `http1_only`).
+    h2: bool,
     config: ProtocolConfig,
     headers: Vec<(HeaderName, HeaderValue)>,
     location_trusted: bool,
@@ -199,6 +202,7 @@ impl HttpProtocol {
             pool: Arc::new(Pool::new(idle, POOL_IDLE_TIMEOUT, READ_BUF_MAX)),
             connector,
             https: OnceLock::new(),
+            h2: !options.http1_only,
             config: cfg.clone(),
             headers,
             location_trusted: options.location_trusted,
@@ -208,17 +212,16 @@ impl HttpProtocol {
         })
     }
 
-    /// The connector of https:// URLs, built on first use.
-    fn https(&self) -> Result<&HttpsConnector<Connector>, Error> {
+    /// The connectors of https:// URLs, built on first use.
+    fn https(&self) -> Result<&Https, Error> {
         self.https
             .get_or_init(|| {
                 let mut tls = pymatris_tls::client_config(&self.config).map_err(|e| e.chain())?;
-                // HTTP/1.1 only: for parallel bulk downloads, one TCP
-                // connection per part beats HTTP/2 multiplexing all parts
-                // over one connection (one congestion window, one socket
-                // buffer, head-of-line blocking).
                 tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Ok(HttpsConnector::from((self.connector.clone(), tls)))
+                let h1 = HttpsConnector::from((self.connector.clone(), tls.clone()));
+                tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                let h2 = HttpsConnector::from((self.connector.clone(), tls));
+                Ok(Https { h1, h2 })
             })
             .as_ref()
             .map_err(|chain| Error::new(ErrorKind::Tls, chain.clone()))
@@ -234,6 +237,7 @@ impl HttpProtocol {
         url: &Url,
         extra: &HeaderMap,
         file: &[(HeaderName, HeaderValue)],
+        bulk: bool,
     ) -> Result<Exchange, Error> {
         let mut current = url.clone();
         let mut hops = 0;
@@ -243,7 +247,7 @@ impl HttpProtocol {
             let shown = redact_url(&current);
             tracing::debug!(%method, url = %shown, "HTTP request");
             let context = || format!("{method} {shown}");
-            let pending = self.roundtrip(&current, request, context);
+            let pending = self.roundtrip(&current, request, bulk, context);
             let (response, lease) = match tokio::time::timeout(self.timeout, pending).await {
                 Err(_) => {
                     return Err(Error::new(
@@ -282,20 +286,24 @@ impl HttpProtocol {
     }
 
     /// Sends `request` (absolute-form, for `url`) on an idle connection or
-    /// a new one, and waits for the response head.
+    /// a new one, and waits for the response head. A `bulk` request (a
+    /// part of a large file) keeps to a connection of its own, over
+    /// HTTP/1.1 (see `h2.rs`).
     async fn roundtrip(
         &self,
         url: &Url,
         mut request: Request<Empty<Bytes>>,
+        bulk: bool,
         context: impl Fn() -> String,
     ) -> Result<(Response<Incoming>, Lease), Error> {
         let key = Key::of(url);
         let target = request.uri().clone();
-        let mut lease = match self.pool.checkout(&key) {
+        let offer_h2 = self.h2 && key.is_https() && !bulk;
+        let mut lease = match self.lease(&target, &key, offer_h2, &context).await? {
             Some(lease) => lease,
-            None => self.connect(&target, key.clone(), &context).await?,
+            None => self.connect(&target, key.clone(), false, &context).await?,
         };
-        if !lease.proxied() {
+        if !lease.proxied() && !lease.is_h2() {
             origin_form(&mut request);
         }
         loop {
@@ -310,7 +318,10 @@ impl HttpProtocol {
                         context()
                     );
                     request = *unsent;
-                    lease = self.connect(&target, key.clone(), &context).await?;
+                    lease = self.connect(&target, key.clone(), false, &context).await?;
+                    if !lease.proxied() {
+                        origin_form(&mut request);
+                    }
                 }
                 Err(SendError::NotSent(_, err)) => {
                     return Err(error::transport_error(err, &context()));
@@ -320,18 +331,50 @@ impl HttpProtocol {
         }
     }
 
+    /// A connection for a request to `key`: an HTTP/2 stream when
+    /// `offer_h2` and the host speaks it (opening the connection if none
+    /// has room, one at a time), else an idle HTTP/1.1 connection; `None`
+    /// when a new HTTP/1.1 connection is to be opened.
+    async fn lease(
+        &self,
+        target: &Uri,
+        key: &Key,
+        offer_h2: bool,
+        context: &impl Fn() -> String,
+    ) -> Result<Option<Lease>, Error> {
+        if offer_h2 && !self.pool.h2.refused(key) {
+            if let Some(lease) = self.pool.checkout_h2(key) {
+                return Ok(Some(lease));
+            }
+            let gate = self.pool.h2.gate(key);
+            let _opening = gate.lock().await;
+            if let Some(lease) = self.pool.checkout_h2(key) {
+                return Ok(Some(lease));
+            }
+            if !self.pool.h2.refused(key) {
+                let lease = self.connect(target, key.clone(), true, context).await?;
+                self.pool.h2.negotiated(key, lease.is_h2());
+                return Ok(Some(lease));
+            }
+        }
+        Ok(self.pool.checkout(key))
+    }
+
     /// A new connection to `key`, the scheme, host and port of `target`
-    /// (an absolute URI).
+    /// (an absolute URI), offering HTTP/2 when `offer_h2`.
     async fn connect(
         &self,
         target: &Uri,
         key: Key,
+        offer_h2: bool,
         context: &impl Fn() -> String,
     ) -> Result<Lease, Error> {
         let failed = |err| error::transport_error(err, &context());
         let target = target.clone();
         let io = if key.is_https() {
-            call(self.https()?.clone(), target).await.map_err(failed)?
+            let https = self.https()?;
+            let tls = if offer_h2 { &https.h2 } else { &https.h1 };
+            call(tls.clone(), target).await.map_err(failed)?
         } else {
             MaybeHttpsStream::Http(call(self.connector.clone(), target).await.map_err(failed)?)
         };
@@ -433,7 +476,8 @@ impl HttpProtocol {
                 extra.insert(IF_RANGE, value);
             }
         }
-        let exchange = self.send(&Method::GET, url, &extra, file).await?;
+        // A range from past the start is a part of a large file.
+        let exchange = (self.send(&Method::GET, url, &extra, file, range.start > 0)).await?;
         let status = exchange.response.status();
         let headers = exchange.response.headers();
         let mut meta = meta_from(status, headers, url, &exchange.url);
@@ -527,6 +571,13 @@ impl HttpProtocol {
             }
         }
     }
+}
+
+/// The TLS connectors: one that offers HTTP/1.1 alone, for the parts of
+/// large files, and one that offers HTTP/2 first.
+struct Https {
+    h1: HttpsConnector<Connector>,
+    h2: HttpsConnector<Connector>,
 }
 
 fn changed_error(shown: &str) -> Error {

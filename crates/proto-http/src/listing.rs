@@ -28,7 +28,7 @@ const MAX_PAGE: usize = 256 << 20;
 impl HttpProtocol {
     /// The entries of the index page at `url`.
     pub(crate) async fn list_dir(&self, url: &Url) -> Result<Vec<DirEntry>, Error> {
-        let exchange = (self.send(&Method::GET, url, &HeaderMap::new(), &[])).await?;
+        let exchange = (self.send(&Method::GET, url, &HeaderMap::new(), &[], false)).await?;
         let status = exchange.response.status();
         if !status.is_success() {
             let err = crate::error::status_error(status, exchange.response.headers());

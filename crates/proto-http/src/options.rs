@@ -40,6 +40,9 @@ pub struct HttpOptions {
     /// An explicit proxy URL (`http://[user:pass@]host:port`, or
     /// `socks5://`/`socks5h://`), instead of the environment's.
     pub proxy: Option<String>,
+    /// Never offer HTTP/2 (by default https:// servers are offered it, and
+    /// a file's first request and small files share its connections).
+    pub http1_only: bool,
 }
 
 impl Default for HttpOptions {
@@ -49,6 +52,7 @@ impl Default for HttpOptions {
             location_trusted: false,
             user_agent: concat!("pymatris/", env!("CARGO_PKG_VERSION")).to_owned(),
             proxy: None,
+            http1_only: false,
         }
     }
 }
@@ -63,6 +67,12 @@ impl HttpOptions {
     /// Replaces the headers to send.
     pub fn headers(mut self, headers: Vec<(String, String)>) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// Keeps to HTTP/1.1 (never offers HTTP/2).
+    pub fn http1_only(mut self, only: bool) -> Self {
+        self.http1_only = only;
         self
     }
 
@@ -95,6 +105,7 @@ impl fmt::Debug for HttpOptions {
             .field("location_trusted", &self.location_trusted)
             .field("user_agent", &self.user_agent)
             .field("proxy", &self.proxy.as_deref().map(redact_url_str))
+            .field("http1_only", &self.http1_only)
             .finish()
     }
 }

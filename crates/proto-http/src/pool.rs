@@ -18,6 +18,9 @@
 //! An idle connection is polled by nobody, so a server's close is noticed
 //! when the connection is taken out again: it is polled once then, and
 //! dropped if it has ended.
+//!
+//! A lease may also be one stream of a shared HTTP/2 connection (`h2.rs`),
+//! which its own task drives; it goes back by being dropped.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{Builder, Connection, SendRequest};
@@ -37,6 +41,7 @@ use hyper_rustls::MaybeHttpsStream;
 use pymatris_core::Url;
 
 use crate::connector::Conn;
+use crate::h2;
 
 /// What every connection runs over: TCP, or TLS over TCP.
 pub(crate) type Io = MaybeHttpsStream<Conn>;
@@ -68,6 +73,8 @@ impl Key {
 /// Idle connections by [`Key`], and how to start new ones.
 pub(crate) struct Pool {
     idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    /// The HTTP/2 connections, shared rather than leased.
+    pub(crate) h2: h2::Conns,
     max_idle_per_host: usize,
     idle_timeout: Duration,
     builder: Builder,
@@ -84,6 +91,7 @@ impl Pool {
         builder.max_buf_size(max_buf);
         Pool {
             idle: Mutex::new(HashMap::new()),
+            h2: h2::Conns::default(),
             max_idle_per_host,
             idle_timeout,
             builder,
@@ -103,25 +111,48 @@ impl Pool {
             }
             // Notice a close or a stray byte from the server since.
             lease.drive(&mut Context::from_waker(Waker::noop()));
-            if lease.conn.is_some() && lease.sender.is_ready() {
+            if lease.h1_ready() {
                 lease.reused = true;
                 return Some(lease);
             }
         }
     }
 
+    /// A stream of an HTTP/2 connection to `key` with room for one.
+    pub(crate) fn checkout_h2(self: &Arc<Self>, key: &Key) -> Option<Lease> {
+        let stream = self.h2.checkout(key)?;
+        Some(self.h2_lease(key.clone(), stream, true))
+    }
+
+    fn h2_lease(self: &Arc<Self>, key: Key, stream: h2::Stream, reused: bool) -> Lease {
+        Lease {
+            conn: Kind::H2(stream),
+            proxied: false,
+            reused,
+            key,
+            pool: Arc::downgrade(self),
+        }
+    }
+
     /// A new connection over `io`, which reaches `key` directly or, when
-    /// `proxied`, through a proxy that takes absolute-form requests.
+    /// `proxied`, through a proxy that takes absolute-form requests; HTTP/2
+    /// when TLS negotiated it, and then shared with other requests.
     pub(crate) async fn handshake(
         self: &Arc<Self>,
         key: Key,
         io: Io,
         proxied: bool,
     ) -> Result<Lease, hyper::Error> {
+        if negotiated_h2(&io) {
+            let stream = self.h2.handshake(&key, io).await?;
+            return Ok(self.h2_lease(key, stream, false));
+        }
         let (sender, conn) = self.builder.handshake(io).await?;
         Ok(Lease {
-            sender,
-            conn: Some(conn),
+            conn: Kind::H1 {
+                sender,
+                conn: Some(conn),
+            },
             proxied,
             reused: false,
             key,
@@ -145,11 +176,18 @@ impl Pool {
     }
 }
 
-/// One connection, owned by one request at a time.
+/// Whether TLS agreed on HTTP/2 (ALPN `h2`).
+fn negotiated_h2(io: &Io) -> bool {
+    match io {
+        MaybeHttpsStream::Https(tls) => tls.inner().get_ref().1.alpn_protocol() == Some(b"h2"),
+        MaybeHttpsStream::Http(_) => false,
+    }
+}
+
+/// One connection, owned by one request at a time, or one stream of a
+/// shared HTTP/2 connection.
 pub(crate) struct Lease {
-    sender: SendRequest<ReqBody>,
-    /// `None` once the connection has ended.
-    conn: Option<Connection<Io, ReqBody>>,
+    conn: Kind,
     proxied: bool,
     reused: bool,
     key: Key,
@@ -157,6 +195,18 @@ pub(crate) struct Lease {
     /// the connections must close when the protocol that owns the pool
     /// is dropped.
     pool: Weak<Pool>,
+}
+
+// The HTTP/1.1 connection is inline as it was before HTTP/2 came: a
+// lease moves between a request and the pool, never copied in bulk.
+#[allow(clippy::large_enum_variant)]
+enum Kind {
+    H1 {
+        sender: SendRequest<ReqBody>,
+        /// `None` once the connection has ended.
+        conn: Option<Connection<Io, ReqBody>>,
+    },
+    H2(h2::Stream),
 }
 
 /// Why a request got no response.
@@ -188,13 +238,50 @@ impl Lease {
         self.reused
     }
 
+    /// Whether this is an HTTP/2 stream.
+    pub(crate) fn is_h2(&self) -> bool {
+        matches!(self.conn, Kind::H2(_))
+    }
+
+    /// Whether an HTTP/1.1 connection is open and free for a request.
+    fn h1_ready(&self) -> bool {
+        match &self.conn {
+            Kind::H1 { sender, conn } => conn.is_some() && sender.is_ready(),
+            Kind::H2(_) => false,
+        }
+    }
+
     /// Sends `request` and waits for the response head, driving the
-    /// connection meanwhile.
+    /// connection meanwhile (an HTTP/2 connection drives itself).
     pub(crate) async fn send(
         &mut self,
         request: Request<ReqBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        let Lease { sender, conn, .. } = self;
+        let (sender, conn) = match &mut self.conn {
+            Kind::H1 { sender, conn } => (sender, conn),
+            Kind::H2(stream) => {
+                // The absolute URI's authority is the request's
+                // `:authority`; nginx answers 400 to a `Host` beside it.
+                // (Put back if the request goes again, over HTTP/1.1.)
+                let mut request = request;
+                let host = request.headers_mut().remove(http::header::HOST);
+                return match stream.sender().try_send_request(request).await {
+                    Ok(response) => {
+                        stream.sized(response.body().size_hint().exact());
+                        Ok(response)
+                    }
+                    Err(mut err) => match err.take_message() {
+                        Some(mut request) => {
+                            if let Some(host) = host {
+                                request.headers_mut().insert(http::header::HOST, host);
+                            }
+                            Err(SendError::NotSent(Box::new(request), err.into_error()))
+                        }
+                        None => Err(SendError::Failed(err.into_error().into())),
+                    },
+                };
+            }
+        };
         let mut pending = pin!(sender.try_send_request(request));
         std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = pending.as_mut().poll(cx) {
@@ -216,20 +303,23 @@ impl Lease {
         .await
     }
 
-    /// Polls the connection: it reads and writes what it can, and hands
-    /// what it read to the response body. Returns whether it has ended
-    /// (it is dropped then, which ends its body too).
+    /// Polls an HTTP/1.1 connection: it reads and writes what it can, and
+    /// hands what it read to the response body. Returns whether it has
+    /// ended (it is dropped then, which ends its body too).
     pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        drive(&mut self.conn, cx)
+        match &mut self.conn {
+            Kind::H1 { conn, .. } => drive(conn, cx),
+            Kind::H2(_) => false,
+        }
     }
 
     /// Back to the pool once its response has been read to the end, if
-    /// the connection can take another request.
+    /// the connection can take another request. (A stream of HTTP/2 ends
+    /// here, and its connection takes the next.)
     pub(crate) fn release(mut self) {
         // Let the connection see that the body was read and turn idle.
         self.drive(&mut Context::from_waker(Waker::noop()));
-        if self.conn.is_some()
-            && self.sender.is_ready()
+        if self.h1_ready()
             && let Some(pool) = self.pool.upgrade()
         {
             pool.put(self);

@@ -32,7 +32,7 @@ impl HttpProtocol {
         file: &[(HeaderName, HeaderValue)],
     ) -> Result<RemoteMeta, Error> {
         let exchange = self
-            .send(&Method::HEAD, url, &HeaderMap::new(), file)
+            .send(&Method::HEAD, url, &HeaderMap::new(), file, false)
             .await?;
         let status = exchange.response.status();
         let headers = exchange.response.headers();
