@@ -1,8 +1,11 @@
-//! How many connections the CLI opens with its default flags, counted by
-//! the harness's shaping proxy in front of nginx: more than the defaults'
-//! five through a link that caps each connection or makes each request
-//! wait a round trip (each added one pays), the defaults' when the user
-//! gave `--max-parallel` and `--max-splits`.
+//! How many connections the CLI holds open at once with its default flags,
+//! counted by the harness's shaping proxy in front of nginx: more than the
+//! defaults' five through a link that caps each connection or makes each
+//! request wait a round trip (each added one pays), the defaults' when the
+//! user gave `--max-parallel` and `--max-splits`. The CLI runs its batch
+//! through the streaming loop (`download_each`), so that is what grows.
+//! Connections at once, not opened: a part taken over near the end opens
+//! one that replaces another.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,7 +58,7 @@ fn a_link_capped_per_connection_gets_more_parts_with_default_flags() {
     let shaper = servers.shaped(servers.http_port(), capped()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let took = download(out.path(), &[via(&servers, &shaper, "big.bin")], &[]);
-    let conns = shaper.counters().connections;
+    let conns = shaper.most_open();
     assert_eq!(
         std::fs::read(&src).unwrap(),
         std::fs::read(out.path().join("big.bin")).unwrap()
@@ -68,10 +71,7 @@ fn a_link_capped_per_connection_gets_more_parts_with_default_flags() {
     let five = Duration::from_secs_f64(BIG as f64 / 10e6);
     assert!(took < five, "{took:?}: no faster than five connections");
     let ceiling = 16;
-    assert!(
-        conns <= ceiling + 1,
-        "{conns} connections, above the ceiling"
-    );
+    assert!(conns <= ceiling, "{conns} connections, above the ceiling");
 }
 
 #[test]
@@ -86,8 +86,11 @@ fn explicit_splits_and_files_at_once_are_kept() {
         &[url],
         &["--max-splits", "5", "--max-parallel", "5"],
     );
-    let conns = shaper.counters().connections;
-    assert!(conns <= 5, "{conns} connections with --max-splits 5");
+    let conns = shaper.most_open();
+    assert!(
+        conns <= 5,
+        "{conns} connections at once with --max-splits 5"
+    );
 }
 
 #[test]
@@ -108,7 +111,7 @@ fn many_small_files_over_a_long_link_run_more_at_once() {
         .collect();
     let out = tempfile::tempdir().unwrap();
     let took = download(out.path(), &urls, &[]);
-    let conns = shaper.counters().connections;
+    let conns = shaper.most_open();
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 400);
     assert!(
         conns > 5,
@@ -131,7 +134,7 @@ fn plain_loopback_stays_near_the_defaults() {
     let shaper = servers.shaped(servers.http_port(), Shape::new()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let took = download(out.path(), &[via(&servers, &shaper, "big.bin")], &[]);
-    let conns = shaper.counters().connections;
+    let conns = shaper.most_open();
     assert_eq!(
         std::fs::read(&src).unwrap(),
         std::fs::read(out.path().join("big.bin")).unwrap()

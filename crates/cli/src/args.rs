@@ -509,8 +509,8 @@ impl Args {
             let mut http = pymatris_proto_http::HttpOptions::default()
                 .headers(headers)
                 .location_trusted(self.location_trusted)
-                // A SOCKS proxy is the config's, for every protocol.
                 .http1_only(self.http1_1)
+                // A SOCKS proxy is the config's, for every protocol.
                 .proxy(self.proxy.filter(|p| !SocksProxy::is_socks(p)));
             if let Some(ua) = self.user_agent {
                 http = http.user_agent(ua);

@@ -112,6 +112,9 @@ impl Counters {
 #[derive(Debug, Default)]
 struct Counts {
     connections: AtomicU64,
+    /// Connections open now, and the most that were at once.
+    open: AtomicU64,
+    peak: AtomicU64,
     to_server: AtomicU64,
     to_client: AtomicU64,
 }
@@ -221,6 +224,13 @@ impl Shaper {
             to_client: self.counts.to_client.load(Ordering::SeqCst),
         }
     }
+
+    /// The most connections it carried at once (a client that grows its
+    /// connections and takes some back is told apart from one that only
+    /// replaces them).
+    pub fn most_open(&self) -> u64 {
+        self.counts.peak.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Shaper {
@@ -252,10 +262,13 @@ async fn accept_loop(listener: TcpListener, link: Arc<Link>) {
         };
         let accepted = Instant::now();
         link.counts.connections.fetch_add(1, Ordering::SeqCst);
+        let open = link.counts.open.fetch_add(1, Ordering::SeqCst) + 1;
+        link.counts.peak.fetch_max(open, Ordering::SeqCst);
         let link = link.clone();
         tokio::spawn(async move {
             // An error on either side ends both; nothing to report.
             let _ = carry(client, &link, accepted).await;
+            link.counts.open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

@@ -232,6 +232,22 @@ fn uncapped_it_is_far_faster_than_the_rates_it_emulates() {
 }
 
 #[test]
+fn most_open_counts_the_connections_open_at_once() {
+    let shaper = Shaper::start(server(), Shape::new()).unwrap();
+    let (mut a, mut b) = (connect(&shaper), connect(&shaper));
+    get(&mut a, 10);
+    get(&mut b, 10);
+    assert_eq!(shaper.most_open(), 2);
+    drop((a, b));
+    // Once both have closed, a third replaces them: still two at most.
+    // The server closes its side when it reads the end of the client's.
+    thread::sleep(300 * MS);
+    get(&mut connect(&shaper), 10);
+    assert_eq!(shaper.counters().connections, 3);
+    assert_eq!(shaper.most_open(), 2);
+}
+
+#[test]
 fn counters_count_connections_and_bytes_each_way() {
     let shaper = Shaper::start(server(), Shape::new().delay(2 * MS)).unwrap();
     let before = shaper.counters();

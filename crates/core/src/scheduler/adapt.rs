@@ -48,25 +48,38 @@ pub(super) struct Load {
     pub(super) wanting: usize,
 }
 
+/// How long fewer transfers than allowed may run before a window starts
+/// again. Many small files leave a slot empty for a moment between two
+/// (the next request is taken, opened, answered): a tick that falls there
+/// says nothing of the work waiting, two in a row do.
+pub(super) const BLIP: Duration = Duration::from_millis(100);
+
 /// A rate measured over [`WINDOW`], once the transfers counted have run
 /// for [`SETTLE`] (connections opened and requests answered), with every
-/// allowed transfer running all the while.
+/// allowed transfer running all the while, but for blips.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 struct Window {
     /// Since when every allowed transfer runs.
     full: Option<Instant>,
     /// Where the window starts: the time and the bytes received then.
     from: Option<(Instant, u64)>,
+    /// Since when fewer run, if they do.
+    short: Option<Instant>,
 }
 
 impl Window {
     /// The rate once the window is complete; `busy` says whether every
-    /// allowed transfer runs now (if not, the window starts again).
+    /// allowed transfer runs now (if not for longer than a [`BLIP`], the
+    /// window starts again).
     fn measure(&mut self, now: Instant, received: u64, busy: bool) -> Option<f64> {
         if !busy {
-            *self = Window::default();
+            let short = *self.short.get_or_insert(now);
+            if self.full.is_none() || now.duration_since(short) >= BLIP {
+                *self = Window::default();
+            }
             return None;
         }
+        self.short = None;
         let full = *self.full.get_or_insert(now);
         if now.duration_since(full) < SETTLE {
             return None;
@@ -347,11 +360,16 @@ mod tests {
         let s = SETTLE.as_millis() as u64;
         let ms = |n: u64| t + Duration::from_millis(s + n);
         assert_eq!(a.tick(ms(0), 0, full), 2);
-        // A transfer ended for a moment: the window starts again.
+        // A slot between two files for one tick: the window goes on.
         let gap = Load {
             running: 1,
             wanting: 3,
         };
+        assert_eq!(a.tick(ms(w - 300), 50, gap), 2);
+        assert_eq!(a.tick(ms(w - 250), 60, full), 2);
+        // A transfer ended for longer: the window starts again.
+        let b = BLIP.as_millis() as u64;
+        assert_eq!(a.tick(ms(w - 100 - b), 100, gap), 2);
         assert_eq!(a.tick(ms(w - 100), 100, gap), 2);
         assert_eq!(a.tick(ms(w), 200, full), 2);
         assert_eq!(a.tick(ms(w + s), 200, full), 2);
@@ -360,5 +378,26 @@ mod tests {
         // The probe waits for its transfer to start.
         assert_eq!(a.tick(ms(10 * w), 500, full), 3);
         assert!(!a.stopped());
+    }
+
+    #[test]
+    fn a_slot_between_two_files_does_not_start_the_window_again() {
+        let mut a = Adapt::new(2, 16);
+        let t = Instant::now();
+        let (s, w) = (SETTLE.as_millis() as u64, WINDOW.as_millis() as u64);
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let full = Load {
+            running: 2,
+            wanting: 3,
+        };
+        let gap = Load {
+            running: 1,
+            wanting: 3,
+        };
+        assert_eq!(a.tick(ms(0), 0, full), 2);
+        assert_eq!(a.tick(ms(s), 0, full), 2);
+        assert_eq!(a.tick(ms(s + w / 2), 50, gap), 2);
+        assert_eq!(a.tick(ms(s + w / 2 + 50), 60, full), 2);
+        assert_eq!(a.tick(ms(s + w), 100, full), 3);
     }
 }
