@@ -187,6 +187,7 @@ impl Batch {
             Err(e) => {
                 // The host's slot is not held while another is tried.
                 drop(slot);
+                drop(opening);
                 return self.next_mirror(request, e).await;
             }
         };
