@@ -187,6 +187,31 @@ async fn a_first_url_that_fails_at_once_leaves_the_file_to_a_mirror() {
     assert_eq!(missing.hits("/f.bin"), 1, "a 404 is not retried");
 }
 
+/// A first URL that answers with an error worth retrying (a 503) is not
+/// retried while a mirror is left to ask: the mirror is asked at once,
+/// as aria2 does; the last URL left gets every try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_is_asked_before_the_first_url_is_retried() {
+    let body = random_bytes(MIB, 82);
+    let busy = FaultServer::start([("/f.bin", Route::status(503))]);
+    let mirror = FaultServer::start([("/f.bin", Route::new(body.clone()))]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let first = busy.url("/f.bin");
+    let request = Request::new(&first)
+        .dir(dir_of(&tmp))
+        .mirrors([mirror.url("/f.bin")]);
+    let results = download(config(), request).await;
+    assert_landed(&results, &tmp, "f.bin", &body, &first);
+    assert_eq!(busy.hits("/f.bin"), 1, "{}", show(&busy.requests("/f.bin")));
+
+    let request = Request::new(mirror.url("/gone.bin"))
+        .dir(dir_of(&tmp))
+        .mirrors([busy.url("/f.bin")]);
+    let results = download(config(), request).await;
+    assert_eq!(results.errors.len(), 1, "{results}");
+    assert_eq!(busy.hits("/f.bin"), 1 + 3, "the last URL has its tries");
+}
+
 /// When every URL fails, at once or in the middle of the file, the one
 /// error of the file says what each did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -138,12 +138,16 @@ impl Batch {
         // -N: the file this request would replace, when there is one,
         // decides whether a body is wanted at all.
         let local = self.local_copy(&request, &url);
+        // While a mirror is left to ask, a failing URL is not retried: the
+        // mirror is asked at once (see `mirrors.rs`).
+        let tries = match request.mirror_urls() {
+            [] => settings.max_tries,
+            _ => 1,
+        };
         let first = if self.config.resume {
-            self.attempts(settings.max_tries, None, || {
-                self.stat(&protocol, &url, options)
-            })
-            .await
-            .map(|meta| Some((meta, None)))
+            self.attempts(tries, None, || self.stat(&protocol, &url, options))
+                .await
+                .map(|meta| Some((meta, None)))
         } else {
             // A range with an end, even before the size is known: once the
             // file is cut into parts, the first connection's server stops
@@ -153,12 +157,12 @@ impl Batch {
             let first = ByteRange::new(0, first_request_end(self.config.min_split_size));
             let fetched = match &local {
                 Some((_, copy)) => {
-                    self.attempts(settings.max_tries, None, || {
+                    self.attempts(tries, None, || {
                         self.fetch_if_changed(&protocol, &url, first, copy)
                     })
                     .await
                 }
-                None => (self.attempts(settings.max_tries, None, || {
+                None => (self.attempts(tries, None, || {
                     self.fetch(&protocol, &url, first, None, options)
                 }))
                 .await

@@ -11,6 +11,10 @@
 //! same bytes. Within one mirror, every answer must be of the version of
 //! its first (see `version.rs`), so no mirror switches versions in the
 //! middle of a file. A checksum given with the request checks the whole.
+//!
+//! Before the file's first answer, a URL that fails is not retried while
+//! another is left to ask, which is asked at once (as aria2 does); the
+//! last one left gets every try.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
