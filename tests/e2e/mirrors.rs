@@ -321,6 +321,36 @@ fn the_cli_takes_mirrors_and_says_which_it_refused() {
             "{stderr}"
         );
     }
+    // Without --verbose too, as it happens: on a line of its own, or as an
+    // event of --progress json.
+    for progress in ["none", "json"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = run_pymatris([
+            "--progress",
+            progress,
+            "--max-splits",
+            "4",
+            "--min-split-size",
+            "256K",
+            "--dir",
+            &dir_of(&tmp),
+            "--mirror",
+            &other.url("/f.bin"),
+            &good.url("/f.bin"),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let said = match progress {
+            "none" => (stderr.lines())
+                .any(|l| l.starts_with("pymatris: ") && l.contains("no longer used as a mirror")),
+            _ => (stderr.lines())
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|e| e["event"] == "mirror_dropped" && e["url"] == other.url("/f.bin")),
+        };
+        // The second connection goes to the mirror with the fewest, which
+        // is then refused.
+        assert!(said, "{progress}: {stderr}");
+    }
     // A mirror needs the one URL it is a mirror of.
     let out = run_pymatris(["--mirror", &other.url("/f.bin"), "http://a/1", "http://a/2"]);
     assert_eq!(out.status.code(), Some(2));

@@ -65,8 +65,8 @@ pub(crate) struct Args {
     /// only: for several files, put a file's URLs on one line of
     /// --input-file, TAB-separated). Parts are spread over the URLs that
     /// serve the same size and modification time; one that fails is
-    /// dropped while the others finish the file (--verbose says which,
-    /// and why; --json lists the URLs used).
+    /// dropped, with a warning, while the others finish the file (--json
+    /// lists the URLs used).
     #[arg(long = "mirror", value_name = "URL")]
     pub(crate) mirror: Vec<String>,
 

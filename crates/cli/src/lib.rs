@@ -208,6 +208,10 @@ async fn run(plan: Plan) -> u8 {
     if let Some(events) = &events {
         downloader = downloader.with_reporter(events.clone());
     }
+    // --verbose logs what these would say.
+    if bars.is_none() && events.is_none() && !quiet && !verbose {
+        downloader = downloader.with_reporter(Arc::new(crate::progress::Notes));
+    }
     // `--checksum-file`, read (or fetched) before the first download.
     let sums = match sums {
         None => None,

@@ -137,6 +137,11 @@ impl Reporter for Bars {
         }
     }
 
+    fn on_mirror_dropped(&self, _id: ReportId, url: &str, error: &Error) {
+        // Above the bars, which are drawn again below it.
+        let _ = self.multi.println(mirror_dropped(url, error));
+    }
+
     fn on_finish(&self, id: ReportId, _error: Option<&Error>) {
         if let Some(bar) = self.files.lock().expect("bars poisoned").remove(&id) {
             bar.finish_and_clear();
@@ -145,4 +150,26 @@ impl Reporter for Bars {
         self.done.fetch_add(1, Ordering::Relaxed);
         self.update_message();
     }
+}
+
+/// The line that says a mirror is no longer used.
+pub(crate) fn mirror_dropped(url: &str, error: &Error) -> String {
+    let why = crate::words::error_text(error, false);
+    format!("pymatris: {url}: no longer used as a mirror: {why}")
+}
+
+/// Without bars (not a terminal, `--progress none`): what a person should
+/// still be told as it happens, on a line of its own.
+pub(crate) struct Notes;
+
+impl Reporter for Notes {
+    fn on_start(&self, _url: &str, _name: &str, _size: Option<u64>) -> ReportId {
+        0
+    }
+
+    fn on_mirror_dropped(&self, _id: ReportId, url: &str, error: &Error) {
+        err!("{}", mirror_dropped(url, error));
+    }
+
+    fn on_finish(&self, _id: ReportId, _error: Option<&Error>) {}
 }

@@ -170,6 +170,13 @@ impl Reporter for JsonProgress {
         }
     }
 
+    fn on_mirror_dropped(&self, id: ReportId, url: &str, error: &Error) {
+        let mut fields = failure(error);
+        fields["id"] = id.into();
+        fields["url"] = url.into();
+        self.emit("mirror_dropped", fields);
+    }
+
     fn on_retry(&self, id: ReportId, attempt: u32, error: &Error) {
         let mut fields = failure(error);
         fields["id"] = id.into();

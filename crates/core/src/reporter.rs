@@ -28,6 +28,12 @@ pub trait Reporter: Send + Sync {
     fn on_rewind(&self, id: ReportId, bytes: u64) {
         let _ = (id, bytes);
     }
+    /// One of the file's URLs, `url` (passwords redacted), is no longer
+    /// used for it after `error` (another version, a failure); its other
+    /// URLs go on with the file (see `Request::mirrors`).
+    fn on_mirror_dropped(&self, id: ReportId, url: &str, error: &Error) {
+        let _ = (id, url, error);
+    }
 }
 
 /// A reporter that reports nothing.

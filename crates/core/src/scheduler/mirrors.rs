@@ -177,16 +177,17 @@ impl Mirrors {
     }
 
     /// Drops `mirror` for `why`, unless it is the last one left. Returns
-    /// whether it is dropped (now or before).
-    fn drop_mirror(&self, mirror: &Mirror, why: &Error, file: &str) -> bool {
+    /// whether it is dropped, and whether by this call.
+    fn drop_mirror(&self, mirror: &Mirror, why: &Error, file: &str) -> (bool, bool) {
         if mirror.dropped() {
-            return true;
+            return (true, false);
         }
         let live = self.all.iter().filter(|m| !m.dropped()).count();
         if live < 2 {
-            return false;
+            return (false, false);
         }
-        if !mirror.dropped.swap(true, Ordering::SeqCst) {
+        let now = !mirror.dropped.swap(true, Ordering::SeqCst);
+        if now {
             let _ = mirror.why.set(why.chain());
             tracing::warn!(
                 "{}: no longer used as a mirror of {file}: {}",
@@ -194,7 +195,7 @@ impl Mirrors {
                 why.chain()
             );
         }
-        true
+        (true, now)
     }
 }
 
@@ -251,7 +252,15 @@ impl FileJob {
             return Ok(false);
         }
         let failed = !error.is_retryable() || gained < PROGRESS_MIN || conn.mirror.dropped();
-        if !failed || !self.mirrors.drop_mirror(&conn.mirror, error, &self.shown()) {
+        if !failed {
+            return Ok(false);
+        }
+        let (dropped, now) = self.mirrors.drop_mirror(&conn.mirror, error, &self.shown());
+        if now {
+            let url = redact_url(&conn.mirror.url);
+            self.batch.reporter.on_mirror_dropped(self.id, &url, error);
+        }
+        if !dropped {
             return Ok(false);
         }
         self.switch_mirror(conn).await?;
