@@ -5,7 +5,8 @@
 //! user gave `--max-parallel` and `--max-splits`. The CLI runs its batch
 //! through the streaming loop (`download_each`), so that is what grows.
 //! Connections at once, not opened: a part taken over near the end opens
-//! one that replaces another.
+//! one that replaces another. No time is asserted (the machine may be
+//! busy); the times are in the messages.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -67,9 +68,6 @@ fn a_link_capped_per_connection_gets_more_parts_with_default_flags() {
         conns > 5,
         "{conns} connections through a capped link ({took:?})"
     );
-    // Five connections cannot move the file faster than their caps.
-    let five = Duration::from_secs_f64(BIG as f64 / 10e6);
-    assert!(took < five, "{took:?}: no faster than five connections");
     let ceiling = 16;
     assert!(conns <= ceiling, "{conns} connections, above the ceiling");
 }
@@ -117,9 +115,6 @@ fn many_small_files_over_a_long_link_run_more_at_once() {
         conns > 5,
         "{conns} connections for 400 files over 40 ms ({took:?})"
     );
-    // Five at once take a round trip per file each.
-    let five = Duration::from_secs_f64(400.0 / 5.0 * 0.040);
-    assert!(took < five, "{took:?}: no faster than five at once");
 }
 
 #[test]
