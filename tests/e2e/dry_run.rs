@@ -212,6 +212,14 @@ fn a_dry_run_asks_for_no_body_and_refuses_what_would_write() {
     assert!(shown.contains(&format!("fail      {gone}: ")), "{shown}");
     assert!(list_dir(root.path()).is_empty());
 
+    // A URL that fails hands the file to its mirror, as a run would.
+    let out = run_pymatris(["--dry-run", "--json", "--dir", d, &gone, "--mirror", &new]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v = json(&out);
+    assert_eq!(v["planned"][0]["url"], gone.as_str(), "{v:#}");
+    assert_eq!(v["planned"][0]["size"], MIB, "{v:#}");
+    assert_eq!(server.body_bytes("/new.bin"), 0, "a body was fetched");
+
     // What would write a file, or walk a tree, is a usage error.
     let jsonl = root.path().join("log.jsonl");
     let cases: [&[&str]; 2] = [

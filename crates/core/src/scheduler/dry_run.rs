@@ -4,6 +4,7 @@
 //! lock, part or state file is written. The name each file would get, its
 //! size, and whether it would be downloaded, resumed, replaced or skipped.
 
+use std::result::Result as StdResult;
 use std::sync::Arc;
 
 use camino::Utf8PathBuf;
@@ -12,9 +13,9 @@ use url::Url;
 
 use super::batch::Batch;
 use super::{CLOSE_WAIT, Downloader, Request, failed_early};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::RemoteMeta;
-use crate::redact::redact_url;
+use crate::redact::redact_url_str;
 use crate::results::Failed;
 use crate::{naming, resume};
 
@@ -61,7 +62,7 @@ impl Downloader {
     /// as complete or up to date. No file or directory is created or
     /// changed. Trees enqueued with
     /// [`enqueue_tree`](Self::enqueue_tree) are not walked.
-    pub async fn dry_run(&mut self) -> Vec<std::result::Result<Planned, Failed>> {
+    pub async fn dry_run(&mut self) -> Vec<StdResult<Planned, Failed>> {
         let requests = std::mem::take(&mut self.queue);
         let batch = Arc::new(self.batch(requests.len()));
         let parallel = self.config.max_parallel.max(1);
@@ -77,23 +78,22 @@ impl Downloader {
 }
 
 impl Batch {
-    async fn plan_one(self: Arc<Self>, request: Request) -> std::result::Result<Planned, Failed> {
-        let fail = |e: Error| failed_early(&request, e);
-        let mut url = Url::parse(&request.url)
-            .map_err(|e| fail(Error::new(ErrorKind::InvalidUrl, e.to_string())))?;
-        if let Some(netrc) = &self.netrc {
-            netrc.apply(&mut url);
-        }
-        let protocol = self.protocols.get(url.scheme()).map_err(fail)?;
+    async fn plan_one(self: Arc<Self>, request: Request) -> StdResult<Planned, Failed> {
+        // A URL that fails hands the request to its next mirror, as in a
+        // download.
+        let mut request = request;
+        let (url, meta) = loop {
+            match self.resolve(&request).await {
+                Ok(found) => break found,
+                Err(e) => match request.next_mirror(&e) {
+                    Some(next) => request = next,
+                    None => return Err(failed_early(&request, e)),
+                },
+            }
+        };
         let settings = self.settings_of(&request);
-        let _slot = self.slot(&url, true).await.map_err(fail)?;
-        let meta = (self.attempts(settings.max_tries, None, || {
-            self.stat(&protocol, &url, &settings.options)
-        }))
-        .await
-        .map_err(fail)?;
         let name = file_name(&request, &meta, &url);
-        let shown = redact_url(&url);
+        let shown = redact_url_str(request.origin());
         let planned = |path: Utf8PathBuf, action| Planned {
             url: shown.clone(),
             path,
@@ -130,6 +130,26 @@ impl Batch {
             PlannedAction::Download
         };
         Ok(planned(target, action))
+    }
+}
+
+impl Batch {
+    /// The URL of `request` (credentials of netrc applied) and what its
+    /// server says of the file.
+    async fn resolve(&self, request: &Request) -> Result<(Url, RemoteMeta)> {
+        let mut url = Url::parse(&request.url)
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl, e.to_string()))?;
+        if let Some(netrc) = &self.netrc {
+            netrc.apply(&mut url);
+        }
+        let protocol = self.protocols.get(url.scheme())?;
+        let settings = self.settings_of(request);
+        let _slot = self.slot(&url, true).await?;
+        let meta = (self.attempts(settings.max_tries, None, || {
+            self.stat(&protocol, &url, &settings.options)
+        }))
+        .await?;
+        Ok((url, meta))
     }
 }
 
