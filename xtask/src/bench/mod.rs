@@ -129,11 +129,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let tools: Vec<Tool> = if args.smoke {
         vec![Tool::Pymatris, Tool::Curl]
     } else if args.wan {
-        let chosen = args.tools.clone();
-        wan::TOOLS
-            .into_iter()
-            .filter(|t| chosen.as_ref().is_none_or(|c| c.contains(t)))
-            .collect()
+        wan::chosen_tools(args.tools.as_deref())
     } else {
         let mut tools = args.tools.clone().unwrap_or_else(|| tools::ALL.to_vec());
         if args.baseline.is_some() {

@@ -157,6 +157,31 @@ pub(super) const TOOLS: [Tool; 7] = [
     Tool::Sftp,
 ];
 
+/// The WAN rows' tools that `--tools` names (all without it). Naming
+/// `pymatris` runs both of its rows, its defaults and the peers' settings:
+/// the summary compares the two.
+pub(super) fn chosen_tools(chosen: Option<&[Tool]>) -> Vec<Tool> {
+    TOOLS
+        .into_iter()
+        .filter(|t| {
+            chosen.is_none_or(|c| {
+                c.contains(t) || (*t == Tool::PymatrisAt && c.contains(&Tool::Pymatris))
+            })
+        })
+        .collect()
+}
+
+/// A tool's rate in the summary: "not run" where the run left the tool
+/// out (`--tools`), FAILED only where it ran and every run failed.
+fn summary_rate(r: &WorkloadResult, tool: Tool) -> String {
+    match r.cells.iter().find(|c| c.tool == tool) {
+        None => "not run".to_owned(),
+        Some(c) => r.stats(c).map_or("FAILED".to_owned(), |s| {
+            format!("{} {}", num(s.rate), unit(r))
+        }),
+    }
+}
+
 /// Runs per tool: the large single files, which take most of the time,
 /// once; the many small files `runs` times.
 pub(super) fn runs(wl: &Workload, runs: u32) -> u32 {
@@ -400,8 +425,6 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
         let u = unit(r);
         let best = best_peer(r);
         let py = rate(r, Tool::Pymatris);
-        let at = rate(r, Tool::PymatrisAt);
-        let show = |x: Option<f64>| x.map_or("FAILED".to_owned(), |x| format!("{} {u}", num(x)));
         let ratio = match (py, best) {
             (Some(p), Some((_, b))) => format!("{:.2}x", p / b),
             _ => "n/a".to_owned(),
@@ -442,8 +465,8 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
                 t.name(),
                 num(x)
             )),
-            show(py),
-            show(at),
+            summary_rate(r, Tool::Pymatris),
+            summary_rate(r, Tool::PymatrisAt),
         );
     }
     for note in report.notes.iter().chain(&report.skipped) {
@@ -519,6 +542,38 @@ mod tests {
             assert_eq!(link_of(w), *link);
             assert_eq!(*link == Link::Far, w.data == DataSet::Big, "{}", w.id);
         }
+    }
+
+    #[test]
+    fn naming_pymatris_runs_both_its_rows() {
+        assert_eq!(
+            chosen_tools(Some(&[Tool::Pymatris, Tool::Curl])),
+            [Tool::Pymatris, Tool::PymatrisAt, Tool::Curl]
+        );
+        assert_eq!(chosen_tools(Some(&[Tool::PymatrisAt])), [Tool::PymatrisAt]);
+        assert_eq!(chosen_tools(None), TOOLS);
+    }
+
+    #[test]
+    fn a_row_left_out_reads_not_run_and_a_failed_one_failed() {
+        let (wl, _) = table().swap_remove(0);
+        let mut r = WorkloadResult {
+            wl,
+            files: 1,
+            bytes: 1,
+            cells: Vec::new(),
+            notes: Vec::new(),
+        };
+        assert_eq!(summary_rate(&r, Tool::PymatrisAt), "not run");
+        r.cells.push(super::super::report::Cell {
+            tool: Tool::PymatrisAt,
+            settings: String::new(),
+            command: String::new(),
+            inputs: Vec::new(),
+            samples: Vec::new(),
+            failures: vec!["exit status 1".to_owned()],
+        });
+        assert_eq!(summary_rate(&r, Tool::PymatrisAt), "FAILED");
     }
 
     #[test]
