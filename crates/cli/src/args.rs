@@ -13,7 +13,7 @@ use pymatris_core::socks::SocksProxy;
 use pymatris_core::{Config, Url, redact_url_str};
 
 use crate::feed::Source;
-use crate::input::{Entry, Item, Lines, check_relative};
+use crate::input::{Entry, Item, Lines};
 use crate::values::{parse_rate, parse_split_size, parse_timeout};
 
 /// pymatris: parallel downloads over HTTP(S), FTP and SFTP.
@@ -365,41 +365,7 @@ impl Args {
         let sums = (self.checksum_file.as_deref())
             .map(crate::sums::Sums::new)
             .transpose()?;
-        for (flag, given) in [
-            ("--checksum", self.checksum.is_some()),
-            ("--output", self.output.is_some()),
-            ("--mirror", !self.mirror.is_empty()),
-        ] {
-            if given && (head.len() != 1 || list.is_some()) {
-                bail!("{flag} applies to one URL; for several, give the option in --input-file");
-            }
-        }
-        if let Some(text) = &self.checksum {
-            let sum = parse_any_checksum(text)?;
-            if let Some(Ok(entry)) = head.first_mut() {
-                entry.checksum = Some(sum);
-            }
-        }
-        for mirror in &self.mirror {
-            let url = pymatris_core::Url::parse(mirror).map_err(|e| {
-                anyhow::anyhow!("--mirror {}: {e}", pymatris_core::redact_url_str(mirror))
-            })?;
-            if !pymatris_core::registry::schemes().contains(&url.scheme()) {
-                bail!(
-                    "--mirror: {}:// is not supported by this build",
-                    url.scheme()
-                );
-            }
-        }
-        if let Some(Ok(entry)) = head.first_mut() {
-            entry.mirrors.extend(self.mirror.iter().cloned());
-        }
-        if let Some(output) = &self.output {
-            check_relative(output).map_err(|e| anyhow::anyhow!("--output {output}: {e}"))?;
-            if let Some(Ok(entry)) = head.first_mut() {
-                entry.out = Some(output.clone());
-            }
-        }
+        self.one_url_flags(&mut head, list.is_some())?;
         if self.dry_run && self.jsonl.is_some() {
             bail!("--dry-run writes no file: use --json, not --jsonl");
         }
@@ -571,19 +537,6 @@ impl Args {
             jsonl,
         })
     }
-}
-
-/// `--checksum`: `ALGO=HEX`, or a bare hex digest of an algorithm's
-/// length.
-fn parse_any_checksum(text: &str) -> anyhow::Result<pymatris_core::Checksum> {
-    let bare = (!text.contains('='))
-        .then(|| pymatris_core::Algo::of_hex_len(text.trim().len()))
-        .flatten();
-    let sum = match bare {
-        Some(algo) => pymatris_core::Checksum::new(algo, text),
-        None => text.parse(),
-    };
-    sum.map_err(|e| anyhow::anyhow!("--checksum: {e}"))
 }
 
 /// An HTTP header name: RFC 9110 token characters.

@@ -44,6 +44,7 @@ mod dry_run;
 mod feed;
 mod input;
 mod logging;
+mod one_url;
 mod progress;
 mod progress_json;
 mod shard;
