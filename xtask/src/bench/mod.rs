@@ -12,6 +12,7 @@
 mod data;
 mod defaults;
 mod invocation;
+mod long_list;
 mod machine;
 mod measure;
 mod report;
@@ -44,9 +45,13 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) runs: u32,
     /// Only the workloads matching this: an id (`W4`), or text of the title
-    /// or scheme (`sftp`, `16 KiB`); comma-separated for several.
+    /// or scheme (`sftp`, `16 KiB`); comma-separated for several. `L1`:
+    /// the long list alone (`--urls` 404s), not part of a full run.
     #[arg(long)]
     pub(crate) only: Option<String>,
+    /// With `--only L1`: how many URLs the list holds.
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) urls: usize,
     /// The CI smoke run: 8 x 1 MiB over HTTP, pymatris and curl, one run,
     /// with a dev build of the CLI; fails if any byte is wrong.
     #[arg(long, conflicts_with = "only")]
@@ -124,6 +129,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .parent()
         .context("workspace root")?
         .to_owned();
+    if args.only.as_deref().is_some_and(long_list::selected) {
+        let cli = match &args.cli {
+            Some(p) => std::fs::canonicalize(p)?,
+            None => crate::demo::build_cli()?,
+        };
+        let timeout = Duration::from_secs(args.timeout);
+        return long_list::run(args.urls, args.runs, &cli, timeout);
+    }
     let runs = if args.smoke { 1 } else { args.runs };
     let workloads = select_workloads(&args)?;
     let tools: Vec<Tool> = if args.smoke {
