@@ -134,8 +134,8 @@ CTRL_C_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from pymatris import Downloader, SessionConfig
-    quick, slow, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    dl = Downloader(session_config=SessionConfig(max_speed=262144, file_progress=False),
+    quick, slow, out, resume = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    dl = Downloader(session_config=SessionConfig(max_speed=262144, resume=resume, file_progress=False),
                     all_progress=False)
     dl.enqueue_file(quick, path=out)
     dl.enqueue_file(slow, path=out)
@@ -149,12 +149,20 @@ CTRL_C_SCRIPT = textwrap.dedent(
 )
 
 
-def test_ctrl_c_raises_keyboard_interrupt_and_removes_partials(servers, tmp_path):
+def _ctrl_c(servers, tmp_path, resume):
     servers.write("iter/ctrl-c.txt", b"quick")
     servers.write("iter/ctrl-c.bin", os.urandom(SLOW))
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_SCRIPT, servers.http("iter/ctrl-c.txt"), servers.http("iter/ctrl-c.bin"), str(out)],
+        [
+            sys.executable,
+            "-c",
+            CTRL_C_SCRIPT,
+            servers.http("iter/ctrl-c.txt"),
+            servers.http("iter/ctrl-c.bin"),
+            str(out),
+            "1" if resume else "0",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -164,4 +172,14 @@ def test_ctrl_c_raises_keyboard_interrupt_and_removes_partials(servers, tmp_path
     proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, stdout
-    assert stdout.splitlines() == ["interrupted ['ctrl-c.txt']"], stdout
+    return stdout.splitlines()
+
+
+def test_ctrl_c_raises_keyboard_interrupt_and_removes_partials(servers, tmp_path):
+    assert _ctrl_c(servers, tmp_path, resume=False) == ["interrupted ['ctrl-c.txt']"]
+
+
+def test_ctrl_c_with_resume_keeps_the_part(servers, tmp_path):
+    assert _ctrl_c(servers, tmp_path, resume=True) == [
+        "interrupted ['ctrl-c.bin.pymatris-part', 'ctrl-c.bin.pymatris-part.state', 'ctrl-c.txt']"
+    ]
