@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 /// workspace's `cargo test`) link libpython, as pyo3 does outside maturin;
 /// `nftables` counts what servers put on the wire (the harness's
 /// `WireMeter`); microsocks is the SOCKS5 server the proxy tests go
-/// through.
+/// through; rclone is a peer of the bench's mirror workloads.
 pub(crate) const PACKAGES: &[&str] = &[
     "nginx-light",
     "lighttpd",
@@ -31,6 +31,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "aria2",
     "microsocks",
     "lftp",
+    "rclone",
     "procps",
     "util-linux",
     "nftables",

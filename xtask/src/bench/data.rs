@@ -47,6 +47,8 @@ pub(super) enum DataSet {
     SmallFirst(usize),
     /// 8 files of 1 MiB, for the smoke run.
     Smoke,
+    /// 2,000 files of mixed sizes in 40 directories (`tree.rs`).
+    Tree,
 }
 
 /// One source file: where the servers serve it from and what a tool must
@@ -97,7 +99,11 @@ impl Workload {
     }
 }
 
-/// The workloads of issue 4.
+const MIRROR_FTP: &str = "mirror of 2000 files in 40 dirs over FTP";
+const MIRROR_SFTP: &str = "mirror of 2000 files in 40 dirs over SFTP";
+const MIRROR_HTTP: &str = "mirror of 2000 files in 40 dirs over HTTP";
+
+/// The workloads of issue 4, and the mirrors of issue 16.
 pub(super) fn workloads() -> Vec<Workload> {
     let w = |id, title, proto, data, parallel, per_file| Workload {
         id,
@@ -172,6 +178,24 @@ pub(super) fn workloads() -> Vec<Workload> {
             None,
             false,
         ),
+        // Issue 16: whole trees, listing included, 16 transfers for all.
+        w("M1", MIRROR_FTP, Proto::Ftp, DataSet::Tree, Some(16), false),
+        w(
+            "M2",
+            MIRROR_SFTP,
+            Proto::Sftp,
+            DataSet::Tree,
+            Some(16),
+            false,
+        ),
+        w(
+            "M3",
+            MIRROR_HTTP,
+            Proto::Http,
+            DataSet::Tree,
+            Some(16),
+            false,
+        ),
     ]
 }
 
@@ -213,9 +237,13 @@ impl Data {
             });
             return all;
         }
+        let divisor = self.divisor;
         self.sets
             .entry(set)
-            .or_insert_with(|| create(servers, set, self.divisor))
+            .or_insert_with(|| match set {
+                DataSet::Tree => super::tree::create(servers, divisor),
+                _ => create(servers, set, divisor),
+            })
             .clone()
     }
 }
@@ -230,6 +258,7 @@ fn create(servers: &Servers, set: DataSet, divisor: u64) -> Vec<DataFile> {
             ("small", 2000, 16 * KIB, 10_000)
         }
         DataSet::Smoke => ("smoke", 8, MIB, 50_000),
+        DataSet::Tree => unreachable!("tree.rs creates the tree"),
     };
     let size = if size > MIB { size / divisor } else { size };
     let files: Vec<DataFile> = (0..count)
@@ -288,7 +317,8 @@ mod tests {
     fn selects_workloads() {
         assert_eq!(chosen("W1"), ["W1"]);
         assert_eq!(chosen("w4, W7"), ["W4", "W7"]);
-        assert_eq!(chosen("sftp"), ["W6", "W7"]);
+        assert_eq!(chosen("sftp"), ["W6", "W7", "M2"]);
+        assert_eq!(chosen("M1"), ["M1"]);
         assert_eq!(chosen("https"), ["W2"]);
         assert_eq!(chosen("16 KiB"), ["W4", "W7"]);
         assert!(chosen("W9").is_empty());

@@ -280,6 +280,35 @@ pub(super) fn log_tail(log: &Path) -> String {
 
 /// Every expected file in `out`, byte for byte equal to its source, and
 /// nothing else there (no leftover part or control file).
+/// Every file under `out` (a tree's included), by its `/`-separated path
+/// below it; a directory holding nothing counts as a file.
+fn all_files(out: &Path) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    let mut todo = vec![out.to_owned()];
+    while let Some(dir) = todo.pop() {
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+        let mut empty = true;
+        for e in entries.filter_map(Result::ok) {
+            empty = false;
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(e.path());
+            } else if let Ok(rel) = e.path().strip_prefix(out) {
+                found.push(rel.to_string_lossy().into_owned());
+            }
+        }
+        if empty && dir != out {
+            found.push(
+                dir.strip_prefix(out)
+                    .unwrap_or(&dir)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    Ok(found)
+}
+
 pub(super) fn verify(out: &Path, files: &[DataFile]) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut bad = 0usize;
@@ -306,10 +335,8 @@ pub(super) fn verify(out: &Path, files: &[DataFile]) -> Result<(), String> {
         }
     }
     let expected: HashSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
-    let mut extra: Vec<String> = std::fs::read_dir(out)
-        .map_err(|e| format!("listing {}: {e}", out.display()))?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let mut extra: Vec<String> = all_files(out)?
+        .into_iter()
         .filter(|n| !expected.contains(n.as_str()))
         .collect();
     extra.sort();
@@ -385,7 +412,11 @@ pub(super) fn warm(files: &[DataFile]) {
 /// on whichever tool runs first.
 pub(super) fn warm_up_disk(files: &[DataFile], out: &Path) -> anyhow::Result<()> {
     for f in files {
-        std::fs::copy(&f.source, out.join(&f.name))?;
+        let to = out.join(&f.name);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::copy(&f.source, to)?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ mod measure;
 mod report;
 mod setup;
 mod tools;
+mod tree;
 mod wan;
 
 use std::collections::HashMap;
@@ -177,7 +178,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let (mut tools, mut missing) = installed(tools);
-    let python = if tools.contains(&Tool::Python) {
+    // Not built for workloads it cannot run (the mirrors).
+    let python = if tools.contains(&Tool::Python)
+        && workloads.iter().any(|w| Tool::Python.supports_workload(w))
+    {
         eprintln!("building and installing the Python package…");
         match install_python_package(&root) {
             Ok(python) => Some(python),
@@ -424,7 +428,7 @@ fn run_workload(
         notes: Vec::new(),
     };
     let mut invocations = Vec::new();
-    for &tool in tools.iter().filter(|t| t.supports(wl.proto)) {
+    for &tool in tools.iter().filter(|t| t.supports_workload(wl)) {
         if tool == Tool::Curl && wl.proto == Proto::Sftp && ctx.host_key_sha256.is_none() {
             continue;
         }

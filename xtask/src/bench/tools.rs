@@ -30,12 +30,14 @@ pub(super) enum Tool {
     /// OpenSSH `sftp` with AES-GCM, the cipher pymatris prefers on CPUs with
     /// AES instructions (ssh's own default is chacha20-poly1305).
     SftpGcm,
+    /// `rclone copy`, for the mirror workloads (`tree.rs`).
+    Rclone,
     /// `cp` of the same files on the same disk: the ceiling.
     Cp,
 }
 
 /// Every tool, in the order of the tables.
-pub(super) const ALL: [Tool; 9] = [
+pub(super) const ALL: [Tool; 10] = [
     Tool::Pymatris,
     Tool::Python,
     Tool::Aria2c,
@@ -44,6 +46,7 @@ pub(super) const ALL: [Tool; 9] = [
     Tool::Lftp,
     Tool::Sftp,
     Tool::SftpGcm,
+    Tool::Rclone,
     Tool::Cp,
 ];
 
@@ -68,6 +71,7 @@ impl Tool {
             Tool::Lftp => "lftp",
             Tool::Sftp => "OpenSSH sftp",
             Tool::SftpGcm => "OpenSSH sftp, AES-GCM",
+            Tool::Rclone => "rclone",
             Tool::Cp => "cp (copy limit)",
         }
     }
@@ -85,6 +89,7 @@ impl Tool {
             Tool::Lftp => "lftp",
             Tool::Sftp => "sftp",
             Tool::SftpGcm => "sftp-gcm",
+            Tool::Rclone => "rclone",
             Tool::Cp => "cp",
         }
     }
@@ -99,6 +104,7 @@ impl Tool {
             Tool::Wget => "wget",
             Tool::Lftp => "lftp",
             Tool::Sftp | Tool::SftpGcm => "sftp",
+            Tool::Rclone => "rclone",
             Tool::Cp => "cp",
         }
     }
@@ -113,6 +119,7 @@ impl Tool {
             Tool::Wget => "wget",
             Tool::Lftp => "lftp",
             Tool::Sftp | Tool::SftpGcm => "openssh-client",
+            Tool::Rclone => "rclone",
             Tool::Cp => "coreutils",
         }
     }
@@ -123,6 +130,15 @@ impl Tool {
             self,
             Tool::Pymatris | Tool::PymatrisAt | Tool::Python | Tool::Baseline | Tool::Cp
         )
+    }
+
+    /// Whether it can do `wl` (the mirror workloads take a tree's URL).
+    pub(super) fn supports_workload(self, wl: &Workload) -> bool {
+        if super::tree::is_tree(wl) {
+            super::tree::supports(self, wl.proto)
+        } else {
+            self.supports(wl.proto)
+        }
     }
 
     pub(super) fn supports(self, proto: Proto) -> bool {
@@ -136,6 +152,7 @@ impl Tool {
             | Tool::Lftp => true,
             Tool::Aria2c | Tool::Wget => proto != Proto::Sftp,
             Tool::Sftp | Tool::SftpGcm => proto == Proto::Sftp,
+            Tool::Rclone => false,
         }
     }
 
@@ -211,7 +228,7 @@ impl Ctx<'_> {
     }
 
     /// The port the tools connect to for `proto`.
-    fn port(&self, proto: Proto) -> u16 {
+    pub(super) fn port(&self, proto: Proto) -> u16 {
         let s = self.servers;
         self.link.as_ref().map_or_else(
             || match proto {
@@ -225,7 +242,7 @@ impl Ctx<'_> {
     }
 
     /// The known_hosts file naming the SFTP server's key at [`Ctx::port`].
-    fn known_hosts(&self) -> String {
+    pub(super) fn known_hosts(&self) -> String {
         let hosts = self.link.as_ref().and_then(|l| l.known_hosts.as_deref());
         path(hosts.unwrap_or(self.servers.ssh_known_hosts()))
     }
@@ -277,6 +294,9 @@ impl Ctx<'_> {
     ) -> anyhow::Result<Invocation> {
         if files.is_empty() {
             bail!("no files");
+        }
+        if super::tree::is_tree(wl) {
+            return super::tree::invocation(self, tool, wl, out);
         }
         let proto = wl.proto;
         let many = files.len() > 1;
@@ -528,6 +548,7 @@ impl Ctx<'_> {
                     inv.settings.push_str(&format!(", -c {GCM}"));
                 }
             }
+            Tool::Rclone => bail!("rclone runs the mirror workloads only"),
             Tool::Cp => {
                 inv = Invocation::new("cp");
                 inv.args(files.iter().map(|f| path(&f.source)))
