@@ -44,7 +44,10 @@ fn help_default(help: &str, flag: &str) -> Option<String> {
     lines.next()?;
     for line in lines {
         let t = line.trim_start();
-        if t.starts_with('-') {
+        // The next option; a wrapped description line may start with a
+        // flag too, indented as deep as the description.
+        let indent = line.len() - t.len();
+        if t.starts_with('-') && indent < 8 {
             return None;
         }
         if let Some(rest) = t.split("[default: ").nth(1) {
@@ -63,6 +66,11 @@ mod tests {
         let help = "Options:\n  -i, --input-file <FILE>\n          Read\n\n      --max-parallel <N>\n          Files downloaded at once\n          \n          [default: 5]\n\n      --max-splits <N>\n          Parts\n\n      --min-split-size <SIZE>\n          Never\n          \n          [default: 1M]\n";
         assert_eq!(help_default(help, "--max-parallel").as_deref(), Some("5"));
         assert_eq!(help_default(help, "--max-splits"), None);
+        let wrapped = "      --max-parallel <N>\n          Files at once. Unless given, more (up to\n          --max-per-host, or 16)\n          \n          [default: 5]\n\n      --max-splits <N>\n";
+        assert_eq!(
+            help_default(wrapped, "--max-parallel").as_deref(),
+            Some("5")
+        );
         assert_eq!(
             help_default(help, "--min-split-size").as_deref(),
             Some("1M")
