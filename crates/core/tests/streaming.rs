@@ -149,3 +149,50 @@ async fn one_name_many_times_never_overwrites_within_a_batch() {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 50);
     }
 }
+
+/// A stream that ended is not polled again: a `Stream` owes nothing after
+/// its `None`, and `stream::unfold` (what a caller writes to feed requests
+/// on its own terms) panics when it is, in one of the engine's tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_stream_is_never_polled_again() {
+    struct Strict {
+        left: std::vec::IntoIter<Request>,
+        ended: bool,
+        polled_after_end: Arc<AtomicUsize>,
+    }
+    impl futures_util::Stream for Strict {
+        type Item = Request;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Request>> {
+            if self.ended {
+                self.polled_after_end.fetch_add(1, Ordering::SeqCst);
+                return std::task::Poll::Ready(None);
+            }
+            let next = self.left.next();
+            self.ended = next.is_none();
+            std::task::Poll::Ready(next)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(dir.path()).unwrap().to_owned();
+    let polled_after_end = Arc::new(AtomicUsize::new(0));
+    let requests = Strict {
+        left: (0..3)
+            .map(|i| Request::new(format!("tiny://h/f/{i}.bin")).dir(&dir))
+            .collect::<Vec<_>>()
+            .into_iter(),
+        ended: false,
+        polled_after_end: polled_after_end.clone(),
+    };
+    let mut results = 0;
+    Downloader::new(Config::default().max_parallel(8))
+        .download_each(requests, |_, outcome| {
+            assert!(outcome.is_ok());
+            results += 1;
+        })
+        .await;
+    assert_eq!(results, 3);
+    assert_eq!(polled_after_end.load(Ordering::SeqCst), 0);
+}

@@ -244,6 +244,11 @@ impl<S: Stream<Item = Request> + Unpin> Feed<S> {
     /// all the same.
     async fn next(&self, batch: &Batch) -> Option<(usize, Request)> {
         let mut feed = self.stream.lock().await;
+        // A stream owes nothing after its end (`stream::unfold` panics):
+        // the other slots learn it here.
+        if self.ended.load(Ordering::SeqCst) {
+            return None;
+        }
         match feed.0.next().await {
             Some(request) => {
                 let index = feed.1;
