@@ -210,6 +210,31 @@ fn sftp_tree() {
     round_trip(&servers, &url, &args, None);
 }
 
+/// Copies that keep their download time (`--no-remote-time`) cannot be at
+/// the remote time: a rerun keeps every copy not older than its remote
+/// file, and fetches only a file changed since.
+#[test]
+fn a_tree_without_remote_times_is_not_fetched_again() {
+    let servers = Servers::start(Which::ftp_only()).expect("start vsftpd");
+    let url = servers.ftp_url("mirror/");
+    let retrs = || log_count(&servers, Server::Vsftpd, |l| l.contains("OK DOWNLOAD: "));
+    let files = write_tree(&servers);
+    let out = tempfile::tempdir().unwrap();
+    let args = ["--no-remote-time"];
+    mirror(&args, &url, out.path());
+    let before = retrs();
+    assert!(before >= FILES, "{before} transfers for {FILES} files");
+    let ids = inodes(out.path());
+    mirror(&args, &url, out.path());
+    assert_eq!(retrs(), before, "a rerun fetched files");
+    assert!(inodes(out.path()) == ids, "a rerun replaced files");
+    let changed = "a/b1/c/f7.bin";
+    let new = change_one(&servers, changed, &files[changed], true);
+    mirror(&args, &url, out.path());
+    assert_eq!(retrs(), before + 1, "only the changed file is fetched");
+    assert_eq!(std::fs::read(out.path().join(changed)).unwrap(), new);
+}
+
 // Under -c a file of the remote size is still out of date when its time
 // differs: -c resumes partial files, it does not keep changed ones.
 #[test]

@@ -200,6 +200,16 @@ macro_rules! setter {
 }
 
 impl Config {
+    /// Whether a mirrored file (a tree's, or a request's under
+    /// [`Request::mirror`](crate::Request::mirror)) is up to date only at
+    /// the remote time itself ([`LocalCopy::same_time`](crate::LocalCopy)):
+    /// when copies keep the remote time and timestamping does not rule.
+    /// Copies that keep their download time are up to date when not older
+    /// than the remote file, or every rerun would fetch them all again.
+    pub(crate) fn mirrors_same_time(&self) -> bool {
+        self.remote_time && !self.timestamping
+    }
+
     setter!(/// Files downloaded at once (at least 1).
         max_parallel: usize => max_parallel);
     setter!(/// Parts of one file fetched at once (at least 1).

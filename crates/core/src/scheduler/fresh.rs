@@ -32,7 +32,7 @@ impl Batch {
             .and_then(naming::sanitize_user_filename)
             .or_else(|| naming::filename_from_url(url))?;
         let path = request.dir.join(name);
-        let same_time = request.mirror && !self.config.timestamping;
+        let same_time = request.mirror && self.config.mirrors_same_time();
         LocalCopy::of(&path).map(|copy| (path, copy.with_same_time(same_time)))
     }
 

@@ -172,7 +172,7 @@ async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
     let shown = redact_url(&file.url);
     // A link or anything else but a file is never replaced: the download
     // takes the next free name, as any download does.
-    let same_time = !batch.config.timestamping;
+    let same_time = batch.config.mirrors_same_time();
     let copy = LocalCopy::of(&target).map(|copy| copy.with_same_time(same_time));
     let listed = file.size.is_some() && file.modified.is_some();
     if let Some(copy) = &copy
