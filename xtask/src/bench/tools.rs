@@ -247,6 +247,26 @@ impl Ctx<'_> {
         path(hosts.unwrap_or(self.servers.ssh_known_hosts()))
     }
 
+    /// Gives a pymatris run what `proto`'s server needs to be trusted and
+    /// logged in to, then the bench's `--pymatris-arg`s.
+    pub(super) fn pymatris_access(&self, inv: &mut Invocation, proto: Proto) {
+        match proto {
+            Proto::Https => {
+                inv.arg("--ca-cert").arg(path(self.servers.ca_cert()));
+            }
+            Proto::Sftp => {
+                inv.arg("--identity")
+                    .arg(path(self.servers.ssh_client_key()));
+                inv.arg("--known-hosts").arg(self.known_hosts());
+            }
+            Proto::Http | Proto::Ftp => {}
+        }
+        if !self.extra_args.is_empty() {
+            inv.args(self.extra_args.iter().cloned());
+            inv.settings = format!("{}, {}", inv.settings, self.extra_args.join(" "));
+        }
+    }
+
     /// Gives `inv` the URLs of `files`: the one URL as an argument, or
     /// several in a list file (`list`) read with `flag`.
     fn hand_urls(
@@ -333,20 +353,7 @@ impl Ctx<'_> {
                     inv.settings =
                         format!("--max-parallel {k} --max-splits {k} --max-per-host {k}");
                 }
-                match proto {
-                    Proto::Https => {
-                        inv.arg("--ca-cert").arg(path(s.ca_cert()));
-                    }
-                    Proto::Sftp => {
-                        inv.arg("--identity").arg(path(s.ssh_client_key()));
-                        inv.arg("--known-hosts").arg(self.known_hosts());
-                    }
-                    Proto::Http | Proto::Ftp => {}
-                }
-                if !self.extra_args.is_empty() {
-                    inv.args(self.extra_args.iter().cloned());
-                    inv.settings = format!("{}, {}", inv.settings, self.extra_args.join(" "));
-                }
+                self.pymatris_access(&mut inv, proto);
                 self.hand_urls(&mut inv, "-i", list_path, proto, files);
             }
             Tool::Python => {

@@ -144,20 +144,7 @@ pub(super) fn invocation(
             inv.args(["--quiet", "-r", "--dir"]).arg(path(out));
             inv.arg("--max-parallel").arg(n.to_string());
             inv.settings = format!("-r --max-parallel {n}");
-            match proto {
-                Proto::Https => {
-                    inv.arg("--ca-cert").arg(path(s.ca_cert()));
-                }
-                Proto::Sftp => {
-                    inv.arg("--identity").arg(path(s.ssh_client_key()));
-                    inv.arg("--known-hosts").arg(ctx.known_hosts());
-                }
-                Proto::Http | Proto::Ftp => {}
-            }
-            if !ctx.extra_args.is_empty() {
-                inv.args(ctx.extra_args.iter().cloned());
-                inv.settings = format!("{}, {}", inv.settings, ctx.extra_args.join(" "));
-            }
+            ctx.pymatris_access(&mut inv, proto);
             inv.arg(url);
         }
         Tool::Lftp => {
