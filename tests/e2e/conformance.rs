@@ -579,7 +579,8 @@ fn interrupt_and_resume_on_every_server(measure: bool, pick: fn(&Endpoint) -> bo
 
         // The first run's transfers must all be in the log before the
         // second begins: they sent at least what is on disk.
-        let before = if measure {
+        let by_log = measure && !counted_on_the_wire(e);
+        let before = if by_log {
             settled_sent(&servers, e, &rel, have)
         } else {
             0
@@ -600,16 +601,20 @@ fn interrupt_and_resume_on_every_server(measure: bool, pick: fn(&Endpoint) -> bo
         if !measure {
             continue;
         }
-        let sent = servers.of(e).bytes_sent(e.server, &rel, before + missing) - before;
+        let wire = meter.map(|m| m.bytes().unwrap());
+        let sent = match wire {
+            Some(wire) if !by_log => wire,
+            _ => servers.of(e).bytes_sent(e.server, &rel, before + missing) - before,
+        };
         assert!(
             sent >= missing,
-            "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
+            "{e}: the server shows {sent} bytes sent, fewer than the {missing} fetched"
         );
         costs.push(Cost {
             endpoint: format!("{e}, after Ctrl-C from {}", state["spans"]),
             missing,
             sent,
-            wire: meter.map(|m| m.bytes().unwrap()),
+            wire,
             log: log_lines(&servers, e, &name),
         });
     }
@@ -635,10 +640,17 @@ fn settled_sent(servers: &Suite, e: Endpoint, rel: &str, at_least: u64) -> u64 {
     }
 }
 
-/// A meter of what `e`'s data connections put on the wire, for a server
-/// that has data connections (FTP).
+/// Whether `e`'s cost is counted on the wire alone, not in its log: sshd
+/// logs a connection's bytes only if the client ends it with a FIN (see
+/// `Servers::wire_ports`).
+fn counted_on_the_wire(e: Endpoint) -> bool {
+    e.server == Server::Sshd
+}
+
+/// A meter of what `e`'s server put on the wire, for a server whose file
+/// bytes leave known ports (FTP data connections, sshd).
 fn wire_meter(servers: &Suite, e: Endpoint) -> Option<WireMeter> {
-    let (lo, hi) = servers.of(e).data_ports(e.server)?;
+    let (lo, hi) = servers.of(e).wire_ports(e.server)?;
     Some(WireMeter::ports(lo, hi).expect("count the data ports with nft (see .ci/run)"))
 }
 
@@ -657,9 +669,9 @@ fn log_lines(servers: &Suite, e: Endpoint, name: &str) -> Vec<String> {
 struct Cost {
     endpoint: String,
     missing: u64,
-    /// What the server's log says it sent.
+    /// What the server's log says it sent (sshd: what left its port).
     sent: u64,
-    /// What left the server's data ports (FTP servers only): the cost
+    /// What left the server's data ports (FTP servers and sshd): the cost
     /// bounded where the server has one (see `WireMeter`).
     wire: Option<u64>,
     /// The server's log lines about the file.
@@ -705,8 +717,8 @@ fn resume_on_every_server(size: usize, measure: bool, pick: fn(&Endpoint) -> boo
         .unwrap();
 
         let url = e.url(&servers, &rel);
-        // sshd counts whole connections, not files: count this run alone.
-        let before = if measure {
+        let by_log = measure && !counted_on_the_wire(e);
+        let before = if by_log {
             servers.of(e).bytes_sent(e.server, &rel, 0)
         } else {
             0
@@ -734,16 +746,20 @@ fn resume_on_every_server(size: usize, measure: bool, pick: fn(&Endpoint) -> boo
         if !measure {
             continue;
         }
-        let sent = servers.of(e).bytes_sent(e.server, &rel, before + missing) - before;
+        let wire = meter.map(|m| m.bytes().unwrap());
+        let sent = match wire {
+            Some(wire) if !by_log => wire,
+            _ => servers.of(e).bytes_sent(e.server, &rel, before + missing) - before,
+        };
         assert!(
             sent >= missing,
-            "{e}: the server's log shows {sent} bytes sent, fewer than the {missing} fetched"
+            "{e}: the server shows {sent} bytes sent, fewer than the {missing} fetched"
         );
         costs.push(Cost {
             endpoint: e.to_string(),
             missing,
             sent,
-            wire: meter.map(|m| m.bytes().unwrap()),
+            wire,
             log: log_lines(&servers, e, &name),
         });
     }

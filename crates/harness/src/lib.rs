@@ -261,13 +261,18 @@ impl Servers {
         }
     }
 
-    /// The passive (data connection) ports of an FTP server, to count with
-    /// a [`WireMeter`] what its data connections put on the wire; `None`
-    /// for a server that is not running or has no data connections.
-    pub fn data_ports(&self, server: Server) -> Option<(u16, u16)> {
+    /// The local ports whose packets carry `server`'s file bytes, to count
+    /// with a [`WireMeter`] what it put on the wire: an FTP server's passive
+    /// (data connection) range, sshd's one port (SSH carries everything on
+    /// one connection); `None` for a server that is not running or is
+    /// counted by its log. sshd logs a connection's bytes only when the
+    /// client ends it with a FIN, not after an SSH disconnect message
+    /// (OpenSSH's own sftp sends one) or a reset.
+    pub fn wire_ports(&self, server: Server) -> Option<(u16, u16)> {
         match server {
             Server::Vsftpd => self.vsftpd.as_ref().map(|v| v.pasv),
             Server::Pyftpdlib => self.pyftpdlib.as_ref().map(|p| p.pasv),
+            Server::Sshd => self.sshd.as_ref().map(|s| (s.port, s.port)),
             _ => None,
         }
     }
