@@ -270,8 +270,8 @@ impl Servers {
     /// (OpenSSH's own sftp sends one) or a reset.
     pub fn wire_ports(&self, server: Server) -> Option<(u16, u16)> {
         match server {
-            Server::Vsftpd => self.vsftpd.as_ref().map(|v| v.pasv),
-            Server::Pyftpdlib => self.pyftpdlib.as_ref().map(|p| p.pasv),
+            Server::Vsftpd => self.vsftpd.as_ref().map(|v| v.pasv.bounds()),
+            Server::Pyftpdlib => self.pyftpdlib.as_ref().map(|p| p.pasv.bounds()),
             Server::Sshd => self.sshd.as_ref().map(|s| (s.port, s.port)),
             _ => None,
         }
@@ -395,7 +395,7 @@ impl Servers {
             let (user, pass) = self.ftp_user();
             let _ = writeln!(s, "ftp:       {}", self.ftp_url(""));
             let _ = writeln!(s, "  anon:    {}", self.ftp_anon_url(""));
-            let (lo, hi) = self.vsftpd().pasv;
+            let (lo, hi) = self.vsftpd().pasv.bounds();
             let _ = writeln!(s, "  passive: ports {lo}-{hi}");
             let _ = writeln!(s, "  user:    {user} / password: {pass}");
             let _ = writeln!(
@@ -411,7 +411,7 @@ impl Servers {
         if let Some(p) = &self.pyftpdlib {
             let _ = writeln!(s, "pyftpdlib: {}", self.pyftpdlib_url(""));
             let _ = writeln!(s, "  anon:    {}", self.pyftpdlib_anon_url(""));
-            let _ = writeln!(s, "  passive: ports {}-{}", p.pasv.0, p.pasv.1);
+            let _ = writeln!(s, "  passive: ports {}-{}", p.pasv.lo, p.pasv.hi);
             let _ = writeln!(s, "  FTPS:    explicit (AUTH TLS) on the same port");
         }
         if self.sshd.is_some() {

@@ -237,9 +237,36 @@ pub(crate) fn free_port() -> Result<u16> {
     bail!("no free port found on 127.0.0.1")
 }
 
+/// A run of consecutive free ports, held (never handed out again by this
+/// process) until dropped.
+#[derive(Debug)]
+pub(crate) struct PortRange {
+    pub(crate) lo: u16,
+    pub(crate) hi: u16,
+}
+
+impl PortRange {
+    pub(crate) fn bounds(&self) -> (u16, u16) {
+        (self.lo, self.hi)
+    }
+}
+
+impl Drop for PortRange {
+    fn drop(&mut self) {
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(taken) = taken.as_mut() {
+            for p in self.lo..=self.hi {
+                taken.remove(&p);
+            }
+        }
+    }
+}
+
 /// A run of `len` consecutive free ports below the kernel's ephemeral range
-/// (32768 and up on Linux), for vsftpd's passive data connections.
-pub(crate) fn free_port_range(len: u16) -> Result<(u16, u16)> {
+/// (32768 and up on Linux), for an FTP server's passive data connections.
+/// There are 60 runs of 200: a test binary starts more FTP servers than
+/// that, so a run goes back to the pool when its server stops.
+pub(crate) fn free_port_range(len: u16) -> Result<PortRange> {
     const LOW: u16 = 20000;
     const HIGH: u16 = 32000;
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,7 +283,10 @@ pub(crate) fn free_port_range(len: u16) -> Result<(u16, u16)> {
             .all(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok());
         if all_free {
             taken.extend(ports);
-            return Ok((first, first + len - 1));
+            return Ok(PortRange {
+                lo: first,
+                hi: first + len - 1,
+            });
         }
     }
     bail!("no free range of {len} ports found on 127.0.0.1")
@@ -361,10 +391,20 @@ mod tests {
 
     #[test]
     fn port_ranges_do_not_overlap_ports_handed_out() {
-        let (lo, hi) = free_port_range(50).unwrap();
+        let a = free_port_range(50).unwrap();
+        let (lo, hi) = a.bounds();
         assert_eq!(hi - lo, 49);
-        let (lo2, hi2) = free_port_range(50).unwrap();
+        let (lo2, hi2) = free_port_range(50).unwrap().bounds();
         assert!(hi2 < lo || lo2 > hi);
         assert!(lo >= 20000 && hi < 32768);
+    }
+
+    /// A test binary starts more FTP servers, one after another, than
+    /// there are runs of 200 ports (CI once ran out).
+    #[test]
+    fn a_port_range_goes_back_when_dropped() {
+        for _ in 0..200 {
+            drop(free_port_range(200).unwrap());
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use crate::process::{Proc, StartError, free_port, free_port_range, with_port_retries};
+use crate::process::{PortRange, Proc, StartError, free_port, free_port_range, with_port_retries};
 use crate::python::venv_python;
 use crate::users::{FTP_USER, PASSWORD};
 
@@ -40,7 +40,7 @@ pub struct PyftpdlibOptions {
 pub(crate) struct Pyftpdlib {
     pub(crate) proc: Proc,
     pub(crate) port: u16,
-    pub(crate) pasv: (u16, u16),
+    pub(crate) pasv: PortRange,
 }
 
 pub(crate) fn start(
@@ -57,7 +57,7 @@ pub(crate) fn start(
     with_port_retries(|| {
         let port = free_port()?;
         let pasv = free_port_range(PASV_PORTS)?;
-        let config = config(dir, data, tls, port, pasv, options);
+        let config = config(dir, data, tls, port, pasv.bounds(), options);
         let conf = dir.join("pyftpdlib.json");
         fs::write(&conf, config).map_err(anyhow::Error::from)?;
         let mut proc = Proc::spawn(

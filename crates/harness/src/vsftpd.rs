@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::process::{Proc, StartError, VSFTPD, free_port, free_port_range, with_port_retries};
+use crate::process::{
+    PortRange, Proc, StartError, VSFTPD, free_port, free_port_range, with_port_retries,
+};
 use crate::users::{FTP_USER, ensure_user};
 
 /// How many passive ports each vsftpd gets. Every transfer takes one for the
@@ -18,7 +20,7 @@ const PASV_PORTS: u16 = 200;
 pub(crate) struct Vsftpd {
     pub(crate) proc: Proc,
     pub(crate) port: u16,
-    pub(crate) pasv: (u16, u16),
+    pub(crate) pasv: PortRange,
 }
 
 pub(crate) struct FtpConfig<'a> {
@@ -36,7 +38,7 @@ pub(crate) fn start(c: &FtpConfig<'_>) -> Result<Vsftpd> {
         let port = free_port()?;
         let pasv = free_port_range(PASV_PORTS)?;
         let conf = c.dir.join("vsftpd.conf");
-        fs::write(&conf, config(c, port, pasv)).map_err(anyhow::Error::from)?;
+        fs::write(&conf, config(c, port, pasv.bounds())).map_err(anyhow::Error::from)?;
         let mut proc = Proc::spawn(
             "vsftpd",
             vsftpd,
