@@ -412,6 +412,22 @@ fn an_unknown_host_is_refused_then_accepted_then_known() {
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), "", "nothing added");
     assert!(list_dir(&dir).is_empty());
 
+    // A dry run touches no file: the new key is trusted for that run
+    // alone.
+    let dry = with(&["--dry-run", "--accept-new-host-keys"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).starts_with("download "),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        "",
+        "a dry run added the key"
+    );
+    assert!(list_dir(&dir).is_empty());
+
     let accepted = with(&["--quiet", "--accept-new-host-keys"]);
     assert_eq!(accepted.status.code(), Some(0), "{}", stderr(&accepted));
     let recorded = std::fs::read_to_string(&kh).unwrap();

@@ -45,6 +45,10 @@ pub struct ProtocolConfig {
     /// The SOCKS5 proxy every protocol connects through (`None`: the one
     /// `ALL_PROXY` names, if it names one; see [`ProtocolConfig::socks`]).
     pub socks_proxy: Option<crate::socks::SocksProxy>,
+    /// Write no local file: the batch is a dry run. A protocol that keeps
+    /// state of its own on disk (SFTP's known hosts) uses what is there
+    /// and records nothing.
+    pub read_only: bool,
     /// The options of each protocol, by type.
     options: HashMap<TypeId, Arc<dyn ProtocolOptions>>,
     /// Protocols registered explicitly, looked up before the linked ones:
@@ -62,6 +66,7 @@ impl Default for ProtocolConfig {
             insecure: false,
             netrc: None,
             socks_proxy: None,
+            read_only: false,
             options: HashMap::new(),
             plugins: Vec::new(),
         }
@@ -105,6 +110,7 @@ impl fmt::Debug for ProtocolConfig {
             .field("insecure", &self.insecure)
             .field("netrc", &self.netrc)
             .field("socks_proxy", &self.socks_proxy)
+            .field("read_only", &self.read_only)
             .field("options", &options)
             .field("registered", &registered)
             .finish()

@@ -276,12 +276,21 @@ pub(crate) struct Policy {
     files: Vec<PathBuf>,
     /// Where accepted keys go: `--known-hosts` or `~/.ssh/known_hosts`.
     learn_to: Option<PathBuf>,
+    /// Whether an accepted key is written there (not in a dry run).
+    record: bool,
     /// Serialises check-then-append, so two connections to one new host
     /// add its key once.
     learning: std::sync::Mutex<()>,
 }
 
 impl Policy {
+    /// Accepted keys are trusted for this batch alone, written nowhere
+    /// (a dry run touches no file).
+    pub(crate) fn without_recording(mut self) -> Self {
+        self.record = false;
+        self
+    }
+
     pub(crate) fn new(known_hosts: Option<PathBuf>, insecure: bool, accept_new: bool) -> Self {
         let (files, learn_to) = match known_hosts {
             Some(path) => (vec![path.clone()], Some(path)),
@@ -297,6 +306,7 @@ impl Policy {
             accept_new,
             files,
             learn_to,
+            record: true,
             learning: std::sync::Mutex::new(()),
         }
     }
@@ -344,6 +354,14 @@ impl Policy {
                 &desc,
                 &format!("{}:{line}", path.display()),
             )),
+            Verdict::Unknown if self.accept_new && !self.record => {
+                tracing::warn!(
+                    host = %host_port,
+                    key = %desc,
+                    "new host key accepted for this run, not recorded (a dry run writes no file)"
+                );
+                Ok(())
+            }
             Verdict::Unknown if self.accept_new => {
                 let Some(path) = &self.learn_to else {
                     return Err(crate::error::known_hosts_io(

@@ -111,11 +111,18 @@ impl SftpProtocol {
         let settings = Settings {
             timeout: cfg.timeout,
             max_per_host: cfg.max_per_host,
-            policy: Arc::new(Policy::new(
-                options.known_hosts.clone(),
-                cfg.insecure,
-                options.accept_new_host_keys,
-            )),
+            policy: Arc::new({
+                let policy = Policy::new(
+                    options.known_hosts.clone(),
+                    cfg.insecure,
+                    options.accept_new_host_keys,
+                );
+                if cfg.read_only {
+                    policy.without_recording()
+                } else {
+                    policy
+                }
+            }),
             keys: KeySources::new(options.identity.clone()),
             socks: cfg.socks(),
         };

@@ -16,6 +16,7 @@ use super::{CLOSE_WAIT, Downloader, Request, failed_early};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::RemoteMeta;
 use crate::redact::redact_url_str;
+use crate::registry::Protocols;
 use crate::results::Failed;
 use crate::{naming, resume};
 
@@ -64,7 +65,11 @@ impl Downloader {
     /// [`enqueue_tree`](Self::enqueue_tree) are not walked.
     pub async fn dry_run(&mut self) -> Vec<StdResult<Planned, Failed>> {
         let requests = std::mem::take(&mut self.queue);
-        let batch = Arc::new(self.batch(requests.len()));
+        let mut batch = self.batch(requests.len());
+        let mut protocol = self.config.protocol.clone();
+        protocol.read_only = true;
+        batch.protocols = Protocols::new(protocol);
+        let batch = Arc::new(batch);
         let parallel = self.config.max_parallel.max(1);
         let planned = futures_util::stream::iter(requests)
             .map(|request| batch.clone().plan_one(request))
