@@ -136,7 +136,7 @@ impl Job {
 
     /// Queues one file.
     #[pyo3(signature = (url, dir, *, filename=None, sha256=None, max_splits=None, max_tries=None,
-        headers=None, overwrite=None))]
+        headers=None, overwrite=None, mirrors=None))]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
@@ -148,6 +148,7 @@ impl Job {
         max_tries: Option<u32>,
         headers: Option<Vec<(String, String)>>,
         overwrite: Option<bool>,
+        mirrors: Option<Vec<String>>,
     ) -> PyResult<()> {
         if max_splits == Some(0) || max_tries == Some(0) {
             return Err(PyValueError::new_err(
@@ -155,7 +156,11 @@ impl Job {
             ));
         }
         let headers = headers.unwrap_or_default();
-        logs::add_secrets(std::iter::once(url.as_str()), &headers);
+        let mirrors = mirrors.unwrap_or_default();
+        logs::add_secrets(
+            std::iter::once(url.as_str()).chain(mirrors.iter().map(String::as_str)),
+            &headers,
+        );
         let shown = pymatris_core::Url::parse(&url)
             .map(|u| pymatris_core::redact_url(&u))
             .unwrap_or_else(|_| pymatris_core::redact_url_str(&url));
@@ -177,6 +182,9 @@ impl Job {
         }
         for (name, value) in headers {
             request = request.header(name, value);
+        }
+        if !mirrors.is_empty() {
+            request = request.mirrors(mirrors);
         }
         let mut requests = self.requests.lock().expect("job poisoned");
         requests

@@ -202,6 +202,22 @@ def test_checksum(servers, tmp_path, quiet_session):
     assert not (tmp_path / "bad" / "c.bin").exists()
 
 
+def test_mirrors_serve_a_file_whose_first_url_is_busy(servers, recorder, tmp_path, quiet_session):
+    body = servers.write("mirrored/m.bin", os.urandom(200_000))
+    recorder.routes["/m.bin"] = lambda: (503, b"busy")
+    dl = Downloader(max_tries=5, session_config=quiet_session(servers))
+    dl.enqueue_file(recorder.url("/m.bin"), path=tmp_path, mirrors=[servers.ftp("mirrored/m.bin")])
+    results = dl.download()
+    assert list(results) == [str(tmp_path / "m.bin")], results.errors
+    assert (tmp_path / "m.bin").read_bytes() == body
+    # The mirror is asked at once rather than the busy server retried.
+    assert len(recorder.hits("/m.bin")) == 1
+    with pytest.raises(TypeError, match="mirrors"):
+        dl.enqueue_file(recorder.url("/m.bin"), mirrors=servers.ftp("mirrored/m.bin"))
+    with pytest.raises(TypeError, match="mirrors"):
+        dl.enqueue_file(recorder.url("/m.bin"), mirrors=[1])
+
+
 def test_per_file_headers_max_tries_and_no_retry_of_404(recorder, tmp_path, quiet_session):
     recorder.routes["/ok"] = lambda: (200, b"ok")
     recorder.routes["/busy"] = lambda: (503, b"busy")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Downloader"]
 
 # The keywords `enqueue_file` takes besides its own.
-_FILE_OPTIONS = ("max_splits", "max_tries", "headers", "checksum")
+_FILE_OPTIONS = ("max_splits", "max_tries", "headers", "checksum", "mirrors")
 
 
 class Downloader:
@@ -93,8 +93,11 @@ class Downloader:
         Keywords: ``max_splits``, ``max_tries`` (this file's own),
         ``headers`` (a dict of extra HTTP headers for this file),
         ``checksum`` (``"sha256:<hex>"``: a file that does not match fails
-        and is not kept). An unsupported scheme raises ``ValueError``; an
-        unknown keyword ``TypeError``.
+        and is not kept), ``mirrors`` (a list of other URLs of the same
+        file, any scheme: its parts are spread over them, and a URL that
+        fails or serves another version is left for the others). An
+        unsupported scheme raises ``ValueError``; an unknown keyword
+        ``TypeError``.
         """
         unknown = [k for k in kwargs if k not in _FILE_OPTIONS]
         if unknown:
@@ -121,6 +124,11 @@ class Downloader:
                 item[name] = kwargs[name]
         if kwargs.get("headers"):
             item["headers"] = _check_headers(kwargs["headers"])
+        mirrors = kwargs.get("mirrors")
+        if mirrors is not None:
+            if isinstance(mirrors, (str, bytes)) or not all(isinstance(m, str) for m in mirrors):
+                raise TypeError("mirrors must be a list of URL strings")
+            item["mirrors"] = list(mirrors)
         checksum = kwargs.get("checksum")
         if checksum is not None:
             algo, sep, hexdigest = str(checksum).partition(":")
