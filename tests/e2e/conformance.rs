@@ -579,13 +579,8 @@ fn interrupt_and_resume_on_every_server(measure: bool, pick: fn(&Endpoint) -> bo
 
         // The first run's transfers must all be in the log before the
         // second begins: they sent at least what is on disk.
-        let by_log = measure && !counted_on_the_wire(e);
-        let before = if by_log {
-            settled_sent(&servers, e, &rel, have)
-        } else {
-            0
-        };
-        let meter = measure.then(|| wire_meter(&servers, e)).flatten();
+        let counter =
+            measure.then(|| Counter::start(&servers, e, || settled_sent(&servers, e, &rel, have)));
         let (run, json) = pymatris(
             &servers,
             home.path(),
@@ -598,25 +593,16 @@ fn interrupt_and_resume_on_every_server(measure: bool, pick: fn(&Endpoint) -> bo
             std::fs::read(out.join(&name)).unwrap() == source,
             "{e}: the resumed file differs"
         );
-        if !measure {
-            continue;
+        if let Some(counter) = counter {
+            costs.push(counter.cost(
+                &servers,
+                e,
+                &rel,
+                &name,
+                missing,
+                format!("{e}, after Ctrl-C from {}", state["spans"]),
+            ));
         }
-        let wire = meter.map(|m| m.bytes().unwrap());
-        let sent = match wire {
-            Some(wire) if !by_log => wire,
-            _ => servers.of(e).bytes_sent(e.server, &rel, before + missing) - before,
-        };
-        assert!(
-            sent >= missing,
-            "{e}: the server shows {sent} bytes sent, fewer than the {missing} fetched"
-        );
-        costs.push(Cost {
-            endpoint: format!("{e}, after Ctrl-C from {}", state["spans"]),
-            missing,
-            sent,
-            wire,
-            log: log_lines(&servers, e, &name),
-        });
     }
     costs
 }
@@ -640,11 +626,53 @@ fn settled_sent(servers: &Suite, e: Endpoint, rel: &str, at_least: u64) -> u64 {
     }
 }
 
-/// Whether `e`'s cost is counted on the wire alone, not in its log: sshd
-/// logs a connection's bytes only if the client ends it with a FIN (see
+/// Counts what one run costs `e`'s server: on the wire where its file
+/// bytes leave known ports (FTP data connections, sshd), and from its log
+/// (less what the log held before the run) except for sshd, which logs a
+/// connection's bytes only if the client ends it with a FIN (see
 /// `Servers::wire_ports`).
-fn counted_on_the_wire(e: Endpoint) -> bool {
-    e.server == Server::Sshd
+struct Counter {
+    /// What the log said before the run, if the log counts.
+    logged_before: Option<u64>,
+    meter: Option<WireMeter>,
+}
+
+impl Counter {
+    fn start(servers: &Suite, e: Endpoint, logged: impl FnOnce() -> u64) -> Counter {
+        Counter {
+            logged_before: (e.server != Server::Sshd).then(logged),
+            meter: wire_meter(servers, e),
+        }
+    }
+
+    /// The cost of the run just ended, which fetched `missing` bytes.
+    fn cost(
+        self,
+        servers: &Suite,
+        e: Endpoint,
+        rel: &str,
+        name: &str,
+        missing: u64,
+        endpoint: String,
+    ) -> Cost {
+        let wire = self.meter.map(|m| m.bytes().unwrap());
+        let sent = match (self.logged_before, wire) {
+            (Some(before), _) => servers.of(e).bytes_sent(e.server, rel, before + missing) - before,
+            (None, Some(wire)) => wire,
+            (None, None) => unreachable!("{e} is counted neither by its log nor on the wire"),
+        };
+        assert!(
+            sent >= missing,
+            "{e}: the server shows {sent} bytes sent, fewer than the {missing} fetched"
+        );
+        Cost {
+            endpoint,
+            missing,
+            sent,
+            wire,
+            log: log_lines(servers, e, name),
+        }
+    }
 }
 
 /// A meter of what `e`'s server put on the wire, for a server whose file
@@ -717,13 +745,9 @@ fn resume_on_every_server(size: usize, measure: bool, pick: fn(&Endpoint) -> boo
         .unwrap();
 
         let url = e.url(&servers, &rel);
-        let by_log = measure && !counted_on_the_wire(e);
-        let before = if by_log {
-            servers.of(e).bytes_sent(e.server, &rel, 0)
-        } else {
-            0
-        };
-        let meter = measure.then(|| wire_meter(&servers, e)).flatten();
+        // A log counts the earlier runs too: count this one alone.
+        let counter = measure
+            .then(|| Counter::start(&servers, e, || servers.of(e).bytes_sent(e.server, &rel, 0)));
         let (run, json) = pymatris(
             &servers,
             home.path(),
@@ -743,25 +767,9 @@ fn resume_on_every_server(size: usize, measure: bool, pick: fn(&Endpoint) -> boo
                 "{e}: bytes {pos}..{end} are not the remote bytes"
             );
         }
-        if !measure {
-            continue;
+        if let Some(counter) = counter {
+            costs.push(counter.cost(&servers, e, &rel, &name, missing, e.to_string()));
         }
-        let wire = meter.map(|m| m.bytes().unwrap());
-        let sent = match wire {
-            Some(wire) if !by_log => wire,
-            _ => servers.of(e).bytes_sent(e.server, &rel, before + missing) - before,
-        };
-        assert!(
-            sent >= missing,
-            "{e}: the server shows {sent} bytes sent, fewer than the {missing} fetched"
-        );
-        costs.push(Cost {
-            endpoint: e.to_string(),
-            missing,
-            sent,
-            wire,
-            log: log_lines(&servers, e, &name),
-        });
     }
     costs
 }
