@@ -643,18 +643,19 @@ async fn files_waiting_for_a_slot_are_not_cut_into_parts() {
         .nth(4)
         .map(|(n, _)| n)
         .expect("first requests");
-    // The rest of a file after its first answer is one request up to its
-    // end; a part would end short of it.
-    let to_the_end = |r: &RequestLog| {
-        let i: usize = (r.path.trim_start_matches("/w").trim_end_matches(".bin"))
-            .parse()
-            .expect("a file's number");
-        let end = r.range.as_deref().and_then(|v| v.rsplit_once('-'));
-        end.and_then(|(_, last)| last.parse::<usize>().ok()) == Some(bodies[i].len() - 1)
-    };
+    // The rest of a file after its first answer is asked for from where
+    // the last answer ended (in one request or several, each asking for a
+    // part of what is left); a second part would start further on.
+    let mut next_start = std::collections::HashMap::new();
     for (n, r) in log[..fifth_start].iter().enumerate() {
+        let range = r.range.as_deref().and_then(|v| v.strip_prefix("bytes="));
+        let (first, last) = range
+            .and_then(|v| v.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+            .expect("a range with an end");
+        let expected = next_start.insert(r.path.clone(), last + 1);
         assert!(
-            whole(r) || to_the_end(r),
+            first == 0 || expected == Some(first),
             "request {n} cut a file into parts while files waited:\n{}",
             show(&log)
         );

@@ -8,6 +8,7 @@ mod config;
 mod conformance;
 mod disk;
 mod dry_run;
+mod endgame;
 mod faults;
 mod ftp;
 mod h2;

@@ -276,6 +276,15 @@ pub trait Protocol: Send + Sync + Debug {
         None
     }
 
+    /// Whether its server stops at the end of a range it was asked for
+    /// (HTTP, SFTP): then the engine asks for a long part in several
+    /// requests, so that cutting the part later loses nothing the server
+    /// sent. A protocol whose ranges only have a start (FTP's `REST`) says
+    /// no, and each part is asked for in one request.
+    fn stops_at_range_end(&self) -> bool {
+        true
+    }
+
     /// Closes the idle connections it keeps, politely (FTP `QUIT`), at the
     /// end of a batch: servers that count sessions free their places at
     /// once rather than when they notice the connection is gone.

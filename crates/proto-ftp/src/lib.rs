@@ -258,6 +258,12 @@ impl Protocol for FtpProtocol {
         }
     }
 
+    // `REST` has no end: a request that stops short of its part's end is
+    // a cut transfer, and a new data connection for the rest.
+    fn stops_at_range_end(&self) -> bool {
+        false
+    }
+
     async fn stat(&self, url: &Url) -> pymatris_core::Result<RemoteMeta> {
         let target = target::parse(url, self.ftp_tls)?;
         let host = self.pool.host(&target.host);

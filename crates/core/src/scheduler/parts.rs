@@ -30,6 +30,25 @@ pub(super) const STALL_GAPS: u32 = 4;
 /// How long a part's request runs before its pace says anything.
 pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 
+/// How many bytes one request of a span asks for, of the `left` it has:
+/// half of them while that is more than about [`SPLIT_HORIZON`] at `pace`
+/// (the bytes per second of one part's request; twice the smallest part
+/// when it is not known yet), all of them after. A split then cuts at the
+/// end of the request under way, where the server stops sending of its
+/// own accord: cutting a request in the middle loses whatever the server
+/// sent past the cut (a round trip of the link's bytes, megabytes on a long
+/// fast one). Each request after the first costs its connection a round
+/// trip, so they halve rather than stay small.
+fn request_len(left: u64, pace: Option<f64>, min_split: u64) -> u64 {
+    let horizon = pace.map_or(0, |p| (p * SPLIT_HORIZON.as_secs_f64()) as u64);
+    let floor = horizon.max(min_split.max(1).saturating_mul(2));
+    if left <= floor.saturating_add(floor / 4) {
+        left
+    } else {
+        left / 2
+    }
+}
+
 /// How far the first request of a file asks, made before its size is known
 /// (a range with an end, so that a server never sends past the first part
 /// once the file is cut): twice the smallest part, so that a file too small
@@ -103,6 +122,9 @@ pub(super) struct PartTable<S> {
     /// The one stream started over from byte 0, so the file on disk may
     /// be longer than what this attempt wrote.
     rewound: bool,
+    /// The pace of the last request of any span that showed one (bytes per
+    /// second), for the first request of a span that has none yet.
+    pace: Option<f64>,
 }
 
 impl<S: Default> PartTable<S> {
@@ -126,6 +148,7 @@ impl<S: Default> PartTable<S> {
             last_byte: now,
             one_stream,
             rewound: false,
+            pace: None,
         }
     }
 
@@ -156,11 +179,10 @@ impl<S: Default> PartTable<S> {
         let min = self.rules.min_split.max(1);
         let victim = (self.spans.iter().enumerate())
             .filter(|(_, s)| s.active && s.left() >= 2 * min && s.worth_splitting(now))
-            .max_by_key(|(_, s)| s.left())
-            .map(|(id, _)| id);
-        if let Some(victim) = victim {
+            .filter_map(|(id, s)| Some((id, s.cut_at(min, now)?, s.left())))
+            .max_by_key(|&(_, _, left)| left);
+        if let Some((victim, at, _)) = victim {
             let v = &mut self.spans[victim];
-            let at = v.pos + v.left() / 2;
             let stolen = Span::new(at, at, v.end, now);
             v.end = at;
             self.spans.push(stolen);
@@ -260,17 +282,27 @@ impl<S> PartTable<S> {
         true
     }
 
-    /// A new request for the rest of `id` starts, from the first byte
-    /// not on disk (after a failed write, bytes gathered are lost).
-    /// Returns the range to ask for.
-    pub(super) fn begin_request(&mut self, id: SpanId, now: Instant) -> (u64, u64) {
+    /// A new request for `id` starts, from the first byte not on disk
+    /// (after a failed write, bytes gathered are lost), for as much of the
+    /// rest as [`request_len`] says (all of it when the size is unknown or
+    /// the file is one stream, which no one splits, or when the server
+    /// would not stop at the end asked: not `stops`). Returns the range to
+    /// ask for.
+    pub(super) fn begin_request(&mut self, id: SpanId, stops: bool, now: Instant) -> (u64, u64) {
+        let own = self.spans[id].pace(now);
+        self.pace = own.or(self.pace);
+        let bounded = stops && self.size.is_some() && !self.one_stream;
+        let (pace, min) = (self.pace, self.rules.min_split);
         let s = &mut self.spans[id];
         s.pos = s.on_disk;
         s.began = now;
         s.began_pos = s.pos;
         s.longest_gap = Duration::ZERO;
-        s.asked = s.end;
-        (s.pos, s.end)
+        s.asked = match bounded {
+            true => s.pos + request_len(s.left(), pace, min),
+            false => s.end,
+        };
+        (s.pos, s.asked)
     }
 
     /// The request that fills `id` asked only up to `end` (the first

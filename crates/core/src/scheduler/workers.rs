@@ -276,7 +276,8 @@ impl FileJob {
     /// Requests the rest of `span`. Returns `None` when nothing is left.
     pub(super) async fn refetch(&self, span: SpanId, conn: &Conn) -> Result<Option<ByteStream>> {
         let mirror = &conn.mirror;
-        let (pos, end) = self.parts().begin_request(span, Instant::now());
+        let stops = mirror.protocol.stops_at_range_end();
+        let (pos, end) = self.parts().begin_request(span, stops, Instant::now());
         if pos >= end {
             return Ok(None);
         }

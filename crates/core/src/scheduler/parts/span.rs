@@ -93,6 +93,41 @@ impl<S> Span<S> {
         elapsed.mul_f64(self.left() as f64 / received as f64) >= SPLIT_HORIZON
     }
 
+    /// Where an idle connection cuts this span, if anywhere: at the middle
+    /// of what is left, or at the end of the request under way when that
+    /// is further (the server stops there of its own accord, so no byte it
+    /// sent is lost). A cut inside the request under way loses what the
+    /// server sent past it, so it is made only for a part far from done
+    /// at its pace (twice the horizon), or one still waiting.
+    pub(super) fn cut_at(&self, min_split: u64, now: Instant) -> Option<u64> {
+        let mid = self.pos + self.left() / 2;
+        if self.asked < self.end && self.end - self.asked >= min_split {
+            return Some(mid.max(self.asked));
+        }
+        let far = self.waiting
+            || self
+                .time_left(now)
+                .is_none_or(|left| left >= 2 * SPLIT_HORIZON);
+        far.then_some(mid)
+    }
+
+    /// The pace of its current request, in bytes per second, once it has
+    /// run long enough to say.
+    pub(super) fn pace(&self, now: Instant) -> Option<f64> {
+        let elapsed = now.saturating_duration_since(self.began);
+        let received = self.pos.saturating_sub(self.began_pos);
+        (elapsed >= PACE_SEEN_AFTER && received > 0)
+            .then(|| received as f64 / elapsed.as_secs_f64())
+    }
+
+    /// How long the rest takes at the pace of its current request (`None`
+    /// before any byte of it arrived).
+    fn time_left(&self, now: Instant) -> Option<Duration> {
+        let elapsed = now.saturating_duration_since(self.began);
+        let received = self.pos.saturating_sub(self.began_pos);
+        (received > 0).then(|| elapsed.mul_f64(self.left() as f64 / received as f64))
+    }
+
     /// Whether its worker has received nothing for longer than the link
     /// explains while the server owed it bytes: for the takeover delay, and
     /// for [`STALL_GAPS`] times the longest wait its request has known.

@@ -92,7 +92,7 @@ fn a_request_that_gave_all_it_asked_is_followed_by_one_for_the_rest() {
     deliver(&mut t, 0, 100, t0);
     assert!(t.ended_where_asked(0));
     // The next request asks for the rest of the span.
-    assert_eq!(t.begin_request(0, t0), (300, 500));
+    assert_eq!(t.begin_request(0, true, t0), (300, 500));
     assert!(!t.ended_where_asked(0));
     deliver(&mut t, 0, 200, t0);
     assert!(!t.ended_where_asked(0), "the span is full");
@@ -139,10 +139,82 @@ fn a_span_on_course_to_finish_soon_is_left_to_its_connection() {
 }
 
 #[test]
+fn a_request_asks_for_half_of_a_long_rest_and_all_of_a_short_one() {
+    let t0 = Instant::now();
+    let mut t = table(100_000, 2, 100, t0);
+    // No pace yet: half of the span.
+    assert_eq!(t.begin_request(0, true, t0), (0, 25_000));
+    t.answered(0, t0);
+    // 50 kB/s: the rest of the span is under the horizon at that pace.
+    deliver(&mut t, 0, 25_000, t0 + 500 * MS);
+    assert!(t.ended_where_asked(0));
+    assert_eq!(t.begin_request(0, true, t0 + 500 * MS), (25_000, 50_000));
+    // A span that has no pace of its own goes by the file's (without it,
+    // it would ask for half).
+    assert_eq!(t.begin_request(1, true, t0 + 500 * MS), (50_000, 100_000));
+    // The same rest at a tenth of the pace is halved again.
+    let mut t = table(100_000, 2, 100, t0);
+    t.begin_request(0, true, t0);
+    t.answered(0, t0);
+    deliver(&mut t, 0, 2_500, t0 + 500 * MS);
+    assert_eq!(t.begin_request(0, true, t0 + 500 * MS), (2_500, 26_250));
+    // A server that would not stop at the end asked (FTP) is asked for
+    // the whole span.
+    let mut t = table(100_000, 2, 100, t0);
+    assert_eq!(t.begin_request(0, false, t0), (0, 50_000));
+    // Unknown sizes and one stream ask for everything too.
+    let mut t = PartTable::<Cell<bool>>::new(None, &[[0, 0, u64::MAX]], rules(100), false, t0);
+    assert_eq!(t.begin_request(0, true, t0), (0, u64::MAX));
+    let mut t =
+        PartTable::<Cell<bool>>::new(Some(100_000), &[[0, 0, 100_000]], rules(100), true, t0);
+    assert_eq!(t.begin_request(0, true, t0), (0, 100_000));
+}
+
+#[test]
+fn a_split_never_cuts_a_request_that_its_server_would_send_past_the_cut() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 1, 1000, t0);
+    assert_eq!(t.begin_request(0, true, t0), (0, 500_000));
+    t.answered(0, t0);
+    deliver(&mut t, 0, 100_000, t0 + 500 * MS);
+    // The cut is in the middle of the rest, past the end of the request
+    // under way, which stops there: the next asks up to the cut.
+    let given = t.next_for_idle(t0 + 500 * MS);
+    assert_eq!(
+        given,
+        Some(Given::Split {
+            span: 1,
+            at: 550_000
+        })
+    );
+    deliver(&mut t, 0, 400_000, t0 + 2500 * MS);
+    assert!(t.ended_where_asked(0));
+    assert_eq!(t.begin_request(0, true, t0 + 2500 * MS), (500_000, 550_000));
+    // A last request (all of a short rest) is cut only when its part is
+    // far from done at its pace: a part with 1.5 s left is not.
+    let mut t = table(1_000_000, 1, 1000, t0);
+    t.asked_up_to(0, 1_000_000);
+    deliver(&mut t, 0, 400_000, t0 + SPLIT_HORIZON);
+    assert_eq!(t.next_for_idle(t0 + SPLIT_HORIZON), None);
+    // With 2.5 s left, it is, in the middle.
+    let mut t = table(1_000_000, 1, 1000, t0);
+    t.asked_up_to(0, 1_000_000);
+    deliver(&mut t, 0, 285_000, t0 + SPLIT_HORIZON);
+    let given = t.next_for_idle(t0 + SPLIT_HORIZON);
+    assert_eq!(
+        given,
+        Some(Given::Split {
+            span: 1,
+            at: 642_500
+        })
+    );
+}
+
+#[test]
 fn a_span_still_asking_for_its_bytes_is_split_after_the_horizon() {
     let t0 = Instant::now();
     let mut t = table(1_000_000, 1, 1000, t0);
-    t.begin_request(0, t0);
+    t.begin_request(0, true, t0);
     t.waiting(0);
     assert_eq!(t.next_for_idle(t0 + SPLIT_HORIZON - MS), None);
     assert!(t.next_for_idle(t0 + SPLIT_HORIZON).is_some());
@@ -155,7 +227,7 @@ fn a_span_answered_late_is_judged_by_its_pace_since_the_answer() {
     // The last part's request waits 300 ms for its answer, then its bytes
     // come fast: a few ms after the answer it has little, and nothing says
     // yet that it is slow.
-    t.begin_request(3, t0);
+    t.begin_request(3, true, t0);
     t.waiting(3);
     let answered = t0 + 300 * MS;
     t.answered(3, answered);
@@ -252,7 +324,7 @@ fn a_span_is_stalled_by_its_own_pace_not_a_fixed_silence() {
     let mut t = table(1000, 1, 1000, t0);
     deliver(&mut t, 0, 10, t0 + 2000 * MS);
     deliver(&mut t, 0, 10, t0 + 4000 * MS);
-    t.begin_request(0, t0 + 4000 * MS);
+    t.begin_request(0, true, t0 + 4000 * MS);
     t.answered(0, t0 + 4000 * MS);
     deliver(&mut t, 0, 10, t0 + 4001 * MS);
     assert!(t.next_for_idle(t0 + 4001 * MS + TAKEOVER).is_some());
@@ -321,7 +393,7 @@ fn a_retry_asks_again_from_the_first_byte_not_on_disk() {
     t.record(0, 100, t0);
     t.written(0, 60);
     assert_eq!(t.resume_state(), vec![[0, 60, 1000]]);
-    assert_eq!(t.begin_request(0, t0), (60, 1000));
+    assert_eq!(t.begin_request(0, true, t0), (60, 1000));
     assert_eq!(t.received(), 60);
 }
 
@@ -490,7 +562,7 @@ impl Model {
                     let gathered = self.conns[conn].gathered;
                     self.write(conn, gathered);
                 }
-                let (pos, end) = self.t.begin_request(span, self.now);
+                let (pos, end) = self.t.begin_request(span, true, self.now);
                 assert_eq!(pos, self.t.resume_state()[span][1]);
                 self.t.answered(span, self.now);
                 self.progressed[span] = self.now;
