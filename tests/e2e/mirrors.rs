@@ -247,44 +247,132 @@ async fn every_mirror_down_is_one_error_naming_each() {
 /// An FTP mirror of an HTTP file: the same file on both (one data
 /// directory), its time told by `Last-Modified` and `MDTM` alike. (The
 /// command, which has every protocol.)
+/// A mirror may speak another protocol: an FTP or an SFTP copy of an HTTP
+/// file serves some of its parts.
 #[test]
-fn an_ftp_mirror_of_an_http_file_serves_its_parts() {
+fn ftp_and_sftp_mirrors_of_an_http_file_serve_their_parts() {
     const SIZE: usize = 8 * MIB;
-    let which = Which {
-        http: true,
-        ftp: true,
-        sftp: false,
-    };
-    let servers = Servers::start(which).expect("start nginx and vsftpd");
+    let servers = Servers::start(Which::all()).expect("start nginx, vsftpd and sshd");
     let body = random_bytes(SIZE, 79);
     servers.write_file("mixed/f.bin", &body);
-    let tmp = tempfile::tempdir().expect("tempdir");
     let first = servers.http_url("mixed/f.bin");
-    let out = run_pymatris([
-        "--json",
-        "--max-splits",
-        "4",
-        "--min-split-size",
-        "256K",
-        "--dir",
-        &dir_of(&tmp),
-        "--mirror",
-        &servers.ftp_url("mixed/f.bin"),
-        &first,
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(std::fs::read(tmp.path().join("f.bin")).unwrap(), body);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json");
-    let served_by = &json["success"][0]["served_by"];
-    assert_eq!(served_by[0], first.as_str(), "{json}");
+    let key = servers.ssh_client_key().to_str().unwrap().to_owned();
+    let kh = servers.ssh_known_hosts().to_str().unwrap().to_owned();
+    for (scheme, mirror, server) in [
+        ("ftp", servers.ftp_url("mixed/f.bin"), Server::Vsftpd),
+        ("sftp", servers.sftp_url("mixed/f.bin"), Server::Sshd),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = dir_of(&tmp);
+        let out = run_pymatris([
+            "--json",
+            "--max-splits",
+            "4",
+            "--min-split-size",
+            "256K",
+            "--identity",
+            &key,
+            "--known-hosts",
+            &kh,
+            "--dir",
+            &dir,
+            "--mirror",
+            &mirror,
+            &first,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{scheme}: {stderr}");
+        assert!(
+            std::fs::read(tmp.path().join("f.bin")).unwrap() == body,
+            "{scheme}: wrong bytes"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json");
+        let served_by = &json["success"][0]["served_by"];
+        assert_eq!(served_by[0], first.as_str(), "{scheme}: {json}");
+        assert!(
+            served_by[1]
+                .as_str()
+                .is_some_and(|u| u.starts_with(&format!("{scheme}://"))),
+            "{scheme}: {json}"
+        );
+        assert!(servers.bytes_sent(server, "mixed/f.bin", 1) > 0, "{scheme}");
+    }
+}
+
+/// `-c` resumes a file from its mirrors: a run that stopped with part of
+/// the file on disk, its first URL gone since, ends from the mirror,
+/// which sends about the missing bytes alone.
+#[test]
+fn continue_resumes_from_a_mirror_when_the_first_url_is_gone() {
+    const SIZE: usize = 8 * MIB;
+    const DIES_AFTER: u64 = 3 * MIB as u64;
+    let body = random_bytes(SIZE, 83);
+    let dying = FaultServer::start([(
+        "/f.bin",
+        Route::new(body.clone()).behaviour(Behaviour::DieAfter { bytes: DIES_AFTER }),
+    )]);
+    let mirror = FaultServer::start([("/f.bin", Route::new(body.clone()))]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = dir_of(&tmp);
+    let first = dying.url("/f.bin");
+    let split = ["--max-splits", "4", "--min-split-size", "256K"];
+    let stopped = run_pymatris(
+        [
+            &["-c", "--max-tries", "1", "--dir", &dir][..],
+            &split,
+            &[&first],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        stopped.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let part = tmp.path().join("f.bin.pymatris-part");
+    assert!(part.exists(), "the first run kept no part");
+    // What the first run kept (the server sent more into the sockets
+    // than was read before the run gave up).
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("f.bin.pymatris-part.state")).unwrap(),
+    )
+    .unwrap();
+    let have: u64 = (state["spans"].as_array().unwrap().iter())
+        .map(|s| s[1].as_u64().unwrap() - s[0].as_u64().unwrap())
+        .sum();
+    assert!(have > 0 && have < SIZE as u64, "{state}");
+    assert!(!tmp.path().join("f.bin").exists());
+
+    let resumed = run_pymatris(
+        [
+            &["-c", "--json", "--dir", &dir][..],
+            &split,
+            &["--mirror", &mirror.url("/f.bin"), &first],
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
     assert!(
-        served_by[1]
-            .as_str()
-            .is_some_and(|u| u.starts_with("ftp://")),
+        std::fs::read(tmp.path().join("f.bin")).unwrap() == body,
+        "wrong bytes"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&resumed.stdout).expect("--json");
+    assert_eq!(json["success"][0]["url"], first.as_str(), "{json}");
+    assert_eq!(
+        json["success"][0]["served_by"],
+        serde_json::json!([mirror.url("/f.bin")]),
         "{json}"
     );
-    assert!(servers.bytes_sent(Server::Vsftpd, "mixed/f.bin", 1) > 0);
+    // The mirror sends about the missing bytes, not the file.
+    let from_mirror = mirror.body_bytes("/f.bin");
+    let missing = SIZE as u64 - have;
+    assert!(
+        from_mirror >= missing && from_mirror <= missing + missing / 20 + 256 * KIB as u64,
+        "the mirror sent {from_mirror} bytes of the {missing} missing:{}",
+        show(&mirror.requests("/f.bin"))
+    );
 }
 
 #[test]
