@@ -235,6 +235,95 @@ fn a_tree_without_remote_times_is_not_fetched_again() {
     assert_eq!(std::fs::read(out.path().join(changed)).unwrap(), new);
 }
 
+/// `--dry-run -r` walks the tree and plans each file, writing nothing and
+/// fetching no body: into an empty directory every file is a download;
+/// after a mirror and one change, the changed file alone is a replace.
+#[test]
+fn a_dry_run_of_a_tree_plans_each_file_and_fetches_nothing() {
+    let servers = Servers::start(Which::all()).expect("start the servers");
+    let key = servers.ssh_client_key().to_str().unwrap().to_owned();
+    let kh = servers.ssh_known_hosts().to_str().unwrap().to_owned();
+    let sftp_args = ["--identity", key.as_str(), "--known-hosts", kh.as_str()];
+    let mut files = write_tree(&servers);
+    let get = |l: &str| {
+        l.contains("\"GET /mirror/")
+            && !l.contains("/ HTTP/")
+            && (l.contains("\" 200 ") || l.contains("\" 206 "))
+    };
+    let transfers = |scheme: &str| match scheme {
+        "http" => log_count(&servers, Server::Nginx, get),
+        "ftp" => log_count(&servers, Server::Vsftpd, |l| l.contains("OK DOWNLOAD: ")),
+        _ => 0,
+    };
+    let dry = |extra: &[&str], url: &str, dir: &Path| {
+        let mut args = vec!["-r", "--dry-run", "--json", "--dir", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = run_pymatris(&args);
+        let v = json(&out);
+        assert!(out.status.success(), "{v:#}");
+        let planned = v["planned"].as_array().unwrap().clone();
+        assert_eq!(planned.len(), FILES, "{v:#}");
+        let kinds: BTreeMap<String, String> = (planned.iter())
+            .map(|p| {
+                let path = Path::new(p["path"].as_str().unwrap());
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                (rel, p["action"]["kind"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        kinds
+    };
+    for (n, (scheme, url, extra)) in [
+        ("http", servers.http_url("mirror/"), &[][..]),
+        ("ftp", servers.ftp_url("mirror/"), &[][..]),
+        ("sftp", servers.sftp_url("mirror/"), &sftp_args[..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        let before = transfers(scheme);
+        let kinds = dry(extra, &url, &out);
+        assert!(kinds.keys().eq(files.keys()), "{scheme}: {kinds:?}");
+        assert!(
+            kinds.values().all(|k| k == "download"),
+            "{scheme}: {kinds:?}"
+        );
+        assert!(!out.exists(), "{scheme}: a dry run made the directory");
+        assert_eq!(
+            transfers(scheme),
+            before,
+            "{scheme}: a dry run fetched files"
+        );
+
+        mirror(extra, &url, &out);
+        let changed = ["a/b1/c/f7.bin", "a/f1.txt", "top-0.dat"][n];
+        let new = change_one(&servers, changed, &files[changed], true);
+        files.insert(changed.to_owned(), new);
+        let ids = inodes(&out);
+        let before = transfers(scheme);
+        let kinds = dry(extra, &url, &out);
+        let (replace, current): (Vec<_>, Vec<_>) =
+            kinds.iter().partition(|(rel, _)| *rel == changed);
+        assert_eq!(replace[0].1, "replace", "{scheme}: {kinds:?}");
+        assert!(
+            current.iter().all(|(_, k)| *k == "up_to_date"),
+            "{scheme}: {kinds:?}"
+        );
+        assert_eq!(
+            transfers(scheme),
+            before,
+            "{scheme}: a dry run fetched files"
+        );
+        assert!(inodes(&out) == ids, "{scheme}: a dry run replaced files");
+    }
+}
+
 // Under -c a file of the remote size is still out of date when its time
 // differs: -c resumes partial files, it does not keep changed ones.
 #[test]

@@ -505,9 +505,6 @@ impl Args {
             if self.checksum.is_some() || self.output.is_some() {
                 bail!("--checksum and --output apply to a file, not to a --recursive tree");
             }
-            if self.dry_run {
-                bail!("--dry-run plans files, not --recursive trees");
-            }
             head.retain(|item| match item {
                 Ok(entry) => {
                     let tree = (entry.url.clone(), self.dir.clone(), options.clone());

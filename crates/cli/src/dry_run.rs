@@ -52,6 +52,8 @@ pub(crate) async fn run(
     let planned = downloader.dry_run().await;
     let mut items = Vec::new();
     let mut errors = Vec::new();
+    // The files of `-r` trees come after the list's, with no line.
+    let lines = lines.into_iter().chain(std::iter::repeat(None));
     for (outcome, line) in planned.iter().zip(lines) {
         match outcome {
             Ok(p) => {

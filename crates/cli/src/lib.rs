@@ -225,6 +225,9 @@ async fn run(plan: Plan) -> u8 {
         },
     };
     if dry_run {
+        for (url, dir, options) in trees {
+            downloader.enqueue_tree(&url, &dir, options);
+        }
         return dry_run::run(downloader, source, sums, json).await;
     }
     let cancel = downloader.cancel_token();

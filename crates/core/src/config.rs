@@ -47,7 +47,7 @@ pub struct ProtocolConfig {
     pub socks_proxy: Option<crate::socks::SocksProxy>,
     /// Write no local file: the batch is a dry run. A protocol that keeps
     /// state of its own on disk (SFTP's known hosts) uses what is there
-    /// and records nothing.
+    /// and records nothing; a tree's walk makes no directory.
     pub read_only: bool,
     /// The options of each protocol, by type.
     options: HashMap<TypeId, Arc<dyn ProtocolOptions>>,

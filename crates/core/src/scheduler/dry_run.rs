@@ -12,12 +12,14 @@ use futures_util::StreamExt as _;
 use url::Url;
 
 use super::batch::Batch;
+use super::tree_jobs::{self, Step, TreeFeed};
 use super::{CLOSE_WAIT, Downloader, Request, failed_early};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::RemoteMeta;
 use crate::redact::redact_url_str;
 use crate::registry::Protocols;
 use crate::results::Failed;
+use crate::tree::Item;
 use crate::{naming, resume};
 
 /// What [`Downloader::download`] would do with one request.
@@ -61,28 +63,70 @@ impl Downloader {
     /// and sizes the servers give (a `stat` of each URL, no body), and
     /// whether each file would be downloaded, replaced, resumed or skipped
     /// as complete or up to date. No file or directory is created or
-    /// changed. Trees enqueued with
-    /// [`enqueue_tree`](Self::enqueue_tree) are not walked.
+    /// changed. Trees enqueued with [`enqueue_tree`](Self::enqueue_tree)
+    /// are walked (their listings are read) and their files planned after
+    /// the requests, ordered by path: a file up to date by its listing is
+    /// not asked about again; a listing that fails is an error.
     pub async fn dry_run(&mut self) -> Vec<StdResult<Planned, Failed>> {
         let requests = std::mem::take(&mut self.queue);
+        let trees = std::mem::take(&mut self.trees);
         let mut batch = self.batch(requests.len());
-        let mut protocol = self.config.protocol.clone();
-        protocol.read_only = true;
-        batch.protocols = Protocols::new(protocol);
+        batch.config.protocol.read_only = true;
+        batch.protocols = Protocols::new(batch.config.protocol.clone());
         let batch = Arc::new(batch);
         let parallel = self.config.max_parallel.max(1);
-        let planned = futures_util::stream::iter(requests)
+        let mut planned: Vec<_> = futures_util::stream::iter(requests)
             .map(|request| batch.clone().plan_one(request))
             .buffered(parallel)
             .collect()
             .await;
+        if let Some(feed) = TreeFeed::start(&batch, trees) {
+            let found = futures_util::stream::unfold(feed, |feed| async move {
+                let item = feed.next().await?;
+                Some((item, feed))
+            });
+            let mut in_trees: Vec<_> = found
+                .map(|item| batch.clone().plan_found(item))
+                .buffer_unordered(parallel)
+                .collect()
+                .await;
+            in_trees.sort_by(|a, b| planned_path(a).cmp(planned_path(b)));
+            planned.extend(in_trees);
+        }
         // Bounded: a server that does not answer a goodbye holds no run.
         let _ = tokio::time::timeout(CLOSE_WAIT, batch.protocols.close()).await;
         planned
     }
 }
 
+fn planned_path(outcome: &StdResult<Planned, Failed>) -> &camino::Utf8Path {
+    match outcome {
+        Ok(planned) => &planned.path,
+        Err(failed) => &failed.filepath_partial,
+    }
+}
+
 impl Batch {
+    /// What a download would do with a file a walk found (or the failure
+    /// it found instead).
+    async fn plan_found(self: Arc<Self>, item: Item) -> StdResult<Planned, Failed> {
+        match item {
+            Item::Failed(failed) => Err(failed),
+            Item::File(file) => {
+                let size = file.size;
+                match tree_jobs::step(&self, file) {
+                    Step::Current { target, shown, .. } => Ok(Planned {
+                        url: shown,
+                        path: target,
+                        size,
+                        action: PlannedAction::UpToDate,
+                    }),
+                    Step::Fetch(request) => self.plan_one(request).await,
+                }
+            }
+        }
+    }
+
     async fn plan_one(self: Arc<Self>, request: Request) -> StdResult<Planned, Failed> {
         // A URL that fails hands the request to its next mirror, as in a
         // download.

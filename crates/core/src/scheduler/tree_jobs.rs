@@ -107,6 +107,7 @@ impl TreeFeed {
                 filter,
                 slots,
                 tx,
+                !batch.config.protocol.read_only,
             ));
         }
         Some(TreeFeed {
@@ -115,11 +116,17 @@ impl TreeFeed {
         })
     }
 
+    /// The next file (or failure) a walk found; `None` once every walk is
+    /// over and everything found was taken.
+    pub(super) async fn next(&self) -> Option<Item> {
+        self.found.lock().await.recv().await
+    }
+
     /// Takes the files the walks find, one at a time, until every walk is
     /// over and every file taken.
     pub(super) async fn run(&self, batch: &Arc<Batch>) {
         loop {
-            let item = self.found.lock().await.recv().await;
+            let item = self.next().await;
             let outcome = match item {
                 None => return,
                 Some(Item::Failed(failed)) => Err(failed),
@@ -162,14 +169,26 @@ fn path_of(outcome: &Outcome) -> &camino::Utf8Path {
     }
 }
 
+/// What a file of a tree needs, judged before any request for its body.
+pub(super) enum Step {
+    /// Kept: up to date by what its listing said.
+    Current {
+        target: camino::Utf8PathBuf,
+        size: u64,
+        shown: String,
+    },
+    /// Downloaded by this request: over the old copy (if any) once
+    /// complete.
+    Fetch(Request),
+}
+
 /// One file of a tree: kept when up to date ([`LocalCopy::is_current`]),
 /// else downloaded, over the old one only once complete (as under
 /// `--overwrite`). With the size and time from the listing, an up-to-date
 /// file costs no request; without (FTP `LIST`, HTTP index pages), the
 /// download asks as under timestamping (HTTP: a conditional GET).
-async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
+pub(super) fn step(batch: &Batch, file: TreeFile) -> Step {
     let target = file.dir.join(&file.name);
-    let shown = redact_url(&file.url);
     // A link or anything else but a file is never replaced: the download
     // takes the next free name, as any download does.
     let same_time = batch.config.mirrors_same_time();
@@ -184,7 +203,11 @@ async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
             ..RemoteMeta::default()
         };
         if copy.is_current(&remote) {
-            return Ok(batch.up_to_date(target, copy.size, &shown));
+            return Step::Current {
+                target,
+                size: copy.size,
+                shown: redact_url(&file.url),
+            };
         }
     }
     let mut request = Request::new(file.url.as_str())
@@ -197,5 +220,16 @@ async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
     // The engine judges the copy again by the same rule (a listing can be
     // stale), and under -c does not keep it for its size.
     request.mirror = copy.is_some();
-    batch.download_one(request).await
+    Step::Fetch(request)
+}
+
+async fn download(batch: Arc<Batch>, file: TreeFile) -> Outcome {
+    match step(&batch, file) {
+        Step::Current {
+            target,
+            size,
+            shown,
+        } => Ok(batch.up_to_date(target, size, &shown)),
+        Step::Fetch(request) => batch.download_one(request).await,
+    }
 }

@@ -148,6 +148,31 @@ pub(crate) fn make_dirs(root: &Utf8Path, rel: &[String]) -> io::Result<Utf8PathB
     Ok(path)
 }
 
+/// [`make_dirs`] for a dry run: checks the directories of `root/rel...`
+/// that exist, by the same rule, and creates none.
+pub(crate) fn check_dirs(root: &Utf8Path, rel: &[String]) -> io::Result<Utf8PathBuf> {
+    let mut path = root.to_owned();
+    let mut exists = true;
+    for part in rel {
+        path.push(part);
+        if !exists {
+            continue;
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{path} exists and is not a directory (a link is not followed)"),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => exists = false,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +237,11 @@ mod tests {
         assert!(!outside.join("deeper").exists());
         let made = make_dirs(&root, &["ok".into(), "deeper".into()]).unwrap();
         assert!(made.is_dir() && made.starts_with(&root));
+        // Checked alike, and nothing made.
+        let err = check_dirs(&root, &["sub".into(), "deeper".into()]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        let absent = check_dirs(&root, &["new".into(), "deeper".into()]).unwrap();
+        assert_eq!(absent, root.join("new/deeper"));
+        assert!(!root.join("new").exists());
     }
 }

@@ -12,7 +12,8 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use super::path::{
-    as_dir_url, child_url, local_name, make_dirs, refuse_name, resolve_link, url_segments,
+    as_dir_url, check_dirs, child_url, local_name, make_dirs, refuse_name, resolve_link,
+    url_segments,
 };
 use super::{Filter, Item, Lister, TreeFile};
 use crate::error::{Error, ErrorKind};
@@ -76,7 +77,9 @@ impl Walk<'_> {
 }
 
 /// Walks the tree at `url` into `dir`, sending its files and failures to
-/// `tx`, at most `lanes` listings at once.
+/// `tx`, at most `lanes` listings at once. Each directory listed is made
+/// locally, or with `create` false (a dry run) only checked where it
+/// exists.
 pub(crate) async fn walk(
     lister: Arc<dyn Lister>,
     url: Url,
@@ -84,6 +87,7 @@ pub(crate) async fn walk(
     filter: Filter,
     lanes: usize,
     tx: Sender<Item>,
+    create: bool,
 ) {
     let root_url = as_dir_url(&url);
     let walk = Walk {
@@ -133,7 +137,12 @@ pub(crate) async fn walk(
                 continue;
             }
         };
-        let local_dir = match make_dirs(&walk.root_dir, &dir.local) {
+        let made = if create {
+            make_dirs(&walk.root_dir, &dir.local)
+        } else {
+            check_dirs(&walk.root_dir, &dir.local)
+        };
+        let local_dir = match made {
             Ok(path) => path,
             Err(e) => {
                 let err = Error::io(format_args!("cannot create directory {local_dir}"), e);
