@@ -177,7 +177,8 @@ impl Account {
     /// line of each failure; `None` without `--json`.
     pub(crate) fn results(&self) -> Option<(Results, Vec<Option<usize>>)> {
         let mut all = self.state.lock().expect("account poisoned").all.take()?;
-        all.sort_by_key(|(key, _, _)| *key);
+        // A tree's files share one key: by path among themselves.
+        all.sort_by(|(a, _, x), (b, _, y)| a.cmp(b).then_with(|| path_of(x).cmp(path_of(y))));
         let mut results = Results::default();
         let mut lines = Vec::new();
         for (_, line, outcome) in all {
@@ -240,5 +241,12 @@ impl Account {
         if shown_cancelled > 0 {
             err!("  {shown_cancelled} cancelled by the user.");
         }
+    }
+}
+
+fn path_of(outcome: &Result<Succeeded, Failed>) -> &str {
+    match outcome {
+        Ok(ok) => ok.path.as_str(),
+        Err(failed) => failed.filepath_partial.as_str(),
     }
 }

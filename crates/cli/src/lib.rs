@@ -317,15 +317,16 @@ async fn run(plan: Plan) -> u8 {
         for (url, dir, options) in trees {
             downloader.enqueue_tree(&url, &dir, options);
         }
-        let results = downloader.download().await;
-        let outcomes =
-            (results.success.into_iter().map(Ok)).chain(results.errors.into_iter().map(Err));
-        for (index, outcome) in outcomes.enumerate() {
-            if let Some(events) = &events {
-                events.result(&outcome, None);
-            }
-            account.result(index, None, outcome);
-        }
+        // Each file's outcome as it ends (`--jsonl` lines, the failure
+        // count), nothing kept but what `--json` asks for.
+        downloader
+            .download_trees_each(|outcome| {
+                if let Some(events) = &events {
+                    events.result(&outcome, None);
+                }
+                account.result(usize::MAX, None, outcome);
+            })
+            .await;
     }
     downloader
         .download_each(requests, |index, outcome| {

@@ -335,17 +335,21 @@ impl Downloader {
 
     /// Downloads every queued request and empties the queue. Never panics
     /// on a bad URL or a bad server: every request ends in the results,
-    /// once, in the order it was enqueued.
+    /// once, in the order it was enqueued; then the files of the trees
+    /// queued with [`enqueue_tree`](Self::enqueue_tree) (and their
+    /// listings' failures), ordered by path.
     pub async fn download(&mut self) -> Results {
         let requests = std::mem::take(&mut self.queue);
         let trees = std::mem::take(&mut self.trees);
         let mut outcomes: Vec<Option<Outcome>> = (0..requests.len()).map(|_| None).collect();
+        let mut in_trees = Vec::new();
         let requests = futures_util::stream::iter(requests);
-        let tree = self
-            .run_slots(requests, trees, |index, outcome| {
-                outcomes[index] = Some(outcome);
-            })
-            .await;
+        self.run_slots(requests, trees, |index, outcome| match index {
+            stream::TREE_FILE => in_trees.push(outcome),
+            _ => outcomes[index] = Some(outcome),
+        })
+        .await;
+        in_trees.sort_by(|a, b| tree_jobs::path_of(a).cmp(tree_jobs::path_of(b)));
         let mut results = Results::default();
         for outcome in outcomes {
             match outcome {
@@ -360,10 +364,31 @@ impl Downloader {
                 }),
             }
         }
-        if let Some(tree) = tree {
-            tree.finish(&mut results);
+        for outcome in in_trees {
+            match outcome {
+                Ok(ok) => results.success.push(ok),
+                Err(failed) => results.errors.push(failed),
+            }
         }
         results
+    }
+
+    /// Walks the trees queued with [`enqueue_tree`](Self::enqueue_tree),
+    /// downloads their files, and calls `on_result` with what came of each
+    /// file (and of each listing that failed) as soon as it is known, in
+    /// the order they end. Nothing is kept for the end: the memory used is
+    /// that of the files in flight and the directories being listed,
+    /// whatever the size of the trees. Plain requests queued with
+    /// [`enqueue`](Self::enqueue) stay queued.
+    pub async fn download_trees_each<F>(&mut self, mut on_result: F)
+    where
+        F: FnMut(std::result::Result<Succeeded, Failed>),
+    {
+        let trees = std::mem::take(&mut self.trees);
+        self.run_slots(futures_util::stream::empty(), trees, |_, outcome| {
+            on_result(outcome);
+        })
+        .await;
     }
 
     /// [`download`](Self::download) for callers without a tokio runtime.

@@ -29,7 +29,11 @@ use crate::tree::TreeRequest;
 const ADAPT_TICK: Duration = Duration::from_millis(50);
 
 /// A slot's results, on their way to the caller.
-type Done = tokio::sync::mpsc::Sender<(usize, std::result::Result<Succeeded, Failed>)>;
+pub(super) type Done = tokio::sync::mpsc::Sender<(usize, std::result::Result<Succeeded, Failed>)>;
+
+/// The position given with the outcome of a tree's file (or of a walk's
+/// failure): none of a request's.
+pub(super) const TREE_FILE: usize = usize::MAX;
 
 /// The requests of a batch, shared by its slots, and what they know of its
 /// length.
@@ -71,14 +75,15 @@ impl Downloader {
     }
 
     /// [`download_each`](Self::download_each), whose slots then take the
-    /// files that the walks of `trees` find; returns what came of those.
+    /// files that the walks of `trees` find; their outcomes (and the
+    /// walks' failures) come to `on_result` with the position
+    /// [`TREE_FILE`].
     pub(super) async fn run_slots<S, F>(
         &self,
         requests: S,
         trees: Vec<TreeRequest>,
         mut on_result: F,
-    ) -> Option<TreeFeed>
-    where
+    ) where
         S: Stream<Item = Request> + Send + Unpin + 'static,
         F: FnMut(usize, std::result::Result<Succeeded, Failed>),
     {
@@ -150,7 +155,6 @@ impl Downloader {
         while running.join_next().await.is_some() {}
         // Bounded: a server that does not answer a goodbye holds no batch.
         let _ = tokio::time::timeout(CLOSE_WAIT, batch.protocols.close()).await;
-        tree
     }
 
     /// What the files of a batch share, with `files_left` files counted as
@@ -230,7 +234,7 @@ async fn slot<S: Stream<Item = Request> + Unpin>(
         tokio::task::yield_now().await;
     }
     if let Some(tree) = tree {
-        tree.run(&batch).await;
+        tree.run(&batch, &done_tx).await;
     }
     batch.file_tasks.fetch_sub(1, Ordering::SeqCst);
 }

@@ -8,19 +8,20 @@
 //! finds it up to date. Under `-c` a changed file is never kept for its
 //! size: only a partial download whose validator still holds resumes.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use url::Url;
 
 use super::batch::Batch;
+use super::stream::{Done, TREE_FILE};
 use super::{Outcome, Request, internal_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::local::LocalCopy;
 use crate::protocol::{DirEntry, RemoteMeta};
 use crate::redact::{redact_url, redact_url_str};
-use crate::results::{Failed, Results};
+use crate::results::Failed;
 use crate::tree::{self, Item, Lister, TreeFile, TreeRequest};
 
 /// The files found and not yet taken, per download slot: enough that a
@@ -32,7 +33,6 @@ const QUEUED_PER_SLOT: usize = 4;
 #[derive(Clone)]
 pub(super) struct TreeFeed {
     found: Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>,
-    done: Arc<Mutex<Vec<Outcome>>>,
 }
 
 /// The batch as a walk sees it: listings and `stat`s under the per-host
@@ -112,7 +112,6 @@ impl TreeFeed {
         }
         Some(TreeFeed {
             found: Arc::new(tokio::sync::Mutex::new(rx)),
-            done: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -123,8 +122,10 @@ impl TreeFeed {
     }
 
     /// Takes the files the walks find, one at a time, until every walk is
-    /// over and every file taken.
-    pub(super) async fn run(&self, batch: &Arc<Batch>) {
+    /// over and every file taken, and sends what came of each to `done`
+    /// as it ends (position [`TREE_FILE`]): nothing of a tree is kept, so
+    /// a tree of millions of files costs the memory of those in flight.
+    pub(super) async fn run(&self, batch: &Arc<Batch>, done: &Done) {
         loop {
             let item = self.next().await;
             let outcome = match item {
@@ -142,27 +143,16 @@ impl TreeFeed {
                         .await
                 }
             };
-            self.done
-                .lock()
-                .expect("tree outcomes poisoned")
-                .push(outcome);
-        }
-    }
-
-    /// Adds what came of the trees' files to `results`, ordered by path.
-    pub(super) fn finish(&self, results: &mut Results) {
-        let mut done = std::mem::take(&mut *self.done.lock().expect("tree outcomes poisoned"));
-        done.sort_by(|a, b| path_of(a).cmp(path_of(b)));
-        for outcome in done {
-            match outcome {
-                Ok(ok) => results.success.push(ok),
-                Err(failed) => results.errors.push(failed),
+            if done.send((TREE_FILE, outcome)).await.is_err() {
+                return;
             }
         }
     }
 }
 
-fn path_of(outcome: &Outcome) -> &camino::Utf8Path {
+/// Where a tree's outcome leaves a file (or would have): the order of a
+/// tree's results.
+pub(super) fn path_of(outcome: &Outcome) -> &camino::Utf8Path {
     match outcome {
         Ok(ok) => &ok.path,
         Err(failed) => &failed.filepath_partial,
