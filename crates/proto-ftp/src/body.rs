@@ -18,9 +18,11 @@ use futures_util::Stream;
 use pymatris_core::{Error, ErrorKind};
 use suppaftp::FtpError;
 use suppaftp::tokio::{AsyncRustlsStream, TransferStream};
+use tokio::io::AsyncReadExt;
 
 use crate::error::{io_error, keeps_session, timeout_error, transfer_reply_error};
 use crate::pool::{Draining, Session};
+use crate::window::Tail;
 
 /// Bytes read from the data connection at most at once: as much as hyper
 /// reads from an HTTP connection. Each data connection is new, and a read
@@ -46,6 +48,8 @@ pub(crate) struct Body {
     finishing: Option<Finish>,
     done: bool,
     buf: BytesMut,
+    /// For a part cut before the end of the file: its window near the cut.
+    tail: Option<Tail>,
     timeout: Duration,
     /// `RETR <url>`, for messages.
     what: String,
@@ -55,6 +59,7 @@ impl Body {
     pub(crate) fn new(
         transfer: Transfer,
         session: Session,
+        tail: Option<Tail>,
         timeout: Duration,
         what: String,
     ) -> Body {
@@ -63,6 +68,7 @@ impl Body {
             finishing: None,
             done: false,
             buf: BytesMut::new(),
+            tail,
             timeout,
             what,
         }
@@ -136,7 +142,22 @@ impl Stream for Body {
                 // the chunks cut from it.
                 this.buf.reserve(CHUNK);
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut live.transfer), cx, &mut this.buf) {
+            let allowed = this
+                .tail
+                .as_mut()
+                .and_then(|t| t.allowed(live.transfer.get_ref().get_ref()));
+            let read = match allowed {
+                // Up to where the window must shrink, and no further.
+                Some(n) if n < CHUNK as u64 => {
+                    let mut upto = (&mut live.transfer).take(n);
+                    tokio_util::io::poll_read_buf(Pin::new(&mut upto), cx, &mut this.buf)
+                }
+                _ => tokio_util::io::poll_read_buf(Pin::new(&mut live.transfer), cx, &mut this.buf),
+            };
+            if let (Some(tail), Poll::Ready(Ok(n))) = (this.tail.as_mut(), &read) {
+                tail.read(*n);
+            }
+            match read {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     let live = this.live.take().expect("live transfer");

@@ -23,8 +23,9 @@
 //!   a background task reads the server's `426`/`226` and pools the session
 //!   again (no `ABOR`: vsftpd answers it in a way suppaftp rejects). What
 //!   the server had written into its socket past the cut is sent for
-//!   nothing, so the data connection of such a part asks for a receive
-//!   window and segment size sized from the part (`window.rs`).
+//!   nothing, so the data connection of such a part keeps its receive
+//!   window small but where the cut is far ahead and the part will be done
+//!   soon (`window.rs`).
 //! - With TLS, each control connection has a TLS session cache of its own,
 //!   which its data connections resume: vsftpd's `require_ssl_reuse`
 //!   refuses a data connection that resumes another connection's session.
@@ -54,6 +55,7 @@ use crate::error::{ftp_error, is_unsupported, keeps_session, reply_error, reply_
 use crate::pool::{Acquired, Caps, Host, Pool, Session};
 use crate::session::{Probe, within};
 use crate::target::Target;
+use crate::window::Tail;
 
 /// FTP and FTPS, to register explicitly
 /// (`Downloader::builder(config).protocol(PLUGIN)`). The crate also
@@ -283,6 +285,7 @@ impl Protocol for FtpProtocol {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> pymatris_core::Result<Fetched> {
+        let asked_at = std::time::Instant::now();
         let target = target::parse(url, self.ftp_tls)?;
         let host = self.pool.host(&target.host);
         if range.start > 0 && Caps::get(&host.caps.no_rest) {
@@ -303,7 +306,7 @@ impl Protocol for FtpProtocol {
             (Some(end), Some(size)) if end < size => Some(end.saturating_sub(range.start)),
             _ => None,
         };
-        session.window.set(cut_after);
+        let plan = session.window.set(cut_after);
         let transfer = match self.retr(&mut session, &host, &target, range.start).await {
             Ok(t) => t,
             Err((e, keep)) => {
@@ -315,10 +318,13 @@ impl Protocol for FtpProtocol {
         };
         tracing::debug!(url = %target.shown, start = range.start, "transfer started");
         let what = format!("RETR {}", target.shown);
+        let tail = plan
+            .zip(cut_after)
+            .map(|(plan, len)| Tail::new(plan, len, transfer.get_ref().get_ref(), asked_at));
         Ok(Fetched {
             meta,
             offset: range.start,
-            body: Box::pin(Body::new(transfer, session, self.timeout, what)),
+            body: Box::pin(Body::new(transfer, session, tail, self.timeout, what)),
         })
     }
 

@@ -3,13 +3,25 @@
 //!
 //! A `RETR` from `REST` has no end: a part that ends before the end of the
 //! file is cut by closing its data connection, and whatever the server had
-//! written into its socket by then counts as sent for nothing: our receive
-//! window, and the server's send buffer, which Linux sizes from the segment
-//! size and the congestion window. A receive buffer and a segment size
-//! asked for before the connection opens keep both smaller (see
-//! `docs/architecture.md`). The window is sized from the part's length, and
-//! never below what the server's round trip needs for [`MIN_RATE`], so
-//! distant servers keep their speed.
+//! put on the wire past the cut by then is sent for nothing. That is at
+//! most the receive window we offered when the cut came. A data connection
+//! of such a part therefore opens with a small window (the tail window:
+//! 1/128 of the part, and at least what the server's round trip needs for
+//! [`MIN_RATE`]). Once its pace shows that it will be done before the
+//! engine would cut it early (and it did not wait long for its bytes), its
+//! receive buffer grows to the bulk window (1/8 of the part), and as the
+//! bytes left come within what that window could let past the planned
+//! cut, it shrinks back in steps (a quarter of the bytes left each time),
+//! so that the speed falls with the bytes left ([`Tail`]). TCP never takes
+//! back a window it offered, so each step comes early enough for the old
+//! window to end before the cut.
+//!
+//! Below [`MSS_BELOW`] the connection asks for a small segment size before
+//! it opens: a sender holds back a segment the window cannot take whole,
+//! and waits for its probe timer when the window is smaller than one
+//! segment (64 KiB on loopback). Small segments cost CPU on loopback; the
+//! bulk window is what wins most of it back (`docs/benchmarks.md`, "FTP
+//! with many parts regressed").
 //!
 //! The round trip is the shortest TCP handshake seen to the server, on its
 //! control and data connections alike. One handshake timed on a busy
@@ -20,9 +32,10 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pymatris_core::socks::SocksProxy;
@@ -59,21 +72,34 @@ impl RoundTrip {
     }
 }
 
-/// The TCP receive window of a session's next data connection.
+/// The receive windows of a session's next data connection.
 #[derive(Clone, Debug)]
 pub(crate) struct DataWindow {
-    bytes: Arc<AtomicU32>,
+    /// The next [`Plan`], packed (`bulk << 32 | tail`); 0 for none.
+    plan: Arc<AtomicU64>,
     /// The server's round trip, shared by all its sessions.
     rtt: Arc<RoundTrip>,
 }
 
-/// The receive window of a part cut after `len` bytes: this share of it.
+/// The receive buffers asked for on a data connection of a cut part: at
+/// first, and for the last bytes before the cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub(crate) bulk: u32,
+    pub(crate) tail: u32,
+}
+
+/// The tail window of a part cut after `len` bytes: this share of it.
 const SHARE: u64 = 128;
 /// Nor more than this share of it, whatever the round trip: a round trip
 /// timed long (a busy machine, or the first one to a server) must not
-/// waste a large part of a short part. A distant server then serves a
-/// short part at a few dozen round trips, not one.
+/// waste a large part of a short part. A distant server then serves the
+/// tail of a short part at a few dozen round trips, not one.
 const MAX_SHARE: u64 = 32;
+/// The bulk window: this share of the part. The last bulk window's worth
+/// of the part comes through the tail window, so the bulk is a small
+/// share.
+const BULK_SHARE: u64 = 8;
 /// Smallest receive window asked for.
 const MIN_WINDOW: u64 = 8 << 10;
 /// From this window on, the system's own tuning is kept: it wastes no more
@@ -82,36 +108,38 @@ const MAX_WINDOW: u64 = 4 << 20;
 /// A window covers at least this rate (bytes per second) at the server's
 /// round trip.
 const MIN_RATE: f64 = 100e6;
-/// The segment size asked for with a small window. Below the usual
+/// What the TLS layer may have read from the socket ahead of the bytes it
+/// gave us: a record, and some.
+const READ_AHEAD: u64 = 64 << 10;
+/// The segment size asked for with a small tail window. Below the usual
 /// Ethernet one, so that it changes nothing but on loopback and jumbo-frame
-/// links, where segments of 64 KiB make the server's send buffer start at
-/// megabytes.
+/// links, where a tail window of a few dozen KiB is less than one segment.
 const MSS: u32 = 1400;
-/// Windows from this size on keep the system's segment size: the parts
-/// they serve are long, where small segments on loopback cost more CPU
-/// than the send buffer they save is worth.
+/// Tail windows from this size on keep the system's segment size.
 const MSS_BELOW: u32 = 256 << 10;
 
 impl DataWindow {
     /// For a session to a server whose round trips are noted in `rtt`.
     pub(crate) fn new(rtt: Arc<RoundTrip>) -> DataWindow {
         DataWindow {
-            bytes: Arc::default(),
+            plan: Arc::default(),
             rtt,
         }
     }
 
     /// Sizes the next data connection for a transfer that will be cut
     /// after `len` bytes, or leaves it to the system (`None`: to the end of
-    /// the file).
-    pub(crate) fn set(&self, cut_after: Option<u64>) {
+    /// the file). Returns the plan, for the [`Tail`] of the transfer.
+    pub(crate) fn set(&self, cut_after: Option<u64>) -> Option<Plan> {
         // No round trip timed yet: leave it to the system rather than
         // guess one that would slow a distant server.
-        let bytes = cut_after
+        let plan = cut_after
             .zip(self.rtt.get())
-            .and_then(|(len, rtt)| window_for(len, rtt));
-        tracing::trace!(?cut_after, rtt = ?self.rtt.get(), ?bytes, "data window");
-        self.bytes.store(bytes.unwrap_or(0), Ordering::Relaxed);
+            .and_then(|(len, rtt)| plan_for(len, rtt));
+        tracing::trace!(?cut_after, rtt = ?self.rtt.get(), ?plan, "data window");
+        let packed = plan.map_or(0, |p| (u64::from(p.bulk) << 32) | u64::from(p.tail));
+        self.plan.store(packed, Ordering::Relaxed);
+        plan
     }
 
     /// Opens passive data connections with the window asked for, timing
@@ -128,16 +156,16 @@ impl DataWindow {
     + Send
     + Sync
     + 'static {
-        let window = self.bytes.clone();
+        let plan = self.plan.clone();
         let rtt = self.rtt.clone();
         move |addr| {
-            let bytes = window.load(Ordering::Relaxed);
+            let plan = unpack(plan.load(Ordering::Relaxed));
             let through = through.clone();
             let rtt = rtt.clone();
             Box::pin(async move {
                 match through {
                     Some((proxy, host)) => proxy.connect(&host, addr.port()).await,
-                    None => data_socket(addr, bytes, &rtt).await,
+                    None => data_socket(addr, plan, &rtt).await,
                 }
                 .map_err(FtpError::ConnectionError)
             })
@@ -145,28 +173,55 @@ impl DataWindow {
     }
 }
 
-/// The receive buffer for a transfer cut after `len` bytes, on a path with
-/// a round trip of `rtt`; `None` leaves it to the system.
+/// The tail receive buffer for a transfer cut after `len` bytes, on a path
+/// with a round trip of `rtt`; `None` leaves it to the system.
 fn window_for(len: u64, rtt: Duration) -> Option<u32> {
-    let for_rate = (rtt.as_secs_f64() * MIN_RATE) as u64;
     let window = (len / SHARE)
-        .max(for_rate)
+        .max(for_rate(rtt))
         .min(len / MAX_SHARE)
         .max(MIN_WINDOW);
     (window < MAX_WINDOW).then(|| u32::try_from(window).expect("below MAX_WINDOW"))
 }
 
-/// A TCP connection to `addr` with a receive buffer of `window` bytes and
-/// a segment size to match (0: the system's own).
-async fn data_socket(addr: SocketAddr, window: u32, rtt: &RoundTrip) -> io::Result<TcpStream> {
+fn for_rate(rtt: Duration) -> u64 {
+    (rtt.as_secs_f64() * MIN_RATE) as u64
+}
+
+/// Both windows of a transfer cut after `len` bytes; `None` leaves it to
+/// the system.
+fn plan_for(len: u64, rtt: Duration) -> Option<Plan> {
+    let tail = window_for(len, rtt)?;
+    let bulk = (len / BULK_SHARE)
+        .max(for_rate(rtt))
+        .clamp(u64::from(tail), MAX_WINDOW);
+    Some(Plan {
+        bulk: u32::try_from(bulk).expect("at most MAX_WINDOW"),
+        tail,
+    })
+}
+
+fn unpack(packed: u64) -> Option<Plan> {
+    (packed != 0).then_some(Plan {
+        bulk: (packed >> 32) as u32,
+        tail: packed as u32,
+    })
+}
+
+/// A TCP connection to `addr` with the tail receive buffer of `plan`, and
+/// the segment size it needs (none: the system's own).
+async fn data_socket(
+    addr: SocketAddr,
+    plan: Option<Plan>,
+    rtt: &RoundTrip,
+) -> io::Result<TcpStream> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    if window > 0 {
+    if let Some(plan) = plan {
         // Only a saving: a system that refuses either still transfers.
-        let _ = socket.set_recv_buffer_size(window);
-        if window < MSS_BELOW {
+        let _ = socket.set_recv_buffer_size(plan.tail);
+        if plan.tail < MSS_BELOW {
             let _ = socket2::SockRef::from(&socket).set_tcp_mss(MSS);
         }
     }
@@ -174,6 +229,128 @@ async fn data_socket(addr: SocketAddr, window: u32, rtt: &RoundTrip) -> io::Resu
     let stream = socket.connect(addr).await?;
     rtt.note(dialed.elapsed());
     Ok(stream)
+}
+
+/// Grows the receive buffer of a cut transfer's data connection once the
+/// part will be done soon, and shrinks it again as the cut comes within
+/// reach of its window.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// Bytes up to the cut.
+    left: u64,
+    /// Bytes read.
+    read: u64,
+    /// When the engine asked for the part, and when its bytes began.
+    asked_at: Instant,
+    started: Instant,
+    /// The bulk receive buffer, until asked for; then 0.
+    bulk: u64,
+    /// The smallest receive buffer to ask for.
+    tail: u64,
+    /// The last one asked for on the way down; 0 before the first.
+    asked: u64,
+}
+
+/// The window grows only after this many tail windows' worth of bytes,
+/// and this long, which time the part's pace.
+const PACE_AFTER: u64 = 4;
+const PACE_AFTER_TIME: Duration = Duration::from_millis(10);
+/// The window grows only for a part that, at its pace, will be done this
+/// soon. The engine cuts a running part inside its request only when it is
+/// further from done (twice `SPLIT_HORIZON`, in core's scheduler): a cut
+/// in the middle of a part wastes its whole window, so a part that may be
+/// cut keeps the tail window.
+const DONE_WITHIN: f64 = 0.5;
+/// Nor for a part whose bytes began this long after it was asked for (a
+/// slow login): the engine may have cut it while it waited, unknown to us
+/// (after `SPLIT_HORIZON` of waiting).
+const WAITED_AT_MOST: Duration = Duration::from_millis(500);
+
+impl Tail {
+    /// For a data connection `socket` opened under `plan`, cut after
+    /// `len` bytes, for a part asked for at `asked_at`.
+    pub(crate) fn new(plan: Plan, len: u64, socket: &impl AsFd, asked_at: Instant) -> Tail {
+        // Whatever segment size the connection got: two of them.
+        let segment = socket2::SockRef::from(socket).tcp_mss().unwrap_or(0);
+        let tail = u64::from(plan.tail.max(segment.next_power_of_two()));
+        Tail {
+            left: len,
+            read: 0,
+            asked_at,
+            started: Instant::now(),
+            bulk: u64::from(plan.bulk).max(tail),
+            tail,
+            asked: 0,
+        }
+    }
+
+    /// Asks for the bulk window when the part will be done soon at its
+    /// pace, began soon after it was asked for, and still has several bulk
+    /// windows to go.
+    fn grow(&mut self, sock: &socket2::SockRef<'_>) {
+        if self.bulk == 0 || self.read < PACE_AFTER * self.tail {
+            return;
+        }
+        if self.left <= 4 * self.bulk + READ_AHEAD
+            || self.started.saturating_duration_since(self.asked_at) >= WAITED_AT_MOST
+        {
+            // Too late to be worth it.
+            self.bulk = 0;
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        if elapsed < PACE_AFTER_TIME {
+            return;
+        }
+        let pace = self.read as f64 / elapsed.as_secs_f64();
+        if (self.left as f64) < pace * DONE_WITHIN {
+            // Only a saving: a system that refuses it still transfers.
+            let _ = sock.set_recv_buffer_size(self.bulk as usize);
+            tracing::trace!(left = self.left, bulk = self.bulk, "data window grown");
+            self.bulk = 0;
+        }
+    }
+
+    /// How many bytes may be read before the window must shrink again
+    /// (`None`: any number). Shrinks it when that is none.
+    pub(crate) fn allowed(&mut self, socket: &impl AsFd) -> Option<u64> {
+        let sock = socket2::SockRef::from(socket);
+        if self.asked == 0 {
+            self.grow(&sock);
+        }
+        loop {
+            if self.asked == self.tail {
+                return None;
+            }
+            // How far past what we have read the window may reach: the
+            // system's receive buffer (which bounds the window; read each
+            // time, as the system may have grown it), and what the TLS
+            // layer may have read ahead. Unknown, the cut is taken as
+            // within reach.
+            let reach = sock.recv_buffer_size().map_or(u64::MAX, |b| b as u64);
+            match self.left.saturating_sub(reach.saturating_add(READ_AHEAD)) {
+                0 => {
+                    let next = (self.left / 4).max(self.tail);
+                    self.asked = match self.asked {
+                        0 => next,
+                        // Never larger: the loop ends at the tail.
+                        asked => next.min(asked / 2).max(self.tail),
+                    };
+                    // Only a saving: a system that refuses it still
+                    // transfers.
+                    let _ = sock.set_recv_buffer_size(self.asked as usize);
+                    tracing::trace!(left = self.left, asked = self.asked, "data window shrunk");
+                }
+                n => return Some(n),
+            }
+        }
+    }
+
+    /// Counts `n` bytes read.
+    pub(crate) fn read(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n as u64);
+        self.read += n as u64;
+    }
 }
 
 #[cfg(test)]
@@ -223,13 +400,134 @@ mod tests {
     fn sessions_share_their_servers_round_trip() {
         let rtt = Arc::new(RoundTrip::default());
         let (a, b) = (DataWindow::new(rtt.clone()), DataWindow::new(rtt.clone()));
-        a.set(Some(2 << 20));
-        assert_eq!(a.bytes.load(Ordering::Relaxed), 0, "no round trip yet");
+        assert_eq!(a.set(Some(2 << 20)), None, "no round trip yet");
+        assert_eq!(a.plan.load(Ordering::Relaxed), 0);
         rtt.note(Duration::from_millis(10));
-        b.set(Some(64 << 20));
-        assert_eq!(b.bytes.load(Ordering::Relaxed), 1_000_000);
+        let far = b.set(Some(64 << 20)).unwrap();
+        assert_eq!(far.tail, 1_000_000);
         rtt.note(Duration::from_micros(50));
-        a.set(Some(2 << 20));
-        assert_eq!(a.bytes.load(Ordering::Relaxed), 16 << 10);
+        let near = a.set(Some(2 << 20)).unwrap();
+        assert_eq!(near.tail, 16 << 10);
+        assert_eq!(
+            a.plan.load(Ordering::Relaxed),
+            (u64::from(near.bulk) << 32) | (16 << 10)
+        );
+    }
+
+    /// A cut part opens with a window for speed; only its tail is small.
+    #[test]
+    fn the_bulk_window_is_a_share_of_the_part_and_covers_the_round_trip() {
+        let loopback = Duration::from_micros(50);
+        let plan = plan_for(16 << 20, loopback).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (2 << 20, 128 << 10));
+        let plan = plan_for(3 << 20, loopback).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (384 << 10, 24 << 10));
+        // A short part: no bulk window below the tail one.
+        let plan = plan_for(256 << 10, loopback).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (32 << 10, 8 << 10));
+        let plan = plan_for(32 << 10, loopback).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (8 << 10, 8 << 10));
+        // A distant server: the bulk covers its round trip...
+        let plan = plan_for(8 << 20, Duration::from_millis(20)).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (2_000_000, 256 << 10));
+        // ...up to where the system's own tuning takes over.
+        let plan = plan_for(64 << 20, Duration::from_millis(20)).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (4 << 20, 2_000_000));
+        assert_eq!(plan_for(1 << 30, loopback), None);
+    }
+
+    /// The receive buffer shrinks in steps as the cut comes within reach
+    /// of the window, down to the tail window and never below two
+    /// segments.
+    #[test]
+    fn the_window_shrinks_as_the_cut_comes_within_reach() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let plan = Plan {
+            bulk: 256 << 10,
+            tail: 8 << 10,
+        };
+        socket.set_recv_buffer_size(plan.bulk as usize).unwrap();
+        socket
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let buffer = || socket.recv_buffer_size().unwrap() as u64;
+        let bulk = buffer();
+        let segment = socket.tcp_mss().unwrap();
+        let len = 4 << 20;
+        let mut tail = Tail::new(plan, len, &socket, Instant::now());
+        let mut left = len;
+        let allowed = tail.allowed(&socket).unwrap();
+        assert_eq!(allowed, len - bulk - READ_AHEAD);
+        assert_eq!(buffer(), bulk, "not yet");
+        // Reads up to each step: the window then never reaches past the
+        // cut, and shrinks each time.
+        let mut last = bulk;
+        let mut steps = 0;
+        let mut step = Some(allowed);
+        while let Some(n) = step {
+            assert!(left - n >= buffer() + READ_AHEAD);
+            tail.read(n as usize);
+            left -= n;
+            step = tail.allowed(&socket);
+            assert!(buffer() < last, "{} after {last}", buffer());
+            last = buffer();
+            steps += 1;
+        }
+        assert!(steps > 2, "in steps: {steps}");
+        let floor = u64::from(plan.tail.max(segment.next_power_of_two()));
+        assert!(buffer() >= floor, "{} for {floor}", buffer());
+        assert!(
+            buffer() >= 2 * u64::from(segment),
+            "{} for {segment}",
+            buffer()
+        );
+        assert!(
+            buffer() <= 2 * floor + (4 << 10),
+            "{} for {floor}",
+            buffer()
+        );
+        // At the tail: no more steps.
+        tail.read(4096);
+        assert_eq!(tail.allowed(&socket), None);
+        assert_eq!(buffer(), last);
+    }
+
+    fn connected(buffer: u32) -> (std::net::TcpListener, socket2::Socket) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(buffer as usize).unwrap();
+        socket
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        (listener, socket)
+    }
+
+    /// A part that will be done soon at its pace gets the bulk window; one
+    /// that waited long for its bytes (a slow login: the engine may have
+    /// cut it meanwhile) keeps the tail window.
+    #[test]
+    fn only_a_part_done_soon_after_it_was_asked_for_grows_its_window() {
+        let plan = Plan {
+            bulk: 128 << 10,
+            tail: 16 << 10,
+        };
+        // Done soon at its pace (unless this test stalls for most of
+        // a second): two thirds read, at once.
+        let len = 3 << 20;
+        for (waited, grows) in [(Duration::ZERO, true), (Duration::from_secs(2), false)] {
+            let (_listener, socket) = connected(plan.tail);
+            let small = socket.recv_buffer_size().unwrap();
+            let asked_at = Instant::now() - waited;
+            let mut tail = Tail::new(plan, len, &socket, asked_at);
+            tail.allowed(&socket);
+            std::thread::sleep(PACE_AFTER_TIME);
+            tail.read(2 << 20);
+            tail.allowed(&socket);
+            let now = socket.recv_buffer_size().unwrap();
+            assert_eq!(now > small, grows, "waited {waited:?}: {now} from {small}");
+        }
     }
 }
