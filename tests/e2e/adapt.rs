@@ -118,6 +118,63 @@ fn many_small_files_over_a_long_link_run_more_at_once() {
 }
 
 #[test]
+fn a_long_list_over_a_capped_link_grows_early() {
+    // 300 small files from `-i`, read a window ahead of the downloads: the
+    // batch must count the requests read ahead as work waiting, and decide
+    // within a few round trips, not after a second. Each file waits a
+    // round trip (40 ms) for a few milliseconds of bytes, so every
+    // connection added pays in full: the sixth connection is to open
+    // before a quarter of the bytes went through (at five connections a
+    // quarter is 75 files, 15 round trips), and growth to go past its
+    // first probe. Bytes, not times, are compared: a busy machine slows
+    // both alike.
+    let servers = nginx();
+    let shape = Shape::new()
+        .delay(Duration::from_millis(20))
+        .rate(Some(8_000_000));
+    let shaper = servers.shaped(servers.http_port(), shape).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let list = out.path().join("list.txt");
+    let urls: Vec<String> = (0..300)
+        .map(|i| {
+            let rel = format!("list/{i:03}.bin");
+            servers.write_random(&rel, 16 << 10, 1000 + i);
+            via(&servers, &shaper, &rel)
+        })
+        .collect();
+    std::fs::write(&list, urls.join("\n") + "\n").unwrap();
+    let files = out.path().join("files");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (took, at_sixth) = std::thread::scope(|scope| {
+        let watch = scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let c = shaper.counters();
+                if c.connections > 5 {
+                    return Some(c.to_client);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        });
+        let took = download(&files, &[], &["-i", list.to_str().unwrap()]);
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (took, watch.join().unwrap())
+    });
+    let total = shaper.counters().to_client;
+    let conns = shaper.most_open();
+    assert_eq!(std::fs::read_dir(&files).unwrap().count(), 300);
+    let at_sixth = at_sixth.expect("a sixth connection");
+    assert!(
+        at_sixth < total / 4,
+        "the sixth connection after {at_sixth} of {total} bytes ({took:?})"
+    );
+    assert!(
+        (11..=16).contains(&conns),
+        "{conns} connections at most for 300 files from a list ({took:?})"
+    );
+}
+
+#[test]
 fn plain_loopback_stays_near_the_defaults() {
     // Unshaped: the proxy only counts. Where the CPU is the bound, a probe
     // (5 to 8) does not pay, and no more follow. On a machine busy with

@@ -521,6 +521,7 @@ impl Args {
                 head,
                 list,
                 shard,
+                ready: Default::default(),
             },
             trees,
             empty_list,

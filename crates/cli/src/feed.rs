@@ -4,6 +4,12 @@
 //! memory nor a stalled transfer.
 
 use std::io::BufRead;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
 
 use pymatris_core::camino::{Utf8Path, Utf8PathBuf};
 use pymatris_core::{CancellationToken, Request, Shard, Url};
@@ -27,6 +33,9 @@ pub(crate) struct Source {
     /// The rest of the list, with its name.
     pub(crate) list: Option<(String, List)>,
     pub(crate) shard: Option<Shard>,
+    /// Requests sent to the run (or being sent) and not yet taken: see
+    /// [`Ready`].
+    pub(crate) ready: Arc<AtomicUsize>,
 }
 
 /// What the reader thread hands to the run, in the list's order.
@@ -166,6 +175,9 @@ impl Source {
                     }
                 }
                 let line = entry.line;
+                // Counted before it is sent, so that the count taken off
+                // when it is received never goes below zero.
+                self.ready.fetch_add(1, Ordering::SeqCst);
                 Fed::Request(self.request(entry), line)
             }
             Err(bad) => {
@@ -174,5 +186,27 @@ impl Source {
             }
         };
         tx.blocking_send(fed).is_ok()
+    }
+}
+
+/// The run's requests, whose `size_hint` says how many the reader has
+/// ready beyond those taken: the downloader counts them as work waiting
+/// when it decides whether more connections could be used (the list read
+/// ahead holds far more than the files in flight).
+pub(crate) struct Ready<S> {
+    pub(crate) requests: S,
+    /// [`Source::ready`], taken off as each request is received.
+    pub(crate) ready: Arc<AtomicUsize>,
+}
+
+impl<S: Stream + Unpin> Stream for Ready<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        Pin::new(&mut self.requests).poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.ready.load(Ordering::SeqCst), None)
     }
 }

@@ -268,6 +268,7 @@ async fn run(plan: Plan) -> u8 {
             }
         }
     };
+    let ready = source.ready.clone();
     if let Err(e) = source.spawn_reader(tx, on_bad, cancel.clone()) {
         return cannot_start(&e);
     }
@@ -280,10 +281,12 @@ async fn run(plan: Plan) -> u8 {
         let (sums, unverified) = (sums.clone(), unverified.clone());
         let mut index = 0;
         let stop = cancel.clone();
+        let taken = ready.clone();
         futures_util::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) })
             .filter_map(move |fed| {
                 let request = match fed {
                     Fed::Request(mut request, line) => {
+                        taken.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                         if let Some(sums) = &sums {
                             let mut unverified = unverified.lock().expect("poisoned");
                             request = sums::apply_one(request, &sums.0, &sums.1, &mut unverified);
@@ -328,6 +331,8 @@ async fn run(plan: Plan) -> u8 {
             })
             .await;
     }
+    // The requests read ahead count as work waiting (see `feed::Ready`).
+    let requests = feed::Ready { requests, ready };
     downloader
         .download_each(requests, |index, outcome| {
             let line = lines.lock().expect("lines poisoned").remove(&index);

@@ -16,6 +16,13 @@
 //! per connection). Anything less takes the probe back and stops growth
 //! for the batch. A probe of half the transfers, not one, so that what it
 //! brings on a capped link stands well above the noise of a busy machine.
+//! How long a window lasts follows the link: a few of the batch's quickest
+//! answers to a request (connection, request, first byte), between a floor
+//! that the noise of a busy machine asks for and the full figures, which
+//! hold until an answer was seen. On a short round trip the batch thus
+//! decides within a fraction of a second, where a capped link pays the
+//! most for every moment at too few connections; and on a long one (an
+//! answer of [`LONG_ANSWER`] or more) the first probe doubles.
 //! This is the rule `pymatris-proto-sftp` applies to its SSH connections,
 //! applied here to the transfers of every protocol.
 
@@ -38,6 +45,36 @@ pub(super) const WINDOW: Duration = Duration::from_millis(600);
 /// starts later.
 pub(super) const SETTLE: Duration = Duration::from_millis(250);
 
+/// The shortest [`WINDOW`] and [`SETTLE`] however quick the answers: a
+/// window of a few scheduler slices on a busy machine measures the
+/// machine, not the link.
+const MIN_WINDOW: Duration = Duration::from_millis(250);
+const MIN_SETTLE: Duration = Duration::from_millis(100);
+
+/// A window and a settling time of this many quickest answers: each
+/// answer is one to three round trips (a connection, TLS, the request),
+/// and a rate over several round trips is the link's steady one.
+const WINDOW_ANSWERS: u32 = 4;
+const SETTLE_ANSWERS: u32 = 2;
+
+/// An answer at least this slow is a long link (not loopback, not a LAN),
+/// where connections are often each bounded (a cap per connection, a TCP
+/// window over the round trip): its first probe doubles the transfers
+/// rather than adding half, as a probe that paid in proportion would.
+const LONG_ANSWER: Duration = Duration::from_millis(10);
+
+/// How long a window settles and lasts on a link whose quickest answer to
+/// a request took `answer` (none seen yet: the full figures).
+fn pace(answer: Option<Duration>) -> (Duration, Duration) {
+    match answer {
+        None => (SETTLE, WINDOW),
+        Some(a) => (
+            (a * SETTLE_ANSWERS).clamp(MIN_SETTLE, SETTLE),
+            (a * WINDOW_ANSWERS).clamp(MIN_WINDOW, WINDOW),
+        ),
+    }
+}
+
 /// How the batch's transfers stand at one tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Load {
@@ -46,6 +83,9 @@ pub(super) struct Load {
     /// Transfers that would run if allowed: those running, plus one per
     /// file waiting for a slot, plus what running files could still split.
     pub(super) wanting: usize,
+    /// The quickest answer to a request seen in the batch (from asking to
+    /// the first byte), which sets how long a window lasts.
+    pub(super) answer: Option<Duration>,
 }
 
 /// How long fewer transfers than allowed may run before a window starts
@@ -54,8 +94,8 @@ pub(super) struct Load {
 /// says nothing of the work waiting, two in a row do.
 pub(super) const BLIP: Duration = Duration::from_millis(100);
 
-/// A rate measured over [`WINDOW`], once the transfers counted have run
-/// for [`SETTLE`] (connections opened and requests answered), with every
+/// A rate measured over a window (see [`pace`]), once the transfers counted
+/// have settled (connections opened and requests answered), with every
 /// allowed transfer running all the while, but for blips.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 struct Window {
@@ -71,7 +111,13 @@ impl Window {
     /// The rate once the window is complete; `busy` says whether every
     /// allowed transfer runs now (if not for longer than a [`BLIP`], the
     /// window starts again).
-    fn measure(&mut self, now: Instant, received: u64, busy: bool) -> Option<f64> {
+    fn measure(
+        &mut self,
+        now: Instant,
+        received: u64,
+        busy: bool,
+        (settle, window): (Duration, Duration),
+    ) -> Option<f64> {
         if !busy {
             let short = *self.short.get_or_insert(now);
             if self.full.is_none() || now.duration_since(short) >= BLIP {
@@ -81,12 +127,12 @@ impl Window {
         }
         self.short = None;
         let full = *self.full.get_or_insert(now);
-        if now.duration_since(full) < SETTLE {
+        if now.duration_since(full) < settle {
             return None;
         }
         let (t0, b0) = *self.from.get_or_insert((now, received));
         let dt = now.duration_since(t0);
-        (dt >= WINDOW).then(|| rate(received - b0, dt))
+        (dt >= window).then(|| rate(received - b0, dt))
     }
 }
 
@@ -141,13 +187,17 @@ impl Adapt {
     /// far; returns the budget, changed or not.
     pub(super) fn tick(&mut self, now: Instant, received: u64, load: Load) -> usize {
         let busy = load.running >= self.budget;
+        let pace = pace(load.answer);
         match &mut self.state {
             State::Stopped => {}
             State::Measuring(window) => {
                 let crowded = busy && load.wanting > self.budget && self.budget < self.ceiling;
-                if let Some(before) = window.measure(now, received, crowded) {
-                    let half = self.budget.div_ceil(2);
-                    self.raise(before, half.min(load.wanting - self.budget));
+                if let Some(before) = window.measure(now, received, crowded, pace) {
+                    let step = match load.answer {
+                        Some(answer) if answer >= LONG_ANSWER => self.budget,
+                        _ => self.budget.div_ceil(2),
+                    };
+                    self.raise(before, step.min(load.wanting - self.budget));
                 }
             }
             State::Probing {
@@ -160,7 +210,7 @@ impl Adapt {
                 // window would measure the work, not the link.
                 let busy = busy && load.wanting >= self.budget;
                 let (before, had) = (*before, *had);
-                if let Some(after) = window.measure(now, received, busy) {
+                if let Some(after) = window.measure(now, received, busy, pace) {
                     self.judge(before, had, after, load);
                 }
             }
@@ -226,24 +276,38 @@ mod tests {
     /// transfers; a raised budget is taken up after `start` (connecting).
     /// Returns the budgets it went through.
     fn run(a: &mut Adapt, rate: impl Fn(usize) -> f64, work: usize, secs: f64) -> Vec<usize> {
+        let steps = run_timed(a, rate, work, secs, None);
+        steps.into_iter().map(|(budget, _)| budget).collect()
+    }
+
+    /// [`run`] on a link whose requests are answered after `answer`, with
+    /// the time (from the start) at which each budget was set.
+    fn run_timed(
+        a: &mut Adapt,
+        rate: impl Fn(usize) -> f64,
+        work: usize,
+        secs: f64,
+        answer: Option<Duration>,
+    ) -> Vec<(usize, Duration)> {
         let t0 = Instant::now();
         let tick = Duration::from_millis(50);
-        let start = Duration::from_millis(100);
+        let start = answer.unwrap_or(Duration::from_millis(100));
         let mut now = t0;
         let mut received = 0u64;
         let mut running = a.budget().min(work);
         let mut raised_at = now;
-        let mut budgets = vec![a.budget()];
+        let mut budgets = vec![(a.budget(), Duration::ZERO)];
         while now.duration_since(t0).as_secs_f64() < secs {
             now += tick;
             received += (rate(running) * tick.as_secs_f64()) as u64;
             let load = Load {
                 running,
                 wanting: work,
+                answer,
             };
             let budget = a.tick(now, received, load);
-            if budget != *budgets.last().unwrap() {
-                budgets.push(budget);
+            if budget != budgets.last().unwrap().0 {
+                budgets.push((budget, now.duration_since(t0)));
                 raised_at = now;
             }
             // Transfers beyond the budget end with their part; new ones
@@ -354,6 +418,7 @@ mod tests {
         let full = Load {
             running: 2,
             wanting: 3,
+            answer: None,
         };
         // The window starts once the transfers settled.
         assert_eq!(a.tick(ms(0), 0, full), 2);
@@ -364,6 +429,7 @@ mod tests {
         let gap = Load {
             running: 1,
             wanting: 3,
+            answer: None,
         };
         assert_eq!(a.tick(ms(w - 300), 50, gap), 2);
         assert_eq!(a.tick(ms(w - 250), 60, full), 2);
@@ -389,15 +455,81 @@ mod tests {
         let full = Load {
             running: 2,
             wanting: 3,
+            answer: None,
         };
         let gap = Load {
             running: 1,
             wanting: 3,
+            answer: None,
         };
         assert_eq!(a.tick(ms(0), 0, full), 2);
         assert_eq!(a.tick(ms(s), 0, full), 2);
         assert_eq!(a.tick(ms(s + w / 2), 50, gap), 2);
         assert_eq!(a.tick(ms(s + w / 2 + 50), 60, full), 2);
         assert_eq!(a.tick(ms(s + w), 100, full), 3);
+    }
+
+    #[test]
+    fn a_short_round_trip_reaches_the_ceiling_sooner() {
+        // 8 MB/s per connection, answers after 80 ms (a connection and a
+        // request over 20 ms each way): the same steps, each decided in a
+        // few answers' time rather than the full window's.
+        let capped = |n: usize| 8.0 * MB * n as f64;
+        let ms = Duration::from_millis;
+        let mut a = Adapt::new(5, 16);
+        let steps = run_timed(&mut a, capped, 100, 20.0, Some(ms(80)));
+        let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(budgets, [5, 10, 16], "{steps:?}");
+        // Two measured steps of settling and a window each, and the
+        // probe's start, each to the next tick: without an answer to go
+        // by, they take longer.
+        let (settle, window) = pace(Some(ms(80)));
+        let bound = 2 * (settle + window) + ms(80) + 6 * ms(50);
+        assert!(steps[2].1 <= bound, "{steps:?}, bound {bound:?}");
+        let mut slow = Adapt::new(5, 16);
+        let unknown = run_timed(&mut slow, capped, 100, 20.0, None);
+        assert!(unknown[2].1 > bound, "{unknown:?}");
+    }
+
+    #[test]
+    fn a_quick_answer_on_a_cpu_bound_link_still_goes_back() {
+        // Loopback: answers within a millisecond, one more transfer a
+        // little slower.
+        let mut a = Adapt::new(5, 16);
+        let steps = run_timed(
+            &mut a,
+            |n| if n <= 5 { 900.0 } else { 880.0 } * MB,
+            100,
+            10.0,
+            Some(Duration::from_micros(300)),
+        );
+        let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(budgets, [5, 8, 5]);
+        assert!(a.stopped());
+    }
+
+    #[test]
+    fn a_long_link_that_does_not_pay_goes_back_after_one_probe() {
+        // A far link whose total is the bound, not each connection.
+        let mut a = Adapt::new(5, 16);
+        let steps = run_timed(
+            &mut a,
+            |n| if n <= 5 { 200.0 } else { 205.0 } * MB,
+            100,
+            10.0,
+            Some(Duration::from_millis(200)),
+        );
+        let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(budgets, [5, 10, 5]);
+        assert!(a.stopped());
+    }
+
+    #[test]
+    fn the_pace_follows_the_answer_between_its_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(pace(None), (SETTLE, WINDOW));
+        assert_eq!(pace(Some(ms(1))), (MIN_SETTLE, MIN_WINDOW));
+        assert_eq!(pace(Some(ms(80))), (ms(160), ms(320)));
+        assert_eq!(pace(Some(ms(300))), (SETTLE, WINDOW));
     }
 }

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::adapt::{Adapt, Load};
-use super::file_job::{FileJob, FileSettings, Start};
+use super::adapt::Adapt;
+use super::file_job::{FileJob, Start};
 use super::finish::{Expected, Finish};
 use super::host_slots::HostSlots;
 use super::parts::first_request_end;
@@ -72,6 +72,11 @@ pub(super) struct Batch {
     pub(super) opening: AtomicUsize,
     /// Files not finished yet, running or waiting for a slot.
     pub(super) files_left: AtomicUsize,
+    /// Requests a streamed batch's stream holds ready beyond those taken,
+    /// and the quickest answer to a request (µs, plus one; 0: none): what
+    /// `adapt` counts as waiting work, and goes by for its pace.
+    pub(super) ahead: AtomicUsize,
+    pub(super) answer: AtomicU64,
     /// Notified when a file finishes: running files may then take the
     /// connections it leaves (see [`FileJob::help`]).
     pub(super) file_done: Notify,
@@ -132,6 +137,7 @@ impl Batch {
             Err(e) => return Err(failed_early(&request, e)),
         };
         let opening = Counting::new(&self.opening);
+        let asked = Instant::now();
         // With --continue, a HEAD-like `stat` tells whether a file on disk
         // is complete or resumable before any body is asked for; otherwise
         // the first GET both describes the file and starts its transfer.
@@ -182,6 +188,7 @@ impl Batch {
                 Ok(Some((f.meta, Some(f.body))))
             })
         };
+        self.answered(asked.elapsed());
         let (meta, body) = match first {
             Ok(Some(first)) => first,
             Ok(None) => {
@@ -425,66 +432,6 @@ impl Batch {
         outcome
     }
 
-    /// Files at once now: `max_parallel`, or more if the batch grew.
-    pub(super) fn files_allowed(&self) -> usize {
-        let max_parallel = self.config.max_parallel.max(1);
-        match self.config.grow_parallel {
-            true => max_parallel.max(self.budget.load(Ordering::Relaxed)),
-            false => max_parallel,
-        }
-    }
-
-    /// Parts of a file at once now: its `max_splits`, or more if the
-    /// batch grew and the file may grow.
-    pub(super) fn splits_allowed(&self, settings: &FileSettings) -> usize {
-        let max_splits = settings.max_splits.max(1);
-        match settings.grow_splits {
-            true => max_splits.max(self.budget.load(Ordering::Relaxed)),
-            false => max_splits,
-        }
-    }
-
-    /// Counts a file among those `adapt` sees as able to take more
-    /// transfers, until the guard is dropped.
-    pub(super) fn splittable(&self) -> Counting<'_> {
-        Counting::new(&self.splittable_files)
-    }
-
-    /// Whether a transfer ending its part should leave rather than take
-    /// another: the batch grew, tried one more, and took it back.
-    pub(super) fn over_budget(&self) -> bool {
-        self.adapt.is_some()
-            && self.transfers.load(Ordering::SeqCst) > self.budget.load(Ordering::Relaxed)
-    }
-
-    /// One step of `adapt`: the budget for the batch's load now.
-    pub(super) fn adapt_tick(&self, now: Instant) -> usize {
-        let Some(adapt) = &self.adapt else {
-            return self.budget.load(Ordering::Relaxed);
-        };
-        let running = self.transfers.load(Ordering::SeqCst) + self.opening.load(Ordering::SeqCst);
-        let mut wanting = running;
-        if self.config.grow_parallel {
-            let left = self.files_left.load(Ordering::SeqCst);
-            wanting += left.saturating_sub(self.file_tasks.load(Ordering::SeqCst));
-        }
-        if self.config.grow_splits {
-            // A file being split could take any number more, as far as
-            // its parts say (`help` asks them).
-            wanting += self.splittable_files.load(Ordering::SeqCst)
-                * crate::config::DEFAULT_GROWTH_CEILING;
-        }
-        let load = Load { running, wanting };
-        tracing::trace!(?load, "adapt tick");
-        let received = self.received.load(Ordering::Relaxed);
-        let budget = adapt
-            .lock()
-            .expect("adapt poisoned")
-            .tick(now, received, load);
-        self.budget.store(budget, Ordering::Relaxed);
-        budget
-    }
-
     /// Notes that a byte arrived or a file finished.
     pub(super) fn progressed(&self) {
         self.progressed_at(Instant::now());
@@ -587,7 +534,7 @@ impl Batch {
 pub(super) struct Counting<'a>(&'a AtomicUsize);
 
 impl<'a> Counting<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
+    pub(super) fn new(counter: &'a AtomicUsize) -> Self {
         counter.fetch_add(1, Ordering::SeqCst);
         Counting(counter)
     }

@@ -5,6 +5,7 @@
 //! This module holds the public face ([`Downloader`], [`Request`]) and the
 //! batch loop; the rules live in small modules beside it: `batch` (what
 //! the files of a batch share, how many connections a file gets now),
+//! `adapt` and `growth` (how many it may get: the rule, and its inputs),
 //! `file_job` (one file from its first answer to its rename), `workers`
 //! and `pump` (the connections of a file and the bytes they carry),
 //! `parts` (the part table: how a file is cut, and which span an idle
@@ -21,6 +22,7 @@ mod dry_run;
 mod file_job;
 mod finish;
 mod fresh;
+mod growth;
 mod host_slots;
 mod mirrors;
 mod parts;

@@ -142,7 +142,8 @@ impl Downloader {
                         grow_tx = None;
                     }
                     if let Some(done_tx) = &grow_tx {
-                        let left = batch.files_left.load(Ordering::SeqCst);
+                        let tasks = batch.file_tasks.load(Ordering::SeqCst);
+                        let left = tasks + batch.files_waiting();
                         while batch.file_tasks.load(Ordering::SeqCst) < batch.files_allowed().min(left) {
                             spawn(&mut running, done_tx);
                         }
@@ -187,6 +188,8 @@ impl Downloader {
             splittable_files: AtomicUsize::new(0),
             opening: AtomicUsize::new(0),
             files_left: AtomicUsize::new(files_left),
+            ahead: AtomicUsize::new(0),
+            answer: AtomicU64::new(0),
             file_done: Notify::new(),
             started: Instant::now(),
             last_progress: AtomicU64::new(0),
@@ -257,12 +260,15 @@ impl<S: Stream<Item = Request> + Unpin> Feed<S> {
             Some(request) => {
                 let index = feed.1;
                 feed.1 += 1;
+                // What the stream says it holds ready is work waiting too.
+                (batch.ahead).store(feed.0.size_hint().0, Ordering::Relaxed);
                 if !self.exact || index >= self.counted {
                     batch.files_left.fetch_add(1, Ordering::SeqCst);
                 }
                 Some((index, request))
             }
             None => {
+                batch.ahead.store(0, Ordering::Relaxed);
                 if !self.ended.swap(true, Ordering::SeqCst) {
                     let taken = if self.exact { feed.1 } else { 0 };
                     let uncounted = self.counted.saturating_sub(taken);
