@@ -16,13 +16,13 @@
 //! per connection). Anything less takes the probe back and stops growth
 //! for the batch. A probe of half the transfers, not one, so that what it
 //! brings on a capped link stands well above the noise of a busy machine.
-//! How long a window lasts follows the link: a few of the batch's quickest
-//! answers to a request (connection, request, first byte), between a floor
-//! that the noise of a busy machine asks for and the full figures, which
-//! hold until an answer was seen. On a short round trip the batch thus
-//! decides within a fraction of a second, where a capped link pays the
-//! most for every moment at too few connections; and on a long one (an
-//! answer of [`LONG_ANSWER`] or more) the first probe doubles.
+//! On a long link (the batch's quickest answer to a request, from asking
+//! to the first byte, took [`LONG_ANSWER`] or more) the windows last a few
+//! such answers, between a floor that the noise of a busy machine asks for
+//! and the full figures, and the first probe doubles: there a moment at
+//! too few connections costs the most, and each one's rate is steady. A
+//! short link (loopback, a LAN), where the CPU is the usual bound and a
+//! busy machine's rates swing, keeps the full windows and the half probe.
 //! This is the rule `pymatris-proto-sftp` applies to its SSH connections,
 //! applied here to the transfers of every protocol.
 
@@ -59,19 +59,21 @@ const SETTLE_ANSWERS: u32 = 2;
 
 /// An answer at least this slow is a long link (not loopback, not a LAN),
 /// where connections are often each bounded (a cap per connection, a TCP
-/// window over the round trip): its first probe doubles the transfers
-/// rather than adding half, as a probe that paid in proportion would.
+/// window over the round trip): its windows follow its answers, and its
+/// first probe doubles the transfers rather than adding half, as a probe
+/// that paid in proportion would.
 const LONG_ANSWER: Duration = Duration::from_millis(10);
 
 /// How long a window settles and lasts on a link whose quickest answer to
-/// a request took `answer` (none seen yet: the full figures).
+/// a request took `answer` (none seen yet, or a short link: the full
+/// figures).
 fn pace(answer: Option<Duration>) -> (Duration, Duration) {
     match answer {
-        None => (SETTLE, WINDOW),
-        Some(a) => (
+        Some(a) if a >= LONG_ANSWER => (
             (a * SETTLE_ANSWERS).clamp(MIN_SETTLE, SETTLE),
             (a * WINDOW_ANSWERS).clamp(MIN_WINDOW, WINDOW),
         ),
+        _ => (SETTLE, WINDOW),
     }
 }
 
@@ -528,7 +530,8 @@ mod tests {
     fn the_pace_follows_the_answer_between_its_bounds() {
         let ms = Duration::from_millis;
         assert_eq!(pace(None), (SETTLE, WINDOW));
-        assert_eq!(pace(Some(ms(1))), (MIN_SETTLE, MIN_WINDOW));
+        assert_eq!(pace(Some(ms(1))), (SETTLE, WINDOW));
+        assert_eq!(pace(Some(LONG_ANSWER)), (MIN_SETTLE, MIN_WINDOW));
         assert_eq!(pace(Some(ms(80))), (ms(160), ms(320)));
         assert_eq!(pace(Some(ms(300))), (SETTLE, WINDOW));
     }
