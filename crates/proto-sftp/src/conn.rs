@@ -132,12 +132,30 @@ pub(crate) struct Lease {
     /// Whether the connection was opened for this lease (a failure on a
     /// reused one may just mean the server closed it while idle).
     pub(crate) fresh: bool,
+    /// Whether it is counted among the key's movable parts.
+    movable: AtomicBool,
 }
 
 impl Lease {
     fn new(conn: Arc<Conn>, slot: Arc<Slot>, fresh: bool) -> Lease {
         conn.active.fetch_add(1, Ordering::SeqCst);
-        Lease { conn, slot, fresh }
+        Lease {
+            conn,
+            slot,
+            fresh,
+            movable: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this lease's part has enough left to move to another
+    /// connection: what the pool's growth counts a probe for.
+    pub(crate) fn set_movable(&self, movable: bool) {
+        if self.movable.swap(movable, Ordering::SeqCst) != movable {
+            match movable {
+                true => self.slot.movable.fetch_add(1, Ordering::SeqCst),
+                false => self.slot.movable.fetch_sub(1, Ordering::SeqCst),
+            };
+        }
     }
 
     /// Another connection of the same key, less busy by two parts or more
@@ -158,6 +176,7 @@ impl std::ops::Deref for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.set_movable(false);
         self.conn.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -185,6 +204,8 @@ struct Slot {
     growth: Mutex<Growth>,
     /// Every byte read over this key's connections.
     received: Arc<AtomicU64>,
+    /// Parts with enough left to move to another connection.
+    movable: AtomicUsize,
     last_tick: Mutex<Option<Instant>>,
     /// A permanent failure to log in or trust the host: (kind, message).
     failed: Mutex<Option<(ErrorKind, String)>>,
@@ -259,16 +280,20 @@ impl Slot {
                 .map_or(usize::MAX, |sem| sem.available_permits()),
         );
         let received = self.received.load(Ordering::Relaxed);
+        let rtt = {
+            let conns = self.conns.lock().expect("slot poisoned");
+            conns.iter().filter_map(|c| c.meter.rtt()).min()
+        };
         let mut growth = self.growth.lock().expect("slot poisoned");
+        growth.saw_link(rtt, self.movable.load(Ordering::SeqCst));
         match growth.tick(now, received, conns, readers, room) {
             Step::Wait => {}
-            Step::Retire => {
+            Step::Retire(n) => {
                 let conns = self.conns.lock().expect("slot poisoned");
-                let newest = conns.iter().rfind(|c| !c.retiring());
-                if conns.iter().filter(|c| !c.retiring()).count() > 1
-                    && let Some(c) = newest
-                {
-                    tracing::debug!(conn = c.id, "letting the probe SSH connection go");
+                let live: Vec<_> = conns.iter().filter(|c| !c.retiring()).collect();
+                // The first connection stays, whatever the probe did.
+                for c in live.iter().skip(1).rev().take(n) {
+                    tracing::debug!(conn = c.id, "letting a probe SSH connection go");
                     c.retiring.store(true, Ordering::SeqCst);
                 }
             }
@@ -356,6 +381,7 @@ impl Pool {
                     opening: tokio::sync::Mutex::default(),
                     growth: Mutex::default(),
                     received: Arc::default(),
+                    movable: AtomicUsize::default(),
                     last_tick: Mutex::default(),
                     failed: Mutex::default(),
                 })

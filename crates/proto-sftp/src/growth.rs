@@ -27,6 +27,14 @@ pub(crate) const WINDOW: Duration = Duration::from_millis(400);
 /// move onto it (each opens its file there): the window after starts later.
 pub(crate) const SETTLE: Duration = Duration::from_millis(200);
 
+/// A round trip at least this long is a long link (not loopback, not a
+/// LAN), where each connection is often bounded on its own (a cap per
+/// connection, a window per round trip): there the first probe opens a
+/// connection for every part that could move onto one, not one, since
+/// growing one at a time (a handshake and two windows each) takes most of
+/// a large file's time.
+pub(crate) const LONG_RTT: Duration = Duration::from_millis(10);
+
 /// What the pool should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -34,8 +42,9 @@ pub(crate) enum Step {
     Wait,
     /// Open this many more connections (the probe).
     Open(usize),
-    /// The last probe did not pay: let the newest connection go.
-    Retire,
+    /// The last probe did not pay: let this many of the newest
+    /// connections go (those it opened).
+    Retire(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,12 +76,18 @@ enum State {
 #[derive(Debug, Clone)]
 pub(crate) struct Growth {
     state: State,
+    /// The shortest round trip seen on the key's connections.
+    rtt: Option<Duration>,
+    /// Parts with enough left to move to another connection.
+    movable: usize,
 }
 
 impl Default for Growth {
     fn default() -> Growth {
         Growth {
             state: State::Measuring { from: None },
+            rtt: None,
+            movable: 0,
         }
     }
 }
@@ -82,6 +97,14 @@ impl Growth {
     #[cfg(test)]
     pub(crate) fn stopped(&self) -> bool {
         self.state == State::Stopped
+    }
+
+    /// What the pool saw of its link: the shortest round trip on the key's
+    /// connections, and how many parts have enough left to move to another
+    /// connection (see `read.rs`).
+    pub(crate) fn saw_link(&mut self, rtt: Option<Duration>, movable: usize) {
+        self.rtt = rtt;
+        self.movable = movable;
     }
 
     /// Called from time to time: `received` counts every byte read over
@@ -114,12 +137,20 @@ impl Growth {
                         Step::Wait
                     }
                     Some((t0, b0)) if now.duration_since(t0) >= WINDOW => {
+                        let long = self.rtt.is_some_and(|rtt| rtt >= LONG_RTT);
+                        let n = match long {
+                            true => (self.movable.saturating_sub(conns))
+                                .min(readers - conns)
+                                .min(room)
+                                .max(1),
+                            false => 1,
+                        };
                         self.state = State::Opening {
                             before: rate(received - b0, now.duration_since(t0)),
                             had: conns,
-                            pending: 1,
+                            pending: n,
                         };
-                        Step::Open(1)
+                        Step::Open(n)
                     }
                     Some(_) => Step::Wait,
                 }
@@ -154,7 +185,7 @@ impl Growth {
                 if after < before * GAIN {
                     tracing::debug!(before, after, conns, "an added SSH connection did not pay");
                     self.state = State::Stopped;
-                    return Step::Retire;
+                    return Step::Retire(with_probe.saturating_sub(had).max(1));
                 }
                 tracing::debug!(before, after, conns, "an added SSH connection paid");
                 if crowded && room > 0 {
@@ -291,9 +322,9 @@ mod tests {
                         g.opened(now, conns);
                     }
                 }
-                Step::Retire => {
-                    steps.push(Step::Retire);
-                    conns -= 1;
+                Step::Retire(n) => {
+                    steps.push(Step::Retire(n));
+                    conns -= n;
                 }
             }
         }
@@ -308,6 +339,31 @@ mod tests {
         assert_eq!(conns, 5, "{steps:?}");
         // One probe, then doubling, as each added as much as the first.
         assert_eq!(steps, [Step::Open(1), Step::Open(2), Step::Open(1)]);
+    }
+
+    #[test]
+    fn a_long_link_opens_a_connection_per_movable_part_at_once() {
+        // 40 ms round trips, 16 MB/s per connection, five large parts:
+        // one probe of four, where one at a time took three.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 5);
+        let (conns, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 5, 8, 20.0);
+        assert_eq!(conns, 5, "{steps:?}");
+        assert_eq!(steps, [Step::Open(4)]);
+        // Where they bring nothing (a total cap), they all go.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 5);
+        let (conns, steps) = run(&mut g, |c| (16.0 * c as f64).min(17.0) * MB, 5, 8, 20.0);
+        assert_eq!(steps, [Step::Open(4), Step::Retire(4)]);
+        assert_eq!(conns, 1);
+        // Small files, which end before they could move, and loopback's
+        // round trips keep to one at a time.
+        for (rtt, movable) in [(40_000, 0), (300, 5)] {
+            let mut g = Growth::default();
+            g.saw_link(Some(Duration::from_micros(rtt)), movable);
+            let (_, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 5, 8, 20.0);
+            assert_eq!(steps[0], Step::Open(1));
+        }
     }
 
     #[test]
@@ -328,7 +384,7 @@ mod tests {
             8,
             10.0,
         );
-        assert_eq!(steps, [Step::Open(1), Step::Retire]);
+        assert_eq!(steps, [Step::Open(1), Step::Retire(1)]);
         assert_eq!(conns, 1);
         assert!(g.stopped());
     }
@@ -342,7 +398,7 @@ mod tests {
         let (conns, steps) = run(&mut g, |c| (16.0 * c as f64).min(40.0) * MB, 8, 8, 20.0);
         assert_eq!(
             steps,
-            [Step::Open(1), Step::Open(2), Step::Open(1), Step::Retire]
+            [Step::Open(1), Step::Open(2), Step::Open(1), Step::Retire(1)]
         );
         assert_eq!(conns, 4);
     }

@@ -166,6 +166,7 @@ impl Reader {
         self.maybe_move().await;
         let depth = self.lease.read_depth(MAX_IN_FLIGHT);
         self.fill(depth);
+        self.lease.set_movable(self.movable());
         let Some((offset, len, result)) = self.in_flight.next().await else {
             self.done = true;
             return None;
@@ -199,6 +200,15 @@ impl Reader {
                 Some(Err(err))
             }
         }
+    }
+
+    /// Whether enough of the range is left to ask for to move it to
+    /// another connection.
+    fn movable(&self) -> bool {
+        !self.done
+            && self.end.is_some_and(|end| {
+                end.saturating_sub(self.next) >= MOVE_MIN_READS * u64::from(self.chunk)
+            })
     }
 
     /// Moves the reads not asked yet to a less busy connection, if the
