@@ -19,6 +19,7 @@ mod integrity;
 mod local_traps;
 mod long_lists;
 mod mirror;
+mod mirror_ftp;
 mod mirrors;
 mod per_file;
 mod progress_json;

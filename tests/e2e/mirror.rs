@@ -43,7 +43,7 @@ fn write_tree(servers: &Servers) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Every file under `dir`, relative, with its contents.
-fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_owned()];
     while let Some(d) = todo.pop() {
@@ -76,7 +76,7 @@ fn inodes(dir: &Path) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn json(out: &Output) -> Value {
+pub(crate) fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "--json: {e}\nstdout: {}\nstderr: {}",

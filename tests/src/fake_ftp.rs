@@ -1,6 +1,6 @@
 //! A tiny FTP server that says what the test wants it to say: `MLSD`
 //! listings written by the test (hostile ones: names that are paths, links
-//! out of the tree), files by path, and a log of every `RETR`. Enough of
+//! out of the tree), files by path, and a log of every command. Enough of
 //! FTP for pymatris's client: login, `TYPE`, `EPSV`, `SIZE`, `MDTM`,
 //! `MLSD`, `RETR`, `QUIT`; anything else is `500`. One thread per
 //! connection, loopback only, stopped when dropped (its threads end with
@@ -25,16 +25,16 @@ pub struct FakeFtpTree {
 #[derive(Debug)]
 pub struct FakeFtp {
     port: u16,
-    retrs: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeFtp {
     pub fn start(tree: FakeFtpTree) -> FakeFtp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
-        let retrs = Arc::new(Mutex::new(Vec::new()));
+        let commands = Arc::new(Mutex::new(Vec::new()));
         let tree = Arc::new(tree);
-        let log = retrs.clone();
+        let log = commands.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let (tree, log) = (tree.clone(), log.clone());
@@ -43,7 +43,10 @@ impl FakeFtp {
                 });
             }
         });
-        FakeFtp { port, retrs }
+        FakeFtp {
+            port,
+            log: commands,
+        }
     }
 
     /// `ftp://127.0.0.1:PORT/rel`.
@@ -53,7 +56,15 @@ impl FakeFtp {
 
     /// Every path asked for with `RETR`, in order.
     pub fn retrs(&self) -> Vec<String> {
-        self.retrs.lock().unwrap().clone()
+        let log = self.log.lock().unwrap();
+        let retrs = log.iter().filter_map(|c| c.strip_prefix("RETR "));
+        retrs.map(str::to_owned).collect()
+    }
+
+    /// Every command received (verb upper-cased, argument without the
+    /// slashes at its ends), in order; passwords as `PASS ***`.
+    pub fn commands(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 }
 
@@ -71,6 +82,9 @@ fn serve(conn: TcpStream, tree: &FakeFtpTree, log: &Mutex<Vec<String>>) -> std::
         let line = line.trim_end_matches(['\r', '\n']);
         let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
         let arg = arg.trim_matches('/');
+        let verb = cmd.to_ascii_uppercase();
+        let shown = if verb == "PASS" { "***" } else { arg };
+        log.lock().unwrap().push(format!("{verb} {shown}"));
         let reply = match cmd.to_ascii_uppercase().as_str() {
             "USER" => "331 password\r\n".to_owned(),
             "PASS" => "230 in\r\n".to_owned(),
@@ -88,10 +102,7 @@ fn serve(conn: TcpStream, tree: &FakeFtpTree, log: &Mutex<Vec<String>>) -> std::
             "MDTM" if tree.files.contains_key(arg) => "213 20260101000000\r\n".to_owned(),
             "MLSD" | "RETR" => {
                 let body = match cmd {
-                    "RETR" => {
-                        log.lock().unwrap().push(arg.to_owned());
-                        tree.files.get(arg).cloned()
-                    }
+                    "RETR" => tree.files.get(arg).cloned(),
                     _ => tree
                         .dirs
                         .get(arg)

@@ -111,17 +111,31 @@ pub struct FileOptions {
     /// each replaces a header of the same name of the protocol's own
     /// settings, and goes to the same origins those would.
     pub headers: Vec<(String, String)>,
+    /// The file's size as its directory listing gave it (a file of a
+    /// tree). A protocol may take it for the size of the first request
+    /// rather than ask (FTP's `SIZE`); it must then check the bytes it
+    /// gets against it, as the file may have changed since.
+    pub listed_size: Option<u64>,
 }
 
 impl FileOptions {
     /// Options with these extra request headers.
     pub fn with_headers(headers: Vec<(String, String)>) -> Self {
-        FileOptions { headers }
+        FileOptions {
+            headers,
+            listed_size: None,
+        }
+    }
+
+    /// These options, with the size a listing gave.
+    pub fn with_listed_size(mut self, size: Option<u64>) -> Self {
+        self.listed_size = size;
+        self
     }
 
     /// Whether there is nothing beyond the batch's settings.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty()
+        self.headers.is_empty() && self.listed_size.is_none()
     }
 }
 
@@ -131,6 +145,7 @@ impl Debug for FileOptions {
         let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("FileOptions")
             .field("headers", &names)
+            .field("listed_size", &self.listed_size)
             .finish()
     }
 }

@@ -50,12 +50,23 @@ pub(crate) struct Body {
     buf: BytesMut,
     /// For a part cut before the end of the file: its window near the cut.
     tail: Option<Tail>,
+    /// For a file whose size came from its listing, not from the server
+    /// just now: the bytes it should still send. Its last bytes are given
+    /// only once the data has ended there (the engine stops reading at the
+    /// size it was told, and would keep a file that grew cut short).
+    exact_left: Option<u64>,
     timeout: Duration,
     /// `RETR <url>`, for messages.
     what: String,
 }
 
 impl Body {
+    /// Checks that the data ends after exactly `len` more bytes.
+    pub(crate) fn ending_at(mut self, len: Option<u64>) -> Body {
+        self.exact_left = len;
+        self
+    }
+
     pub(crate) fn new(
         transfer: Transfer,
         session: Session,
@@ -69,6 +80,7 @@ impl Body {
             done: false,
             buf: BytesMut::new(),
             tail,
+            exact_left: None,
             timeout,
             what,
         }
@@ -159,11 +171,36 @@ impl Stream for Body {
             }
             match read {
                 Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if !this.buf.is_empty() => {
+                    // The last bytes, held until the data ended. The
+                    // transfer stays live: the engine, which now has every
+                    // byte, drops the body, and the drop pools the session
+                    // (the next poll would see the end again).
+                    return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+                }
                 Poll::Ready(Ok(0)) => {
                     let live = this.live.take().expect("live transfer");
                     this.finishing = Some(Box::pin(finish(live, this.timeout, this.what.clone())));
                 }
-                Poll::Ready(Ok(_)) => return Poll::Ready(Some(Ok(this.buf.split().freeze()))),
+                Poll::Ready(Ok(n)) => match this.exact_left.as_mut() {
+                    None => return Poll::Ready(Some(Ok(this.buf.split().freeze()))),
+                    Some(left) if (n as u64) > *left => {
+                        this.done = true;
+                        // Closed, not pooled: the server is still sending.
+                        this.live = None;
+                        return Poll::Ready(Some(Err(Error::new(
+                            ErrorKind::Changed,
+                            format!("{}: longer than its listing said", this.what),
+                        ))));
+                    }
+                    Some(left) => {
+                        *left -= n as u64;
+                        if *left > 0 {
+                            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+                        }
+                        // Held until the data ends, or goes on.
+                    }
+                },
                 Poll::Ready(Err(e)) => {
                     // The data connection broke: so may have the control
                     // connection; it is closed rather than pooled.

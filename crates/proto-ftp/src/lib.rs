@@ -10,7 +10,9 @@
 //!   [`FtpOptions::require_tls`] requires explicit `AUTH TLS`. Certificates
 //!   are checked against the system roots plus `ca_certs`, unless
 //!   `insecure`.
-//! - The size comes from `SIZE` (else `MLST`), the version from `MDTM`;
+//! - The size comes from `SIZE` (else `MLST`; for the first request of a
+//!   file of a tree, from its listing, the body then checking that the
+//!   data ends there), the version from `MDTM`;
 //!   ranges are `REST` + `RETR` on a control connection of their own.
 //! - Control connections are pooled per server and login, reused across
 //!   files, and bounded per server by `max_per_host`. A server that refuses
@@ -44,8 +46,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pymatris_core::{
-    ByteRange, DirEntry, Error, ErrorKind, Fetched, Protocol, ProtocolConfig, RemoteMeta, Url,
-    Validator,
+    ByteRange, DirEntry, Error, ErrorKind, Fetched, FileOptions, Protocol, ProtocolConfig,
+    RemoteMeta, Url, Validator,
 };
 use rustls::ClientConfig;
 use suppaftp::{FtpError, Mode};
@@ -153,10 +155,18 @@ impl FtpProtocol {
         host: &Arc<Host>,
         target: &Target,
         want_mtime: bool,
+        known_size: Option<u64>,
     ) -> Result<(Session, Probe), Error> {
         loop {
             let mut session = self.session(host, target).await?;
-            match session::probe(&mut session, host, &target.path, want_mtime, self.timeout).await {
+            let probed = session::probe(
+                &mut session,
+                host,
+                &target.path,
+                (want_mtime, known_size),
+                self.timeout,
+            );
+            match probed.await {
                 Ok(probe) => return Ok((session, probe)),
                 Err(e) if session.reused && !keeps_session(&e) => {
                     tracing::debug!(host = %host.id, error = %e, "a pooled session went stale");
@@ -269,7 +279,7 @@ impl Protocol for FtpProtocol {
     async fn stat(&self, url: &Url) -> pymatris_core::Result<RemoteMeta> {
         let target = target::parse(url, self.ftp_tls)?;
         let host = self.pool.host(&target.host);
-        let (session, probe) = self.prepare(&host, &target, true).await?;
+        let (session, probe) = self.prepare(&host, &target, true, None).await?;
         session.release();
         if probe.size.is_none()
             && let Some(reply) = &probe.size_refused
@@ -285,47 +295,18 @@ impl Protocol for FtpProtocol {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> pymatris_core::Result<Fetched> {
-        let asked_at = std::time::Instant::now();
-        let target = target::parse(url, self.ftp_tls)?;
-        let host = self.pool.host(&target.host);
-        if range.start > 0 && Caps::get(&host.caps.no_rest) {
-            return Err(Error::new(
-                ErrorKind::RangeUnsupported,
-                format!("{}: the server does not resume transfers", target.shown),
-            ));
-        }
-        // A part only needs the time when the first response had one.
-        let want_mtime = validator.is_none_or(|v| v.modified.is_some());
-        // Another version is the engine's to refuse: this reports the one
-        // found.
-        let (mut session, probe) = self.prepare(&host, &target, want_mtime).await?;
-        let meta = meta(&host, probe);
-        // A transfer that stops before the end of the file is cut, and
-        // costs the server what its socket holds past the cut.
-        let cut_after = match (range.end, meta.size) {
-            (Some(end), Some(size)) if end < size => Some(end.saturating_sub(range.start)),
-            _ => None,
-        };
-        let plan = session.window.set(cut_after);
-        let transfer = match self.retr(&mut session, &host, &target, range.start).await {
-            Ok(t) => t,
-            Err((e, keep)) => {
-                if keep {
-                    session.release();
-                }
-                return Err(e);
-            }
-        };
-        tracing::debug!(url = %target.shown, start = range.start, "transfer started");
-        let what = format!("RETR {}", target.shown);
-        let tail = plan
-            .zip(cut_after)
-            .map(|(plan, len)| Tail::new(plan, len, transfer.get_ref().get_ref(), asked_at));
-        Ok(Fetched {
-            meta,
-            offset: range.start,
-            body: Box::pin(Body::new(transfer, session, tail, self.timeout, what)),
-        })
+        self.fetch_listed(url, range, validator, None).await
+    }
+
+    async fn fetch_file(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+        file: &FileOptions,
+    ) -> pymatris_core::Result<Fetched> {
+        self.fetch_listed(url, range, validator, file.listed_size)
+            .await
     }
 
     async fn list(&self, url: &Url) -> pymatris_core::Result<Vec<DirEntry>> {
@@ -358,6 +339,63 @@ impl Protocol for FtpProtocol {
 }
 
 impl FtpProtocol {
+    /// [`Protocol::fetch`], for a file whose listing gave `listed_size`.
+    async fn fetch_listed(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        validator: Option<&Validator>,
+        listed_size: Option<u64>,
+    ) -> pymatris_core::Result<Fetched> {
+        let asked_at = std::time::Instant::now();
+        let target = target::parse(url, self.ftp_tls)?;
+        let host = self.pool.host(&target.host);
+        if range.start > 0 && Caps::get(&host.caps.no_rest) {
+            return Err(Error::new(
+                ErrorKind::RangeUnsupported,
+                format!("{}: the server does not resume transfers", target.shown),
+            ));
+        }
+        // A part only needs the time when the first response had one.
+        let want_mtime = validator.is_none_or(|v| v.modified.is_some());
+        // Another version is the engine's to refuse: this reports the one
+        // found.
+        // The first request of a listed file takes its size from the
+        // listing (no `SIZE`); its body then checks the bytes against it.
+        let listed = listed_size.filter(|_| validator.is_none() && range.start == 0);
+        let (mut session, probe) = self.prepare(&host, &target, want_mtime, listed).await?;
+        let meta = meta(&host, probe);
+        // A transfer that stops before the end of the file is cut, and
+        // costs the server what its socket holds past the cut.
+        let cut_after = match (range.end, meta.size) {
+            (Some(end), Some(size)) if end < size => Some(end.saturating_sub(range.start)),
+            _ => None,
+        };
+        let plan = session.window.set(cut_after);
+        let transfer = match self.retr(&mut session, &host, &target, range.start).await {
+            Ok(t) => t,
+            Err((e, keep)) => {
+                if keep {
+                    session.release();
+                }
+                return Err(e);
+            }
+        };
+        tracing::debug!(url = %target.shown, start = range.start, "transfer started");
+        let what = format!("RETR {}", target.shown);
+        let tail = plan
+            .zip(cut_after)
+            .map(|(plan, len)| Tail::new(plan, len, transfer.get_ref().get_ref(), asked_at));
+        Ok(Fetched {
+            meta,
+            offset: range.start,
+            body: Box::pin(
+                Body::new(transfer, session, tail, self.timeout, what)
+                    .ending_at(listed.filter(|_| cut_after.is_none())),
+            ),
+        })
+    }
+
     /// `MLSD`, or `LIST` where the server does not know it.
     async fn list_on(
         &self,

@@ -276,23 +276,26 @@ pub(crate) struct Probe {
     pub(crate) size_refused: Option<suppaftp::types::Response>,
 }
 
-/// `SIZE`, then `MLST` when `SIZE` gave nothing, then `MDTM` when
-/// `want_mtime`. Negative replies are absorbed (remembered per host when
+/// `SIZE` (unless the size is known), then `MLST` when `SIZE` gave
+/// nothing, then `MDTM` when `want_mtime`. Negative replies are absorbed (remembered per host when
 /// they mean "unknown command"); only a broken connection fails.
 pub(crate) async fn probe(
     session: &mut Session,
     host: &Host,
     path: &str,
-    want_mtime: bool,
+    (want_mtime, known_size): (bool, Option<u64>),
     timeout: Duration,
 ) -> FtpResult<Probe> {
     let ftp = &mut session.ftp;
     let caps = &host.caps;
-    let mut probe = Probe::default();
+    let mut probe = Probe {
+        size: known_size,
+        ..Probe::default()
+    };
     // Each command that asks the server no more than a look-up is a
     // round trip to time, for the data windows.
     let mut asked = Instant::now();
-    if !Caps::get(&caps.no_size) {
+    if probe.size.is_none() && !Caps::get(&caps.no_size) {
         match within(timeout, ftp.size(path)).await {
             Ok(n) => {
                 host.rtt.note(asked.elapsed());

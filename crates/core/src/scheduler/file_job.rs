@@ -68,7 +68,8 @@ impl Batch {
             // says (see `stream.rs`).
             overwrite: request.overwrite.unwrap_or(self.config.overwrite)
                 || self.config.timestamping,
-            options: FileOptions::with_headers(request.headers.clone()),
+            options: FileOptions::with_headers(request.headers.clone())
+                .with_listed_size(request.listed_size),
         }
     }
 }

@@ -66,6 +66,8 @@ pub struct Request {
     /// by the tree's rule ([`LocalCopy::is_current`](crate::LocalCopy)),
     /// and under --continue never kept for its size alone.
     mirror: bool,
+    /// A file of a tree: its size as the listing gave it.
+    listed_size: Option<u64>,
     max_splits: Option<usize>,
     max_tries: Option<u32>,
     overwrite: Option<bool>,
@@ -118,6 +120,7 @@ impl Request {
             filename: None,
             checksum: None,
             mirror: false,
+            listed_size: None,
             max_splits: None,
             max_tries: None,
             overwrite: None,

@@ -210,6 +210,8 @@ pub(super) fn step(batch: &Batch, file: TreeFile) -> Step {
     // The engine judges the copy again by the same rule (a listing can be
     // stale), and under -c does not keep it for its size.
     request.mirror = copy.is_some();
+    // FTP then asks no `SIZE`, and checks the bytes against it.
+    request.listed_size = file.size;
     Step::Fetch(request)
 }
 

@@ -1,0 +1,81 @@
+//! What an FTP mirror asks per file: the listing already gave each file's
+//! size, so a file costs no `SIZE`; and a file that grew after it was
+//! listed is never written cut to its listed size.
+
+use pymatris_tests::fake_ftp::{FakeFtp, FakeFtpTree};
+use pymatris_tests::run_pymatris;
+
+use crate::mirror::{json, read_tree};
+
+fn tree_of(files: &[(&str, &[u8], usize)]) -> FakeFtpTree {
+    let mut tree = FakeFtpTree::default();
+    let listing: Vec<String> = files
+        .iter()
+        .map(|(name, _, listed)| format!("type=file;size={listed};modify=20260101000000; {name}"))
+        .collect();
+    tree.dirs.insert("t".into(), listing.join("\n"));
+    for (name, body, _) in files {
+        tree.files.insert(format!("t/{name}"), body.to_vec());
+    }
+    tree
+}
+
+fn mirror(server: &FakeFtp) -> (std::process::Output, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dl");
+    let out = run_pymatris([
+        "-r",
+        "--json",
+        "--quiet",
+        "--dir",
+        dir.to_str().unwrap(),
+        &server.url("t/"),
+    ]);
+    (out, root)
+}
+
+/// Each file of an `MLSD` listing is fetched with `RETR` and no `SIZE`:
+/// one round trip fewer per file.
+#[test]
+fn an_ftp_mirror_takes_each_files_size_from_the_listing() {
+    let files: [(&str, &[u8], usize); 3] = [
+        ("a.bin", b"aaaa", 4),
+        ("b.bin", b"bb", 2),
+        ("c.bin", b"", 0),
+    ];
+    let server = FakeFtp::start(tree_of(&files));
+    let (out, root) = mirror(&server);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let got = read_tree(&root.path().join("dl"));
+    for (name, body, _) in files {
+        assert_eq!(got.get(name).map(Vec::as_slice), Some(body), "{name}");
+    }
+    let commands = server.commands();
+    let sizes: Vec<&String> = commands.iter().filter(|c| c.starts_with("SIZE")).collect();
+    assert!(sizes.is_empty(), "{commands:#?}");
+    let mut retrs = server.retrs();
+    retrs.sort();
+    assert_eq!(retrs, ["t/a.bin", "t/b.bin", "t/c.bin"], "{commands:#?}");
+}
+
+/// A file longer than its listing said (it grew in between) is fetched
+/// whole or reported, never kept cut to the listed size.
+#[test]
+fn a_file_grown_since_its_listing_is_not_cut_to_its_listed_size() {
+    let files: [(&str, &[u8], usize); 2] =
+        [("grown.txt", b"hello world", 5), ("same.txt", b"same", 4)];
+    let server = FakeFtp::start(tree_of(&files));
+    let (out, root) = mirror(&server);
+    let v = json(&out);
+    let got = read_tree(&root.path().join("dl"));
+    assert_eq!(
+        got.get("same.txt").map(Vec::as_slice),
+        Some(&b"same"[..]),
+        "{v:#}"
+    );
+    match got.get("grown.txt") {
+        Some(body) => assert_eq!(body.as_slice(), b"hello world", "{v:#}"),
+        None => assert_eq!(out.status.code(), Some(1), "{v:#}"),
+    }
+}
