@@ -117,7 +117,13 @@ fn many_small_files_over_a_long_link_run_more_at_once() {
     );
 }
 
+/// Run alone by `cargo xtask ci` (`ALONE` in `xtask/src/ci.rs`): beside
+/// another test, the debug client is short of CPU, added connections do
+/// not pay, and the batch rightly grows late (the sixth connection after
+/// 60 % of the bytes, seen in a full CI run; at most 25 % alone, 35 %
+/// before the change this tests).
 #[test]
+#[ignore = "compares growth against the link: `cargo xtask ci` runs it alone"]
 fn a_long_list_over_a_capped_link_grows_early() {
     // 300 small files from `-i`, read a window ahead of the downloads: the
     // batch must count the requests read ahead as work waiting, and decide
