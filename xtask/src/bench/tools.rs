@@ -247,6 +247,16 @@ impl Ctx<'_> {
         path(hosts.unwrap_or(self.servers.ssh_known_hosts()))
     }
 
+    /// The binary a pymatris tool runs: the one under test, or the
+    /// `--baseline` one.
+    pub(super) fn pymatris_program(&self, tool: Tool) -> anyhow::Result<&Path> {
+        match (tool, self.baseline) {
+            (Tool::Baseline, Some(baseline)) => Ok(baseline),
+            (Tool::Baseline, None) => bail!("no --baseline binary"),
+            _ => Ok(self.cli),
+        }
+    }
+
     /// Gives a pymatris run what `proto`'s server needs to be trusted and
     /// logged in to, then the bench's `--pymatris-arg`s.
     pub(super) fn pymatris_access(&self, inv: &mut Invocation, proto: Proto) {
@@ -329,12 +339,7 @@ impl Ctx<'_> {
         let mut inv;
         match tool {
             Tool::Pymatris | Tool::PymatrisAt | Tool::Baseline => {
-                let program = match (tool, self.baseline) {
-                    (Tool::Baseline, Some(baseline)) => baseline,
-                    (Tool::Baseline, None) => bail!("no --baseline binary"),
-                    _ => self.cli,
-                };
-                inv = Invocation::new(path(program));
+                inv = Invocation::new(path(self.pymatris_program(tool)?));
                 inv.args(["--quiet", "--dir"]).arg(path(out));
                 if let Some(p) = wl.parallel {
                     inv.arg("--max-parallel").arg(p.to_string());

@@ -135,12 +135,7 @@ pub(super) fn invocation(
     let mut inv;
     match tool {
         Tool::Pymatris | Tool::PymatrisAt | Tool::Baseline => {
-            let program = match (tool, ctx.baseline) {
-                (Tool::Baseline, Some(b)) => b,
-                (Tool::Baseline, None) => bail!("no --baseline binary"),
-                _ => ctx.cli,
-            };
-            inv = Invocation::new(path(program));
+            inv = Invocation::new(path(ctx.pymatris_program(tool)?));
             inv.args(["--quiet", "-r", "--dir"]).arg(path(out));
             inv.arg("--max-parallel").arg(n.to_string());
             inv.settings = format!("-r --max-parallel {n}");
