@@ -164,7 +164,17 @@ impl DataWindow {
             let rtt = rtt.clone();
             Box::pin(async move {
                 match through {
-                    Some((proxy, host)) => proxy.connect(&host, addr.port()).await,
+                    Some((proxy, host)) => {
+                        let stream = proxy.connect(&host, addr.port()).await;
+                        // The proxy dialled: the buffer is set once the
+                        // connection is up (the segment size is the
+                        // proxy's to choose).
+                        if let (Ok(stream), Some(plan)) = (&stream, plan) {
+                            let _ = socket2::SockRef::from(stream)
+                                .set_recv_buffer_size(plan.tail as usize);
+                        }
+                        stream
+                    }
                     None => data_socket(addr, plan, &rtt).await,
                 }
                 .map_err(FtpError::ConnectionError)
@@ -249,6 +259,12 @@ pub(crate) struct Tail {
     tail: u64,
     /// The last one asked for on the way down; 0 before the first.
     asked: u64,
+    /// The system's receive buffer as last read back (`None`: unknown).
+    /// Read at the start and after each change we make: a buffer set
+    /// explicitly (every data connection of a plan's, see
+    /// `DataWindow::builder`) is never resized by the system, and a read
+    /// at each chunk would cost a system call each.
+    buffer: Option<u64>,
 }
 
 /// The window grows only after this many tail windows' worth of bytes,
@@ -271,9 +287,11 @@ impl Tail {
     /// `len` bytes, for a part asked for at `asked_at`.
     pub(crate) fn new(plan: Plan, len: u64, socket: &impl AsFd, asked_at: Instant) -> Tail {
         // Whatever segment size the connection got: two of them.
-        let segment = socket2::SockRef::from(socket).tcp_mss().unwrap_or(0);
+        let sock = socket2::SockRef::from(socket);
+        let segment = sock.tcp_mss().unwrap_or(0);
         let tail = u64::from(plan.tail.max(segment.next_power_of_two()));
         Tail {
+            buffer: sock.recv_buffer_size().ok().map(|b| b as u64),
             left: len,
             read: 0,
             asked_at,
@@ -306,6 +324,7 @@ impl Tail {
         if (self.left as f64) < pace * DONE_WITHIN {
             // Only a saving: a system that refuses it still transfers.
             let _ = sock.set_recv_buffer_size(self.bulk as usize);
+            self.buffer = sock.recv_buffer_size().ok().map(|b| b as u64);
             tracing::trace!(left = self.left, bulk = self.bulk, "data window grown");
             self.bulk = 0;
         }
@@ -323,11 +342,10 @@ impl Tail {
                 return None;
             }
             // How far past what we have read the window may reach: the
-            // system's receive buffer (which bounds the window; read each
-            // time, as the system may have grown it), and what the TLS
-            // layer may have read ahead. Unknown, the cut is taken as
-            // within reach.
-            let reach = sock.recv_buffer_size().map_or(u64::MAX, |b| b as u64);
+            // system's receive buffer (which bounds the window), and what
+            // the TLS layer may have read ahead. Unknown, the cut is taken
+            // as within reach.
+            let reach = self.buffer.unwrap_or(u64::MAX);
             match self.left.saturating_sub(reach.saturating_add(READ_AHEAD)) {
                 0 => {
                     let next = (self.left / 4).max(self.tail);
@@ -339,6 +357,7 @@ impl Tail {
                     // Only a saving: a system that refuses it still
                     // transfers.
                     let _ = sock.set_recv_buffer_size(self.asked as usize);
+                    self.buffer = sock.recv_buffer_size().ok().map(|b| b as u64);
                     tracing::trace!(left = self.left, asked = self.asked, "data window shrunk");
                 }
                 n => return Some(n),
