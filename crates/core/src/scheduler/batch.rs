@@ -73,7 +73,7 @@ pub(super) struct Batch {
     /// Files not finished yet, running or waiting for a slot.
     pub(super) files_left: AtomicUsize,
     /// Requests a streamed batch's stream holds ready beyond those taken,
-    /// and the quickest answer to a request (µs, plus one; 0: none): what
+    /// and the quickest answer to a request (µs; `u64::MAX`: none): what
     /// `adapt` counts as waiting work, and goes by for its pace.
     pub(super) ahead: AtomicUsize,
     pub(super) answer: AtomicU64,

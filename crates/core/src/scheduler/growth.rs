@@ -60,8 +60,8 @@ impl Batch {
                 * crate::config::DEFAULT_GROWTH_CEILING;
         }
         let answer = match self.answer.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(Duration::from_micros(us - 1)),
+            u64::MAX => None,
+            us => Some(Duration::from_micros(us)),
         };
         let load = Load {
             running,
@@ -90,11 +90,7 @@ impl Batch {
     /// Notes how long a file's first request took to be answered: the
     /// quickest sets the pace of `adapt`.
     pub(super) fn answered(&self, took: Duration) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1) + 1;
-        let seen = self.answer.load(Ordering::Relaxed);
-        if seen == 0 || us < seen {
-            // A race loses one sample of many; the next answer retries.
-            let _ = (self.answer).compare_exchange(seen, us, Ordering::Relaxed, Ordering::Relaxed);
-        }
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX - 1);
+        self.answer.fetch_min(us, Ordering::Relaxed);
     }
 }

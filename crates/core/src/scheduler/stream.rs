@@ -189,7 +189,7 @@ impl Downloader {
             opening: AtomicUsize::new(0),
             files_left: AtomicUsize::new(files_left),
             ahead: AtomicUsize::new(0),
-            answer: AtomicU64::new(0),
+            answer: AtomicU64::new(u64::MAX),
             file_done: Notify::new(),
             started: Instant::now(),
             last_progress: AtomicU64::new(0),
