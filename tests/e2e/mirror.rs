@@ -235,6 +235,31 @@ fn a_tree_without_remote_times_is_not_fetched_again() {
     assert_eq!(std::fs::read(out.path().join(changed)).unwrap(), new);
 }
 
+/// `-r` hands each file's outcome on as it ends: one `--jsonl` line a
+/// file; `--json` still lists a tree's files by path.
+#[test]
+fn a_tree_writes_a_jsonl_line_a_file_and_json_by_path() {
+    let servers = Servers::start(Which::http_only()).expect("start nginx");
+    let files = write_tree(&servers);
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let jsonl = root.path().join("log.jsonl");
+    let v = mirror(
+        &["--jsonl", jsonl.to_str().unwrap()],
+        &servers.http_url("mirror/"),
+        &out,
+    );
+    let paths: Vec<&str> = (v["success"].as_array().unwrap().iter())
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.is_sorted(), "{paths:?}");
+    let lines: Vec<Value> = (std::fs::read_to_string(&jsonl).unwrap().lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), files.len());
+    assert!(lines.iter().all(|l| l["ok"] == true), "{lines:?}");
+}
+
 /// `--dry-run -r` walks the tree and plans each file, writing nothing and
 /// fetching no body: into an empty directory every file is a download;
 /// after a mirror and one change, the changed file alone is a replace.
