@@ -20,7 +20,7 @@ const FILES: usize = 240;
 
 /// Writes the tree under `mirror/` of the servers' data: nested
 /// directories, sizes from empty to a few hundred KiB.
-fn write_tree(servers: &Servers) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn write_tree(servers: &Servers) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     for i in 0..FILES {
         let rel = match i % 5 {
@@ -87,7 +87,7 @@ pub(crate) fn json(out: &Output) -> Value {
 }
 
 /// Runs `pymatris -r` and checks that it succeeded for every file.
-fn mirror(extra: &[&str], url: &str, dir: &Path) -> Value {
+pub(crate) fn mirror(extra: &[&str], url: &str, dir: &Path) -> Value {
     let mut args = vec!["-r", "--json", "--quiet", "--dir", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.push(url);
@@ -168,7 +168,11 @@ fn round_trip(servers: &Servers, url: &str, extra: &[&str], transfers: Option<&d
 }
 
 /// Lines of a server's log that record a transfer of a file of the tree.
-fn log_count(servers: &Servers, server: Server, is_transfer: impl Fn(&str) -> bool) -> usize {
+pub(crate) fn log_count(
+    servers: &Servers,
+    server: Server,
+    is_transfer: impl Fn(&str) -> bool,
+) -> usize {
     std::thread::sleep(Duration::from_millis(300));
     let text = std::fs::read_to_string(servers.root_dir().join(server.log())).unwrap_or_default();
     text.lines().filter(|l| is_transfer(l)).count()

@@ -1,11 +1,13 @@
 //! What an FTP mirror asks per file: the listing already gave each file's
 //! size, so a file costs no `SIZE`; and a file that grew after it was
-//! listed is never written cut to its listed size.
+//! listed is never written cut to its listed size. And what it asks of the
+//! server in all: no more sessions than the transfers it runs at once.
 
+use pymatris_harness::{Server, Servers, Which};
 use pymatris_tests::fake_ftp::{FakeFtp, FakeFtpTree};
 use pymatris_tests::run_pymatris;
 
-use crate::mirror::{json, read_tree};
+use crate::mirror::{json, log_count, mirror as mirror_tree, read_tree, write_tree};
 
 fn tree_of(files: &[(&str, &[u8], usize)]) -> FakeFtpTree {
     let mut tree = FakeFtpTree::default();
@@ -78,4 +80,24 @@ fn a_file_grown_since_its_listing_is_not_cut_to_its_listed_size() {
         Some(body) => assert_eq!(body.as_slice(), b"hello world", "{v:#}"),
         None => assert_eq!(out.status.code(), Some(1), "{v:#}"),
     }
+}
+
+/// A tree's listings take places among the connections its files use, as
+/// lftp's `mirror --parallel` does: a login costs vsftpd a process and a
+/// password hash, so a session opened for a listing beside those of the
+/// downloads costs the server more than the listing itself.
+#[test]
+fn an_ftp_tree_logs_in_no_more_often_than_it_transfers_at_once() {
+    let servers = Servers::start(Which::ftp_only()).expect("start vsftpd");
+    let files = write_tree(&servers);
+    let out = tempfile::tempdir().unwrap();
+    let url = servers.ftp_url("mirror/");
+    mirror_tree(
+        &["--max-parallel", "3", "--max-splits", "1"],
+        &url,
+        out.path(),
+    );
+    assert!(read_tree(out.path()) == files, "the tree differs");
+    let logins = log_count(&servers, Server::Vsftpd, |l| l.contains("OK LOGIN: "));
+    assert!(logins <= 3, "{logins} sessions for 3 transfers at once");
 }

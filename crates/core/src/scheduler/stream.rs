@@ -91,7 +91,11 @@ impl Downloader {
         let (lower, upper) = requests.size_hint();
         let exact = upper == Some(lower);
         let counted = if exact { lower } else { max_parallel };
-        let batch = Arc::new(self.batch(counted));
+        let mut batch = self.batch(counted);
+        if !trees.is_empty() && batch.hosts.is_none() {
+            batch.hosts = Some(HostSlots::new(tree_connections(&batch.config)));
+        }
+        let batch = Arc::new(batch);
         let tree = TreeFeed::start(&batch, trees);
         let slots = if exact && tree.is_none() {
             max_parallel.min(lower.max(1))
@@ -206,6 +210,21 @@ impl Downloader {
 /// then the files the walks of a tree find. A slot leaves when the batch
 /// allows fewer files at once than it has slots (it grew, and took back
 /// what did not pay).
+/// The connections to one host a batch with trees holds at once, listings
+/// and transfers together, when the user set no per-host limit: what its
+/// files may use (up to where growth stops, when it grows), as lftp's
+/// `mirror --parallel` uses its N connections for both. Listing beside
+/// them instead would open sessions of its own, and an FTP login costs the
+/// server far more than a listing (a process, a password hash).
+fn tree_connections(config: &crate::config::Config) -> usize {
+    let floor = config.max_parallel.max(config.max_splits).max(1);
+    if config.grow_parallel || config.grow_splits {
+        floor.max(crate::config::DEFAULT_GROWTH_CEILING)
+    } else {
+        floor
+    }
+}
+
 async fn slot<S: Stream<Item = Request> + Unpin>(
     batch: Arc<Batch>,
     feed: Arc<Feed<S>>,
