@@ -11,6 +11,7 @@ mod dry_run;
 mod endgame;
 mod faults;
 mod ftp;
+mod ftp_cuts;
 mod h2;
 #[cfg(unix)]
 mod handles;

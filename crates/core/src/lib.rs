@@ -119,8 +119,8 @@ pub use error::{Error, ErrorKind, Hint, Result};
 pub use local::LocalCopy;
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{
-    ByteRange, ByteStream, DirEntry, EntryKind, Fetched, FileOptions, Protocol, ProtocolPlugin,
-    RemoteMeta, Validator,
+    ByteRange, ByteStream, DirEntry, EntryKind, Fetched, FileOptions, PartEnd, Protocol,
+    ProtocolPlugin, RemoteMeta, Validator,
 };
 pub use redact::{
     MIN_SECRET_LEN, redact_text, redact_url, redact_url_str, register_secret, register_url_secrets,

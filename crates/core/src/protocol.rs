@@ -9,6 +9,7 @@
 use std::fmt::Debug;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -116,6 +117,9 @@ pub struct FileOptions {
     /// rather than ask (FTP's `SIZE`); it must then check the bytes it
     /// gets against it, as the file may have changed since.
     pub listed_size: Option<u64>,
+    /// Where the part this request fills now ends, while it runs (see
+    /// [`PartEnd`]); `None` for a request whose range's end stays put.
+    pub part_end: Option<PartEnd>,
 }
 
 impl FileOptions {
@@ -124,7 +128,14 @@ impl FileOptions {
         FileOptions {
             headers,
             listed_size: None,
+            part_end: None,
         }
+    }
+
+    /// These options, for a request whose part ends where `end` says.
+    pub fn with_part_end(mut self, end: PartEnd) -> Self {
+        self.part_end = Some(end);
+        self
     }
 
     /// These options, with the size a listing gave.
@@ -135,7 +146,7 @@ impl FileOptions {
 
     /// Whether there is nothing beyond the batch's settings.
     pub fn is_empty(&self) -> bool {
-        self.headers.is_empty() && self.listed_size.is_none()
+        self.headers.is_empty() && self.listed_size.is_none() && self.part_end.is_none()
     }
 }
 
@@ -146,9 +157,51 @@ impl Debug for FileOptions {
         f.debug_struct("FileOptions")
             .field("headers", &names)
             .field("listed_size", &self.listed_size)
+            .field("part_end", &self.part_end)
             .finish()
     }
 }
+
+/// Where the part a running request fills now ends: one past its last
+/// byte, as the engine sees it. The engine lowers it when it gives the
+/// back of the part to another connection (a cut always comes far from
+/// where the part has got to), also before the request's first byte (a
+/// slow login); it never raises it.
+///
+/// A protocol whose server stops at the end of the range it was asked for
+/// ([`Protocol::stops_at_range_end`]) has no use for it. One whose
+/// requests have no end (FTP's `REST`) reads it to stop the transfer there,
+/// and to let the server send ahead freely while the end is far and
+/// little once it nears, so that little is sent past it for nothing.
+#[derive(Clone, Debug)]
+pub struct PartEnd(Arc<AtomicU64>);
+
+impl PartEnd {
+    /// A part that ends before `end`.
+    pub fn new(end: u64) -> Self {
+        PartEnd(Arc::new(AtomicU64::new(end)))
+    }
+
+    /// Where the part ends now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The part now ends at `end`, if that is sooner.
+    pub fn lower(&self, end: u64) {
+        self.0.fetch_min(end, Ordering::Relaxed);
+    }
+}
+
+/// One handle is equal only to itself (and its clones): two parts that end
+/// at the same byte are still two parts.
+impl PartialEq for PartEnd {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PartEnd {}
 
 /// A stream of the bytes of a file, in order.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;

@@ -48,7 +48,8 @@ pub(crate) struct Body {
     finishing: Option<Finish>,
     done: bool,
     buf: BytesMut,
-    /// For a part cut before the end of the file: its window near the cut.
+    /// For a part that may end before the end of the file: where it ends,
+    /// and its window near there.
     tail: Option<Tail>,
     /// For a file whose size came from its listing, not from the server
     /// just now: the bytes it should still send. Its last bytes are given
@@ -154,12 +155,19 @@ impl Stream for Body {
                 // the chunks cut from it.
                 this.buf.reserve(CHUNK);
             }
-            let allowed = this
-                .tail
-                .as_mut()
-                .and_then(|t| t.allowed(live.transfer.get_ref().get_ref()));
+            let allowed =
+                (this.tail.as_mut()).map(|t| t.allowed(live.transfer.get_ref().get_ref()));
             let read = match allowed {
-                // Up to where the window must shrink, and no further.
+                Some(0) => {
+                    // The part ends here: the transfer is let go, and the
+                    // server's answer for it read in the background.
+                    this.done = true;
+                    let live = this.live.take().expect("live transfer");
+                    let_go(live, this.timeout);
+                    return Poll::Ready(None);
+                }
+                // Up to where the window must shrink or the part ends, and
+                // no further.
                 Some(n) if n < CHUNK as u64 => {
                     let mut upto = (&mut live.transfer).take(n);
                     tokio_util::io::poll_read_buf(Pin::new(&mut upto), cx, &mut this.buf)
@@ -216,19 +224,24 @@ impl Stream for Body {
 
 impl Drop for Body {
     fn drop(&mut self) {
-        let Some(live) = self.live.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                // Counted before the task runs, so that the next transfer
-                // (often asked for right away) waits for this session
-                // rather than log in anew.
-                let draining = Draining::new(&live.session);
-                rt.spawn(drain(live, self.timeout, draining));
-            }
-            // No runtime to finish it on: the connection is just closed.
-            Err(_) => drop(live),
+        if let Some(live) = self.live.take() {
+            let_go(live, self.timeout);
         }
+    }
+}
+
+/// Closes a transfer before its end, and pools its session once the
+/// server has answered for it.
+fn let_go(live: Live, timeout: Duration) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            // Counted before the task runs, so that the next transfer
+            // (often asked for right away) waits for this session rather
+            // than log in anew.
+            let draining = Draining::new(&live.session);
+            rt.spawn(drain(live, timeout, draining));
+        }
+        // No runtime to finish it on: the connection is just closed.
+        Err(_) => drop(live),
     }
 }

@@ -25,9 +25,9 @@
 //!   a background task reads the server's `426`/`226` and pools the session
 //!   again (no `ABOR`: vsftpd answers it in a way suppaftp rejects). What
 //!   the server had written into its socket past the cut is sent for
-//!   nothing, so the data connection of such a part keeps its receive
-//!   window small but where the cut is far ahead and the part will be done
-//!   soon (`window.rs`).
+//!   nothing, so the data connection of such a part stops where the engine
+//!   says the part now ends, and shrinks its receive window as that end
+//!   nears (`window.rs`).
 //! - With TLS, each control connection has a TLS session cache of its own,
 //!   which its data connections resume: vsftpd's `require_ssl_reuse`
 //!   refuses a data connection that resumes another connection's session.
@@ -46,7 +46,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pymatris_core::{
-    ByteRange, DirEntry, Error, ErrorKind, Fetched, FileOptions, Protocol, ProtocolConfig,
+    ByteRange, DirEntry, Error, ErrorKind, Fetched, FileOptions, PartEnd, Protocol, ProtocolConfig,
     RemoteMeta, Url, Validator,
 };
 use rustls::ClientConfig;
@@ -295,7 +295,8 @@ impl Protocol for FtpProtocol {
         range: ByteRange,
         validator: Option<&Validator>,
     ) -> pymatris_core::Result<Fetched> {
-        self.fetch_listed(url, range, validator, None).await
+        self.fetch_listed(url, range, validator, &FileOptions::default())
+            .await
     }
 
     async fn fetch_file(
@@ -305,8 +306,7 @@ impl Protocol for FtpProtocol {
         validator: Option<&Validator>,
         file: &FileOptions,
     ) -> pymatris_core::Result<Fetched> {
-        self.fetch_listed(url, range, validator, file.listed_size)
-            .await
+        self.fetch_listed(url, range, validator, file).await
     }
 
     async fn list(&self, url: &Url) -> pymatris_core::Result<Vec<DirEntry>> {
@@ -339,15 +339,15 @@ impl Protocol for FtpProtocol {
 }
 
 impl FtpProtocol {
-    /// [`Protocol::fetch`], for a file whose listing gave `listed_size`.
+    /// [`Protocol::fetch_file`]: the listing's size, and where the part
+    /// now ends, are taken from `file`.
     async fn fetch_listed(
         &self,
         url: &Url,
         range: ByteRange,
         validator: Option<&Validator>,
-        listed_size: Option<u64>,
+        file: &FileOptions,
     ) -> pymatris_core::Result<Fetched> {
-        let asked_at = std::time::Instant::now();
         let target = target::parse(url, self.ftp_tls)?;
         let host = self.pool.host(&target.host);
         if range.start > 0 && Caps::get(&host.caps.no_rest) {
@@ -362,16 +362,22 @@ impl FtpProtocol {
         // found.
         // The first request of a listed file takes its size from the
         // listing (no `SIZE`); its body then checks the bytes against it.
-        let listed = listed_size.filter(|_| validator.is_none() && range.start == 0);
+        let listed = (file.listed_size).filter(|_| validator.is_none() && range.start == 0);
         let (mut session, probe) = self.prepare(&host, &target, want_mtime, listed).await?;
         let meta = meta(&host, probe);
-        // A transfer that stops before the end of the file is cut, and
-        // costs the server what its socket holds past the cut.
-        let cut_after = match (range.end, meta.size) {
-            (Some(end), Some(size)) if end < size => Some(end.saturating_sub(range.start)),
+        // Where the transfer stops: where the engine says its part now ends
+        // (read again as the bytes come: the part may be cut while it
+        // runs, or was while we logged in), else the range's end, unless
+        // that is the end of the file. A transfer cut before the end of the
+        // file costs the server what its socket holds past the cut.
+        let end = match (&file.part_end, range.end, meta.size) {
+            (Some(told), _, _) => Some(told.clone()),
+            (None, Some(end), Some(size)) if end < size => Some(PartEnd::new(end)),
             _ => None,
         };
-        let plan = session.window.set(cut_after);
+        let plan = session
+            .window
+            .set(end.as_ref().map(|e| e.get().saturating_sub(range.start)));
         let transfer = match self.retr(&mut session, &host, &target, range.start).await {
             Ok(t) => t,
             Err((e, keep)) => {
@@ -383,15 +389,14 @@ impl FtpProtocol {
         };
         tracing::debug!(url = %target.shown, start = range.start, "transfer started");
         let what = format!("RETR {}", target.shown);
-        let tail = plan
-            .zip(cut_after)
-            .map(|(plan, len)| Tail::new(plan, len, transfer.get_ref().get_ref(), asked_at));
+        let ends_early = end.is_some();
+        let tail = end.map(|end| Tail::new(end, range.start, plan, transfer.get_ref().get_ref()));
         Ok(Fetched {
             meta,
             offset: range.start,
             body: Box::pin(
                 Body::new(transfer, session, tail, self.timeout, what)
-                    .ending_at(listed.filter(|_| cut_after.is_none())),
+                    .ending_at(listed.filter(|_| !ends_early)),
             ),
         })
     }

@@ -4,24 +4,25 @@
 //! A `RETR` from `REST` has no end: a part that ends before the end of the
 //! file is cut by closing its data connection, and whatever the server had
 //! put on the wire past the cut by then is sent for nothing. That is at
-//! most the receive window we offered when the cut came. A data connection
-//! of such a part therefore opens with a small window (the tail window:
-//! 1/128 of the part, and at least what the server's round trip needs for
-//! [`MIN_RATE`]). Once its pace shows that it will be done before the
-//! engine would cut it early (and it did not wait long for its bytes), its
-//! receive buffer grows to the bulk window (1/8 of the part), and as the
-//! bytes left come within what that window could let past the planned
-//! cut, it shrinks back in steps (a quarter of the bytes left each time),
-//! so that the speed falls with the bytes left ([`Tail`]). TCP never takes
-//! back a window it offered, so each step comes early enough for the old
-//! window to end before the cut.
-//!
-//! Below [`MSS_BELOW`] the connection asks for a small segment size before
-//! it opens: a sender holds back a segment the window cannot take whole,
-//! and waits for its probe timer when the window is smaller than one
-//! segment (64 KiB on loopback). Small segments cost CPU on loopback; the
-//! bulk window is what wins most of it back (`docs/benchmarks.md`, "FTP
-//! with many parts regressed").
+//! most the receive window we offered when the cut came. The engine tells
+//! a transfer where its part now ends ([`PartEnd`]), also when it gives
+//! the back of a running part to another connection (always far from
+//! where the part has got to). A data connection of a part that ends
+//! before the end of the file therefore opens with the bulk window (1/8 of
+//! the part, and at least what the server's round trip needs for
+//! [`MIN_RATE`], up to [`BULK`]), and as half the bytes left (where the
+//! engine would cut the part next) come within what that window could let
+//! past, it shrinks in steps (halving) down to the tail window (1/128 of
+//! the part, and never below two segments, under which a sender that saw a
+//! larger window waits for its probe timer), so that the speed falls with
+//! the bytes left ([`Tail`]). TCP never takes back a window it offered, so
+//! each step comes early enough for the old window to end before the end.
+//! The segment size is the system's but where two of them would not fit in
+//! the tail window (short parts, on loopback's 64 KiB segments): small
+//! segments cost CPU on loopback, and a part that opens with the bulk
+//! window wins most of it back (`docs/benchmarks.md`).
+//! The transfer stops there: its last bytes are read up to the end and no
+//! further.
 //!
 //! The round trip is the shortest TCP handshake seen to the server, on its
 //! control and data connections alike. One handshake timed on a busy
@@ -38,6 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use pymatris_core::PartEnd;
 use pymatris_core::socks::SocksProxy;
 use suppaftp::FtpError;
 use suppaftp::FtpResult;
@@ -82,7 +84,7 @@ pub(crate) struct DataWindow {
 }
 
 /// The receive buffers asked for on a data connection of a cut part: at
-/// first, and for the last bytes before the cut.
+/// first, and for the last bytes before the end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) bulk: u32,
@@ -96,10 +98,17 @@ const SHARE: u64 = 128;
 /// waste a large part of a short part. A distant server then serves the
 /// tail of a short part at a few dozen round trips, not one.
 const MAX_SHARE: u64 = 32;
-/// The bulk window: this share of the part. The last bulk window's worth
-/// of the part comes through the tail window, so the bulk is a small
-/// share.
+/// The bulk window: this share of the part, up to [`BULK`], and at least
+/// what the round trip needs for [`MIN_RATE`]. The last bulk window's
+/// worth of the part comes through ever smaller windows, so the bulk is a
+/// small share.
 const BULK_SHARE: u64 = 8;
+/// A bulk window this large already keeps a loopback connection at full
+/// speed, with the system's segment size. A larger one only fills with
+/// bytes the client has not read yet (under a bandwidth cap, or a slow
+/// disk), and a buffer that shrinks under them drops what arrives next:
+/// sent twice.
+const BULK: u64 = 256 << 10;
 /// Smallest receive window asked for.
 const MIN_WINDOW: u64 = 8 << 10;
 /// From this window on, the system's own tuning is kept: it wastes no more
@@ -111,12 +120,10 @@ const MIN_RATE: f64 = 100e6;
 /// What the TLS layer may have read from the socket ahead of the bytes it
 /// gave us: a record, and some.
 const READ_AHEAD: u64 = 64 << 10;
-/// The segment size asked for with a small tail window. Below the usual
-/// Ethernet one, so that it changes nothing but on loopback and jumbo-frame
-/// links, where a tail window of a few dozen KiB is less than one segment.
-const MSS: u32 = 1400;
-/// Tail windows from this size on keep the system's segment size.
-const MSS_BELOW: u32 = 256 << 10;
+/// The smallest segment size asked for.
+const MIN_SEGMENT: u32 = 1400;
+/// Segments from this size on are the system's to choose.
+const SYSTEM_SEGMENT_FROM: u32 = 64 << 10;
 
 impl DataWindow {
     /// For a session to a server whose round trips are noted in `rtt`.
@@ -167,11 +174,10 @@ impl DataWindow {
                     Some((proxy, host)) => {
                         let stream = proxy.connect(&host, addr.port()).await;
                         // The proxy dialled: the buffer is set once the
-                        // connection is up (the segment size is the
-                        // proxy's to choose).
+                        // connection is up.
                         if let (Ok(stream), Some(plan)) = (&stream, plan) {
                             let _ = socket2::SockRef::from(stream)
-                                .set_recv_buffer_size(plan.tail as usize);
+                                .set_recv_buffer_size(plan.bulk as usize);
                         }
                         stream
                     }
@@ -202,6 +208,7 @@ fn for_rate(rtt: Duration) -> u64 {
 fn plan_for(len: u64, rtt: Duration) -> Option<Plan> {
     let tail = window_for(len, rtt)?;
     let bulk = (len / BULK_SHARE)
+        .min(BULK)
         .max(for_rate(rtt))
         .clamp(u64::from(tail), MAX_WINDOW);
     Some(Plan {
@@ -217,8 +224,18 @@ fn unpack(packed: u64) -> Option<Plan> {
     })
 }
 
-/// A TCP connection to `addr` with the tail receive buffer of `plan`, and
-/// the segment size it needs (none: the system's own).
+/// The segment size to ask for, for a part whose tail window is `tail`:
+/// two segments fit in it (see [`Tail`]), where the system's may not (64
+/// KiB on loopback). `None` keeps the system's: a segment below the usual
+/// Ethernet one is never asked for, and this changes nothing but on
+/// loopback and jumbo-frame links, where each segment costs the same CPU
+/// whatever its size: small ones only for short parts.
+fn segment_for(tail: u32) -> Option<u32> {
+    (tail / 2 < SYSTEM_SEGMENT_FROM).then_some((tail / 2).max(MIN_SEGMENT))
+}
+
+/// A TCP connection to `addr` with the bulk receive buffer of `plan` (none:
+/// the system's own).
 async fn data_socket(
     addr: SocketAddr,
     plan: Option<Plan>,
@@ -230,9 +247,9 @@ async fn data_socket(
     };
     if let Some(plan) = plan {
         // Only a saving: a system that refuses either still transfers.
-        let _ = socket.set_recv_buffer_size(plan.tail);
-        if plan.tail < MSS_BELOW {
-            let _ = socket2::SockRef::from(&socket).set_tcp_mss(MSS);
+        let _ = socket.set_recv_buffer_size(plan.bulk);
+        if let Some(mss) = segment_for(plan.tail) {
+            let _ = socket2::SockRef::from(&socket).set_tcp_mss(mss);
         }
     }
     let dialed = Instant::now();
@@ -241,23 +258,26 @@ async fn data_socket(
     Ok(stream)
 }
 
-/// Grows the receive buffer of a cut transfer's data connection once the
-/// part will be done soon, and shrinks it again as the cut comes within
-/// reach of its window.
+/// Where a transfer stops, and how its receive buffer shrinks on the way
+/// there.
 #[derive(Debug)]
 pub(crate) struct Tail {
-    /// Bytes up to the cut.
-    left: u64,
-    /// Bytes read.
-    read: u64,
-    /// When the engine asked for the part, and when its bytes began.
-    asked_at: Instant,
-    started: Instant,
-    /// The bulk receive buffer, until asked for; then 0.
-    bulk: u64,
-    /// The smallest receive buffer to ask for.
+    /// Where the part ends now.
+    end: PartEnd,
+    /// Where the transfer started, and how long its part was then.
+    start: u64,
+    len: u64,
+    /// When its bytes began, for its pace.
+    began: Instant,
+    /// The offset in the file of the next byte read.
+    pos: u64,
+    /// The tail window of the part as planned, before any cut; and the
+    /// least the window may shrink to, whatever the part: two segments.
     tail: u64,
-    /// The last one asked for on the way down; 0 before the first.
+    floor: u64,
+    /// The last receive buffer asked for: the bulk at first; 0 when the
+    /// buffer is the system's to size (a long part, or no round trip
+    /// known).
     asked: u64,
     /// The system's receive buffer as last read back (`None`: unknown).
     /// Read at the start and after each change we make: a buffer set
@@ -267,108 +287,97 @@ pub(crate) struct Tail {
     buffer: Option<u64>,
 }
 
-/// The window grows only after this many tail windows' worth of bytes,
-/// and this long, which time the part's pace.
-const PACE_AFTER: u64 = 4;
-const PACE_AFTER_TIME: Duration = Duration::from_millis(10);
-/// The window grows only for a part that, at its pace, will be done this
-/// soon. The engine cuts a running part inside its request only when it is
-/// further from done (twice `SPLIT_HORIZON`, in core's scheduler): a cut
-/// in the middle of a part wastes its whole window, so a part that may be
-/// cut keeps the tail window.
-const DONE_WITHIN: f64 = 0.5;
-/// Nor for a part whose bytes began this long after it was asked for (a
-/// slow login): the engine may have cut it while it waited, unknown to us
-/// (after `SPLIT_HORIZON` of waiting).
-const WAITED_AT_MOST: Duration = Duration::from_millis(500);
+/// The pace of a transfer counts once it ran this long.
+const PACE_AFTER: Duration = Duration::from_millis(250);
+/// The engine cuts a running part only where this much of its time is
+/// left, at its pace (its `SPLIT_HORIZON`, less a margin for the two
+/// paces' differences): the window never reaches further.
+const CUT_NOTICE: Duration = Duration::from_millis(500);
 
 impl Tail {
-    /// For a data connection `socket` opened under `plan`, cut after
-    /// `len` bytes, for a part asked for at `asked_at`.
-    pub(crate) fn new(plan: Plan, len: u64, socket: &impl AsFd, asked_at: Instant) -> Tail {
-        // Whatever segment size the connection got: two of them.
+    /// For a data connection `socket` from `pos` of a part that ends at
+    /// `end`, opened under `plan`.
+    pub(crate) fn new(end: PartEnd, pos: u64, plan: Option<Plan>, socket: &impl AsFd) -> Tail {
         let sock = socket2::SockRef::from(socket);
-        let segment = sock.tcp_mss().unwrap_or(0);
-        let tail = u64::from(plan.tail.max(segment.next_power_of_two()));
+        // Two segments of whatever size the connection got, at least: with
+        // less, a sender that saw a larger window waits for its probe
+        // timer before each segment.
+        let segment = u64::from(sock.tcp_mss().unwrap_or(0)).next_power_of_two();
         Tail {
+            len: end.get().saturating_sub(pos),
+            end,
+            start: pos,
+            began: Instant::now(),
+            pos,
+            tail: plan.map_or(0, |p| u64::from(p.tail)),
+            floor: 2 * segment,
+            asked: plan.map_or(0, |p| u64::from(p.bulk)),
             buffer: sock.recv_buffer_size().ok().map(|b| b as u64),
-            left: len,
-            read: 0,
-            asked_at,
-            started: Instant::now(),
-            bulk: u64::from(plan.bulk).max(tail),
-            tail,
-            asked: 0,
         }
     }
 
-    /// Asks for the bulk window when the part will be done soon at its
-    /// pace, began soon after it was asked for, and still has several bulk
-    /// windows to go.
-    fn grow(&mut self, sock: &socket2::SockRef<'_>) {
-        if self.bulk == 0 || self.read < PACE_AFTER * self.tail {
-            return;
-        }
-        if self.left <= 4 * self.bulk + READ_AHEAD
-            || self.started.saturating_duration_since(self.asked_at) >= WAITED_AT_MOST
-        {
-            // Too late to be worth it.
-            self.bulk = 0;
-            return;
-        }
-        let elapsed = self.started.elapsed();
-        if elapsed < PACE_AFTER_TIME {
-            return;
-        }
-        let pace = self.read as f64 / elapsed.as_secs_f64();
-        if (self.left as f64) < pace * DONE_WITHIN {
-            // Only a saving: a system that refuses it still transfers.
-            let _ = sock.set_recv_buffer_size(self.bulk as usize);
-            self.buffer = sock.recv_buffer_size().ok().map(|b| b as u64);
-            tracing::trace!(left = self.left, bulk = self.bulk, "data window grown");
-            self.bulk = 0;
-        }
+    /// The bytes left up to the end of the part.
+    fn left(&self) -> u64 {
+        self.end.get().saturating_sub(self.pos)
     }
 
-    /// How many bytes may be read before the window must shrink again
-    /// (`None`: any number). Shrinks it when that is none.
-    pub(crate) fn allowed(&mut self, socket: &impl AsFd) -> Option<u64> {
+    /// The smallest window: the planned share of the part as it is now
+    /// (a cut part wastes no more of itself than an uncut one), never
+    /// below two segments nor above the bulk.
+    fn tail(&self) -> u64 {
+        let len = self.end.get().saturating_sub(self.start);
+        let share = u128::from(self.tail) * u128::from(len) / u128::from(self.len.max(1));
+        (share as u64).max(self.floor).min(self.asked)
+    }
+
+    /// How far past what was read the window may reach: within half the
+    /// bytes left (the engine cuts a part at the middle of what is left),
+    /// and within [`CUT_NOTICE`] at the transfer's pace (several cuts at
+    /// once each halve that again, but each leaves the part that much).
+    fn limit(&self, left: u64) -> u64 {
+        let elapsed = self.began.elapsed();
+        let paced = (elapsed >= PACE_AFTER).then(|| {
+            let pace = (self.pos - self.start) as f64 / elapsed.as_secs_f64();
+            (pace * CUT_NOTICE.as_secs_f64()) as u64
+        });
+        (left / 2).min(paced.unwrap_or(u64::MAX))
+    }
+
+    /// How many bytes may be read before the window must shrink again or
+    /// the part ends (0: it ended). Shrinks the window when its reach
+    /// comes to its limit.
+    pub(crate) fn allowed(&mut self, socket: &impl AsFd) -> u64 {
+        let left = self.left();
+        if left == 0 || self.asked == 0 {
+            return left;
+        }
+        let tail = self.tail();
+        let limit = self.limit(left);
         let sock = socket2::SockRef::from(socket);
-        if self.asked == 0 {
-            self.grow(&sock);
-        }
         loop {
-            if self.asked == self.tail {
-                return None;
+            if self.asked <= tail {
+                return left;
             }
-            // How far past what we have read the window may reach: the
-            // system's receive buffer (which bounds the window), and what
-            // the TLS layer may have read ahead. Unknown, the cut is taken
+            // The system's receive buffer bounds the window, and the TLS
+            // layer may have read ahead of us. Unknown, the end is taken
             // as within reach.
-            let reach = self.buffer.unwrap_or(u64::MAX);
-            match self.left.saturating_sub(reach.saturating_add(READ_AHEAD)) {
-                0 => {
-                    let next = (self.left / 4).max(self.tail);
-                    self.asked = match self.asked {
-                        0 => next,
-                        // Never larger: the loop ends at the tail.
-                        asked => next.min(asked / 2).max(self.tail),
-                    };
-                    // Only a saving: a system that refuses it still
-                    // transfers.
-                    let _ = sock.set_recv_buffer_size(self.asked as usize);
-                    self.buffer = sock.recv_buffer_size().ok().map(|b| b as u64);
-                    tracing::trace!(left = self.left, asked = self.asked, "data window shrunk");
-                }
-                n => return Some(n),
+            let reach = self.buffer.unwrap_or(u64::MAX).saturating_add(READ_AHEAD);
+            if reach <= limit {
+                return left.saturating_sub(reach.saturating_mul(2)).max(1);
             }
+            // Never larger: the loop ends at the tail. (The system doubles
+            // what is asked for.)
+            self.asked = (limit / 4).min(self.asked / 2).max(tail);
+            // Only a saving: a system that refuses it still transfers.
+            let _ = sock.set_recv_buffer_size(self.asked as usize);
+            self.buffer = sock.recv_buffer_size().ok().map(|b| b as u64);
+            tracing::trace!(left, asked = self.asked, "data window shrunk");
         }
     }
 
     /// Counts `n` bytes read.
     pub(crate) fn read(&mut self, n: usize) {
-        self.left = self.left.saturating_sub(n as u64);
-        self.read += n as u64;
+        self.pos += n as u64;
     }
 }
 
@@ -438,79 +447,35 @@ mod tests {
     fn the_bulk_window_is_a_share_of_the_part_and_covers_the_round_trip() {
         let loopback = Duration::from_micros(50);
         let plan = plan_for(16 << 20, loopback).unwrap();
-        assert_eq!((plan.bulk, plan.tail), (2 << 20, 128 << 10));
+        assert_eq!((plan.bulk, plan.tail), (256 << 10, 128 << 10));
         let plan = plan_for(3 << 20, loopback).unwrap();
-        assert_eq!((plan.bulk, plan.tail), (384 << 10, 24 << 10));
+        assert_eq!((plan.bulk, plan.tail), (256 << 10, 24 << 10));
+        let plan = plan_for(1 << 20, loopback).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (128 << 10, 8 << 10));
         // A short part: no bulk window below the tail one.
-        let plan = plan_for(256 << 10, loopback).unwrap();
-        assert_eq!((plan.bulk, plan.tail), (32 << 10, 8 << 10));
         let plan = plan_for(32 << 10, loopback).unwrap();
         assert_eq!((plan.bulk, plan.tail), (8 << 10, 8 << 10));
         // A distant server: the bulk covers its round trip...
         let plan = plan_for(8 << 20, Duration::from_millis(20)).unwrap();
         assert_eq!((plan.bulk, plan.tail), (2_000_000, 256 << 10));
+        let plan = plan_for(256 << 20, Duration::from_millis(30)).unwrap();
+        assert_eq!((plan.bulk, plan.tail), (3_000_000, 3_000_000));
         // ...up to where the system's own tuning takes over.
-        let plan = plan_for(64 << 20, Duration::from_millis(20)).unwrap();
-        assert_eq!((plan.bulk, plan.tail), (4 << 20, 2_000_000));
+        assert_eq!(plan_for(256 << 20, Duration::from_millis(50)), None);
         assert_eq!(plan_for(1 << 30, loopback), None);
     }
 
-    /// The receive buffer shrinks in steps as the cut comes within reach
-    /// of the window, down to the tail window and never below two
-    /// segments.
+    /// Short parts ask for segments that fit twice in their tail window;
+    /// long ones keep the system's.
     #[test]
-    fn the_window_shrinks_as_the_cut_comes_within_reach() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let plan = Plan {
-            bulk: 256 << 10,
-            tail: 8 << 10,
-        };
-        socket.set_recv_buffer_size(plan.bulk as usize).unwrap();
-        socket
-            .connect(&listener.local_addr().unwrap().into())
-            .unwrap();
-        let buffer = || socket.recv_buffer_size().unwrap() as u64;
-        let bulk = buffer();
-        let segment = socket.tcp_mss().unwrap();
-        let len = 4 << 20;
-        let mut tail = Tail::new(plan, len, &socket, Instant::now());
-        let mut left = len;
-        let allowed = tail.allowed(&socket).unwrap();
-        assert_eq!(allowed, len - bulk - READ_AHEAD);
-        assert_eq!(buffer(), bulk, "not yet");
-        // Reads up to each step: the window then never reaches past the
-        // cut, and shrinks each time.
-        let mut last = bulk;
-        let mut steps = 0;
-        let mut step = Some(allowed);
-        while let Some(n) = step {
-            assert!(left - n >= buffer() + READ_AHEAD);
-            tail.read(n as usize);
-            left -= n;
-            step = tail.allowed(&socket);
-            assert!(buffer() < last, "{} after {last}", buffer());
-            last = buffer();
-            steps += 1;
-        }
-        assert!(steps > 2, "in steps: {steps}");
-        let floor = u64::from(plan.tail.max(segment.next_power_of_two()));
-        assert!(buffer() >= floor, "{} for {floor}", buffer());
-        assert!(
-            buffer() >= 2 * u64::from(segment),
-            "{} for {segment}",
-            buffer()
-        );
-        assert!(
-            buffer() <= 2 * floor + (4 << 10),
-            "{} for {floor}",
-            buffer()
-        );
-        // At the tail: no more steps.
-        tail.read(4096);
-        assert_eq!(tail.allowed(&socket), None);
-        assert_eq!(buffer(), last);
+    fn only_short_parts_ask_for_small_segments() {
+        assert_eq!(segment_for(8 << 10), Some(4 << 10));
+        assert_eq!(segment_for(24 << 10), Some(12 << 10));
+        assert_eq!(segment_for(2000), Some(MIN_SEGMENT));
+        assert_eq!(segment_for(128 << 10), None);
+        let loopback = Duration::from_micros(50);
+        let long = plan_for(16 << 20, loopback).unwrap();
+        assert_eq!(segment_for(long.tail), None);
     }
 
     fn connected(buffer: u32) -> (std::net::TcpListener, socket2::Socket) {
@@ -524,29 +489,106 @@ mod tests {
         (listener, socket)
     }
 
-    /// A part that will be done soon at its pace gets the bulk window; one
-    /// that waited long for its bytes (a slow login: the engine may have
-    /// cut it meanwhile) keeps the tail window.
+    /// Reads through `tail` as it allows, `chunk` bytes at most at once,
+    /// until it says the part ended, lowering the end to `cut.1` once
+    /// `cut.0` bytes are read. Checks that no read passes the end and that
+    /// the window never reaches past it once it shrank; returns the bytes
+    /// read and the receive buffers asked for.
+    fn drive(
+        tail: &mut Tail,
+        socket: &socket2::Socket,
+        end: &PartEnd,
+        chunk: u64,
+        cut: (u64, u64),
+    ) -> (u64, Vec<u64>) {
+        let buffer = || socket.recv_buffer_size().unwrap() as u64;
+        let (mut read, mut buffers) = (0, vec![buffer()]);
+        let start = tail.pos;
+        loop {
+            if read >= cut.0 {
+                end.lower(cut.1);
+            }
+            let n = tail.allowed(socket);
+            if buffer() != *buffers.last().unwrap() {
+                buffers.push(buffer());
+            }
+            // Where the engine would cut next is out of the window's reach.
+            let left = end.get() - start - read;
+            if tail.asked > tail.tail() && n > 0 {
+                assert!(
+                    left / 2 >= buffer() + READ_AHEAD,
+                    "{left} left, {buffers:?}"
+                );
+            }
+            if n == 0 {
+                return (read, buffers);
+            }
+            let n = n.min(chunk);
+            assert!(start + read + n <= end.get());
+            tail.read(n as usize);
+            read += n;
+        }
+    }
+
+    /// The receive buffer opens at the bulk window and shrinks in steps as
+    /// the end comes within its reach, down to the tail window and never
+    /// below two segments; the transfer stops at the end.
     #[test]
-    fn only_a_part_done_soon_after_it_was_asked_for_grows_its_window() {
+    fn the_window_shrinks_as_the_end_comes_within_reach() {
         let plan = Plan {
-            bulk: 128 << 10,
+            bulk: 256 << 10,
+            tail: 8 << 10,
+        };
+        let (_listener, socket) = connected(plan.bulk);
+        let bulk = socket.recv_buffer_size().unwrap() as u64;
+        let segment = socket.tcp_mss().unwrap();
+        let (start, len) = (1 << 20, 4 << 20);
+        let end = PartEnd::new(start + len);
+        let mut tail = Tail::new(end.clone(), start, Some(plan), &socket);
+        assert_eq!(tail.allowed(&socket), len - 2 * (bulk + READ_AHEAD));
+        let (read, buffers) = drive(&mut tail, &socket, &end, 1 << 20, (u64::MAX, 0));
+        assert_eq!(read, len);
+        assert!(buffers.windows(2).all(|w| w[1] < w[0]), "{buffers:?}");
+        assert!(buffers.len() >= 3, "in steps: {buffers:?}");
+        let last = *buffers.last().unwrap();
+        let floor = u64::from(plan.tail).max(2 * u64::from(segment).next_power_of_two());
+        assert!(last >= floor, "{last} for {floor}");
+        assert!(last <= 2 * floor + (4 << 10), "{last} for {floor}");
+    }
+
+    /// The engine cuts a running part far from where it got to: the window
+    /// shrinks in time for the new end, and the transfer stops there.
+    #[test]
+    fn a_part_cut_while_it_runs_stops_at_its_new_end() {
+        let plan = Plan {
+            bulk: 512 << 10,
             tail: 16 << 10,
         };
-        // Done soon at its pace (unless this test stalls for most of
-        // a second): two thirds read, at once.
-        let len = 3 << 20;
-        for (waited, grows) in [(Duration::ZERO, true), (Duration::from_secs(2), false)] {
-            let (_listener, socket) = connected(plan.tail);
-            let small = socket.recv_buffer_size().unwrap();
-            let asked_at = Instant::now() - waited;
-            let mut tail = Tail::new(plan, len, &socket, asked_at);
-            tail.allowed(&socket);
-            std::thread::sleep(PACE_AFTER_TIME);
-            tail.read(2 << 20);
-            tail.allowed(&socket);
-            let now = socket.recv_buffer_size().unwrap();
-            assert_eq!(now > small, grows, "waited {waited:?}: {now} from {small}");
-        }
+        let (_listener, socket) = connected(plan.bulk);
+        let len = 64 << 20;
+        let end = PartEnd::new(len);
+        let mut tail = Tail::new(end.clone(), 0, Some(plan), &socket);
+        let (read, buffers) = drive(&mut tail, &socket, &end, 64 << 10, (8 << 20, 20 << 20));
+        assert_eq!(read, 20 << 20);
+        assert!(buffers.len() > 3, "in steps: {buffers:?}");
+        // Cut before its first byte (a slow login): the same.
+        let (_listener, socket) = connected(plan.bulk);
+        let end = PartEnd::new(len);
+        end.lower(3 << 20);
+        let mut tail = Tail::new(end.clone(), 2 << 20, Some(plan), &socket);
+        let (read, _) = drive(&mut tail, &socket, &end, 64 << 10, (u64::MAX, 0));
+        assert_eq!(read, 1 << 20);
+    }
+
+    /// Without a plan (a part too long for one, or no round trip known) the
+    /// buffer is the system's, and the transfer still stops at the end.
+    #[test]
+    fn without_a_plan_the_transfer_still_stops_at_the_end() {
+        let (_listener, socket) = connected(64 << 10);
+        let end = PartEnd::new(10 << 20);
+        let mut tail = Tail::new(end.clone(), 0, None, &socket);
+        assert_eq!(tail.allowed(&socket), 10 << 20);
+        let (read, buffers) = drive(&mut tail, &socket, &end, 1 << 20, (4 << 20, 5 << 20));
+        assert_eq!((read, buffers.len()), (5 << 20, 1));
     }
 }

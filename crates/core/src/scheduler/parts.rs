@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use span::Span;
 
+use crate::protocol::PartEnd;
+
 /// How often a worker with nothing left to split looks for a stalled part.
 pub(super) const TAIL_POLL: Duration = Duration::from_millis(250);
 
@@ -184,7 +186,7 @@ impl<S: Default> PartTable<S> {
         if let Some((victim, at, _)) = victim {
             let v = &mut self.spans[victim];
             let stolen = Span::new(at, at, v.end, now);
-            v.end = at;
+            v.cut(at);
             self.spans.push(stolen);
             return Some(Given::Split {
                 span: self.spans.len() - 1,
@@ -198,7 +200,7 @@ impl<S: Default> PartTable<S> {
         let v = &mut self.spans[stalled];
         let mut rest = Span::new(v.pos, v.pos, v.end, now);
         rest.takeovers = v.takeovers + 1;
-        v.end = v.pos;
+        v.cut(v.pos);
         self.spans.push(rest);
         Some(Given::TakeOver {
             span: self.spans.len() - 1,
@@ -277,7 +279,9 @@ impl<S> PartTable<S> {
         };
         let o = &mut self.spans[next];
         let new_end = o.end;
-        o.end = o.start;
+        o.cut(o.start);
+        // Its request's part end stays: a protocol that stops there asks
+        // for the rest anew.
         self.spans[id].end = new_end;
         true
     }
@@ -302,7 +306,14 @@ impl<S> PartTable<S> {
             true => s.pos + request_len(s.left(), pace, min),
             false => s.end,
         };
+        s.told = PartEnd::new(s.asked);
         (s.pos, s.asked)
+    }
+
+    /// Where the part of `id`'s current request ends, for its protocol:
+    /// lowered whenever the span is cut while the request runs.
+    pub(super) fn part_end(&self, id: SpanId) -> PartEnd {
+        self.spans[id].told.clone()
     }
 
     /// The request that fills `id` asked only up to `end` (the first

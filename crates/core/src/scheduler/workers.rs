@@ -285,6 +285,17 @@ impl FileJob {
             Some(_) => ByteRange::new(pos, end),
             None => ByteRange::from(pos),
         };
+        // A server that would not stop at the range's end is told where
+        // the part ends as it is cut.
+        let told;
+        let options = match stops {
+            true => &self.settings.options,
+            false => {
+                let end = self.parts().part_end(span);
+                told = self.settings.options.clone().with_part_end(end);
+                &told
+            }
+        };
         let fetched = self
             .batch
             .fetch(
@@ -292,7 +303,7 @@ impl FileJob {
                 &mirror.url,
                 range,
                 mirror.validator(),
-                &self.settings.options,
+                options,
             )
             .await?;
         self.same_version_at(mirror, &fetched.meta)?;

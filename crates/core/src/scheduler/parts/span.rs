@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{PACE_SEEN_AFTER, Rules, SPLIT_HORIZON, STALL_GAPS};
+use crate::protocol::PartEnd;
 
 /// A range of the file that one worker fills: `pos` is the next byte to
 /// receive, `end` one past the last, and other workers may lower `end` to
@@ -17,6 +18,9 @@ pub(super) struct Span<S> {
     /// it was made, unless it is the file's first request (see
     /// [`PartTable::asked_up_to`](super::PartTable::asked_up_to)).
     pub(super) asked: u64,
+    /// Where its current request's part ends, as its protocol is told:
+    /// `asked`, lowered with `end` (see [`Span::cut`]).
+    pub(super) told: PartEnd,
     /// Bytes `start..on_disk` are written to the file; `pos` runs ahead
     /// by what is still gathered for writing. Resume state claims no more.
     pub(super) on_disk: u64,
@@ -55,6 +59,7 @@ impl<S: Default> Span<S> {
             pos,
             end,
             asked: end,
+            told: PartEnd::new(end),
             on_disk: pos,
             active: true,
             progressed: now,
@@ -69,6 +74,14 @@ impl<S: Default> Span<S> {
 }
 
 impl<S> Span<S> {
+    /// The span now ends at `at` (no later than it did): another worker
+    /// takes the rest. Its request's protocol learns of it at once, also
+    /// when the request is still waiting for its first byte.
+    pub(super) fn cut(&mut self, at: u64) {
+        self.end = at;
+        self.told.lower(at);
+    }
+
     pub(super) fn left(&self) -> u64 {
         self.end.saturating_sub(self.pos)
     }
@@ -98,13 +111,16 @@ impl<S> Span<S> {
     /// is further (the server stops there of its own accord, so no byte it
     /// sent is lost). A cut inside the request under way loses what the
     /// server sent past it, so it is made only for a part far from done
-    /// at its pace (twice the horizon), or one still waiting.
+    /// at its pace (twice the horizon), or one still waiting for its first
+    /// byte. (Waiting on the bandwidth cap, its pace says how far it is:
+    /// several connections joining at once would otherwise halve it again
+    /// and again, each cut nearer to where its bytes have got.)
     pub(super) fn cut_at(&self, min_split: u64, now: Instant) -> Option<u64> {
         let mid = self.pos + self.left() / 2;
         if self.asked < self.end && self.end - self.asked >= min_split {
             return Some(mid.max(self.asked));
         }
-        let far = self.waiting
+        let far = (self.waiting && self.pos == self.began_pos)
             || self
                 .time_left(now)
                 .is_none_or(|left| left >= 2 * SPLIT_HORIZON);

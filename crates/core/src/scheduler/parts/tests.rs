@@ -242,6 +242,97 @@ fn a_span_answered_late_is_judged_by_its_pace_since_the_answer() {
     assert!(t.next_for_idle(answered + PACE_SEEN_AFTER).is_some());
 }
 
+/// A protocol whose server never stops at a range's end (FTP) is told
+/// where its running part now ends: a cut or a takeover lowers it at once,
+/// also while the request waits for its first byte (a slow login), and
+/// each request has its own.
+#[test]
+fn the_part_end_a_request_was_given_follows_every_cut() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 1, 1000, t0);
+    assert_eq!(t.begin_request(0, false, t0), (0, 1_000_000));
+    let told = t.part_end(0);
+    assert_eq!(told.get(), 1_000_000);
+    // Still logging in: cut in the middle, and told so before any byte.
+    t.waiting(0);
+    let given = t.next_for_idle(t0 + SPLIT_HORIZON);
+    assert_eq!(
+        given,
+        Some(Given::Split {
+            span: 1,
+            at: 500_000
+        })
+    );
+    assert_eq!(told.get(), 500_000);
+    // The thief's request is told its own end; the first is unchanged.
+    t.begin_request(1, false, t0 + SPLIT_HORIZON);
+    let thief = t.part_end(1);
+    assert_eq!((told.get(), thief.get()), (500_000, 1_000_000));
+    // The first comes fast once logged in; the thief's slowly: it is cut.
+    let t1 = t0 + SPLIT_HORIZON;
+    t.answered(0, t1);
+    deliver(&mut t, 0, 400_000, t1 + PACE_SEEN_AFTER);
+    t.answered(1, t1);
+    deliver(&mut t, 1, 10_000, t1 + PACE_SEEN_AFTER);
+    let given = t.next_for_idle(t1 + PACE_SEEN_AFTER);
+    assert_eq!(
+        given,
+        Some(Given::Split {
+            span: 2,
+            at: 755_000
+        })
+    );
+    assert_eq!(thief.get(), 755_000);
+    // The first stalls, and is taken over where it stopped.
+    deliver(&mut t, 1, 245_000, t1 + TAKEOVER);
+    deliver(&mut t, 2, 245_000, t1 + TAKEOVER);
+    let given = t.next_for_idle(t1 + PACE_SEEN_AFTER + TAKEOVER);
+    assert_eq!(
+        given,
+        Some(Given::TakeOver {
+            span: 3,
+            stalled: 0
+        })
+    );
+    assert_eq!(told.get(), 400_000);
+    // A later request of a span gets a new end; the old one keeps its own.
+    t.begin_request(2, false, t1 + TAKEOVER);
+    assert_eq!(t.part_end(2).get(), 1_000_000);
+    assert_ne!(t.part_end(2), t.part_end(1));
+    // A protocol that stops at the range's end is told the request's end.
+    let mut t = table(1_000_000, 1, 1000, t0);
+    assert_eq!(t.begin_request(0, true, t0), (0, 500_000));
+    assert_eq!(t.part_end(0).get(), 500_000);
+}
+
+/// A part held back by the bandwidth cap is cut inside its request only
+/// when its pace says it is far from done, as one that is not held back:
+/// otherwise connections joining at once would each cut it again, nearer
+/// and nearer to where its bytes have got.
+#[test]
+fn a_part_held_back_by_the_cap_is_cut_only_when_far_from_done() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 1, 1000, t0);
+    t.begin_request(0, false, t0);
+    t.answered(0, t0);
+    deliver(&mut t, 0, 400_000, t0 + SPLIT_HORIZON);
+    t.waiting(0);
+    // 1.5 s left at its pace.
+    assert_eq!(t.next_for_idle(t0 + SPLIT_HORIZON), None);
+    // Still waiting for its first byte, it is cut.
+    let mut t = table(1_000_000, 1, 1000, t0);
+    t.begin_request(0, false, t0);
+    t.waiting(0);
+    let given = t.next_for_idle(t0 + SPLIT_HORIZON);
+    assert_eq!(
+        given,
+        Some(Given::Split {
+            span: 1,
+            at: 500_000
+        })
+    );
+}
+
 #[test]
 fn spans_too_small_to_halve_are_not_split() {
     let t0 = Instant::now();
