@@ -62,6 +62,7 @@ impl Protocol for LocalFiles {
         Ok(Fetched {
             meta,
             offset: range.start,
+            carrier: None,
             body: Box::pin(body),
         })
     }

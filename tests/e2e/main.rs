@@ -27,4 +27,5 @@ mod progress_json;
 mod resume;
 mod sftp;
 mod shards;
+mod shared_link;
 mod socks;

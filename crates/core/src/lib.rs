@@ -62,6 +62,7 @@
 //!             meta: self.stat(url).await?,
 //!             offset: range.start,
 //!             body: Box::pin(futures_util::stream::iter([Ok(part)])),
+//!             carrier: None,
 //!         })
 //!     }
 //! }
@@ -91,6 +92,7 @@ mod checksum;
 mod config;
 mod error;
 mod files;
+mod link;
 mod local;
 mod naming;
 mod netrc;
@@ -116,6 +118,7 @@ pub use camino;
 pub use checksum::{Algo, Checksum, ChecksumError};
 pub use config::{Config, DEFAULT_GROWTH_CEILING, ProtocolConfig, ProtocolOptions};
 pub use error::{Error, ErrorKind, Hint, Result};
+pub use link::{Carrier, ConnActivity};
 pub use local::LocalCopy;
 pub use naming::{filename_from_url, sanitize_filename, sanitize_user_filename};
 pub use protocol::{

@@ -19,6 +19,7 @@ use url::Url;
 use crate::checksum::Checksum;
 use crate::config::ProtocolConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::link::Carrier;
 use crate::local::LocalCopy;
 
 /// A range of bytes of a remote file: `start..end`, `end` exclusive, or
@@ -218,6 +219,12 @@ pub struct Fetched {
     /// The bytes. It may end before the range's end (the engine checks
     /// lengths) and may go past it (the engine stops reading).
     pub body: ByteStream,
+    /// The connection that carries it, for a protocol that carries several
+    /// fetches on one connection (SFTP): while that connection still
+    /// receives, a silent fetch waits behind the others and is not taken
+    /// over as stalled. `None` (a connection of its own: HTTP/1.1, FTP)
+    /// judges a fetch by its own bytes.
+    pub carrier: Option<Carrier>,
 }
 
 impl Debug for Fetched {
@@ -225,6 +232,7 @@ impl Debug for Fetched {
         f.debug_struct("Fetched")
             .field("meta", &self.meta)
             .field("offset", &self.offset)
+            .field("carrier", &self.carrier.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -57,6 +57,7 @@ impl Protocol for Moving {
         Ok(Fetched {
             meta: meta(version),
             offset: range.start,
+            carrier: None,
             body: Box::pin(futures_util::stream::iter([Ok(bytes)])),
         })
     }

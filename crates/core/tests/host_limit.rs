@@ -99,6 +99,7 @@ impl Protocol for GaugeProtocol {
         Ok(Fetched {
             meta: meta(),
             offset: range.start,
+            carrier: None,
             body: Box::pin(body),
         })
     }

@@ -55,6 +55,7 @@ impl Protocol for Tiny {
         Ok(Fetched {
             meta: meta(),
             offset: range.start,
+            carrier: None,
             body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
         })
     }

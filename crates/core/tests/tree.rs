@@ -84,6 +84,7 @@ impl Protocol for Mem {
         Ok(Fetched {
             meta: meta_of(data, *time),
             offset: range.start,
+            carrier: None,
             body: Box::pin(futures_util::stream::iter([Ok(body)])),
         })
     }

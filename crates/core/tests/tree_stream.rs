@@ -63,6 +63,7 @@ impl Protocol for Gen {
         Ok(Fetched {
             meta: meta(),
             offset: range.start,
+            carrier: None,
             body: Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(
                 &BODY[start..end],
             ))])),

@@ -394,6 +394,7 @@ impl FtpProtocol {
         Ok(Fetched {
             meta,
             offset: range.start,
+            carrier: None,
             body: Box::pin(
                 Body::new(transfer, session, tail, self.timeout, what)
                     .ending_at(listed.filter(|_| !ends_early)),

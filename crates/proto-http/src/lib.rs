@@ -500,6 +500,7 @@ impl HttpProtocol {
                         Ok(Some(Fetched {
                             meta,
                             offset: range.start,
+                            carrier: None,
                             body: exchange.into_stream(shown),
                         }))
                     }
@@ -519,6 +520,7 @@ impl HttpProtocol {
                 Ok(Some(Fetched {
                     meta,
                     offset: 0,
+                    carrier: None,
                     body: exchange.into_stream(shown),
                 }))
             }
@@ -542,6 +544,7 @@ impl HttpProtocol {
                         Ok(Some(Fetched {
                             meta,
                             offset: range.start,
+                            carrier: None,
                             body: Box::pin(futures_util::stream::empty()),
                         }))
                     }

@@ -215,7 +215,9 @@ fn http() -> HttpProtocol {
 async fn ranged_get_answers_206() {
     let server = start(routes(), None).await;
     let p = http();
-    let Fetched { meta, offset, body } = p
+    let Fetched {
+        meta, offset, body, ..
+    } = p
         .fetch(&server.url("/file"), ByteRange::new(100, 200), None)
         .await
         .unwrap();

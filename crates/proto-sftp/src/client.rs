@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use pymatris_core::ConnActivity;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -65,6 +66,9 @@ pub(crate) struct Sftp {
     /// Permits for open handles, when the server says how many it allows.
     handles: Option<Arc<Semaphore>>,
     extensions: Vec<(Bytes, Bytes)>,
+    /// When a packet last came: a part whose reads wait behind others'
+    /// is not stalled while the session still brings bytes.
+    activity: ConnActivity,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -135,7 +139,8 @@ impl Sftp {
             .map_err(|_| SftpError::Timeout)??;
 
         let pending = Arc::new(Mutex::new(Pending::default()));
-        let reader = tokio::spawn(read_loop(rx, pending.clone(), max_packet));
+        let activity = ConnActivity::new();
+        let reader = tokio::spawn(read_loop(rx, pending.clone(), max_packet, activity.clone()));
         let (out, queue) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_loop(tx, queue, pending.clone()));
         Ok(Sftp {
@@ -145,6 +150,7 @@ impl Sftp {
             timeout,
             handles: None,
             extensions,
+            activity,
             tasks: [reader, writer],
         })
     }
@@ -154,6 +160,11 @@ impl Sftp {
         self.extensions
             .iter()
             .any(|(n, d)| n.as_ref() == name && d.as_ref() == data)
+    }
+
+    /// When the session last received a packet.
+    pub(crate) fn activity(&self) -> &ConnActivity {
+        &self.activity
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -358,13 +369,19 @@ fn names(mut body: Bytes) -> Result<Vec<(Bytes, Attrs)>> {
     Ok(out)
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut rx: R, pending: Arc<Mutex<Pending>>, max_packet: u32) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rx: R,
+    pending: Arc<Mutex<Pending>>,
+    max_packet: u32,
+    activity: ConnActivity,
+) {
     let why = loop {
         let (kind, mut body) = match read_packet(&mut rx, max_packet).await {
             Ok(p) => p,
             Err(SftpError::Closed(why)) => break why,
             Err(e) => break e.to_string(),
         };
+        activity.received();
         let Ok(id) = get_u32(&mut body) else {
             break format!("a reply of type {kind} without a request id");
         };

@@ -269,6 +269,7 @@ async fn fetch_on(lease: Lease, target: &Target, range: ByteRange) -> Result<Fet
         path,
         &target.path,
     );
+    let carrier = reader.carrier();
     let (attrs, first) = tokio::join!(sftp.fstat(&file.handle), reader.next_chunk());
     let attrs = attrs.map_err(|e| error::sftp(&format!("reading the attributes of {path}"), e))?;
     if attrs.is_dir() {
@@ -293,6 +294,7 @@ async fn fetch_on(lease: Lease, target: &Target, range: ByteRange) -> Result<Fet
         meta,
         offset: range.start,
         body: reader.into_stream(first),
+        carrier: Some(carrier),
     })
 }
 

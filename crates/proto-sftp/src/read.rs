@@ -27,7 +27,7 @@ use crate::error;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use pymatris_core::{ByteStream, Result};
+use pymatris_core::{ByteStream, Carrier, Result};
 
 /// Read requests in flight per part at most: 32 x 255 KiB = 8 MiB, half the
 /// SSH channel window.
@@ -98,6 +98,9 @@ pub(crate) struct Reader {
     /// The remote path, to open the file on another connection.
     remote: Vec<u8>,
     last_check: Instant,
+    /// The connection the reads go to, for the engine's stall rule: it
+    /// follows the part when it moves.
+    carrier: Carrier,
 }
 
 impl Reader {
@@ -110,6 +113,7 @@ impl Reader {
         remote: &[u8],
     ) -> Reader {
         let chunk = lease.read_len;
+        let carrier = Carrier::new(lease.sftp.activity());
         let mut r = Reader {
             lease,
             file,
@@ -121,6 +125,7 @@ impl Reader {
             path: path.to_owned(),
             remote: remote.to_owned(),
             last_check: Instant::now(),
+            carrier,
         };
         let first = if end.is_some() {
             r.lease.read_depth(MAX_IN_FLIGHT)
@@ -129,6 +134,11 @@ impl Reader {
         };
         r.fill(first);
         r
+    }
+
+    /// Which connection carries the reads, wherever they move.
+    pub(crate) fn carrier(&self) -> Carrier {
+        self.carrier.clone()
     }
 
     /// Stops at `size`: a file is read up to the size it had when opened.
@@ -235,6 +245,7 @@ impl Reader {
                 // The reads in flight keep the old file open until they
                 // are answered.
                 self.lease = lease;
+                self.carrier.moved_to(self.lease.sftp.activity());
             }
             Err(e) => {
                 tracing::debug!(path = %self.path, error = %e, "cannot move a part to another SSH connection");

@@ -153,7 +153,7 @@ impl Batch {
         let first = if self.config.resume {
             self.attempts(tries, None, || self.stat(&protocol, &url, options))
                 .await
-                .map(|meta| Some((meta, None)))
+                .map(|meta| Some((meta, None, None)))
         } else {
             // A range with an end, even before the size is known: once the
             // file is cut into parts, the first connection's server stops
@@ -185,11 +185,11 @@ impl Batch {
                         ),
                     ));
                 }
-                Ok(Some((f.meta, Some(f.body))))
+                Ok(Some((f.meta, Some(f.body), f.carrier)))
             })
         };
         self.answered(asked.elapsed());
-        let (meta, body) = match first {
+        let (meta, body, carrier) = match first {
             Ok(Some(first)) => first,
             Ok(None) => {
                 let (path, copy) = local.expect("only a local copy is unchanged");
@@ -271,6 +271,7 @@ impl Batch {
                 u64::MAX
             },
             body,
+            carrier,
             ranges: meta.ranges,
             resumed,
             slot,

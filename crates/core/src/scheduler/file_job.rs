@@ -23,6 +23,7 @@ use super::internal_error;
 use super::parts::{PartTable, Rules, TAIL_POLL, plan_parts};
 use super::retry::HandleWait;
 use crate::error::{Error, ErrorKind, Result};
+use crate::link::Carrier;
 use crate::naming;
 use crate::protocol::{ByteStream, FileOptions, Validator};
 use crate::redact::redact_url;
@@ -34,6 +35,8 @@ use crate::writer::PartFile;
 pub(super) struct Start {
     /// The body of the first response, streaming from byte 0.
     pub(super) body: Option<ByteStream>,
+    /// The connection that carries it, when shared with other fetches.
+    pub(super) carrier: Option<Carrier>,
     /// One past the last byte the first request asked for (`u64::MAX`
     /// when its answer is the whole file).
     pub(super) asked: u64,
@@ -211,6 +214,9 @@ impl FileJob {
         let resumed = start.resumed.is_some();
         let asked = body.as_ref().map(|_| start.asked);
         let parts = self.plan(start.resumed, start.ranges, asked);
+        if body.is_some() {
+            self.parts().carried_by(0, start.carrier);
+        }
         self.clone()
             .run_workers(&batch, &file, parts, body, start.slot, file_done)
             .await?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use span::Span;
 
+use crate::link::Carrier;
 use crate::protocol::PartEnd;
 
 /// How often a worker with nothing left to split looks for a stalled part.
@@ -116,8 +117,6 @@ pub(super) struct PartTable<S> {
     size: Option<u64>,
     rules: Rules,
     spans: Vec<Span<S>>,
-    /// When a byte of the file last arrived, for any span.
-    last_byte: Instant,
     /// The file is fetched as one stream, which no worker may split:
     /// the server does not serve ranges, or stopped honouring them.
     one_stream: bool,
@@ -147,7 +146,6 @@ impl<S: Default> PartTable<S> {
             size,
             rules,
             spans,
-            last_byte: now,
             one_stream,
             rewound: false,
             pace: None,
@@ -195,8 +193,7 @@ impl<S: Default> PartTable<S> {
         }
         // A connection that stalled near the end must not hold the file
         // until the idle timeout: its whole rest goes to the idle one.
-        let flowing = now.saturating_duration_since(self.last_byte) < self.rules.takeover_after;
-        let stalled = (self.spans.iter()).position(|s| s.stalled(now, &self.rules, flowing))?;
+        let stalled = (self.spans.iter()).position(|s| s.stalled(now, &self.rules))?;
         let v = &mut self.spans[stalled];
         let mut rest = Span::new(v.pos, v.pos, v.end, now);
         rest.takeovers = v.takeovers + 1;
@@ -302,6 +299,7 @@ impl<S> PartTable<S> {
         s.began = now;
         s.began_pos = s.pos;
         s.longest_gap = Duration::ZERO;
+        s.carrier = None;
         s.asked = match bounded {
             true => s.pos + request_len(s.left(), pace, min),
             false => s.end,
@@ -330,6 +328,12 @@ impl<S> PartTable<S> {
     pub(super) fn ended_where_asked(&self, id: SpanId) -> bool {
         let s = &self.spans[id];
         s.pos == s.asked && s.pos < s.end
+    }
+
+    /// The request that fills `id` is carried by a connection it shares
+    /// with other fetches (see [`Span::stalled`]).
+    pub(super) fn carried_by(&mut self, id: SpanId, carrier: Option<Carrier>) {
+        self.spans[id].carrier = carrier;
     }
 
     /// The span's worker waits for something that is not a stall (its
@@ -381,7 +385,6 @@ impl<S> PartTable<S> {
         let gap = now.saturating_duration_since(s.progressed);
         s.longest_gap = s.longest_gap.max(gap);
         s.progressed = now;
-        self.last_byte = now;
         Recorded {
             take,
             full: s.pos >= s.end,

@@ -307,6 +307,7 @@ impl FileJob {
             )
             .await?;
         self.same_version_at(mirror, &fetched.meta)?;
+        self.parts().carried_by(span, fetched.carrier);
         if fetched.offset != pos {
             // The server no longer serves ranges (or never did): the one
             // stream starts again from the beginning.

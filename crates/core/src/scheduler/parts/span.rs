@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{PACE_SEEN_AFTER, Rules, SPLIT_HORIZON, STALL_GAPS};
+use crate::link::Carrier;
 use crate::protocol::PartEnd;
 
 /// A range of the file that one worker fills: `pos` is the next byte to
@@ -50,6 +51,9 @@ pub(super) struct Span<S> {
     /// How many stalled spans this one continues (see
     /// [`Rules::max_takeovers`]).
     pub(super) takeovers: u32,
+    /// The connection its current request shares with other fetches, when
+    /// the protocol said (see [`Carrier`]).
+    pub(super) carrier: Option<Carrier>,
 }
 
 impl<S: Default> Span<S> {
@@ -69,6 +73,7 @@ impl<S: Default> Span<S> {
             waiting: false,
             stop: S::default(),
             takeovers: 0,
+            carrier: None,
         }
     }
 }
@@ -147,17 +152,23 @@ impl<S> Span<S> {
     /// Whether its worker has received nothing for longer than the link
     /// explains while the server owed it bytes: for the takeover delay, and
     /// for [`STALL_GAPS`] times the longest wait its request has known.
-    /// While bytes of the file still arrive (`flowing`), a span that got
-    /// none of its request yet is queued, not stalled: reads on a shared
-    /// connection are answered in order, and its come after the others'.
-    pub(super) fn stalled(&self, now: Instant, rules: &Rules, flowing: bool) -> bool {
-        let silent = now.saturating_duration_since(self.progressed);
-        let queued = flowing && self.pos == self.began_pos;
+    /// A span whose connection carries other fetches too is stalled only
+    /// when that connection has been as silent: reads on a shared
+    /// connection are answered in order, and its wait behind the others'.
+    /// One on a connection of its own is judged by its own bytes, whatever
+    /// the file's other parts do: one dead connection is taken over while
+    /// the others flow.
+    pub(super) fn stalled(&self, now: Instant, rules: &Rules) -> bool {
+        let limit = rules.takeover_after.max(self.longest_gap * STALL_GAPS);
+        let silent_since = |at: Instant| now.saturating_duration_since(at) >= limit;
+        let link_silent = (self.carrier.as_ref())
+            .and_then(Carrier::last_received)
+            .is_none_or(silent_since);
         self.active
             && !self.waiting
             && self.pos < self.end
             && self.takeovers < rules.max_takeovers
-            && !queued
-            && silent >= rules.takeover_after.max(self.longest_gap * STALL_GAPS)
+            && silent_since(self.progressed)
+            && link_silent
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::*;
+use crate::link::ConnActivity;
 
 const MS: Duration = Duration::from_millis(1);
 const TAKEOVER: Duration = Duration::from_secs(3);
@@ -360,37 +361,115 @@ fn a_stalled_span_is_taken_over_from_where_it_stopped() {
     assert_eq!(t.received(), 300);
 }
 
-#[test]
-fn a_span_queued_behind_others_is_not_stalled_while_the_file_flows() {
-    let t0 = Instant::now();
-    // Two spans too small to split, sharing one connection (SFTP reads
-    // are answered in order): span 1's request is answered, and its
-    // bytes wait behind span 0's.
+/// Two spans too small to split whose requests are answered, carried by
+/// one shared connection (`shared`), or each by its own (`None`).
+fn two_answered(t0: Instant, shared: Option<&ConnActivity>) -> PartTable<Cell<bool>> {
     let mut t = table(1000, 2, 500, t0);
-    t.answered(1, t0);
+    for id in [0, 1] {
+        t.answered(id, t0);
+        t.carried_by(id, shared.map(Carrier::new));
+    }
+    t
+}
+
+/// Span 0 gets 10 bytes every 100 ms for 4 s, each also marking
+/// `link`; returns when the last came.
+fn span_0_flows(
+    t: &mut PartTable<Cell<bool>>,
+    t0: Instant,
+    link: Option<&ConnActivity>,
+) -> Instant {
     let mut now = t0;
     for _ in 0..40 {
         now += 100 * MS;
-        deliver(&mut t, 0, 10, now);
+        deliver(t, 0, 10, now);
+        if let Some(link) = link {
+            link.received_at(now);
+        }
     }
     assert!(now >= t0 + TAKEOVER);
-    assert_eq!(t.next_for_idle(now), None, "span 1 is queued, not stalled");
-    // When nothing of the file arrives any more, both have stalled.
-    assert_eq!(t.next_for_idle(now + TAKEOVER - MS), None);
+    now
+}
+
+#[test]
+fn a_span_queued_on_a_shared_connection_is_not_stalled_while_it_delivers() {
+    let t0 = Instant::now();
+    // SFTP reads on one connection are answered in order: span 1's bytes
+    // wait behind span 0's, whether it got some of its request already
+    // or none yet.
+    for got_some in [false, true] {
+        let link = ConnActivity::new();
+        let mut t = two_answered(t0, Some(&link));
+        if got_some {
+            deliver(&mut t, 1, 10, t0 + MS);
+            link.received_at(t0 + MS);
+        }
+        let now = span_0_flows(&mut t, t0, Some(&link));
+        assert_eq!(t.next_for_idle(now), None, "span 1 is queued, not stalled");
+        // When the connection brings nothing any more, both have stalled.
+        assert_eq!(t.next_for_idle(now + TAKEOVER - MS), None);
+        assert_eq!(
+            t.next_for_idle(now + TAKEOVER),
+            Some(Given::TakeOver {
+                span: 2,
+                stalled: 0
+            })
+        );
+        assert_eq!(
+            t.next_for_idle(now + TAKEOVER),
+            Some(Given::TakeOver {
+                span: 3,
+                stalled: 1
+            })
+        );
+    }
+}
+
+#[test]
+fn a_dead_connection_of_its_own_is_taken_over_while_other_parts_flow() {
+    let t0 = Instant::now();
+    // Each span on a connection of its own (HTTP/1.1, FTP): span 1's
+    // server answered, then sent nothing, while span 0's bytes flow.
+    let mut t = two_answered(t0, None);
+    let now = span_0_flows(&mut t, t0, None);
     assert_eq!(
-        t.next_for_idle(now + TAKEOVER),
+        t.next_for_idle(now),
         Some(Given::TakeOver {
             span: 2,
-            stalled: 0
-        })
-    );
-    assert_eq!(
-        t.next_for_idle(now + TAKEOVER),
-        Some(Given::TakeOver {
-            span: 3,
             stalled: 1
         })
     );
+    // Another connection of the file flowing is no connection of span 1.
+    let (busy, idle) = (ConnActivity::new(), ConnActivity::new());
+    let mut t = two_answered(t0, None);
+    t.carried_by(0, Some(Carrier::new(&busy)));
+    t.carried_by(1, Some(Carrier::new(&idle)));
+    let now = span_0_flows(&mut t, t0, Some(&busy));
+    assert_eq!(t.next_for_idle(now).map(|g| g.span()), Some(2));
+}
+
+#[test]
+fn a_span_follows_its_fetch_to_another_connection() {
+    let t0 = Instant::now();
+    let (old, new) = (ConnActivity::new(), ConnActivity::new());
+    let mut t = two_answered(t0, Some(&old));
+    let carrier = Carrier::new(&old);
+    t.carried_by(1, Some(carrier.clone()));
+    deliver(&mut t, 1, 10, t0 + MS);
+    // Span 1's reads moved to a connection that then went silent: the one
+    // it left still delivering to span 0 keeps it queued no longer.
+    carrier.moved_to(&new);
+    new.received_at(t0 + MS);
+    let now = span_0_flows(&mut t, t0, Some(&old));
+    assert_eq!(t.next_for_idle(now).map(|g| g.span()), Some(2));
+    assert_eq!((t.pos(2), t.end(2)), (510, 1000));
+    // A new request of a span drops its old carrier: its answer brings the
+    // next.
+    let mut t = two_answered(t0, Some(&old));
+    t.begin_request(1, true, t0);
+    t.answered(1, t0);
+    let now = span_0_flows(&mut t, t0, Some(&old));
+    assert_eq!(t.next_for_idle(now).map(|g| g.span()), Some(2));
 }
 
 #[test]

@@ -1,0 +1,139 @@
+//! Stall detection that knows the connection a part shares (issue 14,
+//! point 4). Over SFTP several parts of a file share one SSH connection,
+//! whose reads are answered in order: a part silent because the
+//! connection is busy answering the others' reads is queued, not stalled,
+//! and taking it over discards its answered reads. The harness's shaping
+//! proxy in front of sshd counts what the server sent: each byte once, and
+//! no part taken over. Over HTTP each part has a connection of its own,
+//! and one that goes silent is taken over while the others flow (the
+//! in-process fault server). No time is asserted but the idle timeout's
+//! (the machine may be busy); the times are in the messages.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pymatris_core::{Config, Downloader, Request};
+use pymatris_harness::{Servers, Shape, Which};
+use pymatris_tests::fault_server::{Behaviour, FaultServer, Route};
+use pymatris_tests::{random_bytes, run_pymatris};
+
+/// Bytes over the file's size a run may fetch besides 2 %: the SSH
+/// handshake and login, and the SFTP requests' answers.
+const OVERHEAD: u64 = 256 << 10;
+
+/// The debug line of a take-over (`crates/core/src/scheduler/workers.rs`).
+const TAKEOVER: &str = "a part stalled";
+
+#[test]
+fn parts_queued_on_one_ssh_connection_are_not_taken_over() {
+    let size: u64 = 12 << 20;
+    let servers =
+        Servers::start(Which::sftp_only()).expect("start sshd (apt-get install openssh-server)");
+    let src = servers.write_random("shared/big.bin", size, 41);
+    // A link of 1 MB/s in all, 20 ms each way: another SSH connection
+    // brings nothing, so the parts share one (or two, while the pool
+    // probes), and a part's reads wait behind the others' for seconds.
+    let shape = Shape::new()
+        .delay(Duration::from_millis(20))
+        .total_rate(Some(1_000_000));
+    let shaper = servers.shaped(servers.sftp_port(), shape).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The host key is the server's; ssh looks it up by port.
+    let known_hosts = tmp.path().join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{} {}\n",
+            shaper.port(),
+            servers.ssh_host_key_pub()
+        ),
+    )
+    .unwrap();
+    let url = servers.sftp_url("shared/big.bin").replace(
+        &format!(":{}/", servers.sftp_port()),
+        &format!(":{}/", shaper.port()),
+    );
+    let dir = tmp.path().join("dl");
+    let started = Instant::now();
+    let output = run_pymatris([
+        "--verbose",
+        "--identity",
+        s(servers.ssh_client_key()),
+        "--known-hosts",
+        s(&known_hosts),
+        "--max-splits",
+        "8",
+        "--dir",
+        s(&dir),
+        &url,
+    ]);
+    let took = started.elapsed();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        std::fs::read(&src).unwrap() == std::fs::read(dir.join("big.bin")).unwrap(),
+        "the file differs"
+    );
+    let takeovers: Vec<&str> = log.lines().filter(|l| l.contains(TAKEOVER)).collect();
+    let counters = shaper.counters();
+    assert!(
+        takeovers.is_empty(),
+        "parts queued on a shared SSH connection were taken over ({took:?}, {} bytes for {size}):\n{}",
+        counters.to_client,
+        takeovers.join("\n")
+    );
+    let bound = size + size / 50 + OVERHEAD;
+    assert!(
+        counters.to_client <= bound,
+        "the server sent {} bytes for a file of {size} ({:.4} per byte; {} connections, {took:?})",
+        counters.to_client,
+        counters.to_client as f64 / size as f64,
+        counters.connections,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http_connection_is_taken_over_while_other_parts_flow() {
+    // The first request is answered (headers, a size) and then sends no
+    // byte of its body, its connection left open; the other parts flow.
+    // With one try and an idle timeout of a minute, only a take-over of
+    // its range finishes the file.
+    let body = random_bytes(4 << 20, 42);
+    let server = FaultServer::start([(
+        "/silent.bin",
+        Route::new(body.clone()).behaviour(Behaviour::StallAfter { bytes: 0, times: 1 }),
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::default()
+        .max_tries(1)
+        .max_splits(4)
+        .min_split_size(256 << 10)
+        .timeout(Duration::from_secs(60))
+        .takeover_after(Duration::from_millis(500));
+    let mut dl = Downloader::new(config);
+    dl.enqueue(Request::new(server.url("/silent.bin")).dir(dir.path().to_str().unwrap()));
+    let started = Instant::now();
+    let results = dl.download().await;
+    let took = started.elapsed();
+    let log = server.requests("/silent.bin");
+    assert!(
+        results.errors.is_empty(),
+        "{results} ({took:?}): {:#?}",
+        results.errors
+    );
+    assert!(
+        std::fs::read(dir.path().join("silent.bin")).unwrap() == body,
+        "the file differs"
+    );
+    assert!(log[0].fault, "{log:#?}");
+    let again = log.iter().skip(1).filter(|r| r.range_start() == Some(0));
+    assert_eq!(again.count(), 1, "byte 0 asked for again once: {log:#?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "{took:?}: the idle timeout, not a take-over, ended the silent part"
+    );
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
