@@ -9,20 +9,22 @@
 //! the back of a running part to another connection (always far from
 //! where the part has got to). A data connection of a part that ends
 //! before the end of the file therefore opens with the bulk window (1/8 of
-//! the part, and at least what the server's round trip needs for
-//! [`MIN_RATE`], up to [`BULK`]), and as half the bytes left (where the
-//! engine would cut the part next) come within what that window could let
-//! past, it shrinks in steps (halving) down to the tail window (1/128 of
-//! the part, and never below two segments, under which a sender that saw a
-//! larger window waits for its probe timer), so that the speed falls with
+//! the part up to [`BULK`], and at least what the server's round trip needs
+//! for [`MIN_RATE`]). What it lets past the bytes read stays within half
+//! the bytes left (where the engine would cut the part next) and within
+//! [`CUT_NOTICE`] at the transfer's pace; as the end nears, the window
+//! shrinks in steps (halving) down to the tail window (1/128 of the part as
+//! it is now, and never below two segments, under which a sender that saw
+//! a larger window waits for its probe timer), so that the speed falls with
 //! the bytes left ([`Tail`]). TCP never takes back a window it offered, so
 //! each step comes early enough for the old window to end before the end.
-//! The segment size is the system's but where two of them would not fit in
-//! the tail window (short parts, on loopback's 64 KiB segments): small
-//! segments cost CPU on loopback, and a part that opens with the bulk
-//! window wins most of it back (`docs/benchmarks.md`).
 //! The transfer stops there: its last bytes are read up to the end and no
-//! further.
+//! further. The segment size is the system's but where two of them would
+//! not fit in the tail window (parts under 16 MiB, on loopback's 64 KiB
+//! segments): there it is half the tail window, never below 1400 bytes.
+//! Each segment costs CPU on loopback whatever its size, so that is as few
+//! as the tail allows (`docs/benchmarks.md`, "The engine tells FTP where a
+//! part ends").
 //!
 //! The round trip is the shortest TCP handshake seen to the server, on its
 //! control and data connections alike. One handshake timed on a busy
