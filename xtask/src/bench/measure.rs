@@ -46,6 +46,9 @@ pub(super) struct Sample {
     /// What the shaping proxy carried in the run (`--wan`; set by the
     /// caller).
     pub(super) link: Option<pymatris_harness::Counters>,
+    /// How busy the machine was during the run (`--wan`; set by the
+    /// caller).
+    pub(super) machine: Option<super::busy::Machine>,
     /// The time the tool says its transfer took, when it says so: the
     /// Python API's `download()` call, without the interpreter's start.
     pub(super) inner_wall: Option<Duration>,
@@ -177,6 +180,7 @@ pub(super) fn run_timed(
     Ok(Sample {
         server_cpu: None,
         link: None,
+        machine: None,
         inner_wall: inner_wall(log),
         wall: Duration::from_secs_f64(m.wall),
         cpu: m.cpu,

@@ -9,6 +9,7 @@
 //! afterwards. `--smoke` is the CI variant: one small workload, pymatris
 //! and curl, one run. docs/benchmarks.md describes the method.
 
+mod busy;
 mod data;
 mod defaults;
 mod invocation;
@@ -501,7 +502,9 @@ fn run_workload(
             });
             let meter = ctx.meter;
             let link_before = meter.map(Shaper::counters);
+            let machine_before = meter.and_then(|_| busy::mark());
             let outcome = measure::run_timed(inv, &out, &log, timeout, wrapper)
+                .map(|s| busy::after(s, machine_before))
                 .and_then(|s| measure::verify(&out, files).map(|()| s))
                 .map(|mut s| {
                     s.link = meter

@@ -68,7 +68,7 @@ pub(super) struct Stats {
     pub(super) rss_mib: f64,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(super) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

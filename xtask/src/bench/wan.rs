@@ -17,8 +17,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use pymatris_harness::{Servers, Shape, Shaper};
 
+use super::busy;
 use super::data::{DataSet, Proto, Workload};
-use super::report::{Report, WorkloadResult};
+use super::report::{Report, WorkloadResult, median};
 use super::tools::{Endpoint, Tool};
 
 /// The link flags of `cargo xtask bench --wan`.
@@ -339,19 +340,6 @@ struct Wire {
     per_file_byte: f64,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 fn wire(r: &WorkloadResult, tool: Tool) -> Option<Wire> {
     let cell = r.cells.iter().find(|c| c.tool == tool)?;
     let links: Vec<_> = cell.samples.iter().filter_map(|s| s.link).collect();
@@ -402,7 +390,10 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
          afterwards. Peers at {} connections; \"pymatris, peers' settings\" is `--max-parallel \
          N --max-splits N --max-per-host N` with the same N. Connections and bytes are the \
          proxy's counters; bytes per file byte counts what the server sent through the proxy \
-         (headers, handshakes and SSH framing included) over the files' size. Load average \
+         (headers, handshakes and SSH framing included) over the files' size. Machine CPU \
+         busy is the share of all cores' time not idle during the run (`/proc/stat`; \
+         near 100 % the cores, not the link, bound the row); CPU s are the seconds of the \
+         tool, of the server and of the bench's process, where the proxy runs. Load average \
          before {}, after {}.\n",
         report.command,
         report.date,
@@ -418,9 +409,9 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
     let _ = writeln!(md, "\n#### Summary\n");
     let _ = writeln!(
         md,
-        "| Workload | Link | best peer | pymatris default | pymatris, peers' settings | default / best peer | bytes per file byte: pymatris default (leanest peer) | issue 14's goal: >= 1.25x best peer, bytes <= 1.02x leanest peer's |"
+        "| Workload | Link | best peer | pymatris default | pymatris, peers' settings | default / best peer | bytes per file byte: pymatris default (leanest peer) | issue 14's goal: >= 1.25x best peer, bytes <= 1.02x leanest peer's | machine CPU busy, pymatris default |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     for r in &report.results {
         let u = unit(r);
         let best = best_peer(r);
@@ -456,7 +447,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
         );
         let _ = writeln!(
             md,
-            "| {} {} | {} | {} | {} | {} | {ratio} | {bytes} | {met} |",
+            "| {} {} | {} | {} | {} | {} | {ratio} | {bytes} | {met} | {} |",
             r.wl.id,
             r.wl.title,
             links.describe(link_of(&r.wl), r.wl.proto),
@@ -467,6 +458,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
             )),
             summary_rate(r, Tool::Pymatris),
             summary_rate(r, Tool::PymatrisAt),
+            busy::share(busy::of_tool(r, Tool::Pymatris)),
         );
     }
     for note in report.notes.iter().chain(&report.skipped) {
@@ -485,14 +477,14 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
         );
         let _ = writeln!(
             md,
-            "| Tool | Settings | Wall, median (s) | {u} | / best peer | Connections | Bytes per file byte |"
+            "| Tool | Settings | Wall, median (s) | {u} | / best peer | Connections | Bytes per file byte | Machine CPU busy | CPU s: tool / server / proxy |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
         for c in &r.cells {
             let Some(s) = r.stats(c) else {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | FAILED ({} of {} runs) | | | | |",
+                    "| {} | {} | FAILED ({} of {} runs) | | | | | | |",
                     c.tool.name(),
                     c.settings,
                     c.failures.len(),
@@ -503,7 +495,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
             let w = wire(r, c.tool);
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.2} | {} | {} | {} | {} |",
+                "| {} | {} | {:.2} | {} | {} | {} | {} | {} |",
                 c.tool.name(),
                 c.settings,
                 s.median,
@@ -511,6 +503,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
                 best.map_or("n/a".to_owned(), |b| format!("{:.2}x", s.rate / b)),
                 w.map_or("n/a".to_owned(), |w| format!("{:.0}", w.connections)),
                 w.map_or("n/a".to_owned(), |w| format!("{:.3}", w.per_file_byte)),
+                busy::row(c),
             );
         }
         for c in &r.cells {
