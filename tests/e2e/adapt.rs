@@ -72,6 +72,52 @@ fn a_link_capped_per_connection_gets_more_parts_with_default_flags() {
     assert!(conns <= ceiling, "{conns} connections, above the ceiling");
 }
 
+/// The bytes that went through `shaper` when it accepted more than `n`
+/// connections, while `run` runs; and what `run` returned.
+fn bytes_at_connection<T>(shaper: &Shaper, n: u64, run: impl FnOnce() -> T) -> (Option<u64>, T) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let watch = scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let c = shaper.counters();
+                if c.connections > n {
+                    return Some(c.to_client);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        });
+        let out = run();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (watch.join().unwrap(), out)
+    })
+}
+
+#[test]
+fn a_large_file_over_a_capped_long_link_reaches_the_ceiling_in_one_step() {
+    // Each connection capped, answers after four delays: every added
+    // connection pays in full, so the first probe goes from five to the
+    // ceiling at once, not by doubling (ten, then sixteen a probe later,
+    // after about a quarter of the bytes). Bytes, not times, are compared.
+    let servers = nginx();
+    let src = servers.write_random("big.bin", 48 << 20, 6);
+    let shaper = servers.shaped(servers.http_port(), capped()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let url = via(&servers, &shaper, "big.bin");
+    let (at_eleventh, took) =
+        bytes_at_connection(&shaper, 10, || download(out.path(), &[url], &[]));
+    assert_eq!(
+        std::fs::read(&src).unwrap(),
+        std::fs::read(out.path().join("big.bin")).unwrap()
+    );
+    let total = shaper.counters().to_client;
+    let at_eleventh = at_eleventh.expect("an eleventh connection");
+    assert!(
+        at_eleventh < total * 18 / 100,
+        "the eleventh connection after {at_eleventh} of {total} bytes ({took:?})"
+    );
+}
+
 #[test]
 fn explicit_splits_and_files_at_once_are_kept() {
     let servers = nginx();
@@ -150,21 +196,8 @@ fn a_long_list_over_a_capped_link_grows_early() {
         .collect();
     std::fs::write(&list, urls.join("\n") + "\n").unwrap();
     let files = out.path().join("files");
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (took, at_sixth) = std::thread::scope(|scope| {
-        let watch = scope.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let c = shaper.counters();
-                if c.connections > 5 {
-                    return Some(c.to_client);
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            None
-        });
-        let took = download(&files, &[], &["-i", list.to_str().unwrap()]);
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        (took, watch.join().unwrap())
+    let (at_sixth, took) = bytes_at_connection(&shaper, 5, || {
+        download(&files, &[], &["-i", list.to_str().unwrap()])
     });
     let total = shaper.counters().to_client;
     let conns = shaper.most_open();

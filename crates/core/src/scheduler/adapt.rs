@@ -19,10 +19,17 @@
 //! On a long link (the batch's quickest answer to a request, from asking
 //! to the first byte, took [`LONG_ANSWER`] or more) the windows last a few
 //! such answers, between a floor that the noise of a busy machine asks for
-//! and the full figures, and the first probe doubles: there a moment at
-//! too few connections costs the most, and each one's rate is steady. A
-//! short link (loopback, a LAN), where the CPU is the usual bound and a
-//! busy machine's rates swing, keeps the full windows and the half probe.
+//! and the full figures, and the first probe goes to the ceiling at once:
+//! there a moment at too few connections costs the most (each step takes
+//! a connection's opening, a settling and a window, a second of a
+//! transfer that may last a few), and each one's rate is steady. Such a
+//! probe that gains, but less than its share, keeps the transfers its gain
+//! paid for (the transfers before it, times the gain): it skipped the steps
+//! that would have found where the link stops adding, and where a bound
+//! across connections binds (a total cap, the CPU), the rate grows in
+//! proportion up to it. A short link (loopback, a LAN), where the CPU is
+//! the usual bound and a busy machine's rates swing, keeps the full
+//! windows and the half probe.
 //! This is the rule `pymatris-proto-sftp` applies to its SSH connections,
 //! applied here to the transfers of every protocol.
 
@@ -60,8 +67,7 @@ const SETTLE_ANSWERS: u32 = 2;
 /// An answer at least this slow is a long link (not loopback, not a LAN),
 /// where connections are often each bounded (a cap per connection, a TCP
 /// window over the round trip): its windows follow its answers, and its
-/// first probe doubles the transfers rather than adding half, as a probe
-/// that paid in proportion would.
+/// first probe goes to the ceiling rather than adding half.
 const LONG_ANSWER: Duration = Duration::from_millis(10);
 
 /// How long a window settles and lasts on a link whose quickest answer to
@@ -144,10 +150,12 @@ enum State {
     /// work waiting.
     Measuring(Window),
     /// `budget` was raised from `had`; `before` is the rate with `had`
-    /// (bytes per second).
+    /// (bytes per second). `whole`: the first probe of a long link, to the
+    /// ceiling at once.
     Probing {
         before: f64,
         had: usize,
+        whole: bool,
         window: Window,
     },
     /// An added transfer did not pay (or the budget reached its ceiling).
@@ -195,25 +203,30 @@ impl Adapt {
             State::Measuring(window) => {
                 let crowded = busy && load.wanting > self.budget && self.budget < self.ceiling;
                 if let Some(before) = window.measure(now, received, crowded, pace) {
-                    let step = match load.answer {
-                        Some(answer) if answer >= LONG_ANSWER => self.budget,
-                        _ => self.budget.div_ceil(2),
+                    let long = load.answer.is_some_and(|a| a >= LONG_ANSWER);
+                    let step = match long {
+                        true => self.ceiling - self.budget,
+                        false => self.budget.div_ceil(2),
                     };
                     self.raise(before, step.min(load.wanting - self.budget));
+                    if let State::Probing { whole, .. } = &mut self.state {
+                        *whole = long;
+                    }
                 }
             }
             State::Probing {
                 before,
                 had,
+                whole,
                 window,
             } => {
                 // Until the raised budget is all in use (the probe's
                 // transfers started) and work still waits for it, the
                 // window would measure the work, not the link.
                 let busy = busy && load.wanting >= self.budget;
-                let (before, had) = (*before, *had);
+                let (before, had, whole) = (*before, *had, *whole);
                 if let Some(after) = window.measure(now, received, busy, pace) {
-                    self.judge(before, had, after, load);
+                    self.judge(before, had, after, load, whole);
                 }
             }
         }
@@ -221,16 +234,21 @@ impl Adapt {
     }
 
     /// Whether the probe from `had` to the budget paid, and what follows.
-    fn judge(&mut self, before: f64, had: usize, after: f64, load: Load) {
+    fn judge(&mut self, before: f64, had: usize, after: f64, load: Load, whole: bool) {
         let added = (self.budget - had) as f64 / had.max(1) as f64;
         if after < before * (1.0 + SHARE * added).max(GAIN) {
+            // A whole probe that gained keeps what its gain paid for.
+            let keep = match whole && after >= before * GAIN {
+                true => ((had as f64 * after / before).ceil() as usize).clamp(had, self.budget),
+                false => had,
+            };
             tracing::debug!(
                 before,
                 after,
                 budget = self.budget,
-                "more transfers did not pay: back to {had}"
+                "more transfers did not pay: back to {keep}"
             );
-            self.budget = had;
+            self.budget = keep;
             self.state = State::Stopped;
             return;
         }
@@ -258,6 +276,7 @@ impl Adapt {
         self.state = State::Probing {
             before,
             had,
+            whole: false,
             window: Window::default(),
         };
     }
@@ -474,23 +493,48 @@ mod tests {
     #[test]
     fn a_short_round_trip_reaches_the_ceiling_sooner() {
         // 8 MB/s per connection, answers after 80 ms (a connection and a
-        // request over 20 ms each way): the same steps, each decided in a
-        // few answers' time rather than the full window's.
+        // request over 20 ms each way): one probe, to the ceiling, decided
+        // in a few answers' time rather than the full window's.
         let capped = |n: usize| 8.0 * MB * n as f64;
         let ms = Duration::from_millis;
         let mut a = Adapt::new(5, 16);
         let steps = run_timed(&mut a, capped, 100, 20.0, Some(ms(80)));
         let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
-        assert_eq!(budgets, [5, 10, 16], "{steps:?}");
-        // Two measured steps of settling and a window each, and the
-        // probe's start, each to the next tick: without an answer to go
-        // by, they take longer.
+        assert_eq!(budgets, [5, 16], "{steps:?}");
+        assert!(a.stopped());
+        // One measured step of settling and a window, to the next tick:
+        // without an answer to go by, the ceiling takes two steps of the
+        // full figures.
         let (settle, window) = pace(Some(ms(80)));
-        let bound = 2 * (settle + window) + ms(80) + 6 * ms(50);
-        assert!(steps[2].1 <= bound, "{steps:?}, bound {bound:?}");
+        let bound = settle + window + 3 * ms(50);
+        assert!(steps[1].1 <= bound, "{steps:?}, bound {bound:?}");
         let mut slow = Adapt::new(5, 16);
         let unknown = run_timed(&mut slow, capped, 100, 20.0, None);
-        assert!(unknown[2].1 > bound, "{unknown:?}");
+        assert_eq!(unknown.last().unwrap().0, 16, "{unknown:?}");
+        assert!(unknown.last().unwrap().1 > 2 * bound, "{unknown:?}");
+    }
+
+    #[test]
+    fn a_long_link_with_a_total_cap_keeps_what_the_probe_paid_for() {
+        // 8 MB/s per connection, 60 MB/s in all, answers after 80 ms: the
+        // probe to 16 gains half (40 to 60 MB/s), less than its share;
+        // five transfers times that gain carry the total.
+        let mut a = Adapt::new(5, 16);
+        let steps = run_timed(
+            &mut a,
+            |n| (8.0 * n as f64).min(60.0) * MB,
+            100,
+            20.0,
+            Some(Duration::from_millis(80)),
+        );
+        let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(budgets, [5, 16, 8], "{steps:?}");
+        assert!(a.stopped());
+        // Where the work ends first, the probe goes as far as the work.
+        let mut a = Adapt::new(5, 16);
+        let capped = |n: usize| 8.0 * MB * n as f64;
+        let steps = run_timed(&mut a, capped, 9, 20.0, Some(Duration::from_millis(80)));
+        assert_eq!(steps.last().unwrap().0, 9, "{steps:?}");
     }
 
     #[test]
@@ -522,7 +566,7 @@ mod tests {
             Some(Duration::from_millis(200)),
         );
         let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
-        assert_eq!(budgets, [5, 10, 5]);
+        assert_eq!(budgets, [5, 16, 5]);
         assert!(a.stopped());
     }
 
