@@ -34,21 +34,27 @@ pub(super) const STALL_GAPS: u32 = 4;
 pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 
 /// How many bytes one request of a span asks for, of the `left` it has:
-/// half of them while that is more than about [`SPLIT_HORIZON`] at `pace`
-/// (the bytes per second of one part's request; twice the smallest part
-/// when it is not known yet), all of them after. A split then cuts at the
+/// half of them while that is more than about `horizon` at `pace` (the
+/// bytes per second of one part's request), all of them after; a quarter
+/// while no pace is known (the file's first requests, made while the batch
+/// may still grow to several times its connections, whose newcomers then
+/// find most of each part not yet asked for). A split then cuts at the
 /// end of the request under way, where the server stops sending of its
 /// own accord: cutting a request in the middle loses whatever the server
 /// sent past the cut (a round trip of the link's bytes, megabytes on a long
 /// fast one). Each request after the first costs its connection a round
-/// trip, so they halve rather than stay small.
-fn request_len(left: u64, pace: Option<f64>, min_split: u64) -> u64 {
-    let horizon = pace.map_or(0, |p| (p * SPLIT_HORIZON.as_secs_f64()) as u64);
-    let floor = horizon.max(min_split.max(1).saturating_mul(2));
+/// trip, so they halve rather than stay small; never below twice the
+/// smallest part.
+fn request_len(left: u64, pace: Option<f64>, min_split: u64, horizon: Duration) -> u64 {
+    let smallest = min_split.max(1).saturating_mul(2);
+    let (floor, share) = match pace {
+        Some(p) => (((p * horizon.as_secs_f64()) as u64).max(smallest), 2),
+        None => (smallest, 4),
+    };
     if left <= floor.saturating_add(floor / 4) {
         left
     } else {
-        left / 2
+        (left / share).max(smallest)
     }
 }
 
@@ -177,8 +183,12 @@ impl<S: Default> PartTable<S> {
             return None;
         }
         let min = self.rules.min_split.max(1);
+        // A rest its request does not reach costs no byte to take, once
+        // the request under way shows its pace (it is no stall to wait on).
+        let unasked = |s: &Span<S>| s.end.saturating_sub(s.asked) >= min && s.pace(now).is_some();
         let victim = (self.spans.iter().enumerate())
-            .filter(|(_, s)| s.active && s.left() >= 2 * min && s.worth_splitting(now))
+            .filter(|(_, s)| s.active && s.left() >= 2 * min)
+            .filter(|(_, s)| s.worth_splitting(now) || unasked(s))
             .filter_map(|(id, s)| Some((id, s.cut_at(min, now)?, s.left())))
             .max_by_key(|&(_, _, left)| left);
         if let Some((victim, at, _)) = victim {
@@ -229,6 +239,19 @@ impl<S> PartTable<S> {
         (self.spans.iter())
             .map(|s| [s.start, s.on_disk.min(s.end).max(s.start), s.end])
             .collect()
+    }
+
+    /// How long the file has left: the bytes not received, at the latest
+    /// pace of one request times the spans being filled (`None` before a
+    /// pace is seen, or without a size).
+    fn time_left(&self) -> Option<Duration> {
+        let (pace, size) = (self.pace?, self.size?);
+        let filling = (self.spans.iter())
+            .filter(|s| s.active && s.pos < s.end)
+            .count()
+            .max(1);
+        let left = size.saturating_sub(self.received()) as f64;
+        Duration::try_from_secs_f64(left / (pace * filling as f64)).ok()
     }
 
     /// Bytes received over all spans.
@@ -294,6 +317,11 @@ impl<S> PartTable<S> {
         self.pace = own.or(self.pace);
         let bounded = stops && self.size.is_some() && !self.one_stream;
         let (pace, min) = (self.pace, self.rules.min_split);
+        // Near the end a request lasts no longer than the file has left,
+        // so that the last ones end together.
+        let horizon = self
+            .time_left()
+            .map_or(SPLIT_HORIZON, |t| t.min(SPLIT_HORIZON));
         let s = &mut self.spans[id];
         s.pos = s.on_disk;
         s.began = now;
@@ -301,7 +329,7 @@ impl<S> PartTable<S> {
         s.longest_gap = Duration::ZERO;
         s.carrier = None;
         s.asked = match bounded {
-            true => s.pos + request_len(s.left(), pace, min),
+            true => s.pos + request_len(s.left(), pace, min, horizon),
             false => s.end,
         };
         s.told = PartEnd::new(s.asked);

@@ -143,16 +143,17 @@ fn a_span_on_course_to_finish_soon_is_left_to_its_connection() {
 fn a_request_asks_for_half_of_a_long_rest_and_all_of_a_short_one() {
     let t0 = Instant::now();
     let mut t = table(100_000, 2, 100, t0);
-    // No pace yet: half of the span.
-    assert_eq!(t.begin_request(0, true, t0), (0, 25_000));
+    // No pace yet: a quarter of the span.
+    assert_eq!(t.begin_request(0, true, t0), (0, 12_500));
     t.answered(0, t0);
     // 50 kB/s: the rest of the span is under the horizon at that pace.
-    deliver(&mut t, 0, 25_000, t0 + 500 * MS);
+    let seen = t0 + PACE_SEEN_AFTER;
+    deliver(&mut t, 0, 12_500, seen);
     assert!(t.ended_where_asked(0));
-    assert_eq!(t.begin_request(0, true, t0 + 500 * MS), (25_000, 50_000));
+    assert_eq!(t.begin_request(0, true, seen), (12_500, 50_000));
     // A span that has no pace of its own goes by the file's (without it,
-    // it would ask for half).
-    assert_eq!(t.begin_request(1, true, t0 + 500 * MS), (50_000, 100_000));
+    // it would ask for a quarter).
+    assert_eq!(t.begin_request(1, true, seen), (50_000, 100_000));
     // The same rest at a tenth of the pace is halved again.
     let mut t = table(100_000, 2, 100, t0);
     t.begin_request(0, true, t0);
@@ -175,7 +176,8 @@ fn a_request_asks_for_half_of_a_long_rest_and_all_of_a_short_one() {
 fn a_split_never_cuts_a_request_that_its_server_would_send_past_the_cut() {
     let t0 = Instant::now();
     let mut t = table(1_000_000, 1, 1000, t0);
-    assert_eq!(t.begin_request(0, true, t0), (0, 500_000));
+    assert_eq!(t.begin_request(0, true, t0), (0, 250_000));
+    t.asked_up_to(0, 500_000);
     t.answered(0, t0);
     deliver(&mut t, 0, 100_000, t0 + 500 * MS);
     // The cut is in the middle of the rest, past the end of the request
@@ -207,6 +209,37 @@ fn a_split_never_cuts_a_request_that_its_server_would_send_past_the_cut() {
         Some(Given::Split {
             span: 1,
             at: 642_500
+        })
+    );
+}
+
+#[test]
+fn near_the_end_requests_last_no_longer_than_the_file_has_left() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 2, 1000, t0);
+    for id in 0..2 {
+        t.asked_up_to(id, t.end(id));
+        t.answered(id, t0);
+    }
+    // Span 0 ended its first request at 300 kB/s; span 1 is nearly
+    // done. 210 kB left for two spans at 300 kB/s: 0.35 s, under the
+    // horizon (at which span 0 would ask for all its 200 kB), so it asks
+    // for half.
+    t.asked_up_to(0, 300_000);
+    deliver(&mut t, 0, 300_000, t0 + 1000 * MS);
+    deliver(&mut t, 1, 490_000, t0 + 1000 * MS);
+    assert_eq!(t.begin_request(0, true, t0 + 1000 * MS), (300_000, 400_000));
+    t.answered(0, t0 + 1000 * MS);
+    // Span 1 done: its idle connection takes half of span 0's rest,
+    // including the part its request does not reach, though span 0 would
+    // be done within the horizon at its pace.
+    deliver(&mut t, 1, 10_000, t0 + 1000 * MS);
+    deliver(&mut t, 0, 90_000, t0 + 1300 * MS);
+    assert_eq!(
+        t.next_for_idle(t0 + 1300 * MS),
+        Some(Given::Split {
+            span: 2,
+            at: 445_000
         })
     );
 }
@@ -302,8 +335,8 @@ fn the_part_end_a_request_was_given_follows_every_cut() {
     assert_ne!(t.part_end(2), t.part_end(1));
     // A protocol that stops at the range's end is told the request's end.
     let mut t = table(1_000_000, 1, 1000, t0);
-    assert_eq!(t.begin_request(0, true, t0), (0, 500_000));
-    assert_eq!(t.part_end(0).get(), 500_000);
+    assert_eq!(t.begin_request(0, true, t0), (0, 250_000));
+    assert_eq!(t.part_end(0).get(), 250_000);
 }
 
 /// A part held back by the bandwidth cap is cut inside its request only
