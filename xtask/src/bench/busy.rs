@@ -98,7 +98,7 @@ pub(super) fn row(c: &Cell) -> String {
     let machines = c.samples.iter().filter_map(|s| s.machine);
     let busy = median(machines.clone().map(|m| m.busy).collect());
     let proxy = median(machines.filter_map(|m| m.proxy_cpu).collect());
-    let secs = |x: Option<f64>| x.map_or("n/a".to_owned(), |x| format!("{x:.1}"));
+    let secs = |x: Option<f64>| x.map_or("n/a".to_owned(), |x| format!("{x:.2}"));
     format!(
         "{} | {} / {} / {}",
         share(busy),
