@@ -35,21 +35,29 @@ pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 
 /// How many bytes one request of a span asks for, of the `left` it has:
 /// half of them while that is more than about `horizon` at `pace` (the
-/// bytes per second of one part's request), all of them after; a quarter
-/// while no pace is known (the file's first requests, made while the batch
-/// may still grow to several times its connections, whose newcomers then
-/// find most of each part not yet asked for). A split then cuts at the
+/// bytes per second of one part's request), all of them after. Without a
+/// pace, half, or a quarter for a span's `first` request (the file's parts
+/// are asked for while the batch may still grow to several times its
+/// connections, whose newcomers then find most of each part not yet asked
+/// for; a later request without a pace is on a link too quick to show
+/// one, where a request costs next to nothing). A split then cuts at the
 /// end of the request under way, where the server stops sending of its
 /// own accord: cutting a request in the middle loses whatever the server
 /// sent past the cut (a round trip of the link's bytes, megabytes on a long
 /// fast one). Each request after the first costs its connection a round
 /// trip, so they halve rather than stay small; never below twice the
 /// smallest part.
-fn request_len(left: u64, pace: Option<f64>, min_split: u64, horizon: Duration) -> u64 {
+fn request_len(
+    left: u64,
+    pace: Option<f64>,
+    min_split: u64,
+    horizon: Duration,
+    first: bool,
+) -> u64 {
     let smallest = min_split.max(1).saturating_mul(2);
     let (floor, share) = match pace {
         Some(p) => (((p * horizon.as_secs_f64()) as u64).max(smallest), 2),
-        None => (smallest, 4),
+        None => (smallest, if first { 4 } else { 2 }),
     };
     if left <= floor.saturating_add(floor / 4) {
         left
@@ -329,7 +337,7 @@ impl<S> PartTable<S> {
         s.longest_gap = Duration::ZERO;
         s.carrier = None;
         s.asked = match bounded {
-            true => s.pos + request_len(s.left(), pace, min, horizon),
+            true => s.pos + request_len(s.left(), pace, min, horizon, s.pos == s.start),
             false => s.end,
         };
         s.told = PartEnd::new(s.asked);

@@ -160,6 +160,13 @@ fn a_request_asks_for_half_of_a_long_rest_and_all_of_a_short_one() {
     t.answered(0, t0);
     deliver(&mut t, 0, 2_500, t0 + 500 * MS);
     assert_eq!(t.begin_request(0, true, t0 + 500 * MS), (2_500, 26_250));
+    // A link too quick to show a pace in one request: the next asks for
+    // half, not a quarter.
+    let mut t = table(100_000, 2, 100, t0);
+    t.begin_request(0, true, t0);
+    t.answered(0, t0);
+    deliver(&mut t, 0, 12_500, t0 + 10 * MS);
+    assert_eq!(t.begin_request(0, true, t0 + 10 * MS), (12_500, 31_250));
     // A server that would not stop at the end asked (FTP) is asked for
     // the whole span.
     let mut t = table(100_000, 2, 100, t0);
