@@ -78,39 +78,61 @@ pub(super) fn after(mut sample: Sample, before: Option<Mark>) -> Sample {
     sample
 }
 
-/// The machine's busy share during `tool`'s runs (median).
-pub(super) fn of_tool(r: &WorkloadResult, tool: Tool) -> Option<f64> {
-    let cell = r.cells.iter().find(|c| c.tool == tool)?;
-    median(
-        cell.samples
-            .iter()
-            .filter_map(|s| s.machine.map(|m| m.busy))
-            .collect(),
-    )
+/// The machine's busy share during `tool`'s runs, and this run's own
+/// (medians), as [`share`] writes them.
+pub(super) fn of_tool(r: &WorkloadResult, tool: Tool) -> String {
+    r.cells
+        .iter()
+        .find(|c| c.tool == tool)
+        .map_or("n/a".to_owned(), |c| shares(&c.samples))
 }
 
-/// The CPU cells of a row: the machine's busy share, and the CPU seconds of
-/// the tool, the server and the proxy; medians over the cell's runs ("n/a"
-/// for what no run measured).
+/// The CPU cells of a row: the machine's busy share (and this run's), and
+/// the CPU seconds of the tool, the server and the proxy; medians over the
+/// cell's runs ("n/a" for what no run measured).
 pub(super) fn row(c: &Cell) -> String {
     let tool = median(c.samples.iter().map(|s| s.cpu).collect());
     let server = median(c.samples.iter().filter_map(|s| s.server_cpu).collect());
-    let machines = c.samples.iter().filter_map(|s| s.machine);
-    let busy = median(machines.clone().map(|m| m.busy).collect());
-    let proxy = median(machines.filter_map(|m| m.proxy_cpu).collect());
+    let proxy = median(
+        (c.samples.iter())
+            .filter_map(|s| s.machine?.proxy_cpu)
+            .collect(),
+    );
     let secs = |x: Option<f64>| x.map_or("n/a".to_owned(), |x| format!("{x:.2}"));
     format!(
         "{} | {} / {} / {}",
-        share(busy),
+        shares(&c.samples),
         secs(tool),
         secs(server),
         secs(proxy)
     )
 }
 
-/// A busy share as a percentage of all cores.
-pub(super) fn share(busy: Option<f64>) -> String {
-    busy.map_or("n/a".to_owned(), |b| format!("{:.0} %", b * 100.0))
+/// "busy % (run %)": the machine's busy share, and the share of all cores
+/// that the tool, the server and the proxy took over the run's wall time
+/// (the rest of the busy share is the machine's other work).
+fn shares(samples: &[Sample]) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy = median(
+        samples
+            .iter()
+            .filter_map(|s| Some(s.machine?.busy))
+            .collect(),
+    );
+    let run = median(
+        (samples.iter())
+            .filter_map(|s| {
+                let used = s.cpu + s.server_cpu.unwrap_or(0.0) + s.machine?.proxy_cpu?;
+                Some(used / (s.wall.as_secs_f64().max(1e-3) * cores))
+            })
+            .collect(),
+    );
+    format!("{} (run {})", share(busy), share(run))
+}
+
+/// A share of all cores as a percentage.
+fn share(x: Option<f64>) -> String {
+    x.map_or("n/a".to_owned(), |b| format!("{:.0} %", b * 100.0))
 }
 
 #[cfg(test)]
@@ -137,6 +159,25 @@ mod tests {
         assert_eq!(m.proxy_cpu, Some(0.5));
         // No time passed: nothing to say.
         assert_eq!(a.until(&a), None);
+    }
+
+    #[test]
+    fn a_run_takes_its_share_of_the_busy_machine() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let sample = Sample {
+            wall: std::time::Duration::from_secs(2),
+            cpu: 0.5 * cores,
+            rss_kib: 0,
+            server_cpu: Some(0.25 * cores),
+            link: None,
+            machine: Some(Machine {
+                busy: 0.9,
+                proxy_cpu: Some(0.25 * cores),
+            }),
+            inner_wall: None,
+        };
+        assert_eq!(shares(&[sample]), "90 % (run 50 %)");
+        assert_eq!(shares(&[]), "n/a (run n/a)");
     }
 
     #[test]

@@ -392,8 +392,10 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
          proxy's counters; bytes per file byte counts what the server sent through the proxy \
          (headers, handshakes and SSH framing included) over the files' size. Machine CPU \
          busy is the share of all cores' time not idle during the run (`/proc/stat`; \
-         near 100 % the cores, not the link, bound the row); CPU s are the seconds of the \
-         tool, of the server and of the bench's process, where the proxy runs. Load average \
+         near 100 % the cores, not the link, bound the row), and in brackets the share \
+         the tool, the server and the proxy took (the rest is the machine's other work); \
+         CPU s are the seconds of the tool, of the server and of the bench's process, where \
+         the proxy runs. Load average \
          before {}, after {}.\n",
         report.command,
         report.date,
@@ -409,7 +411,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
     let _ = writeln!(md, "\n#### Summary\n");
     let _ = writeln!(
         md,
-        "| Workload | Link | best peer | pymatris default | pymatris, peers' settings | default / best peer | bytes per file byte: pymatris default (leanest peer) | issue 14's goal: >= 1.25x best peer, bytes <= 1.02x leanest peer's | machine CPU busy, pymatris default |"
+        "| Workload | Link | best peer | pymatris default | pymatris, peers' settings | default / best peer | bytes per file byte: pymatris default (leanest peer) | issue 14's goal: >= 1.25x best peer, bytes <= 1.02x leanest peer's | machine CPU busy (this run's), pymatris default |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     for r in &report.results {
@@ -458,7 +460,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
             )),
             summary_rate(r, Tool::Pymatris),
             summary_rate(r, Tool::PymatrisAt),
-            busy::share(busy::of_tool(r, Tool::Pymatris)),
+            busy::of_tool(r, Tool::Pymatris),
         );
     }
     for note in report.notes.iter().chain(&report.skipped) {
@@ -477,7 +479,7 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
         );
         let _ = writeln!(
             md,
-            "| Tool | Settings | Wall, median (s) | {u} | / best peer | Connections | Bytes per file byte | Machine CPU busy | CPU s: tool / server / proxy |"
+            "| Tool | Settings | Wall, median (s) | {u} | / best peer | Connections | Bytes per file byte | Machine CPU busy (this run's) | CPU s: tool / server / proxy |"
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
         for c in &r.cells {
