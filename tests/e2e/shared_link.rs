@@ -4,7 +4,8 @@
 //! connection is busy answering the others' reads is queued, not stalled,
 //! and taking it over discards its answered reads. The harness's shaping
 //! proxy in front of sshd counts what the server sent: each byte once, and
-//! no part taken over. Over HTTP each part has a connection of its own,
+//! no part taken over, and a part cut inside its range asks no read past
+//! the cut (issue 14, point 3). Over HTTP each part has a connection of its own,
 //! and one that goes silent is taken over while the others flow (the
 //! in-process fault server). No time is asserted but the idle timeout's
 //! (the machine may be busy); the times are in the messages.
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pymatris_core::{Config, Downloader, Request};
-use pymatris_harness::{Servers, Shape, Which};
+use pymatris_harness::{Counters, Servers, Shape, Which};
 use pymatris_tests::fault_server::{Behaviour, FaultServer, Route};
 use pymatris_tests::{random_bytes, run_pymatris};
 
@@ -24,15 +25,44 @@ const OVERHEAD: u64 = 256 << 10;
 /// The debug line of a take-over (`crates/core/src/scheduler/workers.rs`).
 const TAKEOVER: &str = "a part stalled";
 
-#[test]
-fn parts_queued_on_one_ssh_connection_are_not_taken_over() {
-    let size: u64 = 12 << 20;
+/// What one run through the capped link showed: its debug log, the
+/// proxy's counters, and how long it took.
+struct Run {
+    log: String,
+    counters: Counters,
+    took: Duration,
+}
+
+impl Run {
+    /// The lines of the take-overs it logged.
+    fn takeovers(&self) -> Vec<&str> {
+        (self.log.lines())
+            .filter(|l| l.contains(TAKEOVER))
+            .collect()
+    }
+
+    /// Asserts the server sent at most 2 % over the file's `size`.
+    fn assert_each_byte_sent_once(&self, size: u64) {
+        let (c, took) = (&self.counters, self.took);
+        assert!(
+            c.to_client <= size + size / 50 + OVERHEAD,
+            "the server sent {} bytes for a file of {size} ({:.4} per byte; {} connections, {took:?}); take-overs:\n{}",
+            c.to_client,
+            c.to_client as f64 / size as f64,
+            c.connections,
+            self.takeovers().join("\n"),
+        );
+    }
+}
+
+/// Fetches `size` random bytes over SFTP from sshd behind a link of 1 MB/s
+/// in all, 20 ms each way, with `flags`: another SSH connection brings
+/// nothing there, so the parts share one (or two, while the pool probes),
+/// and a part's reads wait behind the others' for seconds.
+fn through_a_narrow_link(size: u64, seed: u64, flags: &[&str]) -> Run {
     let servers =
         Servers::start(Which::sftp_only()).expect("start sshd (apt-get install openssh-server)");
-    let src = servers.write_random("shared/big.bin", size, 41);
-    // A link of 1 MB/s in all, 20 ms each way: another SSH connection
-    // brings nothing, so the parts share one (or two, while the pool
-    // probes), and a part's reads wait behind the others' for seconds.
+    let src = servers.write_random("shared/big.bin", size, seed);
     let shape = Shape::new()
         .delay(Duration::from_millis(20))
         .total_rate(Some(1_000_000));
@@ -54,42 +84,64 @@ fn parts_queued_on_one_ssh_connection_are_not_taken_over() {
         &format!(":{}/", shaper.port()),
     );
     let dir = tmp.path().join("dl");
-    let started = Instant::now();
-    let output = run_pymatris([
+    let mut args = vec![
         "--verbose",
         "--identity",
         s(servers.ssh_client_key()),
         "--known-hosts",
         s(&known_hosts),
-        "--max-splits",
-        "8",
         "--dir",
         s(&dir),
-        &url,
-    ]);
+    ];
+    args.extend(flags);
+    args.push(&url);
+    let started = Instant::now();
+    let output = run_pymatris(&args);
     let took = started.elapsed();
-    let log = String::from_utf8_lossy(&output.stderr);
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{log}");
     assert!(
         std::fs::read(&src).unwrap() == std::fs::read(dir.join("big.bin")).unwrap(),
         "the file differs"
     );
-    let takeovers: Vec<&str> = log.lines().filter(|l| l.contains(TAKEOVER)).collect();
-    let counters = shaper.counters();
+    Run {
+        log,
+        counters: shaper.counters(),
+        took,
+    }
+}
+
+#[test]
+fn parts_queued_on_one_ssh_connection_are_not_taken_over() {
+    let size: u64 = 12 << 20;
+    let run = through_a_narrow_link(size, 41, &["--max-splits", "8"]);
     assert!(
-        takeovers.is_empty(),
-        "parts queued on a shared SSH connection were taken over ({took:?}, {} bytes for {size}):\n{}",
-        counters.to_client,
-        takeovers.join("\n")
+        run.takeovers().is_empty(),
+        "parts queued on a shared SSH connection were taken over ({:?}, {} bytes for {size}):\n{}",
+        run.took,
+        run.counters.to_client,
+        run.takeovers().join("\n")
     );
-    let bound = size + size / 50 + OVERHEAD;
-    assert!(
-        counters.to_client <= bound,
-        "the server sent {} bytes for a file of {size} ({:.4} per byte; {} connections, {took:?})",
-        counters.to_client,
-        counters.to_client as f64 / size as f64,
-        counters.connections,
-    );
+    run.assert_each_byte_sent_once(size);
+}
+
+#[test]
+fn an_sftp_part_cut_inside_its_range_asks_no_read_past_the_cut() {
+    // Eight connections allowed: the pool probes seven more, which do not
+    // pay and go, and parts are cut as connections join the file. A cut
+    // lowers the end of the request under way; the reads asked past it
+    // would be answered and discarded.
+    let size: u64 = 16 << 20;
+    let flags = [
+        "--max-splits",
+        "8",
+        "--max-per-host",
+        "8",
+        "--max-parallel",
+        "8",
+    ];
+    let run = through_a_narrow_link(size, 43, &flags);
+    run.assert_each_byte_sent_once(size);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

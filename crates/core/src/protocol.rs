@@ -170,10 +170,11 @@ impl Debug for FileOptions {
 /// slow login); it never raises it.
 ///
 /// A protocol whose server stops at the end of the range it was asked for
-/// ([`Protocol::stops_at_range_end`]) has no use for it. One whose
-/// requests have no end (FTP's `REST`) reads it to stop the transfer there,
-/// and to let the server send ahead freely while the end is far and
-/// little once it nears, so that little is sent past it for nothing.
+/// in one request (HTTP) has no use for it. One whose requests have no end
+/// (FTP's `REST`) reads it to stop the transfer there, and to let the
+/// server send ahead freely while the end is far and little once it nears,
+/// so that little is sent past it for nothing. One that asks for a range
+/// in many reads (SFTP) asks none past it.
 #[derive(Clone, Debug)]
 pub struct PartEnd(Arc<AtomicU64>);
 

@@ -33,8 +33,8 @@ use crate::known_hosts::Policy;
 use crate::read::{OpenFile, Reader};
 use crate::target::Target;
 use pymatris_core::{
-    ByteRange, DirEntry, EntryKind, Error, ErrorKind, Fetched, Protocol, ProtocolConfig,
-    RemoteMeta, Result, Url, Validator,
+    ByteRange, DirEntry, EntryKind, Error, ErrorKind, Fetched, FileOptions, PartEnd, Protocol,
+    ProtocolConfig, RemoteMeta, Result, Url, Validator,
 };
 
 /// SFTP, to register explicitly
@@ -242,8 +242,14 @@ async fn list_on(sftp: &Sftp, dir: &[u8]) -> std::result::Result<Vec<DirEntry>, 
     Ok(entries)
 }
 
-/// Opens `target`'s path and streams `range` of it.
-async fn fetch_on(lease: Lease, target: &Target, range: ByteRange) -> Result<Fetched> {
+/// Opens `target`'s path and streams `range` of it, asking no read past
+/// where `part_end`, when given, says the part now ends.
+async fn fetch_on(
+    lease: Lease,
+    target: &Target,
+    range: ByteRange,
+    part_end: Option<PartEnd>,
+) -> Result<Fetched> {
     let path = target.display_path();
     let path = path.as_str();
     let sftp = lease.sftp.clone();
@@ -266,6 +272,7 @@ async fn fetch_on(lease: Lease, target: &Target, range: ByteRange) -> Result<Fet
         file.clone(),
         range.start,
         range.end,
+        part_end,
         path,
         &target.path,
     );
@@ -352,9 +359,26 @@ impl Protocol for SftpProtocol {
         // version the answer reports.
         _validator: Option<&Validator>,
     ) -> Result<Fetched> {
+        self.fetch_file(url, range, None, &FileOptions::default())
+            .await
+    }
+
+    /// A part cut inside its range (the engine lowered `file.part_end`)
+    /// asks no read past the cut: the server answers every read asked,
+    /// and whatever it answers past the cut is discarded.
+    async fn fetch_file(
+        &self,
+        url: &Url,
+        range: ByteRange,
+        _validator: Option<&Validator>,
+        file: &FileOptions,
+    ) -> Result<Fetched> {
         let target = self.target(url)?;
         let target = &target;
-        self.with_conn(target, |lease| fetch_on(lease, target, range))
-            .await
+        let part_end = &file.part_end;
+        self.with_conn(target, |lease| {
+            fetch_on(lease, target, range, part_end.clone())
+        })
+        .await
     }
 }

@@ -11,7 +11,9 @@
 //! How many are in flight follows what the connection needs (its rate
 //! times its round trip, shared by the parts on it): more only queues
 //! answers behind each other's, and a part cut short (the engine splits
-//! and takes over parts) leaves every answered read to discard. A part
+//! and takes over parts) leaves every answered read to discard. Nor is a
+//! read asked past where the engine says the part now ends (`PartEnd`):
+//! a cut inside the range costs only the reads already in flight. A part
 //! also moves to a less busy connection of its host when the pool opened
 //! one (`conn.rs`): its reads already asked are answered where they were
 //! asked, in order, before the first read on the new connection.
@@ -27,7 +29,7 @@ use crate::error;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use pymatris_core::{ByteStream, Carrier, Result};
+use pymatris_core::{ByteStream, Carrier, PartEnd, Result};
 
 /// Read requests in flight per part at most: 32 x 255 KiB = 8 MiB, half the
 /// SSH channel window.
@@ -89,6 +91,10 @@ pub(crate) struct Reader {
     next: u64,
     /// One past the last byte wanted, once known.
     end: Option<u64>,
+    /// Where the engine says the part now ends, lowered when it cuts the
+    /// part inside this range: no read is asked past it, so a cut part
+    /// leaves only the reads already in flight to discard.
+    part_end: Option<PartEnd>,
     /// The size of each request.
     chunk: u32,
     in_flight: FuturesOrdered<ReadFuture>,
@@ -109,6 +115,7 @@ impl Reader {
         file: Arc<OpenFile>,
         start: u64,
         end: Option<u64>,
+        part_end: Option<PartEnd>,
         path: &str,
         remote: &[u8],
     ) -> Reader {
@@ -119,6 +126,7 @@ impl Reader {
             file,
             next: start,
             end,
+            part_end,
             chunk,
             in_flight: FuturesOrdered::new(),
             done: false,
@@ -148,8 +156,13 @@ impl Reader {
 
     /// Sends requests until `window` are in flight or the end is reached.
     fn fill(&mut self, window: usize) {
+        let cut = self.part_end.as_ref().map(PartEnd::get);
         while !self.done && self.in_flight.len() < window {
-            let len = match self.end {
+            let end = match (self.end, cut) {
+                (Some(end), Some(cut)) => Some(end.min(cut)),
+                (end, cut) => end.or(cut),
+            };
+            let len = match end {
                 Some(end) if self.next >= end => break,
                 Some(end) => (end - self.next).min(u64::from(self.chunk)) as u32,
                 None => self.chunk,

@@ -285,17 +285,12 @@ impl FileJob {
             Some(_) => ByteRange::new(pos, end),
             None => ByteRange::from(pos),
         };
-        // A server that would not stop at the range's end is told where
-        // the part ends as it is cut.
-        let told;
-        let options = match stops {
-            true => &self.settings.options,
-            false => {
-                let end = self.parts().part_end(span);
-                told = self.settings.options.clone().with_part_end(end);
-                &told
-            }
-        };
+        // The protocol is told where the part ends as it is cut: a server
+        // that would not stop at the range's end is stopped there, and
+        // SFTP asks no read past it.
+        let end = self.parts().part_end(span);
+        let told = self.settings.options.clone().with_part_end(end);
+        let options = &told;
         let fetched = self
             .batch
             .fetch(
