@@ -88,6 +88,11 @@ pub(super) struct Batch {
     /// When the process last ran out of file handles (milliseconds since
     /// `started`, plus one; 0: never).
     pub(super) out_of_handles: AtomicU64,
+    /// Held by the one file at a time that gave back its first response
+    /// to wait for the handle of its part file, from then until it ends:
+    /// such a file holds that handle while it asks again, and several of
+    /// them could hold every handle left, each waiting for a connection.
+    pub(super) regain: Arc<tokio::sync::Semaphore>,
     pub(super) protocols: Protocols,
     pub(super) names: NameTable,
     pub(super) reporter: Arc<dyn Reporter>,

@@ -208,7 +208,7 @@ impl FileJob {
         let batch = self.batch.clone();
         let file_done = std::pin::pin!(batch.file_done.notified());
         let mut body = start.body;
-        let file = self
+        let (file, _regain) = self
             .open_part(target, start.resumed.is_none(), &mut body)
             .await?;
         let resumed = start.resumed.is_some();
@@ -226,13 +226,14 @@ impl FileJob {
     /// Opens the part file: an unnamed one without `--continue`, the one
     /// `--continue` found resumable when not `truncate`, a new one
     /// otherwise. Gives back the first response's `body` while it waits for
-    /// a file handle.
+    /// a file handle; then the file opens only under the batch's `regain`
+    /// permit, which it keeps until it ends.
     async fn open_part(
         &self,
         target: &Utf8Path,
         truncate: bool,
         body: &mut Option<ByteStream>,
-    ) -> Result<PartFile> {
+    ) -> Result<(PartFile, Option<OwnedSemaphorePermit>)> {
         // The create and the naming below run here, on the async thread:
         // both are single metadata operations, like the small writes
         // `WriteBehind` does inline, and a handoff to the blocking pool and
@@ -250,9 +251,16 @@ impl FileJob {
         // Out of file handles, the connection of the first response is
         // given back (the first part asks again) and the file waits for
         // a handle, so that files holding a connection never wait on
-        // each other for the handle of their part file.
+        // each other for the handle of their part file. Such a file then
+        // holds its part file while it asks again, with no connection: one
+        // at a time (`regain`), or they could take every handle left and
+        // wait for a connection for good, each holding one.
         let mut handles = HandleWait::default();
+        let mut regain = None;
         let file = loop {
+            if body.is_none() && handles.waits > 0 && regain.is_none() {
+                regain = Some(self.batch.regain_permit().await?);
+            }
             let unnamed = (!self.batch.config.resume)
                 .then(|| {
                     let dir = target.parent().unwrap_or(Utf8Path::new("."));
@@ -286,7 +294,7 @@ impl FileJob {
             durable: (config.resume && config.fsync).then(|| file.clone()),
             unnamed,
         });
-        Ok(file)
+        Ok((file, regain))
     }
 
     /// Cuts the file into parts (or takes those of an earlier run) and

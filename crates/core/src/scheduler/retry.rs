@@ -54,6 +54,17 @@ impl Batch {
         }
     }
 
+    /// The permit a file that gave back its first response for want of a
+    /// file handle opens its part file under (see `Batch::regain`).
+    pub(super) async fn regain_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        tokio::select! {
+            () = self.cancel.cancelled() => Err(Error::cancelled()),
+            permit = self.regain.clone().acquire_owned() => {
+                permit.map_err(|_| Error::cancelled())
+            }
+        }
+    }
+
     /// Runs `op` until it succeeds, fails for good, or runs out of
     /// `max_tries` attempts, waiting between attempts. `op` brings no bytes of the
     /// file, so every failure is an attempt without progress.

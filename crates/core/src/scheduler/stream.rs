@@ -198,6 +198,7 @@ impl Downloader {
             started: Instant::now(),
             last_progress: AtomicU64::new(0),
             out_of_handles: AtomicU64::new(0),
+            regain: Arc::new(tokio::sync::Semaphore::new(1)),
             protocols: Protocols::new(self.config.protocol.clone()),
             names: NameTable::default(),
             reporter: self.reporter.clone(),
