@@ -310,7 +310,12 @@ fn broken_transfer(cut_control: bool) {
     assert_same(&out.path().join("cut.bin"), &random_bytes(size as usize, 4));
     // The second attempt asked for the rest only, from the exact byte.
     let rests = cutter.rests.lock().unwrap().clone();
-    assert_eq!(rests, [cut_at], "REST commands seen");
+    let verbs = cutter.verbs.lock().unwrap().clone();
+    assert_eq!(
+        rests,
+        [cut_at],
+        "REST commands seen; every command: {verbs:?}\nstderr: {stderr}"
+    );
     let l = log(&s);
     let want_logins = if cut_control { 2 } else { 1 };
     assert_eq!(l.logins, want_logins, "{l:?}");
