@@ -70,7 +70,7 @@ impl Downloader {
     pub async fn dry_run(&mut self) -> Vec<StdResult<Planned, Failed>> {
         let requests = std::mem::take(&mut self.queue);
         let trees = std::mem::take(&mut self.trees);
-        let mut batch = self.batch(requests.len());
+        let mut batch = self.batch(requests.len(), !trees.is_empty());
         batch.config.protocol.read_only = true;
         batch.protocols = Protocols::new(batch.config.protocol.clone());
         let batch = Arc::new(batch);

@@ -91,11 +91,7 @@ impl Downloader {
         let (lower, upper) = requests.size_hint();
         let exact = upper == Some(lower);
         let counted = if exact { lower } else { max_parallel };
-        let mut batch = self.batch(counted);
-        if !trees.is_empty() && batch.hosts.is_none() {
-            batch.hosts = Some(HostSlots::new(tree_connections(&batch.config)));
-        }
-        let batch = Arc::new(batch);
+        let batch = Arc::new(self.batch(counted, !trees.is_empty()));
         let tree = TreeFeed::start(&batch, trees);
         let slots = if exact && tree.is_none() {
             max_parallel.min(lower.max(1))
@@ -164,7 +160,7 @@ impl Downloader {
 
     /// What the files of a batch share, with `files_left` files counted as
     /// waiting at its start.
-    pub(super) fn batch(&self, files_left: usize) -> Batch {
+    pub(super) fn batch(&self, files_left: usize, trees: bool) -> Batch {
         let netrc = self.config.protocol.netrc.as_deref().and_then(|path| {
             Netrc::load(path)
                 .inspect_err(|e| tracing::warn!("cannot read {}: {e}", path.display()))
@@ -175,6 +171,18 @@ impl Downloader {
         let adaptive = config.grow_parallel || config.grow_splits;
         let ceiling =
             (config.protocol.max_per_host).unwrap_or(crate::config::DEFAULT_GROWTH_CEILING);
+        // The connections to one host a batch with trees holds at once,
+        // listings and transfers together, when the user set no per-host
+        // limit: what its files may use (up to where growth stops, when it
+        // grows), as lftp's `mirror --parallel` uses its N connections for
+        // both. Listing beside them instead would open sessions of its
+        // own, and an FTP login costs the server far more than a listing
+        // (a process, a password hash).
+        let per_host = (config.protocol.max_per_host).or(trees.then_some(if adaptive {
+            floor.max(ceiling)
+        } else {
+            floor
+        }));
         // Timestamping replaces an out-of-date copy, as wget's -N does,
         // rather than keeping it beside a numbered new one.
         config.overwrite |= config.timestamping;
@@ -182,7 +190,7 @@ impl Downloader {
             config,
             netrc,
             throttle: self.config.max_speed.map(Throttle::new),
-            hosts: self.config.protocol.max_per_host.map(HostSlots::new),
+            hosts: per_host.map(HostSlots::new),
             dirs: Mutex::new(HashSet::new()),
             transfers: AtomicUsize::new(0),
             budget: AtomicUsize::new(floor),
@@ -211,21 +219,6 @@ impl Downloader {
 /// then the files the walks of a tree find. A slot leaves when the batch
 /// allows fewer files at once than it has slots (it grew, and took back
 /// what did not pay).
-/// The connections to one host a batch with trees holds at once, listings
-/// and transfers together, when the user set no per-host limit: what its
-/// files may use (up to where growth stops, when it grows), as lftp's
-/// `mirror --parallel` uses its N connections for both. Listing beside
-/// them instead would open sessions of its own, and an FTP login costs the
-/// server far more than a listing (a process, a password hash).
-fn tree_connections(config: &crate::config::Config) -> usize {
-    let floor = config.max_parallel.max(config.max_splits).max(1);
-    if config.grow_parallel || config.grow_splits {
-        floor.max(crate::config::DEFAULT_GROWTH_CEILING)
-    } else {
-        floor
-    }
-}
-
 async fn slot<S: Stream<Item = Request> + Unpin>(
     batch: Arc<Batch>,
     feed: Arc<Feed<S>>,
