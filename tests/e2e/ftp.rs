@@ -19,7 +19,7 @@ use pymatris_harness::{Options, PyftpdlibOptions, Server, Servers, Which, random
 use pymatris_tests::{list_dir, run_pymatris, sha256_hex};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -429,6 +429,12 @@ async fn relay_control(
     let (cr, mut cw) = client.into_split();
     let (sr, mut sw) = server.into_split();
     let kill = Arc::new(Notify::new());
+    // A permit for each transfer the client has been told began (`150`
+    // or `125`): a data connection is relayed only then, so the cut comes
+    // after the client has a transfer to resume, whatever the machine's
+    // load (otherwise the control connection could be killed before the
+    // `150` reached the client, and the transfer fail before it began).
+    let began = Arc::new(Semaphore::new(0));
 
     let to_server = async {
         let mut lines = BufReader::new(cr);
@@ -458,18 +464,22 @@ async fn relay_control(
                 return Ok::<(), std::io::Error>(());
             }
             let mut out = line.clone();
+            let begins = line.starts_with("150 ") || line.starts_with("125 ");
             if line.starts_with("229 ")
                 && let Some(port) = epsv_port(&line)
             {
                 let data = TcpListener::bind("127.0.0.1:0").await?;
                 let ours = data.local_addr()?.port();
                 out = format!("229 Entering Extended Passive Mode (|||{ours}|)\r\n");
-                let (cut, kill) = (cut.clone(), kill.clone());
+                let (cut, kill, began) = (cut.clone(), kill.clone(), began.clone());
                 tokio::spawn(async move {
-                    let _ = relay_data(data, port, cut_at, cut_control, cut, kill).await;
+                    let _ = relay_data(data, port, cut_at, cut_control, cut, kill, began).await;
                 });
             }
             cw.write_all(out.as_bytes()).await?;
+            if begins {
+                began.add_permits(1);
+            }
         }
     };
     tokio::select! {
@@ -492,9 +502,15 @@ async fn relay_data(
     cut_control: bool,
     cut: Arc<AtomicBool>,
     kill: Arc<Notify>,
+    began: Arc<Semaphore>,
 ) -> std::io::Result<()> {
     let (mut client, _) = listener.accept().await?;
     let mut server = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    began
+        .acquire()
+        .await
+        .map_err(std::io::Error::other)?
+        .forget();
     let faulty = !cut.swap(true, Ordering::SeqCst);
     let limit = if faulty { cut_at } else { u64::MAX };
     let mut sent = 0u64;
