@@ -4,7 +4,6 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Instant;
 
 use pymatris_harness::{Options, Servers, Which, random_bytes};
 
@@ -52,10 +51,9 @@ fn sftp_get(s: &Servers, remote: &Path, local: &Path, dir: &Path) {
 
 #[test]
 fn every_server_serves_the_same_bytes() {
-    let t = Instant::now();
+    // How long the start takes is no part of the test: on a shared,
+    // loaded machine it once took 4.9 s.
     let s = Servers::start(Which::all()).expect("starting servers");
-    let started = t.elapsed();
-    assert!(started.as_secs_f64() < 2.0, "start took {started:?}");
 
     s.write_file("hello.txt", b"hello, pymatris\n");
     s.write_file("sub/dir/nested.txt", b"nested\n");
