@@ -82,6 +82,94 @@ fn a_file_grown_since_its_listing_is_not_cut_to_its_listed_size() {
     }
 }
 
+/// A file's commands go to the server in one write (`MDTM`, `EPSV` and
+/// `RETR`): the server waits for the client once per file, not three
+/// times. The first file, before the server showed that `EPSV` transfers
+/// work, takes them one at a time.
+#[test]
+fn an_ftp_mirror_sends_each_files_commands_at_once() {
+    let bodies: Vec<Vec<u8>> = (0..6u8)
+        .map(|i| vec![b'a' + i; 100 + usize::from(i)])
+        .collect();
+    let names: Vec<String> = (0..6).map(|i| format!("f{i}.bin")).collect();
+    let files: Vec<(&str, &[u8], usize)> = (names.iter().zip(&bodies))
+        .map(|(n, b)| (n.as_str(), b.as_slice(), b.len()))
+        .collect();
+    let server = FakeFtp::start(tree_of(&files));
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dl");
+    let out = run_pymatris([
+        "-r",
+        "--json",
+        "--quiet",
+        "--max-parallel",
+        "1",
+        "--dir",
+        dir.to_str().unwrap(),
+        &server.url("t/"),
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let got = read_tree(&dir);
+    for (name, body, _) in &files {
+        assert_eq!(got.get(*name).map(Vec::as_slice), Some(*body), "{name}");
+    }
+    let commands = server.commands_waited_for();
+    let first_retr = commands.iter().position(|(c, _)| c.starts_with("RETR"));
+    let later = &commands[first_retr.expect("a RETR") + 1..];
+    let retrs = later.iter().filter(|(c, _)| c.starts_with("RETR")).count();
+    assert_eq!(retrs, 5, "{commands:#?}");
+    let waited: Vec<&String> = later
+        .iter()
+        .filter(|(c, waited)| *waited && (c.starts_with("EPSV") || c.starts_with("RETR")))
+        .map(|(c, _)| c)
+        .collect();
+    assert!(
+        waited.is_empty(),
+        "the server waited for {waited:?}, sent apart from the command before: {commands:#?}"
+    );
+}
+
+/// A request whose new session is still logging in takes a session that
+/// another request lets go meanwhile: a slow login (a password hash on a
+/// busy server) holds no file back while a session is free. Here every
+/// login but the first takes 5 s, and every file goes on the first
+/// session, which frees up within milliseconds.
+#[test]
+fn a_request_takes_a_session_freed_while_its_own_logs_in() {
+    let bodies: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 10]).collect();
+    let names: Vec<String> = (0..4).map(|i| format!("f{i}.bin")).collect();
+    let files: Vec<(&str, &[u8], usize)> = (names.iter().zip(&bodies))
+        .map(|(n, b)| (n.as_str(), b.as_slice(), b.len()))
+        .collect();
+    let mut tree = tree_of(&files);
+    tree.slow_logins = Some(std::time::Duration::from_secs(5));
+    let server = FakeFtp::start(tree);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dl");
+    let out = run_pymatris([
+        "-r",
+        "--json",
+        "--quiet",
+        "--max-parallel",
+        "2",
+        "--dir",
+        dir.to_str().unwrap(),
+        &server.url("t/"),
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(read_tree(&dir).len(), 4, "{v:#}");
+    let commands = server.commands_by_connection();
+    let elsewhere: Vec<&(String, usize)> = (commands.iter())
+        .filter(|(c, n)| c.starts_with("RETR") && *n > 0)
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "files waited for a slow login: {elsewhere:?} in {commands:#?}"
+    );
+}
+
 /// A tree's listings take places among the connections its files use, as
 /// lftp's `mirror --parallel` does: a login costs vsftpd a process and a
 /// password hash, so a session opened for a listing beside those of the

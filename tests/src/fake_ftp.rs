@@ -19,14 +19,22 @@ pub struct FakeFtpTree {
     pub dirs: HashMap<String, String>,
     /// File contents by path.
     pub files: HashMap<String, Vec<u8>>,
+    /// How long each login but the first takes (a server hashing
+    /// passwords on a busy machine).
+    pub slow_logins: Option<std::time::Duration>,
 }
 
 /// A running fake server.
 #[derive(Debug)]
 pub struct FakeFtp {
     port: u16,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Log>,
 }
+
+/// Each command, whether the server had to wait for it (it was not read
+/// already with the command before it, from the same write), and the
+/// connection it came on (0 for the first).
+type Log = Mutex<Vec<(String, bool, usize)>>;
 
 impl FakeFtp {
     pub fn start(tree: FakeFtpTree) -> FakeFtp {
@@ -36,10 +44,10 @@ impl FakeFtp {
         let tree = Arc::new(tree);
         let log = commands.clone();
         std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
+            for (n, conn) in listener.incoming().flatten().enumerate() {
                 let (tree, log) = (tree.clone(), log.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &tree, &log);
+                    let _ = serve(conn, n, &tree, &log);
                 });
             }
         });
@@ -56,7 +64,7 @@ impl FakeFtp {
 
     /// Every path asked for with `RETR`, in order.
     pub fn retrs(&self) -> Vec<String> {
-        let log = self.log.lock().unwrap();
+        let log = self.commands();
         let retrs = log.iter().filter_map(|c| c.strip_prefix("RETR "));
         retrs.map(str::to_owned).collect()
     }
@@ -64,11 +72,30 @@ impl FakeFtp {
     /// Every command received (verb upper-cased, argument without the
     /// slashes at its ends), in order; passwords as `PASS ***`.
     pub fn commands(&self) -> Vec<String> {
-        self.log.lock().unwrap().clone()
+        let log = self.log.lock().unwrap();
+        log.iter().map(|(c, ..)| c.clone()).collect()
+    }
+
+    /// The commands as [`FakeFtp::commands`], each with whether the server
+    /// waited for it: `false` when it came in the same write as the
+    /// command before it (pipelined), so that the client did not wait
+    /// for the reply before sending it.
+    pub fn commands_waited_for(&self) -> Vec<(String, bool)> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .map(|(c, waited, _)| (c.clone(), *waited))
+            .collect()
+    }
+
+    /// The commands as [`FakeFtp::commands`], each with the connection it
+    /// came on, numbered from 0 in the order they were accepted.
+    pub fn commands_by_connection(&self) -> Vec<(String, usize)> {
+        let log = self.log.lock().unwrap();
+        log.iter().map(|(c, _, n)| (c.clone(), *n)).collect()
     }
 }
 
-fn serve(conn: TcpStream, tree: &FakeFtpTree, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn serve(conn: TcpStream, n: usize, tree: &FakeFtpTree, log: &Log) -> std::io::Result<()> {
     let mut out = conn.try_clone()?;
     let mut lines = BufReader::new(conn);
     let mut data: Option<TcpListener> = None;
@@ -76,6 +103,7 @@ fn serve(conn: TcpStream, tree: &FakeFtpTree, log: &Mutex<Vec<String>>) -> std::
     let mut line = String::new();
     loop {
         line.clear();
+        let waited = lines.buffer().is_empty();
         if lines.read_line(&mut line)? == 0 {
             return Ok(());
         }
@@ -84,10 +112,17 @@ fn serve(conn: TcpStream, tree: &FakeFtpTree, log: &Mutex<Vec<String>>) -> std::
         let arg = arg.trim_matches('/');
         let verb = cmd.to_ascii_uppercase();
         let shown = if verb == "PASS" { "***" } else { arg };
-        log.lock().unwrap().push(format!("{verb} {shown}"));
+        log.lock()
+            .unwrap()
+            .push((format!("{verb} {shown}"), waited, n));
         let reply = match cmd.to_ascii_uppercase().as_str() {
             "USER" => "331 password\r\n".to_owned(),
-            "PASS" => "230 in\r\n".to_owned(),
+            "PASS" => {
+                if let Some(slow) = tree.slow_logins.filter(|_| n > 0) {
+                    std::thread::sleep(slow);
+                }
+                "230 in\r\n".to_owned()
+            }
             "TYPE" => "200 ok\r\n".to_owned(),
             "EPSV" => {
                 let l = TcpListener::bind("127.0.0.1:0")?;

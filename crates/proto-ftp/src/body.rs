@@ -16,9 +16,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use pymatris_core::{Error, ErrorKind};
-use suppaftp::FtpError;
 use suppaftp::tokio::{AsyncRustlsStream, TransferStream};
+use suppaftp::{FtpError, FtpResult, Status};
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 use crate::error::{io_error, keeps_session, timeout_error, transfer_reply_error};
 use crate::pool::{Draining, Session};
@@ -36,9 +37,56 @@ const MIN_ROOM: usize = 128 * 1024;
 pub(crate) type Transfer = TransferStream<AsyncRustlsStream>;
 type Finish = Pin<Box<dyn Future<Output = Option<Error>> + Send>>;
 
+/// A data connection: suppaftp's, or one opened for a pipelined `RETR`
+/// (`pipeline.rs`), whose final reply is read here.
+pub(crate) enum Data {
+    Client(Transfer),
+    Own(TcpStream),
+}
+
+impl Data {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Data::Client(t) => t.get_ref().get_ref(),
+            Data::Own(s) => s,
+        }
+    }
+
+    /// Closes the data connection and reads the server's final reply.
+    async fn finish(self, session: &mut Session) -> FtpResult<()> {
+        match self {
+            Data::Client(t) => t.finish().await,
+            Data::Own(s) => {
+                drop(s);
+                session
+                    .ftp
+                    .read_response_in(&[
+                        Status::ClosingDataConnection,
+                        Status::RequestedFileActionOk,
+                    ])
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Data {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Data::Client(t) => Pin::new(t).poll_read(cx, buf),
+            Data::Own(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
 /// A running transfer and the session it belongs to.
 struct Live {
-    transfer: Transfer,
+    transfer: Data,
     session: Session,
 }
 
@@ -69,7 +117,7 @@ impl Body {
     }
 
     pub(crate) fn new(
-        transfer: Transfer,
+        transfer: Data,
         session: Session,
         tail: Option<Tail>,
         timeout: Duration,
@@ -91,8 +139,11 @@ impl Body {
 /// Reads the final reply of a transfer whose data ended, and pools the
 /// session when the control connection is still in step.
 async fn finish(live: Live, timeout: Duration, what: String) -> Option<Error> {
-    let Live { transfer, session } = live;
-    match tokio::time::timeout(timeout, transfer.finish()).await {
+    let Live {
+        transfer,
+        mut session,
+    } = live;
+    match tokio::time::timeout(timeout, transfer.finish(&mut session)).await {
         Ok(Ok(())) => {
             session.release();
             None
@@ -122,8 +173,11 @@ async fn finish(live: Live, timeout: Duration, what: String) -> Option<Error> {
 /// the server has answered for it.
 async fn drain(live: Live, timeout: Duration, draining: Draining) {
     let _draining = draining;
-    let Live { transfer, session } = live;
-    match tokio::time::timeout(timeout, transfer.finish()).await {
+    let Live {
+        transfer,
+        mut session,
+    } = live;
+    match tokio::time::timeout(timeout, transfer.finish(&mut session)).await {
         Ok(Ok(())) => session.release(),
         Ok(Err(e)) if keeps_session(&e) => session.release(),
         Ok(Err(e)) => tracing::debug!(error = %e, "closing a session after a cut transfer"),
@@ -155,8 +209,7 @@ impl Stream for Body {
                 // the chunks cut from it.
                 this.buf.reserve(CHUNK);
             }
-            let allowed =
-                (this.tail.as_mut()).map(|t| t.allowed(live.transfer.get_ref().get_ref()));
+            let allowed = (this.tail.as_mut()).map(|t| t.allowed(live.transfer.socket()));
             let read = match allowed {
                 Some(0) => {
                     // The part ends here: the transfer is let go, and the

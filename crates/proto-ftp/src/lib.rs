@@ -20,6 +20,14 @@
 //!   Sessions the pool lets go, and the idle ones at the end of the batch
 //!   ([`Protocol::close`]), say `QUIT`, so servers that count sessions
 //!   free their places at once.
+//! - A new login runs in a task of its own: the request that asked for it
+//!   takes whichever comes first, that session or one another request
+//!   lets go meanwhile; logins under way never outnumber the requests
+//!   waiting for a session.
+//! - Once a server has shown that `EPSV` transfers work (and `SIZE`, where
+//!   the size is not known from a listing), a file's commands go in one
+//!   write: `[SIZE] [MDTM] EPSV [REST] RETR` (`pipeline.rs`), two round
+//!   trips a file instead of four or five.
 //! - One transfer per control connection. A body dropped before its end
 //!   (the engine stops at the end of its range) closes the data connection;
 //!   a background task reads the server's `426`/`226` and pools the session
@@ -37,6 +45,7 @@
 mod body;
 mod error;
 mod listing;
+mod pipeline;
 mod pool;
 mod session;
 mod target;
@@ -52,7 +61,7 @@ use pymatris_core::{
 use rustls::ClientConfig;
 use suppaftp::{FtpError, Mode};
 
-use crate::body::Body;
+use crate::body::{Body, Data};
 use crate::error::{ftp_error, is_unsupported, keeps_session, reply_error, reply_text};
 use crate::pool::{Acquired, Caps, Host, Pool, Session};
 use crate::session::{Probe, within};
@@ -134,8 +143,14 @@ impl FtpProtocol {
             .map_err(|chain| Error::new(ErrorKind::Tls, chain))
     }
 
-    /// A logged-in session for `target`: pooled, or new.
+    /// A logged-in session for `target`: pooled, or new. A new login runs
+    /// in a task of its own, and the request takes whichever comes first:
+    /// that login, or a session another request lets go meanwhile (the
+    /// login then joins the pool). A login takes a server many round trips
+    /// and, with hashed passwords, much of its CPU; a session is often
+    /// free again sooner.
     async fn session(&self, host: &Arc<Host>, target: &Target) -> Result<Session, Error> {
+        let _waiting = host.waiting();
         match host.acquire(&target.login).await {
             Acquired::Idle(session) => Ok(*session),
             Acquired::Fresh(slot) => {
@@ -143,7 +158,29 @@ impl FtpProtocol {
                     true => Some(self.tls_config()?),
                     false => None,
                 };
-                session::connect(host, target, slot, tls, self.timeout, self.socks.as_ref()).await
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let (task_host, task_target) = (host.clone(), target.clone());
+                let (timeout, socks) = (self.timeout, self.socks.clone());
+                tokio::spawn(async move {
+                    let login = session::connect(
+                        &task_host,
+                        &task_target,
+                        slot,
+                        tls,
+                        timeout,
+                        socks.as_ref(),
+                    );
+                    match tx.send(login.await) {
+                        Ok(()) => {}
+                        // The request took another session: this one is
+                        // pooled for the next.
+                        Err(Ok(session)) => session.release(),
+                        Err(Err(e)) => {
+                            tracing::debug!(host = %task_host.id, error = %e, "a login nobody waits for failed");
+                        }
+                    }
+                });
+                host.first_of(&target.login, rx).await
             }
         }
     }
@@ -363,6 +400,21 @@ impl FtpProtocol {
         // The first request of a listed file takes its size from the
         // listing (no `SIZE`); its body then checks the bytes against it.
         let listed = (file.listed_size).filter(|_| validator.is_none() && range.start == 0);
+        let ask = pipeline::Ask {
+            path: &target.path,
+            size: listed.is_none(),
+            mtime: want_mtime && !Caps::get(&host.caps.no_mdtm),
+            start: range.start,
+        };
+        // The part's end must be known before the data connection opens.
+        let end_known = file.part_end.is_some() || range.end.is_none() || listed.is_some();
+        if end_known
+            && let Some(fetched) = self
+                .fetch_pipelined(&host, &target, &ask, range, listed, file)
+                .await?
+        {
+            return Ok(fetched);
+        }
         let (mut session, probe) = self.prepare(&host, &target, want_mtime, listed).await?;
         let meta = meta(&host, probe);
         // Where the transfer stops: where the engine says its part now ends
@@ -396,10 +448,85 @@ impl FtpProtocol {
             offset: range.start,
             carrier: None,
             body: Box::pin(
-                Body::new(transfer, session, tail, self.timeout, what)
+                Body::new(Data::Client(transfer), session, tail, self.timeout, what)
                     .ending_at(listed.filter(|_| !ends_early)),
             ),
         })
+    }
+
+    /// A file's commands at once (`pipeline.rs`); `None` where the server
+    /// or the session must take them one at a time.
+    async fn fetch_pipelined(
+        &self,
+        host: &Arc<Host>,
+        target: &Target,
+        ask: &pipeline::Ask<'_>,
+        range: ByteRange,
+        listed: Option<u64>,
+        file: &FileOptions,
+    ) -> pymatris_core::Result<Option<Fetched>> {
+        let plain = !target.login.security.is_tls() && self.socks.is_none();
+        if !pipeline::usable_on(host, ask, plain) {
+            return Ok(None);
+        }
+        let what = format!("RETR {}", target.shown);
+        loop {
+            let mut session = self.session(host, target).await?;
+            if session.passive {
+                session.release();
+                return Ok(None);
+            }
+            let end = match (&file.part_end, range.end, listed) {
+                (Some(told), _, _) => Some(told.clone()),
+                (None, Some(end), Some(size)) if end < size => Some(PartEnd::new(end)),
+                _ => None,
+            };
+            let plan = session
+                .window
+                .set(end.as_ref().map(|e| e.get().saturating_sub(range.start)));
+            match pipeline::exchange(&mut session, host, ask, self.timeout).await {
+                Ok((mut probe, data)) => {
+                    if listed.is_some() {
+                        probe.size = listed;
+                    }
+                    tracing::debug!(url = %target.shown, start = range.start, "transfer started (pipelined)");
+                    let ends_early = end.is_some();
+                    let tail = end.map(|end| Tail::new(end, range.start, plan, &data));
+                    let body = Body::new(Data::Own(data), session, tail, self.timeout, what);
+                    return Ok(Some(Fetched {
+                        meta: meta(host, probe),
+                        offset: range.start,
+                        carrier: None,
+                        body: Box::pin(body.ending_at(listed.filter(|_| !ends_early))),
+                    }));
+                }
+                Err(pipeline::Failed::Refused(e)) => {
+                    session.release();
+                    return Err(ftp_error(e, &what));
+                }
+                Err(pipeline::Failed::NoRest(e)) => {
+                    drop(session);
+                    return Err(Error::new(
+                        ErrorKind::RangeUnsupported,
+                        format!(
+                            "REST {} {}: the server refused to resume: {}",
+                            range.start,
+                            target.shown,
+                            ftp_error(e, &what).message()
+                        ),
+                    ));
+                }
+                Err(pipeline::Failed::Broken(e)) => {
+                    let reused = session.reused;
+                    drop(session);
+                    if reused && !keeps_session(&e) {
+                        tracing::debug!(host = %host.id, error = %e, "a pooled session went stale");
+                        continue;
+                    }
+                    return Err(ftp_error(e, &what));
+                }
+            }
+        }
     }
 
     /// `MLSD`, or `LIST` where the server does not know it.

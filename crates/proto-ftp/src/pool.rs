@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use suppaftp::tokio::{AsyncRustlsStream, ImplAsyncFtpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 
 use crate::target::{HostId, Login};
 use crate::window::{DataWindow, RoundTrip};
@@ -91,6 +91,10 @@ pub(crate) struct Caps {
     pub(crate) no_mlsd: AtomicBool,
     /// `REST` is refused: no ranges.
     pub(crate) no_rest: AtomicBool,
+    /// `SIZE` answered with a size.
+    pub(crate) size_ok: AtomicBool,
+    /// Commands sent before the previous reply went wrong: one at a time.
+    pub(crate) no_pipelining: AtomicBool,
 }
 
 impl Caps {
@@ -127,6 +131,11 @@ struct HostState {
     debt: usize,
     /// Sessions finishing a dropped transfer in the background.
     draining: usize,
+    /// Requests waiting for a session (in [`Host::acquire`] or
+    /// [`Host::first_of`]).
+    waiting: usize,
+    /// Logins under way.
+    logging_in: usize,
     idle: Vec<Session>,
 }
 
@@ -151,6 +160,8 @@ impl Host {
                 open: 0,
                 debt: 0,
                 draining: 0,
+                waiting: 0,
+                logging_in: 0,
                 idle: Vec::new(),
             }),
             changed: Notify::new(),
@@ -163,9 +174,19 @@ impl Host {
         self.state.lock().expect("host state poisoned")
     }
 
+    /// Counts a request as waiting for a session until the guard is
+    /// dropped: logins under way never outnumber the requests that wait.
+    pub(crate) fn waiting(self: &Arc<Self>) -> Waiting {
+        self.lock().waiting += 1;
+        Waiting(self.clone())
+    }
+
     /// A session for `login`: an idle one if there is one, else a slot for
     /// a new connection, waiting for one when the host is at its limit
-    /// (closing idle sessions of other logins to make room).
+    /// (closing idle sessions of other logins to make room). No new
+    /// connection while the logins under way are as many as the requests
+    /// that wait (under a [`Host::waiting`] guard): the first of them to
+    /// end serves this request.
     pub(crate) async fn acquire(self: &Arc<Self>, login: &Login) -> Acquired {
         loop {
             let changed = self.changed.notified();
@@ -186,6 +207,10 @@ impl Host {
                     continue;
                 }
             }
+            if self.logins_cover_waiters() {
+                changed.as_mut().await;
+                continue;
+            }
             match self.sem.clone().try_acquire_owned() {
                 Ok(permit) => return Acquired::Fresh(Slot::new(permit, self)),
                 Err(TryAcquireError::NoPermits) => {}
@@ -198,7 +223,54 @@ impl Host {
             tokio::select! {
                 permit = self.sem.clone().acquire_owned() => {
                     let permit = permit.expect("host semaphores are never closed");
+                    if self.logins_cover_waiters() {
+                        // Another login began meanwhile: it is this one's.
+                        continue;
+                    }
                     return Acquired::Fresh(Slot::new(permit, self));
+                }
+                () = changed.as_mut() => {}
+            }
+        }
+    }
+
+    /// Whether the logins under way are as many as the requests waiting.
+    fn logins_cover_waiters(&self) -> bool {
+        let st = self.lock();
+        st.logging_in > 0 && st.logging_in >= st.waiting
+    }
+
+    /// Whichever comes first: the session of the login that `login_done`
+    /// reports, or an idle session of `login` (another request let it go).
+    /// A login that ends after that is the login task's to pool.
+    pub(crate) async fn first_of(
+        &self,
+        login: &Login,
+        mut login_done: oneshot::Receiver<Result<Session, pymatris_core::Error>>,
+    ) -> Result<Session, pymatris_core::Error> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (session, stale, _) = self.take_idle(login);
+            stale.into_iter().for_each(Session::close);
+            if let Some(session) = session {
+                login_done.close();
+                if let Ok(Ok(logged_in)) = login_done.try_recv() {
+                    logged_in.release();
+                }
+                return Ok(session);
+            }
+            tokio::select! {
+                biased;
+                done = &mut login_done => {
+                    return done.map(|r| r.map(|mut session| {
+                        session.slot.login_over();
+                        session
+                    })).unwrap_or_else(|_| Err(pymatris_core::Error::new(
+                        pymatris_core::ErrorKind::Network,
+                        format!("logging in to {}: the login task ended", self.id),
+                    )));
                 }
                 () = changed.as_mut() => {}
             }
@@ -238,6 +310,9 @@ impl Host {
         session.reused = true;
         session.idle_since = Instant::now();
         let mut st = self.lock();
+        if std::mem::take(&mut session.slot.logging_in) {
+            st.logging_in -= 1;
+        }
         if st.debt > 0 {
             // Over the (lowered) limit: close it rather than keep it.
             drop(st);
@@ -322,14 +397,29 @@ pub(crate) struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     host: Weak<Host>,
     counted: bool,
+    /// Counted among the host's logins under way.
+    logging_in: bool,
 }
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit, host: &Arc<Host>) -> Slot {
+        host.lock().logging_in += 1;
         Slot {
             permit: Some(permit),
             host: Arc::downgrade(host),
             counted: false,
+            logging_in: true,
+        }
+    }
+
+    /// The login on this slot is over and its session taken: waiters may
+    /// start another.
+    pub(crate) fn login_over(&mut self) {
+        if std::mem::take(&mut self.logging_in)
+            && let Some(host) = self.host.upgrade()
+        {
+            host.lock().logging_in -= 1;
+            host.changed.notify_waiters();
         }
     }
 
@@ -352,6 +442,10 @@ impl Drop for Slot {
         let mut st = host.lock();
         if self.counted {
             st.open -= 1;
+        }
+        if self.logging_in {
+            st.logging_in -= 1;
+            host.changed.notify_waiters();
         }
         if st.debt > 0 {
             st.debt -= 1;
@@ -439,6 +533,16 @@ impl Session {
     }
 }
 
+/// A request waiting for a session ([`Host::waiting`]).
+#[derive(Debug)]
+pub(crate) struct Waiting(Arc<Host>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.lock().waiting -= 1;
+    }
+}
+
 /// Marks a session as finishing a transfer in the background, so that a
 /// transfer of the same login waits for it rather than log in anew.
 #[derive(Debug)]
@@ -486,8 +590,12 @@ mod tests {
     }
 
     async fn fresh(h: &Arc<Host>) -> Slot {
+        let _waiting = h.waiting();
         match h.acquire(&login()).await {
-            Acquired::Fresh(slot) => slot,
+            Acquired::Fresh(mut slot) => {
+                slot.login_over();
+                slot
+            }
             Acquired::Idle(_) => panic!("no idle session expected"),
         }
     }

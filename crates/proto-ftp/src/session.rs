@@ -299,6 +299,7 @@ pub(crate) async fn probe(
         match within(timeout, ftp.size(path)).await {
             Ok(n) => {
                 host.rtt.note(asked.elapsed());
+                Caps::set(&caps.size_ok, true);
                 probe.size = Some(n as u64);
             }
             Err(e) if is_unsupported(&e) => Caps::set(&caps.no_size, true),

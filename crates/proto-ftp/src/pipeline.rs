@@ -1,0 +1,212 @@
+//! A file's commands in one write: `[SIZE] [MDTM] EPSV [REST] RETR`, the
+//! replies read in order, the data connection opened once `EPSV` answered.
+//! A file costs two round trips (the commands, then the data connection
+//! and `150`) instead of four or five one command at a time (`SIZE`,
+//! `MDTM`, `EPSV`, `RETR`), and its server and client each wake half as
+//! often: on loopback, where every round trip is a wake-up of each
+//! side, that is most of a small file's cost. RFC 959 lets a client send
+//! a command before the previous reply (the server reads them in order),
+//! as lftp does with `ftp:sync-mode off`.
+//!
+//! Only where nothing can go out of step: plain FTP (the control bytes
+//! are written to the socket under suppaftp, which TLS would not allow),
+//! no SOCKS proxy, a server whose `EPSV` transfers already worked and
+//! whose `SIZE` answered (or a size known from the listing). A server that
+//! answers in a way the old path would retry, or breaks the exchange,
+//! makes the host go back to one command at a time.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use suppaftp::{FtpError, FtpResult, Status};
+use tokio::net::TcpStream;
+
+use crate::error::{is_unsupported, reply_code, reply_text};
+use crate::pool::{Caps, Host, Session};
+use crate::session::{Probe, parse_mdtm, within};
+
+/// What to ask of a file.
+pub(crate) struct Ask<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) size: bool,
+    pub(crate) mtime: bool,
+    pub(crate) start: u64,
+}
+
+/// Why the exchange gave no transfer.
+pub(crate) enum Failed {
+    /// The server refused the file (`RETR`'s reply); the session is in
+    /// step.
+    Refused(FtpError),
+    /// `REST` was refused: the server would send the file from its start.
+    /// The session is out of step.
+    NoRest(FtpError),
+    /// Anything else: the session is out of step and must be closed.
+    Broken(FtpError),
+}
+
+/// Whether `host` may take `ask` pipelined (see the module's notes), on
+/// a session that uses `EPSV`.
+pub(crate) fn usable_on(host: &Host, ask: &Ask<'_>, plain: bool) -> bool {
+    plain
+        && Caps::get(&host.caps.epsv_ok)
+        && !Caps::get(&host.caps.no_pipelining)
+        && (!ask.size || Caps::get(&host.caps.size_ok))
+        && (ask.start == 0 || !Caps::get(&host.caps.no_rest))
+        && !ask.path.contains(['\r', '\n', '\0'])
+}
+
+/// Sends the file's commands at once and reads their replies, opening
+/// the data connection on `EPSV`'s port.
+pub(crate) async fn exchange(
+    session: &mut Session,
+    host: &Host,
+    ask: &Ask<'_>,
+    timeout: Duration,
+) -> Result<(Probe, TcpStream), Failed> {
+    let mut text = String::new();
+    if ask.size {
+        text.push_str(&format!("SIZE {}\r\n", ask.path));
+    }
+    if ask.mtime {
+        text.push_str(&format!("MDTM {}\r\n", ask.path));
+    }
+    text.push_str("EPSV\r\n");
+    if ask.start > 0 {
+        text.push_str(&format!("REST {}\r\n", ask.start));
+    }
+    text.push_str(&format!("RETR {}\r\n", ask.path));
+    let asked = Instant::now();
+    let peer = within(timeout, write_all(session, text.as_bytes()))
+        .await
+        .map_err(Failed::Broken)?;
+
+    let ftp = &mut session.ftp;
+    let caps = &host.caps;
+    let mut probe = Probe::default();
+    let mut first = true;
+    if ask.size {
+        match within(timeout, ftp.read_response_in(&[Status::File])).await {
+            Ok(reply) => {
+                probe.size = reply_text(&reply)
+                    .strip_prefix("213")
+                    .and_then(|t| t.trim().parse().ok());
+            }
+            Err(FtpError::UnexpectedResponse(r)) if reply_code(&r) == 550 => {
+                probe.size_refused = Some(r);
+            }
+            Err(e @ FtpError::UnexpectedResponse(_)) if is_unsupported(&e) => {
+                Caps::set(&caps.no_size, true)
+            }
+            Err(FtpError::UnexpectedResponse(r)) if reply_code(&r) != 421 => {}
+            Err(e) => return Err(Failed::Broken(e)),
+        }
+        if first {
+            host.rtt.note(asked.elapsed());
+            first = false;
+        }
+    }
+    if ask.mtime {
+        match within(timeout, ftp.read_response_in(&[Status::File])).await {
+            Ok(reply) => probe.modified = parse_mdtm(&reply_text(&reply)),
+            Err(e @ FtpError::UnexpectedResponse(_)) if is_unsupported(&e) => {
+                Caps::set(&caps.no_mdtm, true)
+            }
+            Err(FtpError::UnexpectedResponse(r)) if reply_code(&r) != 421 => {}
+            Err(e) => return Err(Failed::Broken(e)),
+        }
+        if first {
+            host.rtt.note(asked.elapsed());
+        }
+    }
+    // Any other answer to `EPSV` (which worked before) leaves the replies
+    // to what follows in doubt: the session is closed.
+    let epsv = within(
+        timeout,
+        ftp.read_response_in(&[Status::ExtendedPassiveMode]),
+    )
+    .await
+    .map_err(Failed::Broken)?;
+    let port = epsv_port(&reply_text(&epsv)).ok_or(Failed::Broken(FtpError::BadResponse))?;
+    let data = (session.window.builder(None))(SocketAddr::new(peer.ip(), port));
+    let data = within(timeout, data).await.map_err(Failed::Broken)?;
+    let ftp = &mut session.ftp;
+    if ask.start > 0 {
+        // A refused `REST` would make `RETR` send the file from its start.
+        match within(timeout, ftp.read_response_in(&[Status::RequestFilePending])).await {
+            Ok(_) => {}
+            Err(e @ FtpError::UnexpectedResponse(_)) => {
+                Caps::set(&caps.no_rest, true);
+                return Err(Failed::NoRest(e));
+            }
+            Err(e) => return Err(Failed::Broken(e)),
+        }
+    }
+    match within(
+        timeout,
+        ftp.read_response_in(&[Status::AboutToSend, Status::AlreadyOpen]),
+    )
+    .await
+    {
+        Ok(_) => Ok((probe, data)),
+        Err(e @ FtpError::UnexpectedResponse(_)) => {
+            if is_unsupported(&e) {
+                Caps::set(&caps.no_pipelining, true);
+            }
+            Err(Failed::Refused(e))
+        }
+        Err(e) => Err(Failed::Broken(e)),
+    }
+}
+
+/// Writes `bytes` on the (plain) control connection; the peer's address,
+/// which data connections go to.
+async fn write_all(session: &Session, mut bytes: &[u8]) -> FtpResult<SocketAddr> {
+    let socket = session.ftp.get_ref().await;
+    let peer = socket.peer_addr().map_err(FtpError::ConnectionError)?;
+    while !bytes.is_empty() {
+        socket.writable().await.map_err(FtpError::ConnectionError)?;
+        match socket.try_write(bytes) {
+            Ok(0) => {
+                return Err(FtpError::ConnectionError(io::Error::from(
+                    io::ErrorKind::WriteZero,
+                )));
+            }
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(FtpError::ConnectionError(e)),
+        }
+    }
+    Ok(peer)
+}
+
+/// The port of `229 Entering Extended Passive Mode (|||port|)`.
+fn epsv_port(reply: &str) -> Option<u16> {
+    let open = reply.find('(')?;
+    let inner = &reply[open + 1..];
+    let close = inner.find(')')?;
+    let inner = &inner[..close];
+    let delim = inner.chars().next()?;
+    let mut fields = inner.split(delim);
+    // `|||port|`: empty, empty, empty, port, empty.
+    let (_, _, _) = (fields.next()?, fields.next()?, fields.next()?);
+    fields.next()?.parse().ok().filter(|&p| p != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epsv_ports() {
+        assert_eq!(
+            epsv_port("229 Entering Extended Passive Mode (|||29825|)"),
+            Some(29825)
+        );
+        assert_eq!(epsv_port("229 ok (!!!21!)"), Some(21));
+        assert_eq!(epsv_port("229 (||6446|)"), None);
+        assert_eq!(epsv_port("229 no port"), None);
+        assert_eq!(epsv_port("229 (|||0|)"), None);
+    }
+}
