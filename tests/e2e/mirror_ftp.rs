@@ -170,6 +170,38 @@ fn a_request_takes_a_session_freed_while_its_own_logs_in() {
     );
 }
 
+/// A server on the same machine (its round trip well under a
+/// millisecond) gets at most four sessions, however many files go at
+/// once: there the CPUs bound the files at once, and each more login
+/// costs the server a process and a password hash for nothing.
+#[test]
+fn a_server_next_door_gets_few_sessions() {
+    let bodies: Vec<Vec<u8>> = (0..12u8).map(|i| vec![b'a' + i; 1000]).collect();
+    let names: Vec<String> = (0..12).map(|i| format!("f{i:02}.bin")).collect();
+    let files: Vec<(&str, &[u8], usize)> = (names.iter().zip(&bodies))
+        .map(|(n, b)| (n.as_str(), b.as_slice(), b.len()))
+        .collect();
+    let server = FakeFtp::start(tree_of(&files));
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dl");
+    let out = run_pymatris([
+        "-r",
+        "--json",
+        "--quiet",
+        "--max-parallel",
+        "8",
+        "--dir",
+        dir.to_str().unwrap(),
+        &server.url("t/"),
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(read_tree(&dir).len(), 12, "{v:#}");
+    let commands = server.commands();
+    let logins = commands.iter().filter(|c| c.starts_with("USER")).count();
+    assert!(logins <= 4, "{logins} sessions: {commands:#?}");
+}
+
 /// A tree's listings take places among the connections its files use, as
 /// lftp's `mirror --parallel` does: a login costs vsftpd a process and a
 /// password hash, so a session opened for a listing beside those of the

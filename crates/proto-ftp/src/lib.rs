@@ -23,7 +23,8 @@
 //! - A new login runs in a task of its own: the request that asked for it
 //!   takes whichever comes first, that session or one another request
 //!   lets go meanwhile; logins under way never outnumber the requests
-//!   waiting for a session.
+//!   waiting for a session. A server on the same machine (quickest round
+//!   trip under 0.5 ms) gets at most four sessions (`pool.rs`).
 //! - Once a server has shown that `EPSV` transfers work (and `SIZE`, where
 //!   the size is not known from a listing), a file's commands go in one
 //!   write: `[SIZE] [MDTM] EPSV [REST] RETR` (`pipeline.rs`), two round

@@ -31,6 +31,18 @@ const IDLE_MAX: Duration = Duration::from_secs(30);
 /// background rather than log in anew.
 const DRAIN_WAIT: Duration = Duration::from_millis(250);
 
+/// A server whose quickest round trip is below this is on the same
+/// machine or next to it: there a file's session waits on the wire for
+/// almost nothing, and the CPUs (the server's, the client's) bound how
+/// many files move at once, not the sessions.
+const SHORT_LINK: Duration = Duration::from_micros(500);
+
+/// The sessions to such a server at most: more only add logins, each a
+/// process and a password hash for the server (vsftpd with yescrypt: 27
+/// ms of CPU), and gain nothing (`docs/benchmarks.md`, "FTP: one write a
+/// file").
+const SHORT_LINK_SESSIONS: usize = 4;
+
 /// How long a goodbye waits for the server's answer.
 const QUIT_WAIT: Duration = Duration::from_secs(1);
 
@@ -136,6 +148,8 @@ struct HostState {
     waiting: usize,
     /// Logins under way.
     logging_in: usize,
+    /// Connections opened or being opened (live [`Slot`]s).
+    slots: usize,
     idle: Vec<Session>,
 }
 
@@ -162,6 +176,7 @@ impl Host {
                 draining: 0,
                 waiting: 0,
                 logging_in: 0,
+                slots: 0,
                 idle: Vec::new(),
             }),
             changed: Notify::new(),
@@ -211,6 +226,15 @@ impl Host {
                 changed.as_mut().await;
                 continue;
             }
+            if self.at_short_link_cap() {
+                // Room for another login goes to an idle session of
+                // another login first, as at the host's limit.
+                if let Some(evicted) = self.lock_and_pop_oldest_idle() {
+                    evicted.close();
+                }
+                changed.as_mut().await;
+                continue;
+            }
             match self.sem.clone().try_acquire_owned() {
                 Ok(permit) => return Acquired::Fresh(Slot::new(permit, self)),
                 Err(TryAcquireError::NoPermits) => {}
@@ -232,6 +256,13 @@ impl Host {
                 () = changed.as_mut() => {}
             }
         }
+    }
+
+    /// Whether the server is on a short link ([`SHORT_LINK`]) and has as
+    /// many sessions as such a server gets.
+    fn at_short_link_cap(&self) -> bool {
+        self.rtt.get().is_some_and(|rtt| rtt < SHORT_LINK)
+            && self.lock().slots >= SHORT_LINK_SESSIONS
     }
 
     /// Whether the logins under way are as many as the requests waiting.
@@ -403,7 +434,10 @@ pub(crate) struct Slot {
 
 impl Slot {
     fn new(permit: OwnedSemaphorePermit, host: &Arc<Host>) -> Slot {
-        host.lock().logging_in += 1;
+        let mut st = host.lock();
+        st.logging_in += 1;
+        st.slots += 1;
+        drop(st);
         Slot {
             permit: Some(permit),
             host: Arc::downgrade(host),
@@ -445,14 +479,17 @@ impl Drop for Slot {
         }
         if self.logging_in {
             st.logging_in -= 1;
-            host.changed.notify_waiters();
         }
+        st.slots -= 1;
         if st.debt > 0 {
             st.debt -= 1;
             if let Some(permit) = self.permit.take() {
                 permit.forget();
             }
         }
+        drop(st);
+        // A login or a place at the short link's cap is free.
+        host.changed.notify_waiters();
     }
 }
 
