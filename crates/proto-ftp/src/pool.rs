@@ -40,7 +40,7 @@ const SHORT_LINK: Duration = Duration::from_micros(500);
 /// The sessions to such a server at most: more only add logins, each a
 /// process and a password hash for the server (vsftpd with yescrypt: 27
 /// ms of CPU), and gain nothing (`docs/benchmarks.md`, "FTP: one write a
-/// file").
+/// file, and four sessions next door").
 const SHORT_LINK_SESSIONS: usize = 4;
 
 /// How long a goodbye waits for the server's answer.
