@@ -11,6 +11,7 @@
 //! (the machine may be busy); the times are in the messages.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pymatris_core::{Config, Downloader, Request};
@@ -26,11 +27,13 @@ const OVERHEAD: u64 = 256 << 10;
 const TAKEOVER: &str = "a part stalled";
 
 /// What one run through the capped link showed: its debug log, the
-/// proxy's counters, and how long it took.
+/// proxy's counters, how long it took, and the bytes sent to the client
+/// when the proxy accepted the watched connection (if asked and opened).
 struct Run {
     log: String,
     counters: Counters,
     took: Duration,
+    at_watched: Option<u64>,
 }
 
 impl Run {
@@ -39,6 +42,14 @@ impl Run {
         (self.log.lines())
             .filter(|l| l.contains(TAKEOVER))
             .collect()
+    }
+
+    /// The lines of the log about SSH connections and their growth.
+    fn growth_log(&self) -> String {
+        (self.log.lines())
+            .filter(|l| l.contains("pymatris_proto_sftp") || l.contains("scheduler"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Asserts the server sent at most 2 % over the file's `size`.
@@ -60,12 +71,32 @@ impl Run {
 /// nothing there, so the parts share one (or two, while the pool probes),
 /// and a part's reads wait behind the others' for seconds.
 fn through_a_narrow_link(size: u64, seed: u64, flags: &[&str]) -> Run {
-    let servers =
-        Servers::start(Which::sftp_only()).expect("start sshd (apt-get install openssh-server)");
-    let src = servers.write_random("shared/big.bin", size, seed);
     let shape = Shape::new()
         .delay(Duration::from_millis(20))
         .total_rate(Some(1_000_000));
+    through(shape, 1, size, seed, flags, None)
+}
+
+/// Fetches `files` files of `size` random bytes (one: `big.bin`) over
+/// SFTP from sshd behind a link of `shape`, with `flags`; notes the bytes
+/// sent when the `watch`th connection was accepted.
+fn through(
+    shape: Shape,
+    files: u64,
+    size: u64,
+    seed: u64,
+    flags: &[&str],
+    watch: Option<u64>,
+) -> Run {
+    let servers =
+        Servers::start(Which::sftp_only()).expect("start sshd (apt-get install openssh-server)");
+    let names: Vec<String> = match files {
+        1 => vec!["big.bin".to_owned()],
+        n => (0..n).map(|i| format!("f{i}.bin")).collect(),
+    };
+    let srcs: Vec<_> = (names.iter().zip(seed..))
+        .map(|(name, seed)| servers.write_random(&format!("shared/{name}"), size, seed))
+        .collect();
     let shaper = servers.shaped(servers.sftp_port(), shape).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     // The host key is the server's; ssh looks it up by port.
@@ -79,10 +110,14 @@ fn through_a_narrow_link(size: u64, seed: u64, flags: &[&str]) -> Run {
         ),
     )
     .unwrap();
-    let url = servers.sftp_url("shared/big.bin").replace(
-        &format!(":{}/", servers.sftp_port()),
-        &format!(":{}/", shaper.port()),
-    );
+    let urls: Vec<String> = (names.iter())
+        .map(|name| {
+            servers.sftp_url(&format!("shared/{name}")).replace(
+                &format!(":{}/", servers.sftp_port()),
+                &format!(":{}/", shaper.port()),
+            )
+        })
+        .collect();
     let dir = tmp.path().join("dl");
     let mut args = vec![
         "--verbose",
@@ -94,20 +129,39 @@ fn through_a_narrow_link(size: u64, seed: u64, flags: &[&str]) -> Run {
         s(&dir),
     ];
     args.extend(flags);
-    args.push(&url);
+    args.extend(urls.iter().map(String::as_str));
     let started = Instant::now();
-    let output = run_pymatris(&args);
+    let done = AtomicBool::new(false);
+    let (output, at_watched) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let n = watch?;
+            while !done.load(Ordering::SeqCst) {
+                let c = shaper.counters();
+                if c.connections >= n {
+                    return Some(c.to_client);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        });
+        let output = run_pymatris(&args);
+        done.store(true, Ordering::SeqCst);
+        (output, watcher.join().unwrap())
+    });
     let took = started.elapsed();
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "{log}");
-    assert!(
-        std::fs::read(&src).unwrap() == std::fs::read(dir.join("big.bin")).unwrap(),
-        "the file differs"
-    );
+    for (src, name) in srcs.iter().zip(&names) {
+        assert!(
+            std::fs::read(src).unwrap() == std::fs::read(dir.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
     Run {
         log,
         counters: shaper.counters(),
         took,
+        at_watched,
     }
 }
 
@@ -142,6 +196,58 @@ fn an_sftp_part_cut_inside_its_range_asks_no_read_past_the_cut() {
     ];
     let run = through_a_narrow_link(size, 43, &flags);
     run.assert_each_byte_sent_once(size);
+}
+
+#[test]
+fn ssh_connections_over_a_capped_long_link_reach_the_ceiling_early() {
+    // Each SSH connection capped at 4 MB/s, 20 ms round trips: every added
+    // connection pays in full, so the pool opens up to its ceiling (8) as
+    // soon as bytes flow on the first, and measures the rate before while
+    // they log in. It used to wait a window first and grow in two steps
+    // (one per part running, then doubling), the eighth connection opening
+    // after about a third of the bytes. Bytes, not times, are compared.
+    // The file is large enough that its parts stay large enough to move
+    // to another connection (`crates/proto-sftp/src/read.rs`).
+    let size: u64 = 64 << 20;
+    let shape = Shape::new()
+        .delay(Duration::from_millis(10))
+        .rate(Some(4_000_000));
+    let run = through(shape, 1, size, 47, &[], Some(8));
+    let at_eighth = run.at_watched.unwrap_or_else(|| {
+        panic!(
+            "no eighth SSH connection ({} in all, {:?}):\n{}",
+            run.counters.connections,
+            run.took,
+            run.growth_log()
+        )
+    });
+    assert!(
+        at_eighth < size * 12 / 100,
+        "the eighth SSH connection after {at_eighth} of {size} bytes ({:?}):\n{}",
+        run.took,
+        run.growth_log()
+    );
+    run.assert_each_byte_sent_once(size);
+}
+
+#[test]
+fn small_files_over_a_capped_long_link_open_no_ssh_connection_for_parts() {
+    // A small file's first read goes out with its size unknown, asked as
+    // a large range: counted as a part that could move, it made the pool
+    // probe the long link to its ceiling (seven handshakes for files that
+    // end in a round trip, 2.5 % more bytes than the files on the WAN
+    // bench's 100 x 16 KiB). A part counts once the size is known.
+    let shape = Shape::new()
+        .delay(Duration::from_millis(10))
+        .rate(Some(4_000_000));
+    let run = through(shape, 60, 16 << 10, 53, &[], None);
+    assert_eq!(
+        run.counters.connections,
+        1,
+        "SSH connections for 60 small files ({:?}):\n{}",
+        run.took,
+        run.growth_log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

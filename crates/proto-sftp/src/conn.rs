@@ -329,7 +329,7 @@ impl Slot {
                         conns.iter().filter(|c| !c.retiring()).count()
                     };
                     let mut growth = slot.growth.lock().expect("slot poisoned");
-                    growth.opened(Instant::now(), n);
+                    growth.opened(Instant::now(), n, slot.received.load(Ordering::Relaxed));
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot open another SSH connection");

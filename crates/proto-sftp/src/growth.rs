@@ -29,11 +29,27 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(200);
 
 /// A round trip at least this long is a long link (not loopback, not a
 /// LAN), where each connection is often bounded on its own (a cap per
-/// connection, a window per round trip): there the first probe opens a
-/// connection for every part that could move onto one, not one, since
-/// growing one at a time (a handshake and two windows each) takes most of
-/// a large file's time.
+/// connection, a window per round trip): there the first probe goes to the
+/// ceiling (as many connections as allowed), as `pymatris-core`'s
+/// `scheduler/adapt.rs` does with transfers, not one or one per part
+/// running: growing in steps (a handshake, a settling and a window each,
+/// about a second at 40 ms) kept a capped link below its rate for most of
+/// a large file's time, and the engine splits the file for the
+/// connections it finds. And it opens as soon as bytes flow, measuring
+/// the rate before it while its connections log in: a handshake is a
+/// dozen round trips, as long as a window on such a link. A probe whose
+/// connections find no part to carry lets them go ([`IDLE`]). (Keeping
+/// only the connections a smaller gain paid for, as the engine does with
+/// transfers, cut a capped link to half its connections: the window after
+/// a probe of seven ends while parts still move onto them, the answers
+/// queued on the first connection draining at its rate.)
 pub(crate) const LONG_RTT: Duration = Duration::from_millis(10);
+
+/// How long a probe's connections may outnumber the parts before the
+/// surplus goes: the engine splits a file for new connections within a
+/// window or two of its own, so this is a few of them; where the parts
+/// cannot grow (`--max-splits` given), the idle connections are let go.
+const IDLE: Duration = Duration::from_millis(1500);
 
 /// What the pool should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +69,11 @@ enum State {
     Measuring { from: Option<(Instant, u64)> },
     /// A probe of `pending` more connections was asked for, over `had`
     /// connections; `before` is the aggregate rate without it (bytes per
-    /// second).
+    /// second), or, while `from` is set, is being measured from there until
+    /// the probe's first connection is up.
     Opening {
         before: f64,
+        from: Option<(Instant, u64)>,
         had: usize,
         pending: usize,
     },
@@ -67,6 +85,8 @@ enum State {
         conns: usize,
         up: Instant,
         from: Option<(Instant, u64)>,
+        /// Since when fewer parts than connections run.
+        short: Option<Instant>,
     },
     /// An added connection did not pay: no more growth for this key.
     Stopped,
@@ -129,28 +149,58 @@ impl Growth {
                     self.state = State::Measuring { from: None };
                     return Step::Wait;
                 }
+                let long = self.rtt.is_some_and(|rtt| rtt >= LONG_RTT);
                 match from {
+                    // The window starts once bytes flow: before the first
+                    // answers it would count the round trip as a slow link.
                     None => {
                         self.state = State::Measuring {
                             from: Some((now, received)),
                         };
                         Step::Wait
                     }
-                    Some((t0, b0)) if now.duration_since(t0) >= WINDOW => {
-                        let long = self.rtt.is_some_and(|rtt| rtt >= LONG_RTT);
-                        let n = match long {
-                            true => (self.movable.saturating_sub(conns))
-                                .min(readers - conns)
-                                .min(room)
-                                .max(1),
-                            false => 1,
+                    Some((_, b0)) if received == b0 => {
+                        self.state = State::Measuring {
+                            from: Some((now, received)),
                         };
+                        Step::Wait
+                    }
+                    Some(_) if long && self.movable > conns => {
+                        // Bytes flow and a part could move: the window
+                        // before runs while the probe logs in, and the
+                        // probe goes to the ceiling (see `LONG_RTT`).
+                        // Small files, which end before they could move,
+                        // probe with one, after a window.
+                        let n = room;
+                        tracing::debug!(
+                            n,
+                            conns,
+                            readers,
+                            movable = self.movable,
+                            "probing a long link to the ceiling"
+                        );
                         self.state = State::Opening {
-                            before: rate(received - b0, now.duration_since(t0)),
+                            before: 0.0,
+                            from: Some((now, received)),
                             had: conns,
                             pending: n,
                         };
                         Step::Open(n)
+                    }
+                    Some((t0, b0)) if now.duration_since(t0) >= WINDOW => {
+                        tracing::debug!(
+                            conns,
+                            readers,
+                            movable = self.movable,
+                            "probing with one SSH connection more"
+                        );
+                        self.state = State::Opening {
+                            before: rate(received - b0, now.duration_since(t0)),
+                            from: None,
+                            had: conns,
+                            pending: 1,
+                        };
+                        Step::Open(1)
                     }
                     Some(_) => Step::Wait,
                 }
@@ -161,6 +211,7 @@ impl Growth {
                 conns: with_probe,
                 up,
                 from,
+                short,
             } => {
                 if conns < with_probe {
                     // A connection died: what follows measures nothing.
@@ -169,7 +220,37 @@ impl Growth {
                 }
                 // Fewer parts than connections: the window would measure
                 // the parts, not the link. Start it again.
-                if readers < conns || now.duration_since(up) < SETTLE {
+                if readers < conns {
+                    let since = short.unwrap_or(now);
+                    if now.duration_since(since) >= IDLE {
+                        // No parts came for some of the probe's
+                        // connections: those go, and the others are
+                        // judged, if any has a part.
+                        tracing::debug!(conns, readers, "SSH connections without parts");
+                        if readers <= had {
+                            self.state = State::Measuring { from: None };
+                            return Step::Retire(conns - had);
+                        }
+                        self.state = State::Probing {
+                            before,
+                            had,
+                            conns: readers,
+                            up: now,
+                            from: None,
+                            short: None,
+                        };
+                        return Step::Retire(conns - readers);
+                    }
+                    if let State::Probing { short, .. } = &mut self.state {
+                        *short = Some(since);
+                    }
+                    self.set_from(None);
+                    return Step::Wait;
+                }
+                if let State::Probing { short, .. } = &mut self.state {
+                    *short = None;
+                }
+                if now.duration_since(up) < SETTLE {
                     self.set_from(None);
                     return Step::Wait;
                 }
@@ -197,6 +278,7 @@ impl Growth {
                     let n = n.min(readers - conns).min(room).max(1);
                     self.state = State::Opening {
                         before: after,
+                        from: None,
                         had: conns,
                         pending: n,
                     };
@@ -215,17 +297,25 @@ impl Growth {
         }
     }
 
-    /// A connection of the probe is up: `conns` connections now.
-    pub(crate) fn opened(&mut self, now: Instant, conns: usize) {
+    /// A connection of the probe is up: `conns` connections now, and
+    /// `received` bytes read over the key's connections so far.
+    pub(crate) fn opened(&mut self, now: Instant, conns: usize, received: u64) {
         if let State::Opening {
-            before,
+            mut before,
+            from,
             had,
             pending,
         } = self.state
         {
+            // The window before ends as the first of the probe is up:
+            // parts move onto it from then on.
+            if let Some((t0, b0)) = from {
+                before = rate(received.saturating_sub(b0), now.duration_since(t0));
+            }
             self.state = if pending > 1 {
                 State::Opening {
                     before,
+                    from: None,
                     had,
                     pending: pending - 1,
                 }
@@ -236,6 +326,7 @@ impl Growth {
                     conns,
                     up: now,
                     from: None,
+                    short: None,
                 }
             };
         }
@@ -315,11 +406,14 @@ mod tests {
                 Step::Wait => {}
                 Step::Open(n) => {
                     steps.push(Step::Open(n));
-                    // The handshake takes a while.
-                    now += Duration::from_millis(150);
+                    // The handshake takes a while, the connections up
+                    // carrying on meanwhile.
+                    let handshake = Duration::from_millis(150);
+                    now += handshake;
+                    received += (rate(conns) * handshake.as_secs_f64()) as u64;
                     for _ in 0..n {
                         conns += 1;
-                        g.opened(now, conns);
+                        g.opened(now, conns, received);
                     }
                 }
                 Step::Retire(n) => {
@@ -342,20 +436,33 @@ mod tests {
     }
 
     #[test]
-    fn a_long_link_opens_a_connection_per_movable_part_at_once() {
-        // 40 ms round trips, 16 MB/s per connection, five large parts:
-        // one probe of four, where one at a time took three.
+    fn a_long_link_opens_to_the_ceiling_at_once() {
+        // 40 ms round trips, 16 MB/s per connection, eight large parts:
+        // one probe of seven, where one at a time took three steps.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 8);
+        let (conns, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 8, 8, 20.0);
+        assert_eq!(conns, 8, "{steps:?}");
+        assert_eq!(steps, [Step::Open(7)]);
+        // Five parts that stay five: the three idle connections go, the
+        // others are judged and pay.
         let mut g = Growth::default();
         g.saw_link(Some(Duration::from_millis(40)), 5);
         let (conns, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 5, 8, 20.0);
-        assert_eq!(conns, 5, "{steps:?}");
-        assert_eq!(steps, [Step::Open(4)]);
+        assert_eq!(steps, [Step::Open(7), Step::Retire(3)]);
+        assert_eq!(conns, 5);
         // Where they bring nothing (a total cap), they all go.
         let mut g = Growth::default();
         g.saw_link(Some(Duration::from_millis(40)), 5);
         let (conns, steps) = run(&mut g, |c| (16.0 * c as f64).min(17.0) * MB, 5, 8, 20.0);
-        assert_eq!(steps, [Step::Open(4), Step::Retire(4)]);
+        assert_eq!(steps, [Step::Open(7), Step::Retire(3), Step::Retire(4)]);
         assert_eq!(conns, 1);
+        // Where they bring some (40 MB/s in all), they stay.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 8);
+        let (conns, steps) = run(&mut g, |c| (16.0 * c as f64).min(40.0) * MB, 8, 8, 20.0);
+        assert_eq!(steps, [Step::Open(7)]);
+        assert_eq!(conns, 8);
         // Small files, which end before they could move, and loopback's
         // round trips keep to one at a time.
         for (rtt, movable) in [(40_000, 0), (300, 5)] {
@@ -364,6 +471,55 @@ mod tests {
             let (_, steps) = run(&mut g, |c| 16.0 * MB * c as f64, 5, 8, 20.0);
             assert_eq!(steps[0], Step::Open(1));
         }
+    }
+
+    #[test]
+    fn a_long_link_probes_as_soon_as_bytes_flow() {
+        // 40 ms round trips, five large parts on one connection: the probe
+        // goes at the first tick with bytes, not a window later, and the
+        // rate before it is what flowed while it logged in.
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 5);
+        // The first reads are on their way: no bytes yet.
+        assert_eq!(g.tick(ms(0), 0, 1, 5, 7), Step::Wait);
+        assert_eq!(g.tick(ms(50), 0, 1, 5, 7), Step::Wait);
+        assert_eq!(g.tick(ms(100), 800_000, 1, 5, 7), Step::Open(7));
+        // 16 MB/s while the probe logs in (450 ms); its first connection
+        // up ends that window, whatever follows.
+        g.opened(ms(550), 2, 800_000 + 7_200_000);
+        for c in 3..=8 {
+            g.opened(ms(560), c, 30_000_000);
+        }
+        // Eight connections at 16 MB/s each pay, and no more are asked
+        // (the ceiling).
+        let mut received = 30_000_000;
+        for n in 12..60 {
+            received += 6_400_000;
+            assert_eq!(g.tick(ms(50 * n), received, 8, 16, 0), Step::Wait);
+        }
+        assert!(!g.stopped());
+        // Where the probe brings nothing (16 MB/s in all), it goes.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 8);
+        g.tick(ms(0), 0, 1, 8, 7);
+        assert_eq!(g.tick(ms(50), 800_000, 1, 8, 7), Step::Open(7));
+        g.opened(ms(500), 2, 800_000 + 7_200_000);
+        for c in 3..=8 {
+            g.opened(ms(510), c, 8_160_000);
+        }
+        let mut received = 8_160_000;
+        let mut step = Step::Wait;
+        for n in 11..40 {
+            received += 800_000;
+            step = g.tick(ms(50 * n), received, 8, 8, 0);
+            if step != Step::Wait {
+                break;
+            }
+        }
+        assert_eq!(step, Step::Retire(7));
+        assert!(g.stopped());
     }
 
     #[test]
@@ -445,7 +601,7 @@ mod tests {
         let t = Instant::now();
         g.tick(t, 0, 1, 3, 1);
         assert_eq!(g.tick(t + WINDOW, 1_000_000, 1, 3, 1), Step::Open(1));
-        g.opened(t + WINDOW, 2);
+        g.opened(t + WINDOW, 2, 1_000_000);
         assert_eq!(g.tick(t + 2 * WINDOW, 1_100_000, 1, 3, 1), Step::Wait);
         assert!(!g.stopped());
         // Measuring again: a new window, then a new probe.

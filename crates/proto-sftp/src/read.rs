@@ -91,6 +91,9 @@ pub(crate) struct Reader {
     next: u64,
     /// One past the last byte wanted, once known.
     end: Option<u64>,
+    /// Whether the file's size is known (`limit_to`): until then `end` is
+    /// the engine's guess, which for a small file runs far past its end.
+    sized: bool,
     /// Where the engine says the part now ends, lowered when it cuts the
     /// part inside this range: no read is asked past it, so a cut part
     /// leaves only the reads already in flight to discard.
@@ -126,6 +129,7 @@ impl Reader {
             file,
             next: start,
             end,
+            sized: false,
             part_end,
             chunk,
             in_flight: FuturesOrdered::new(),
@@ -152,6 +156,8 @@ impl Reader {
     /// Stops at `size`: a file is read up to the size it had when opened.
     pub(crate) fn limit_to(&mut self, size: u64) {
         self.end = Some(self.end.map_or(size, |e| e.min(size)));
+        self.sized = true;
+        self.lease.set_movable(self.movable());
     }
 
     /// Sends requests until `window` are in flight or the end is reached.
@@ -226,9 +232,12 @@ impl Reader {
     }
 
     /// Whether enough of the range is left to ask for to move it to
-    /// another connection.
+    /// another connection. Not before the file's size is known: a small
+    /// file's first read, asked with its size, would count as a part the
+    /// pool should open connections for (`growth.rs`).
     fn movable(&self) -> bool {
         !self.done
+            && self.sized
             && self.end.is_some_and(|end| {
                 end.saturating_sub(self.next) >= MOVE_MIN_READS * u64::from(self.chunk)
             })
