@@ -24,7 +24,8 @@
 //!   takes whichever comes first, that session or one another request
 //!   lets go meanwhile; logins under way never outnumber the requests
 //!   waiting for a session. A server on the same machine (quickest round
-//!   trip under 0.5 ms) gets at most four sessions (`pool.rs`).
+//!   trip under 0.5 ms) gets at most four sessions (`pool.rs`), unless
+//!   `max_per_host` says how many.
 //! - Once a server has shown that `EPSV` transfers work (and `SIZE`, where
 //!   the size is not known from a listing), a file's commands go in one
 //!   write: `[SIZE] [MDTM] EPSV [REST] RETR` (`pipeline.rs`), two round

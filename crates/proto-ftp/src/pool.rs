@@ -130,6 +130,9 @@ pub(crate) struct Host {
     pub(crate) caps: Caps,
     /// The shortest round trip seen to it, which sizes data windows.
     pub(crate) rtt: Arc<RoundTrip>,
+    /// Whether the user set the limit (`max_per_host`): then it holds on
+    /// a short link too, rather than [`SHORT_LINK_SESSIONS`].
+    user_limit: bool,
 }
 
 #[derive(Debug)]
@@ -182,6 +185,7 @@ impl Host {
             changed: Notify::new(),
             caps: Caps::default(),
             rtt: Arc::default(),
+            user_limit: max.is_some(),
         }
     }
 
@@ -259,9 +263,11 @@ impl Host {
     }
 
     /// Whether the server is on a short link ([`SHORT_LINK`]) and has as
-    /// many sessions as such a server gets.
+    /// many sessions as such a server gets, when the user set no limit of
+    /// their own.
     fn at_short_link_cap(&self) -> bool {
-        self.rtt.get().is_some_and(|rtt| rtt < SHORT_LINK)
+        !self.user_limit
+            && self.rtt.get().is_some_and(|rtt| rtt < SHORT_LINK)
             && self.lock().slots >= SHORT_LINK_SESSIONS
     }
 
