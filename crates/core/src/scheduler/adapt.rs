@@ -61,13 +61,11 @@ const MIN_SETTLE: Duration = Duration::from_millis(100);
 /// A window and a settling time of this many quickest answers: each
 /// answer is one to three round trips (a connection, TLS, the request),
 /// so a window of two spans two to six round trips, over which a
-/// connection whose round trip bounds it runs at its steady rate; a
-/// probe's transfers take two to be answered and reach their pace (one
-/// was too few: on a link of 20 ms each way and 8 MB/s per connection,
-/// N1 of the WAN bench, the probe was judged before its connections ran,
-/// and the file took 3.60 s instead of 3.14).
+/// connection whose round trip bounds it runs at its steady rate; and a
+/// settling of one answer is what a probe's transfers take to get going
+/// (they open connections as the quickest answer did).
 const WINDOW_ANSWERS: u32 = 2;
-const SETTLE_ANSWERS: u32 = 2;
+const SETTLE_ANSWERS: u32 = 1;
 
 /// An answer at least this slow is a long link (not loopback, not a LAN),
 /// where connections are often each bounded (a cap per connection, a TCP
@@ -581,8 +579,8 @@ mod tests {
         assert_eq!(pace(None), (SETTLE, WINDOW));
         assert_eq!(pace(Some(ms(1))), (SETTLE, WINDOW));
         assert_eq!(pace(Some(LONG_ANSWER)), (MIN_SETTLE, MIN_WINDOW));
-        assert_eq!(pace(Some(ms(80))), (ms(160), MIN_WINDOW));
-        assert_eq!(pace(Some(ms(200))), (SETTLE, ms(400)));
+        assert_eq!(pace(Some(ms(80))), (MIN_SETTLE, MIN_WINDOW));
+        assert_eq!(pace(Some(ms(200))), (ms(200), ms(400)));
         assert_eq!(pace(Some(ms(300))), (SETTLE, WINDOW));
     }
 }
