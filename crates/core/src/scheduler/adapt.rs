@@ -60,12 +60,9 @@ const MIN_SETTLE: Duration = Duration::from_millis(100);
 
 /// A window and a settling time of this many quickest answers: each
 /// answer is one to three round trips (a connection, TLS, the request),
-/// so a window of two spans two to six round trips, over which a
-/// connection whose round trip bounds it runs at its steady rate; and a
-/// settling of one answer is what a probe's transfers take to get going
-/// (they open connections as the quickest answer did).
-const WINDOW_ANSWERS: u32 = 2;
-const SETTLE_ANSWERS: u32 = 1;
+/// and a rate over several round trips is the link's steady one.
+const WINDOW_ANSWERS: u32 = 4;
+const SETTLE_ANSWERS: u32 = 2;
 
 /// An answer at least this slow is a long link (not loopback, not a LAN),
 /// where connections are often each bounded (a cap per connection, a TCP
@@ -579,8 +576,7 @@ mod tests {
         assert_eq!(pace(None), (SETTLE, WINDOW));
         assert_eq!(pace(Some(ms(1))), (SETTLE, WINDOW));
         assert_eq!(pace(Some(LONG_ANSWER)), (MIN_SETTLE, MIN_WINDOW));
-        assert_eq!(pace(Some(ms(80))), (MIN_SETTLE, MIN_WINDOW));
-        assert_eq!(pace(Some(ms(200))), (ms(200), ms(400)));
+        assert_eq!(pace(Some(ms(80))), (ms(160), ms(320)));
         assert_eq!(pace(Some(ms(300))), (SETTLE, WINDOW));
     }
 }
