@@ -1,12 +1,4 @@
-//! Control connections, pooled per server and reused across files.
-//!
-//! Each server ([`Host`]) has a semaphore whose permits bound its live
-//! control connections (`max_per_host`); a permit lives in its session's
-//! [`Slot`] for as long as the connection is open, idle or busy. Idle
-//! sessions wait in the host's list, each tagged with its login, and are
-//! handed to the next transfer of the same login. When a server refuses a
-//! connection, the host's limit drops to the connections open at that
-//! moment, so later files stop knocking.
+#![doc = include_str!("pool.md")]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +23,8 @@ const IDLE_MAX: Duration = Duration::from_secs(30);
 /// background rather than log in anew.
 const DRAIN_WAIT: Duration = Duration::from_millis(250);
 
-/// A server whose quickest round trip is below this is on the same
-/// machine or next to it: there a file's session waits on the wire for
-/// almost nothing, and the CPUs (the server's, the client's) bound how
-/// many files move at once, not the sessions.
+/// A quicker round trip is a server next door, where the CPUs, not the
+/// sessions, bound how many files move at once.
 const SHORT_LINK: Duration = Duration::from_micros(500);
 
 /// The sessions to such a server at most: more only add logins, each a
@@ -130,8 +120,7 @@ pub(crate) struct Host {
     pub(crate) caps: Caps,
     /// The shortest round trip seen to it, which sizes data windows.
     pub(crate) rtt: Arc<RoundTrip>,
-    /// Whether the user set the limit (`max_per_host`): then it holds on
-    /// a short link too, rather than [`SHORT_LINK_SESSIONS`].
+    /// Whether the user set the limit, which then holds next door too.
     user_limit: bool,
 }
 
