@@ -283,15 +283,7 @@ impl FtpProtocol {
                     && let FtpError::UnexpectedResponse(reply) = &err
                 {
                     Caps::set(&host.caps.no_rest, true);
-                    let e = Error::new(
-                        ErrorKind::RangeUnsupported,
-                        format!(
-                            "REST {start} {}: the server refused to resume: {}",
-                            target.shown,
-                            reply_text(reply)
-                        ),
-                    );
-                    return Err((e, true));
+                    return Err((rest_refused(start, target, &reply_text(reply)), true));
                 }
             }
             return Err(fail(err));
@@ -424,11 +416,7 @@ impl FtpProtocol {
         // runs, or was while we logged in), else the range's end, unless
         // that is the end of the file. A transfer cut before the end of the
         // file costs the server what its socket holds past the cut.
-        let end = match (&file.part_end, range.end, meta.size) {
-            (Some(told), _, _) => Some(told.clone()),
-            (None, Some(end), Some(size)) if end < size => Some(PartEnd::new(end)),
-            _ => None,
-        };
+        let end = part_end(file, range, meta.size);
         let plan = session
             .window
             .set(end.as_ref().map(|e| e.get().saturating_sub(range.start)));
@@ -478,11 +466,7 @@ impl FtpProtocol {
                 session.release();
                 return Ok(None);
             }
-            let end = match (&file.part_end, range.end, listed) {
-                (Some(told), _, _) => Some(told.clone()),
-                (None, Some(end), Some(size)) if end < size => Some(PartEnd::new(end)),
-                _ => None,
-            };
+            let end = part_end(file, range, listed);
             let plan = session
                 .window
                 .set(end.as_ref().map(|e| e.get().saturating_sub(range.start)));
@@ -508,15 +492,11 @@ impl FtpProtocol {
                 }
                 Err(pipeline::Failed::NoRest(e)) => {
                     drop(session);
-                    return Err(Error::new(
-                        ErrorKind::RangeUnsupported,
-                        format!(
-                            "REST {} {}: the server refused to resume: {}",
-                            range.start,
-                            target.shown,
-                            ftp_error(e, &what).message()
-                        ),
-                    ));
+                    let reply = match &e {
+                        FtpError::UnexpectedResponse(r) => reply_text(r),
+                        other => other.to_string(),
+                    };
+                    return Err(rest_refused(range.start, target, &reply));
                 }
                 Err(pipeline::Failed::Broken(e)) => {
                     let reused = session.reused;
@@ -564,4 +544,26 @@ fn meta(host: &Host, probe: Probe) -> RemoteMeta {
         modified,
         digests: Vec::new(),
     }
+}
+
+/// Where a transfer of `range` stops: where the engine says its part now
+/// ends (read again as the bytes come: the part may be cut while it runs),
+/// else the range's end, unless that is the end of a file of `size`.
+fn part_end(file: &FileOptions, range: ByteRange, size: Option<u64>) -> Option<PartEnd> {
+    match (&file.part_end, range.end, size) {
+        (Some(told), _, _) => Some(told.clone()),
+        (None, Some(end), Some(size)) if end < size => Some(PartEnd::new(end)),
+        _ => None,
+    }
+}
+
+/// The error of a `REST` the server refused, with its `reply`.
+fn rest_refused(start: u64, target: &Target, reply: &str) -> Error {
+    Error::new(
+        ErrorKind::RangeUnsupported,
+        format!(
+            "REST {start} {}: the server refused to resume: {reply}",
+            target.shown
+        ),
+    )
 }
