@@ -22,6 +22,15 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 }
 
 pub(crate) fn run() -> anyhow::Result<()> {
+    // Tests send SIGINT to the CLI and to Python and expect Ctrl-C's
+    // handling. A shell without job control starts a background command
+    // with SIGINT ignored, an exec keeps it ignored, and the CLI then
+    // rightly keeps ignoring it (as under `nohup`): every such test failed
+    // when CI was started that way. A handler is reset to the default at
+    // exec, so with one here every child starts with Ctrl-C's default.
+    // It does nothing: a terminal's Ctrl-C reaches the children too, and
+    // this waits for them to end.
+    ctrlc::set_handler(|| {}).context("installing the Ctrl-C handler")?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
