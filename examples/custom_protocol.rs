@@ -59,12 +59,7 @@ impl Protocol for LocalFiles {
             })
             .map_err(|e| io_error(url, e))?;
         let body = futures_util::stream::iter([Ok(Bytes::from(bytes))]);
-        Ok(Fetched {
-            meta,
-            offset: range.start,
-            carrier: None,
-            body: Box::pin(body),
-        })
+        Ok(Fetched::new(meta, range.start, Box::pin(body)))
     }
 }
 

@@ -58,12 +58,8 @@
 //!         let all = text(url);
 //!         let end = range.end.map_or(all.len(), |end| all.len().min(end as usize));
 //!         let part = all.slice((range.start as usize).min(end)..end);
-//!         Ok(Fetched {
-//!             meta: self.stat(url).await?,
-//!             offset: range.start,
-//!             body: Box::pin(futures_util::stream::iter([Ok(part)])),
-//!             carrier: None,
-//!         })
+//!         let body = Box::pin(futures_util::stream::iter([Ok(part)]));
+//!         Ok(Fetched::new(self.stat(url).await?, range.start, body))
 //!     }
 //! }
 //!

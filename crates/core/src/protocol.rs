@@ -226,6 +226,29 @@ pub struct Fetched {
     /// over as stalled. `None` (a connection of its own: HTTP/1.1, FTP)
     /// judges a fetch by its own bytes.
     pub carrier: Option<Carrier>,
+    /// How long the request itself took to be answered, from asking to
+    /// its first byte, for a protocol whose fetch may first open a
+    /// connection much slower to open than a request is to answer (SFTP:
+    /// a key exchange and a login, a dozen round trips). The engine paces
+    /// its measurements of the link on its quickest answer. `None`: the
+    /// engine times the whole fetch (a TCP connection and a request cost
+    /// about as many round trips as a request on a warm connection).
+    pub answer: Option<std::time::Duration>,
+}
+
+impl Fetched {
+    /// A fetch of `body`, starting at `offset` of the file, over a
+    /// connection of its own ([`carrier`](Fetched::carrier) `None`) and
+    /// timed whole by the engine ([`answer`](Fetched::answer) `None`).
+    pub fn new(meta: RemoteMeta, offset: u64, body: ByteStream) -> Fetched {
+        Fetched {
+            meta,
+            offset,
+            body,
+            carrier: None,
+            answer: None,
+        }
+    }
 }
 
 impl Debug for Fetched {

@@ -58,6 +58,7 @@ impl Protocol for Moving {
             meta: meta(version),
             offset: range.start,
             carrier: None,
+            answer: None,
             body: Box::pin(futures_util::stream::iter([Ok(bytes)])),
         })
     }

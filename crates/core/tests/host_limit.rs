@@ -100,6 +100,7 @@ impl Protocol for GaugeProtocol {
             meta: meta(),
             offset: range.start,
             carrier: None,
+            answer: None,
             body: Box::pin(body),
         })
     }

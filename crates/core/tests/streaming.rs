@@ -56,6 +56,7 @@ impl Protocol for Tiny {
             meta: meta(),
             offset: range.start,
             carrier: None,
+            answer: None,
             body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
         })
     }

@@ -85,6 +85,7 @@ impl Protocol for Mem {
             meta: meta_of(data, *time),
             offset: range.start,
             carrier: None,
+            answer: None,
             body: Box::pin(futures_util::stream::iter([Ok(body)])),
         })
     }

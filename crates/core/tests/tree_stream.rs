@@ -64,6 +64,7 @@ impl Protocol for Gen {
             meta: meta(),
             offset: range.start,
             carrier: None,
+            answer: None,
             body: Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(
                 &BODY[start..end],
             ))])),

@@ -433,15 +433,14 @@ impl FtpProtocol {
         let what = format!("RETR {}", target.shown);
         let ends_early = end.is_some();
         let tail = end.map(|end| Tail::new(end, range.start, plan, transfer.get_ref().get_ref()));
-        Ok(Fetched {
+        Ok(Fetched::new(
             meta,
-            offset: range.start,
-            carrier: None,
-            body: Box::pin(
+            range.start,
+            Box::pin(
                 Body::new(Data::Client(transfer), session, tail, self.timeout, what)
                     .ending_at(listed.filter(|_| !ends_early)),
             ),
-        })
+        ))
     }
 
     /// A file's commands at once (`pipeline.rs`); `None` where the server
@@ -479,12 +478,11 @@ impl FtpProtocol {
                     let ends_early = end.is_some();
                     let tail = end.map(|end| Tail::new(end, range.start, plan, &data));
                     let body = Body::new(Data::Own(data), session, tail, self.timeout, what);
-                    return Ok(Some(Fetched {
-                        meta: meta(host, probe),
-                        offset: range.start,
-                        carrier: None,
-                        body: Box::pin(body.ending_at(listed.filter(|_| !ends_early))),
-                    }));
+                    return Ok(Some(Fetched::new(
+                        meta(host, probe),
+                        range.start,
+                        Box::pin(body.ending_at(listed.filter(|_| !ends_early))),
+                    )));
                 }
                 Err(pipeline::Failed::Refused(e)) => {
                     session.release();

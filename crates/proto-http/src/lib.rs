@@ -497,12 +497,11 @@ impl HttpProtocol {
                     }) if first == range.start && range.end.is_none_or(|end| last < end) => {
                         meta.size = complete;
                         meta.ranges = true;
-                        Ok(Some(Fetched {
+                        Ok(Some(Fetched::new(
                             meta,
-                            offset: range.start,
-                            carrier: None,
-                            body: exchange.into_stream(shown),
-                        }))
+                            range.start,
+                            exchange.into_stream(shown),
+                        )))
                     }
                     _ => Err(Error::new(
                         ErrorKind::RangeUnsupported,
@@ -517,12 +516,7 @@ impl HttpProtocol {
             StatusCode::OK => {
                 meta.size = headers::content_length(headers);
                 meta.ranges = false;
-                Ok(Some(Fetched {
-                    meta,
-                    offset: 0,
-                    carrier: None,
-                    body: exchange.into_stream(shown),
-                }))
+                Ok(Some(Fetched::new(meta, 0, exchange.into_stream(shown))))
             }
             StatusCode::NOT_MODIFIED if local.is_some() => {
                 self.discard(exchange).await;
@@ -541,12 +535,11 @@ impl HttpProtocol {
                         // already complete.
                         meta.size = Some(complete);
                         meta.ranges = true;
-                        Ok(Some(Fetched {
+                        Ok(Some(Fetched::new(
                             meta,
-                            offset: range.start,
-                            carrier: None,
-                            body: Box::pin(futures_util::stream::empty()),
-                        }))
+                            range.start,
+                            Box::pin(futures_util::stream::empty()),
+                        )))
                     }
                     _ if changed => Err(changed_error(&shown)),
                     Some(ContentRange::Unsatisfied { complete }) => Err(Error::new(

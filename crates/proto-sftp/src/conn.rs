@@ -20,23 +20,13 @@ use std::time::{Duration, Instant};
 use pymatris_core::{Error, ErrorKind, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::{self, KeySources};
-use crate::client::{self, Sftp};
-use crate::error;
+use crate::auth::KeySources;
+use crate::client::Sftp;
 use crate::growth::{self, Growth, Step};
 use crate::known_hosts::Policy;
 use crate::meter::Meter;
-use crate::ssh::{Client, ClientError, client_config};
+use crate::ssh::Client;
 use crate::target::Target;
-
-/// The largest read OpenSSH's sftp-server serves (its `limits@openssh.com`
-/// says so), used when a server does not tell.
-const DEFAULT_READ_LEN: u32 = 255 * 1024;
-
-/// The SFTP packet size we accept: a full read of 255 KiB and its header.
-/// Every read asks for at most `DEFAULT_READ_LEN`, and a server answers
-/// with no more than asked.
-const SFTP_MAX_PACKET: u32 = 256 * 1024 + 1024;
 
 /// SSH connections per (host, port, user) at most when the engine sets no
 /// `max_per_host`: as many as the peers' usual eight, few enough to be
@@ -62,6 +52,9 @@ pub(crate) struct Settings {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+mod connect;
+use connect::{Limits, connect};
+
 /// One logged-in SSH connection and its SFTP session.
 pub(crate) struct Conn {
     id: u64,
@@ -70,6 +63,7 @@ pub(crate) struct Conn {
     pub(crate) sftp: Arc<Sftp>,
     /// The read size to ask for.
     pub(crate) read_len: u32,
+    limits: Limits,
     pub(crate) meter: Arc<Meter>,
     dead: AtomicBool,
     /// A probe that did not pay: no new part goes to it, and it closes
@@ -158,11 +152,16 @@ impl Lease {
         }
     }
 
+    /// Lets the pool grow or shrink (at most once per [`TICK`]): called as
+    /// bytes arrive, so that a probe goes within a tick of bytes flowing.
+    pub(crate) fn tick(&self) {
+        self.slot.tick();
+    }
+
     /// Another connection of the same key, less busy by two parts or more
     /// (or any, when this one is retiring), for this lease's part to move
-    /// to; also lets the pool grow or shrink.
+    /// to.
     pub(crate) fn better(&self) -> Option<Lease> {
-        self.slot.tick();
         self.slot.better(&self.conn)
     }
 }
@@ -319,8 +318,19 @@ impl Slot {
             },
         };
         let slot = self.clone();
+        // The server said its limits on the first connection: a probe's
+        // do not ask again (a round trip of its login).
+        let known = (slot.conns.lock().expect("slot poisoned").first()).map(|c| c.limits);
         tokio::spawn(async move {
-            match connect(&slot.target, &slot.settings, slot.received.clone(), permit).await {
+            match connect(
+                &slot.target,
+                &slot.settings,
+                slot.received.clone(),
+                permit,
+                known,
+            )
+            .await
+            {
                 Ok(conn) => {
                     tracing::debug!(conn = conn.id, "probe SSH connection up");
                     let n = {
@@ -429,7 +439,7 @@ impl Pool {
                 format!("no connection to {} allowed", target.host_port()),
             ));
         };
-        match connect(target, &self.settings, slot.received.clone(), permit).await {
+        match connect(target, &self.settings, slot.received.clone(), permit, None).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 slot.conns.lock().expect("slot poisoned").push(conn.clone());
@@ -482,99 +492,4 @@ impl Pool {
             }
         }
     }
-}
-
-/// Opens, logs in and starts SFTP, each step bounded by the timeout.
-async fn connect(
-    target: &Target,
-    settings: &Settings,
-    key_received: Arc<AtomicU64>,
-    permit: Option<OwnedSemaphorePermit>,
-) -> Result<Conn> {
-    let t = settings.timeout;
-    let hp = target.host_port();
-    let known = settings
-        .policy
-        .preferred_algorithms(&target.host, target.port);
-    let config = Arc::new(client_config(t, &known));
-    let handler = Client {
-        host: target.host.clone(),
-        port: target.port,
-        policy: settings.policy.clone(),
-    };
-    let what = format!("connecting to {hp}");
-    let socks = (settings.socks.as_ref()).filter(|_| !pymatris_core::socks::no_proxy(&target.host));
-    let connecting = async {
-        match socks {
-            Some(proxy) => {
-                let tcp = (proxy.connect(&target.host, target.port).await)
-                    .map_err(|e| ClientError::Ssh(russh::Error::IO(e)))?;
-                let _ = tcp.set_nodelay(true);
-                russh::client::connect_stream(config, tcp, handler).await
-            }
-            None => {
-                russh::client::connect(config, (target.host.as_str(), target.port), handler).await
-            }
-        }
-    };
-    let mut ssh = match tokio::time::timeout(t, connecting).await {
-        Err(_) => return Err(error::timed_out(&what, t)),
-        Ok(Err(ClientError::HostKey(e))) => return Err(e),
-        Ok(Err(ClientError::Ssh(e))) => return Err(error::ssh(&what, e)),
-        Ok(Ok(h)) => h,
-    };
-    let what = format!("logging in to {hp} as {}", target.user);
-    tokio::time::timeout(t, auth::authenticate(&mut ssh, target, &settings.keys))
-        .await
-        .map_err(|_| error::timed_out(&what, t))??;
-
-    let what = format!("starting SFTP on {hp}");
-    let start = async {
-        let channel = ssh
-            .channel_open_session()
-            .await
-            .map_err(|e| error::ssh(&what, e))?;
-        channel
-            .request_subsystem(true, "sftp")
-            .await
-            .map_err(|e| error::ssh(&what, e))?;
-        let mut sftp = Sftp::start(channel.into_stream(), t, SFTP_MAX_PACKET)
-            .await
-            .map_err(|e| error::sftp(&what, e))?;
-        let mut read_len = DEFAULT_READ_LEN;
-        let meter = Meter::new(key_received);
-        if sftp.has_extension(client::LIMITS, b"1") {
-            // A small request on an idle connection: its turnaround is the
-            // round trip.
-            let asked = Instant::now();
-            let limits = sftp.limits().await.map_err(|e| error::sftp(&what, e))?;
-            meter.saw_round_trip(asked.elapsed());
-            // 0 means no limit.
-            if limits.max_read_len > 0 {
-                let max = limits.max_read_len.min(u64::from(u32::MAX)) as u32;
-                read_len = read_len.min(max).max(512);
-            }
-            if limits.max_open_handles > 0 {
-                let n = usize::try_from(limits.max_open_handles).unwrap_or(usize::MAX);
-                sftp.limit_open_handles(n);
-            }
-        }
-        Ok::<_, Error>((sftp, read_len, meter))
-    };
-    let (sftp, read_len, meter) = tokio::time::timeout(t, start)
-        .await
-        .map_err(|_| error::timed_out(&what, t))??;
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(conn = id, host = %hp, user = %target.user, read_len, "SFTP session ready");
-    Ok(Conn {
-        id,
-        ssh,
-        sftp: Arc::new(sftp),
-        read_len,
-        meter: Arc::new(meter),
-        dead: AtomicBool::new(false),
-        retiring: AtomicBool::new(false),
-        active: AtomicUsize::new(0),
-        _permit: permit,
-    })
 }

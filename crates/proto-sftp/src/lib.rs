@@ -253,6 +253,12 @@ async fn fetch_on(
     let path = target.display_path();
     let path = path.as_str();
     let sftp = lease.sftp.clone();
+    // A part of a large file counts for the pool's growth from now, not
+    // from when its open is answered: on a long link its open waits
+    // behind the reads of the parts already on the connection.
+    if read::end_known(range.start, range.end) {
+        lease.set_movable(read::movable(range.start, range.end, lease.read_len));
+    }
     let asked = std::time::Instant::now();
     let opened = sftp
         .open(&target.path)
@@ -302,6 +308,7 @@ async fn fetch_on(
         offset: range.start,
         body: reader.into_stream(first),
         carrier: Some(carrier),
+        answer: Some(asked.elapsed()),
     })
 }
 

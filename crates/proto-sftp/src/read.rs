@@ -48,6 +48,20 @@ const MOVE_MIN_READS: u64 = 4;
 /// past its end.
 const PROBE: usize = 1;
 
+/// Whether a range's end lies within the file before the file's size is
+/// read: the engine asks a range that starts past byte 0 only of a file
+/// whose size it knows (a part cut from it, a resume after a stat), but
+/// asks a file's first range, from 0, before it knows the size.
+pub(crate) fn end_known(start: u64, end: Option<u64>) -> bool {
+    start > 0 && end.is_some()
+}
+
+/// Whether a range from `next` to `end` is long enough to move to another
+/// connection (the move costs an open): what the pool's growth counts.
+pub(crate) fn movable(next: u64, end: Option<u64>, chunk: u32) -> bool {
+    end.is_some_and(|end| end.saturating_sub(next) >= MOVE_MIN_READS * u64::from(chunk))
+}
+
 /// An open remote file, closed when the last user drops it.
 pub(crate) struct OpenFile {
     pub(crate) sftp: Arc<Sftp>,
@@ -129,7 +143,7 @@ impl Reader {
             file,
             next: start,
             end,
-            sized: false,
+            sized: end_known(start, end),
             part_end,
             chunk,
             in_flight: FuturesOrdered::new(),
@@ -192,6 +206,7 @@ impl Reader {
         if self.done {
             return None;
         }
+        self.lease.tick();
         self.maybe_move().await;
         let depth = self.lease.read_depth(MAX_IN_FLIGHT);
         self.fill(depth);
@@ -236,11 +251,7 @@ impl Reader {
     /// file's first read, asked with its size, would count as a part the
     /// pool should open connections for (`growth.rs`).
     fn movable(&self) -> bool {
-        !self.done
-            && self.sized
-            && self.end.is_some_and(|end| {
-                end.saturating_sub(self.next) >= MOVE_MIN_READS * u64::from(self.chunk)
-            })
+        !self.done && self.sized && movable(self.next, self.end, self.chunk)
     }
 
     /// Moves the reads not asked yet to a less busy connection, if the

@@ -155,6 +155,9 @@ impl Batch {
             [] => settings.max_tries,
             _ => 1,
         };
+        // The protocol's own timing of the request, if it gives one (a
+        // login is no answer: see `Fetched::answer`).
+        let mut answer = None;
         let first = if self.config.resume {
             self.attempts(tries, None, || self.stat(&protocol, &url, options))
                 .await
@@ -190,10 +193,11 @@ impl Batch {
                         ),
                     ));
                 }
+                answer = f.answer;
                 Ok(Some((f.meta, Some(f.body), f.carrier)))
             })
         };
-        self.answered(asked.elapsed());
+        self.answered(answer.unwrap_or_else(|| asked.elapsed()));
         let (meta, body, carrier) = match first {
             Ok(Some(first)) => first,
             Ok(None) => {
