@@ -223,3 +223,46 @@ fn an_ftp_tree_logs_in_no_more_often_than_it_transfers_at_once() {
     let logins = log_count(&servers, Server::Vsftpd, |l| l.contains("OK LOGIN: "));
     assert!(logins <= 3, "{logins} sessions for 3 transfers at once");
 }
+
+/// A server that refuses `REST` (here `500`, as a server that never knew
+/// it) in a file's pipelined commands (`[SIZE] [MDTM] EPSV [REST] RETR` in
+/// one write, `crates/proto-ftp/src/pipeline.rs`): under `-c`, a partial
+/// file's rest is asked on the session that showed `EPSV` transfers work
+/// (with the file before it), the server refuses, and the file is fetched
+/// again whole, byte-exact, with no error.
+#[test]
+fn a_refused_rest_in_pipelined_commands_fetches_the_file_whole() {
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let files: [(&str, &[u8], usize); 2] = [("a.bin", b"first", 5), ("big.bin", &big, big.len())];
+    let server = FakeFtp::start(tree_of(&files));
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dl");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("big.bin"), &big[..1 << 20]).unwrap();
+    let out = run_pymatris([
+        "-r",
+        "-c",
+        "--json",
+        "--quiet",
+        "--max-parallel",
+        "1",
+        "--max-per-host",
+        "1",
+        "--dir",
+        dir.to_str().unwrap(),
+        &server.url("t/"),
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let got = read_tree(&dir);
+    assert!(got.get("big.bin") == Some(&big), "big.bin differs: {v:#}");
+    assert_eq!(got.get("a.bin").map(Vec::as_slice), Some(&b"first"[..]));
+    let commands = server.commands_waited_for();
+    let pipelined_rest = commands
+        .iter()
+        .any(|(c, waited)| c.starts_with("REST") && !waited);
+    assert!(
+        pipelined_rest,
+        "no REST sent with the commands before it: {commands:#?}"
+    );
+}
