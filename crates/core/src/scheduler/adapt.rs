@@ -19,10 +19,12 @@
 //! On a long link (the batch's quickest answer to a request, from asking
 //! to the first byte, took [`LONG_ANSWER`] or more) the windows last a few
 //! such answers, between a floor that the noise of a busy machine asks for
-//! and the full figures, and the first probe goes to the ceiling at once:
-//! there a moment at too few connections costs the most (each step takes
-//! a connection's opening, a settling and a window, a second of a
-//! transfer that may last a few), and each one's rate is steady. Such a
+//! and the full figures, and the first probe goes to the ceiling at once,
+//! as soon as the transfers have settled, its rate before measured while
+//! its transfers connect ([`BEFORE_ANSWERS`]): there a moment at too few
+//! connections costs the most (each step takes a connection's opening, a
+//! settling and a window, a second of a transfer that may last a few),
+//! and each one's rate is steady. Such a
 //! probe that gains, but less than its share, keeps the transfers its gain
 //! paid for (the transfers before it, times the gain): it skipped the steps
 //! that would have found where the link stops adding, and where a bound
@@ -63,6 +65,15 @@ const MIN_SETTLE: Duration = Duration::from_millis(100);
 /// and a rate over several round trips is the link's steady one.
 const WINDOW_ANSWERS: u32 = 4;
 const SETTLE_ANSWERS: u32 = 2;
+
+/// On a long link the rate before the first probe is measured over this
+/// many quickest answers after the probe is raised: its transfers are
+/// connecting and asking all that time (an answer is a connection and a
+/// request), so what arrives is the old transfers' alone. Measured before
+/// the raise, over a settling and a window of their own, it held a
+/// capped link at too few connections for most of a second (1.25 s of a
+/// 3 s file 50 ms away).
+const BEFORE_ANSWERS: u32 = 1;
 
 /// An answer at least this slow is a long link (not loopback, not a LAN),
 /// where connections are often each bounded (a cap per connection, a TCP
@@ -157,6 +168,10 @@ enum State {
         had: usize,
         whole: bool,
         window: Window,
+        /// While `before` is measured after the raise (a long link's
+        /// first probe): from when and what was received then, until
+        /// when.
+        measuring: Option<(Instant, u64, Instant)>,
     },
     /// An added transfer did not pay (or the budget reached its ceiling).
     Stopped,
@@ -202,16 +217,33 @@ impl Adapt {
             State::Stopped => {}
             State::Measuring(window) => {
                 let crowded = busy && load.wanting > self.budget && self.budget < self.ceiling;
-                if let Some(before) = window.measure(now, received, crowded, pace) {
-                    let long = load.answer.is_some_and(|a| a >= LONG_ANSWER);
-                    let step = match long {
-                        true => self.ceiling - self.budget,
-                        false => self.budget.div_ceil(2),
-                    };
-                    self.raise(before, step.min(load.wanting - self.budget));
-                    if let State::Probing { whole, .. } = &mut self.state {
-                        *whole = long;
+                let long = load.answer.filter(|&a| a >= LONG_ANSWER);
+                if let Some(answer) = long {
+                    // A long link: once the transfers run at their pace,
+                    // to the ceiling at once, the rate before measured
+                    // while the probe's transfers connect (see
+                    // `BEFORE_ANSWERS`).
+                    let (settle, _) = pace;
+                    if window
+                        .measure(now, received, crowded, (settle, Duration::ZERO))
+                        .is_some()
+                    {
+                        let step = self.ceiling - self.budget;
+                        self.raise(0.0, step.min(load.wanting - self.budget));
+                        let until = now + (answer * BEFORE_ANSWERS).clamp(MIN_SETTLE, SETTLE);
+                        if let State::Probing {
+                            whole, measuring, ..
+                        } = &mut self.state
+                        {
+                            *whole = true;
+                            *measuring = Some((now, received, until));
+                        }
                     }
+                } else if let Some(before) = window.measure(now, received, crowded, pace) {
+                    self.raise(
+                        before,
+                        self.budget.div_ceil(2).min(load.wanting - self.budget),
+                    );
                 }
             }
             State::Probing {
@@ -219,7 +251,15 @@ impl Adapt {
                 had,
                 whole,
                 window,
+                measuring,
             } => {
+                if let Some((t0, b0, until)) = *measuring {
+                    if now < until {
+                        return self.budget;
+                    }
+                    *before = rate(received - b0, now.duration_since(t0));
+                    *measuring = None;
+                }
                 // Until the raised budget is all in use (the probe's
                 // transfers started) and work still waits for it, the
                 // window would measure the work, not the link.
@@ -278,6 +318,7 @@ impl Adapt {
             had,
             whole: false,
             window: Window::default(),
+            measuring: None,
         };
     }
 }
@@ -502,16 +543,45 @@ mod tests {
         let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
         assert_eq!(budgets, [5, 16], "{steps:?}");
         assert!(a.stopped());
-        // One measured step of settling and a window, to the next tick:
-        // without an answer to go by, the ceiling takes two steps of the
+        // A settling, to the next tick, and no window before the probe:
+        // the rate before it is measured while its transfers connect.
+        // Without an answer to go by, the ceiling takes two steps of the
         // full figures.
         let (settle, window) = pace(Some(ms(80)));
-        let bound = settle + window + 3 * ms(50);
+        let bound = settle + 2 * ms(50);
         assert!(steps[1].1 <= bound, "{steps:?}, bound {bound:?}");
+        let bound = bound + window;
         let mut slow = Adapt::new(5, 16);
         let unknown = run_timed(&mut slow, capped, 100, 20.0, None);
         assert_eq!(unknown.last().unwrap().0, 16, "{unknown:?}");
         assert!(unknown.last().unwrap().1 > 2 * bound, "{unknown:?}");
+    }
+
+    #[test]
+    fn a_far_link_probes_after_a_settling_and_judges_after_a_window() {
+        // 42 MB/s per connection (a window over 100 ms round trips),
+        // answers after 200 ms: the probe goes once the five run at their
+        // pace, its windows at their caps, and pays.
+        let ms = Duration::from_millis;
+        let mut a = Adapt::new(5, 16);
+        let steps = run_timed(&mut a, |n| 42.0 * MB * n as f64, 100, 20.0, Some(ms(200)));
+        let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(budgets, [5, 16], "{steps:?}");
+        assert!(a.stopped() && a.budget() == 16, "{steps:?}");
+        assert!(steps[1].1 <= SETTLE + 2 * ms(50), "{steps:?}");
+        // Where the link has no more to give (200 MB/s in all), the probe
+        // goes back: the rate before it was measured while it connected.
+        let mut a = Adapt::new(5, 16);
+        let steps = run_timed(
+            &mut a,
+            |n| (42.0 * n as f64).min(200.0) * MB,
+            100,
+            20.0,
+            Some(ms(200)),
+        );
+        let budgets: Vec<usize> = steps.iter().map(|s| s.0).collect();
+        assert_eq!(budgets, [5, 16, 5], "{steps:?}");
+        assert!(a.stopped(), "{steps:?}");
     }
 
     #[test]
