@@ -24,16 +24,17 @@ fn tree_of(files: &[(&str, &[u8], usize)]) -> FakeFtpTree {
 
 fn mirror(server: &FakeFtp) -> (std::process::Output, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("dl");
-    let out = run_pymatris([
-        "-r",
-        "--json",
-        "--quiet",
-        "--dir",
-        dir.to_str().unwrap(),
-        &server.url("t/"),
-    ]);
+    let out = mirror_into(server, &root.path().join("dl"), &[]);
     (out, root)
+}
+
+/// Mirrors the fake server's `t/` into `dir` with `--json` and `flags`.
+fn mirror_into(server: &FakeFtp, dir: &std::path::Path, flags: &[&str]) -> std::process::Output {
+    let mut args = vec!["-r", "--json", "--quiet", "--dir", dir.to_str().unwrap()];
+    args.extend(flags);
+    let url = server.url("t/");
+    args.push(&url);
+    run_pymatris(args)
 }
 
 /// Each file of an `MLSD` listing is fetched with `RETR` and no `SIZE`:
@@ -98,16 +99,7 @@ fn an_ftp_mirror_sends_each_files_commands_at_once() {
     let server = FakeFtp::start(tree_of(&files));
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("dl");
-    let out = run_pymatris([
-        "-r",
-        "--json",
-        "--quiet",
-        "--max-parallel",
-        "1",
-        "--dir",
-        dir.to_str().unwrap(),
-        &server.url("t/"),
-    ]);
+    let out = mirror_into(&server, &dir, &["--max-parallel", "1"]);
     let v = json(&out);
     assert_eq!(out.status.code(), Some(0), "{v:#}");
     let got = read_tree(&dir);
@@ -147,16 +139,7 @@ fn a_request_takes_a_session_freed_while_its_own_logs_in() {
     let server = FakeFtp::start(tree);
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("dl");
-    let out = run_pymatris([
-        "-r",
-        "--json",
-        "--quiet",
-        "--max-parallel",
-        "2",
-        "--dir",
-        dir.to_str().unwrap(),
-        &server.url("t/"),
-    ]);
+    let out = mirror_into(&server, &dir, &["--max-parallel", "2"]);
     let v = json(&out);
     assert_eq!(out.status.code(), Some(0), "{v:#}");
     assert_eq!(read_tree(&dir).len(), 4, "{v:#}");
@@ -192,11 +175,8 @@ fn logins_next_door(flags: &[&str]) -> usize {
     let server = FakeFtp::start(tree_of(&files));
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("dl");
-    let url = server.url("t/");
-    let mut args = vec!["-r", "--json", "--quiet", "--max-parallel", "8"];
-    args.extend_from_slice(flags);
-    args.extend(["--dir", dir.to_str().unwrap(), &url]);
-    let out = run_pymatris(args);
+    let flags = [&["--max-parallel", "8"], flags].concat();
+    let out = mirror_into(&server, &dir, &flags);
     let v = json(&out);
     assert_eq!(out.status.code(), Some(0), "{v:#}");
     assert_eq!(read_tree(&dir).len(), 12, "{v:#}");
@@ -239,19 +219,11 @@ fn a_refused_rest_in_pipelined_commands_fetches_the_file_whole() {
     let dir = root.path().join("dl");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("big.bin"), &big[..1 << 20]).unwrap();
-    let out = run_pymatris([
-        "-r",
-        "-c",
-        "--json",
-        "--quiet",
-        "--max-parallel",
-        "1",
-        "--max-per-host",
-        "1",
-        "--dir",
-        dir.to_str().unwrap(),
-        &server.url("t/"),
-    ]);
+    let out = mirror_into(
+        &server,
+        &dir,
+        &["-c", "--max-parallel", "1", "--max-per-host", "1"],
+    );
     let v = json(&out);
     assert_eq!(out.status.code(), Some(0), "{v:#}");
     let got = read_tree(&dir);
