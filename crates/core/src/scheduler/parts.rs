@@ -46,7 +46,11 @@ pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 /// sent past the cut (a round trip of the link's bytes, megabytes on a long
 /// fast one). Each request after the first costs its connection a round
 /// trip, so they halve rather than stay small; never below twice the
-/// smallest part.
+/// smallest part. Near the end (a `horizon` under [`SPLIT_HORIZON`], the
+/// time the file has left) a request asks for no more than that time at
+/// its pace, though that is less than half: a part whose request reaches
+/// its end can only be split by a cut inside the request, so on a capped
+/// link the part asked for last would run on alone.
 fn request_len(
     left: u64,
     pace: Option<f64>,
@@ -61,6 +65,10 @@ fn request_len(
     };
     if left <= floor.saturating_add(floor / 4) {
         left
+    } else if pace.is_some() && horizon < SPLIT_HORIZON {
+        // Near the end, no longer than the file has left: the rest stays
+        // unasked, for idle connections to take without a cut.
+        (left / share).min(floor).max(smallest)
     } else {
         (left / share).max(smallest)
     }
@@ -192,8 +200,14 @@ impl<S: Default> PartTable<S> {
         }
         let min = self.rules.min_split.max(1);
         // A rest its request does not reach costs no byte to take, once
-        // the request under way shows its pace (it is no stall to wait on).
-        let unasked = |s: &Span<S>| s.end.saturating_sub(s.asked) >= min && s.pace(now).is_some();
+        // the file shows a pace: the pace of a request that ended (a
+        // request just made shows none for a quarter of a second, which
+        // near the end is the idle connection's whole wait), or of the
+        // request under way (it is no stall to wait on).
+        let file_pace = self.pace.is_some();
+        let unasked = |s: &Span<S>| {
+            s.end.saturating_sub(s.asked) >= min && (file_pace || s.pace(now).is_some())
+        };
         let victim = (self.spans.iter().enumerate())
             .filter(|(_, s)| s.active && s.left() >= 2 * min)
             .filter(|(_, s)| s.worth_splitting(now) || unasked(s))

@@ -252,6 +252,54 @@ fn near_the_end_requests_last_no_longer_than_the_file_has_left() {
 }
 
 #[test]
+fn near_the_end_a_long_rest_is_asked_for_in_requests_no_longer_than_the_time_left() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 4, 1000, t0);
+    for id in 0..4 {
+        t.asked_up_to(id, t.end(id));
+        t.answered(id, t0);
+    }
+    // Span 0 ended a first request of 100 kB at 100 kB/s; the other three
+    // are 10 kB from done. 180 kB left for four spans at 100 kB/s: 0.45
+    // s. Half of span 0's 150 kB would take 0.75 s, and no idle
+    // connection could take any of it without a cut inside the request:
+    // it asks for 0.45 s of bytes, and leaves the rest to them.
+    t.asked_up_to(0, 100_000);
+    deliver(&mut t, 0, 100_000, t0 + 1000 * MS);
+    for id in 1..4 {
+        deliver(&mut t, id, 240_000, t0 + 1000 * MS);
+    }
+    assert_eq!(t.begin_request(0, true, t0 + 1000 * MS), (100_000, 145_000));
+}
+
+#[test]
+fn a_rest_no_request_reaches_is_taken_at_once_once_the_file_has_a_pace() {
+    let t0 = Instant::now();
+    let mut t = table(1_000_000, 2, 1000, t0);
+    for id in 0..2 {
+        t.asked_up_to(id, t.end(id));
+        t.answered(id, t0);
+    }
+    t.asked_up_to(0, 300_000);
+    deliver(&mut t, 0, 300_000, t0 + 1000 * MS);
+    deliver(&mut t, 1, 490_000, t0 + 1000 * MS);
+    assert_eq!(t.begin_request(0, true, t0 + 1000 * MS), (300_000, 400_000));
+    t.waiting(0);
+    // Span 1 is done 10 ms later. Span 0's new request has shown no pace
+    // yet, but the file has one: the rest that request does not reach
+    // costs no byte to take, and waiting for the request's pace would
+    // leave the idle connection idle for a quarter of a second.
+    deliver(&mut t, 1, 10_000, t0 + 1010 * MS);
+    assert_eq!(
+        t.next_for_idle(t0 + 1010 * MS),
+        Some(Given::Split {
+            span: 2,
+            at: 400_000
+        })
+    );
+}
+
+#[test]
 fn a_span_still_asking_for_its_bytes_is_split_after_the_horizon() {
     let t0 = Instant::now();
     let mut t = table(1_000_000, 1, 1000, t0);
