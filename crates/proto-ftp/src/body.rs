@@ -209,7 +209,15 @@ impl Stream for Body {
                 // the chunks cut from it.
                 this.buf.reserve(CHUNK);
             }
-            let allowed = (this.tail.as_mut()).map(|t| t.allowed(live.transfer.socket()));
+            let allowed = match this.tail.as_mut() {
+                // A part that reaches the end of a file whose size came from
+                // its listing ends with its data, whose last bytes are
+                // checked against that size (`exact_left`): the part's end
+                // stops nothing there.
+                Some(t) if this.exact_left.is_some_and(|left| t.left() >= left) => None,
+                Some(t) => Some(t.allowed(live.transfer.socket())),
+                None => None,
+            };
             let read = match allowed {
                 Some(0) => {
                     // The part ends here: the transfer is let go, and the

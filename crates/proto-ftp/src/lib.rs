@@ -431,14 +431,13 @@ impl FtpProtocol {
         };
         tracing::debug!(url = %target.shown, start = range.start, "transfer started");
         let what = format!("RETR {}", target.shown);
-        let ends_early = end.is_some();
         let tail = end.map(|end| Tail::new(end, range.start, plan, transfer.get_ref().get_ref()));
         Ok(Fetched::new(
             meta,
             range.start,
             Box::pin(
                 Body::new(Data::Client(transfer), session, tail, self.timeout, what)
-                    .ending_at(listed.filter(|_| !ends_early)),
+                    .ending_at(listed),
             ),
         ))
     }
@@ -475,13 +474,12 @@ impl FtpProtocol {
                         probe.size = listed;
                     }
                     tracing::debug!(url = %target.shown, start = range.start, "transfer started (pipelined)");
-                    let ends_early = end.is_some();
                     let tail = end.map(|end| Tail::new(end, range.start, plan, &data));
                     let body = Body::new(Data::Own(data), session, tail, self.timeout, what);
                     return Ok(Some(Fetched::new(
                         meta(host, probe),
                         range.start,
-                        Box::pin(body.ending_at(listed.filter(|_| !ends_early))),
+                        Box::pin(body.ending_at(listed)),
                     )));
                 }
                 Err(pipeline::Failed::Refused(e)) => {

@@ -319,7 +319,7 @@ impl Tail {
     }
 
     /// The bytes left up to the end of the part.
-    fn left(&self) -> u64 {
+    pub(crate) fn left(&self) -> u64 {
         self.end.get().saturating_sub(self.pos)
     }
 

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::naming::{self, NameTable};
 use crate::netrc::Netrc;
-use crate::protocol::{ByteRange, Fetched, FileOptions, Protocol, RemoteMeta, Validator};
+use crate::protocol::{ByteRange, Fetched, FileOptions, PartEnd, Protocol, RemoteMeta, Validator};
 use crate::redact::redact_url;
 use crate::registry::Protocols;
 use crate::reporter::Reporter;
@@ -158,6 +158,7 @@ impl Batch {
         // The protocol's own timing of the request, if it gives one (a
         // login is no answer: see `Fetched::answer`).
         let mut answer = None;
+        let mut first_told = None;
         let first = if self.config.resume {
             self.attempts(tries, None, || self.stat(&protocol, &url, options))
                 .await
@@ -169,6 +170,21 @@ impl Batch {
             // that other connections fetch (where the connection would be
             // dropped, with all the bytes under way).
             let first = ByteRange::new(0, first_request_end(self.config.min_split_size));
+            // A protocol whose ranges have no end (FTP's `REST`) would cut
+            // its transfer there and fetch the rest on a new one: it runs
+            // on, told where the first part ends once the file is cut.
+            // (Not when asking only if the file changed: that request is
+            // bounded as asked.)
+            first_told =
+                (local.is_none() && !protocol.stops_at_range_end()).then(|| PartEnd::new(u64::MAX));
+            let told_options;
+            let options = match &first_told {
+                Some(told) => {
+                    told_options = options.clone().with_part_end(told.clone());
+                    &told_options
+                }
+                None => options,
+            };
             let fetched = match &local {
                 Some((_, copy)) => {
                     self.attempts(tries, None, || {
@@ -279,6 +295,7 @@ impl Batch {
             } else {
                 u64::MAX
             },
+            told: first_told.filter(|_| meta.ranges),
             body,
             carrier,
             ranges: meta.ranges,

@@ -25,7 +25,7 @@ use super::retry::HandleWait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::link::Carrier;
 use crate::naming;
-use crate::protocol::{ByteStream, FileOptions, Validator};
+use crate::protocol::{ByteStream, FileOptions, PartEnd, Validator};
 use crate::redact::redact_url;
 use crate::reporter::ReportId;
 use crate::resume;
@@ -40,6 +40,10 @@ pub(super) struct Start {
     /// One past the last byte the first request asked for (`u64::MAX`
     /// when its answer is the whole file).
     pub(super) asked: u64,
+    /// Where the first request's transfer stops, where its protocol's
+    /// ranges have no end (FTP's `REST`): it runs on past `asked` until
+    /// the first part's end, told once the file is cut.
+    pub(super) told: Option<PartEnd>,
     /// Whether the server serves ranges of the file.
     pub(super) ranges: bool,
     /// `[start, pos, end]` of the parts of an earlier run (`--continue`).
@@ -212,7 +216,7 @@ impl FileJob {
             .open_part(target, start.resumed.is_none(), &mut body)
             .await?;
         let resumed = start.resumed.is_some();
-        let asked = body.as_ref().map(|_| start.asked);
+        let asked = body.as_ref().map(|_| (start.asked, start.told));
         let parts = self.plan(start.resumed, start.ranges, asked);
         if body.is_some() {
             self.parts().carried_by(0, start.carrier);
@@ -300,7 +304,12 @@ impl FileJob {
     /// Cuts the file into parts (or takes those of an earlier run) and
     /// sets up its part table; returns how many parts. `asked`: how far
     /// the first response's body, when there is one, goes.
-    fn plan(&self, resumed: Option<Vec<[u64; 3]>>, ranges: bool, asked: Option<u64>) -> usize {
+    fn plan(
+        &self,
+        resumed: Option<Vec<[u64; 3]>>,
+        ranges: bool,
+        asked: Option<(u64, Option<PartEnd>)>,
+    ) -> usize {
         let config = &self.batch.config;
         // Without ranges the file is one stream, which no other worker may
         // split. (Resumed parts ask for ranges anyway, and fall back to one
@@ -314,7 +323,7 @@ impl FileJob {
                 self.batch
                     .splits_now(self.batch.splits_allowed(&self.settings)),
                 config.min_split_size,
-                asked.unwrap_or(0),
+                asked.as_ref().map_or(0, |(end, _)| *end),
             )
             .into_iter()
             .map(|(start, end)| [start, start, end])
@@ -326,8 +335,10 @@ impl FileJob {
             max_takeovers: self.settings.max_tries,
         };
         let mut parts = PartTable::new(self.size, &plan, rules, one_stream, Instant::now());
-        if let Some(asked) = asked {
-            parts.asked_up_to(0, asked);
+        match asked {
+            Some((_, Some(told))) => parts.runs_on_to_its_end(0, told),
+            Some((asked, None)) => parts.asked_up_to(0, asked),
+            None => {}
         }
         *self.parts() = parts;
         plan.len()

@@ -335,7 +335,7 @@ impl<S> PartTable<S> {
     /// would not stop at the end asked: not `stops`). Returns the range to
     /// ask for.
     pub(super) fn begin_request(&mut self, id: SpanId, stops: bool, now: Instant) -> (u64, u64) {
-        let own = self.spans[id].pace(now);
+        let own = self.spans[id].pace_when_done(now);
         self.pace = own.or(self.pace);
         let bounded = stops && self.size.is_some() && !self.one_stream;
         let (pace, min) = (self.pace, self.rules.min_split);
@@ -362,6 +362,17 @@ impl<S> PartTable<S> {
     /// lowered whenever the span is cut while the request runs.
     pub(super) fn part_end(&self, id: SpanId) -> PartEnd {
         self.spans[id].told.clone()
+    }
+
+    /// The request that fills `id` runs on to the span's end, stopping
+    /// where `told` says (a protocol whose ranges have no end, told where
+    /// the part ends after its first request was made): from now on it is
+    /// told the span's end and every cut.
+    pub(super) fn runs_on_to_its_end(&mut self, id: SpanId, told: PartEnd) {
+        let s = &mut self.spans[id];
+        told.lower(s.end);
+        s.told = told;
+        s.asked = s.end;
     }
 
     /// The request that fills `id` asked only up to `end` (the first

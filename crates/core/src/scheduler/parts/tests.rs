@@ -140,6 +140,22 @@ fn a_span_on_course_to_finish_soon_is_left_to_its_connection() {
 }
 
 #[test]
+fn a_request_done_before_its_pace_shows_gives_the_pace_it_ran_at() {
+    const MIB: u64 = 1 << 20;
+    let t0 = Instant::now();
+    let mut t = table(16 * MIB, 1, MIB, t0);
+    // The first request asked for two minimum parts, and they came within
+    // 2 ms of its answer (loopback): a pace of 1 GB/s, though the request
+    // ended before any pace is seen. The rest comes in one request, not in
+    // halves (five requests for a 16 MiB file, W3).
+    t.asked_up_to(0, 2 * MIB);
+    t.answered(0, t0);
+    deliver(&mut t, 0, 2 * MIB as usize, t0 + 2 * MS);
+    assert!(t.ended_where_asked(0));
+    assert_eq!(t.begin_request(0, true, t0 + 2 * MS), (2 * MIB, 16 * MIB));
+}
+
+#[test]
 fn a_request_asks_for_half_of_a_long_rest_and_all_of_a_short_one() {
     let t0 = Instant::now();
     let mut t = table(100_000, 2, 100, t0);
@@ -160,13 +176,20 @@ fn a_request_asks_for_half_of_a_long_rest_and_all_of_a_short_one() {
     t.answered(0, t0);
     deliver(&mut t, 0, 2_500, t0 + 500 * MS);
     assert_eq!(t.begin_request(0, true, t0 + 500 * MS), (2_500, 26_250));
-    // A link too quick to show a pace in one request: the next asks for
-    // half, not a quarter.
+    // A request done before its pace shows gives the pace it ran at (12.5
+    // kB in 10 ms, 1.25 MB/s): the rest is under the horizon.
     let mut t = table(100_000, 2, 100, t0);
     t.begin_request(0, true, t0);
     t.answered(0, t0);
     deliver(&mut t, 0, 12_500, t0 + 10 * MS);
-    assert_eq!(t.begin_request(0, true, t0 + 10 * MS), (12_500, 31_250));
+    assert_eq!(t.begin_request(0, true, t0 + 10 * MS), (12_500, 50_000));
+    // One that broke off before its pace showed says nothing: the next
+    // asks for half, not a quarter.
+    let mut t = table(100_000, 2, 100, t0);
+    t.begin_request(0, true, t0);
+    t.answered(0, t0);
+    deliver(&mut t, 0, 5_000, t0 + 10 * MS);
+    assert_eq!(t.begin_request(0, true, t0 + 10 * MS), (5_000, 27_500));
     // A server that would not stop at the end asked (FTP) is asked for
     // the whole span.
     let mut t = table(100_000, 2, 100, t0);
