@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::KeySources;
 use crate::client::Sftp;
-use crate::growth::{self, Growth, Step};
+use crate::growth::{self, CoresSample, Growth, Step};
 use crate::known_hosts::Policy;
 use crate::meter::Meter;
 use crate::ssh::Client;
@@ -285,6 +285,9 @@ impl Slot {
         };
         let mut growth = self.growth.lock().expect("slot poisoned");
         growth.saw_link(rtt, self.movable.load(Ordering::SeqCst));
+        if growth.measuring() {
+            growth.saw_cores(CoresSample::now());
+        }
         match growth.tick(now, received, conns, readers, room) {
             Step::Wait => {}
             Step::Retire(n) => {

@@ -10,7 +10,9 @@
 //! opens one more (a probe) and compares the aggregate rate of a window
 //! after it with that of a window before; a gain of at least [`GAIN`] lets
 //! the next probe go, anything less stops the growth for good and lets the
-//! probe connection go.
+//! probe connection go. On a short link whose machine's cores were busy
+//! over that window ([`CORES_BOUND`]) no probe goes: they are the bound,
+//! and the probe itself (a handshake, parts reopened on it) costs them.
 
 use std::time::{Duration, Instant};
 
@@ -102,7 +104,53 @@ pub(crate) struct Growth {
     rtt: Option<Duration>,
     /// Parts with enough left to move to another connection.
     movable: usize,
+    /// The machine's cores as last seen, and as seen when the window
+    /// before a probe began.
+    cores: Option<CoresSample>,
+    cores_from: Option<CoresSample>,
 }
+
+/// The machine's CPU time so far, all cores together (`/proc/stat`'s
+/// first line, in its ticks): busy (neither idle nor waiting on a disk),
+/// and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CoresSample {
+    pub(crate) busy: u64,
+    pub(crate) total: u64,
+}
+
+impl CoresSample {
+    /// The machine's cores now, where the system tells (Linux).
+    pub(crate) fn now() -> Option<CoresSample> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let total: u64 = ticks.iter().take(8).sum();
+        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+        Some(CoresSample {
+            busy: total.saturating_sub(idle),
+            total,
+        })
+    }
+
+    /// The share of all cores' time that was busy from `self` to `later`.
+    fn busy_until(self, later: CoresSample) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|&t| t > 0)?;
+        Some(later.busy.saturating_sub(self.busy) as f64 / total as f64)
+    }
+}
+
+/// The share of all the machine's cores busy over the window before a
+/// probe at which a short link gets none: the cores, not the link, bound
+/// it (loopback with 2 cores: 80-95 %, our cipher and sshd's), and one more
+/// connection adds a cipher stream and an sshd to them, and costs a
+/// handshake and the reopening of the parts that move onto it (W6 took 5-10
+/// % more CPU with the probe than without).
+const CORES_BOUND: f64 = 0.75;
 
 impl Default for Growth {
     fn default() -> Growth {
@@ -110,6 +158,8 @@ impl Default for Growth {
             state: State::Measuring { from: None },
             rtt: None,
             movable: 0,
+            cores: None,
+            cores_from: None,
         }
     }
 }
@@ -127,6 +177,17 @@ impl Growth {
     pub(crate) fn saw_link(&mut self, rtt: Option<Duration>, movable: usize) {
         self.rtt = rtt;
         self.movable = movable;
+    }
+
+    /// Whether it is measuring the window before a probe (and wants to
+    /// see the machine's cores).
+    pub(crate) fn measuring(&self) -> bool {
+        matches!(self.state, State::Measuring { .. })
+    }
+
+    /// What the machine's cores have done so far ([`CoresSample::now`]).
+    pub(crate) fn saw_cores(&mut self, cores: Option<CoresSample>) {
+        self.cores = cores;
     }
 
     /// Called from time to time: `received` counts every byte read over
@@ -186,12 +247,23 @@ impl Growth {
                         self.state = State::Measuring {
                             from: Some((now, received)),
                         };
+                        self.cores_from = self.cores;
                         Step::Wait
                     }
                     Some((_, b0)) if received == b0 => {
                         self.state = State::Measuring {
                             from: Some((now, received)),
                         };
+                        self.cores_from = self.cores;
+                        Step::Wait
+                    }
+                    Some((t0, _)) if now.duration_since(t0) >= WINDOW && self.cores_bound() => {
+                        tracing::debug!(
+                            conns,
+                            readers,
+                            "the machine's cores bound this link: no SSH connection more"
+                        );
+                        self.state = State::Stopped;
                         Step::Wait
                     }
                     Some((t0, b0)) if now.duration_since(t0) >= WINDOW => {
@@ -296,6 +368,14 @@ impl Growth {
                 }
             }
         }
+    }
+
+    /// Whether the cores were busy enough over the window before a probe
+    /// to bound the link ([`CORES_BOUND`]); not when unknown.
+    fn cores_bound(&self) -> bool {
+        (self.cores_from.zip(self.cores))
+            .and_then(|(from, to)| from.busy_until(to))
+            .is_some_and(|busy| busy >= CORES_BOUND)
     }
 
     fn set_from(&mut self, new: Option<(Instant, u64)>) {
@@ -430,6 +510,61 @@ mod tests {
             }
         }
         (conns, steps)
+    }
+
+    #[test]
+    fn a_short_link_whose_cores_are_busy_gets_no_probe() {
+        // Loopback: the machine's two cores 90 % busy over the window
+        // before the probe (our cipher and sshd's): one more connection
+        // adds an sshd and a cipher to the same cores, and its handshake
+        // and the parts that move onto it cost more than it could bring.
+        let t = Instant::now();
+        let ms = |n: u64| t + Duration::from_millis(n);
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_micros(100)), 5);
+        g.saw_cores(Some(CoresSample {
+            busy: 1000,
+            total: 2000,
+        }));
+        assert_eq!(g.tick(ms(50), 1_000_000, 1, 5, 7), Step::Wait);
+        g.saw_cores(Some(CoresSample {
+            busy: 1072,
+            total: 2080,
+        }));
+        assert_eq!(g.tick(ms(500), 300_000_000, 1, 5, 7), Step::Wait);
+        assert!(g.stopped());
+        // The same link with the cores mostly idle (a cap per connection
+        // next door) is probed.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_micros(100)), 5);
+        g.saw_cores(Some(CoresSample {
+            busy: 1000,
+            total: 2000,
+        }));
+        assert_eq!(g.tick(ms(50), 1_000_000, 1, 5, 7), Step::Wait);
+        g.saw_cores(Some(CoresSample {
+            busy: 1024,
+            total: 2080,
+        }));
+        assert_eq!(g.tick(ms(500), 8_000_000, 1, 5, 7), Step::Open(1));
+        // And so is one whose cores are not known.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_micros(100)), 5);
+        assert_eq!(g.tick(ms(50), 1_000_000, 1, 5, 7), Step::Wait);
+        assert_eq!(g.tick(ms(500), 300_000_000, 1, 5, 7), Step::Open(1));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_machines_cores_are_read_from_proc_stat() {
+        let a = CoresSample::now().expect("/proc/stat");
+        assert!(a.busy <= a.total && a.total > 0, "{a:?}");
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(0);
+        }
+        let b = CoresSample::now().expect("/proc/stat");
+        assert!(b.total >= a.total && b.busy >= a.busy, "{a:?} {b:?}");
     }
 
     #[test]
