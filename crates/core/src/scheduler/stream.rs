@@ -135,6 +135,14 @@ impl Downloader {
                     Some((index, outcome)) => on_result(index, outcome),
                     None => break,
                 },
+                // A file task ends when it finds no file left: once none
+                // can come, the growth's sender goes at once, so that the
+                // batch ends with its last file, not at the next tick.
+                Some(_) = running.join_next(), if grow_tx.is_some() => {
+                    if feed.ended.load(Ordering::SeqCst) || batch.file_tasks.load(Ordering::SeqCst) == 0 {
+                        grow_tx = None;
+                    }
+                }
                 _ = tick.tick(), if adaptive => {
                     batch.adapt_tick(Instant::now());
                     let tasks = batch.file_tasks.load(Ordering::SeqCst);
