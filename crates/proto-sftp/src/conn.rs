@@ -285,7 +285,7 @@ impl Slot {
         };
         let mut growth = self.growth.lock().expect("slot poisoned");
         growth.saw_link(rtt, self.movable.load(Ordering::SeqCst));
-        if growth.measuring() {
+        if growth.wants_cores(conns, readers) {
             growth.saw_cores(CoresSample::now());
         }
         match growth.tick(now, received, conns, readers, room) {

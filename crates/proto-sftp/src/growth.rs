@@ -179,10 +179,11 @@ impl Growth {
         self.movable = movable;
     }
 
-    /// Whether it is measuring the window before a probe (and wants to
-    /// see the machine's cores).
-    pub(crate) fn measuring(&self) -> bool {
-        matches!(self.state, State::Measuring { .. })
+    /// Whether it wants to see the machine's cores: in a window before a
+    /// probe, which runs only while `readers` parts share `conns`
+    /// connections (not all along a file fetched in one part).
+    pub(crate) fn wants_cores(&self, conns: usize, readers: usize) -> bool {
+        matches!(self.state, State::Measuring { .. }) && readers > conns
     }
 
     /// What the machine's cores have done so far ([`CoresSample::now`]).

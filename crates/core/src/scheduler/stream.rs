@@ -127,6 +127,9 @@ impl Downloader {
         let adaptive = batch.adapt.is_some();
         let mut grow_tx = adaptive.then(|| done_tx.clone());
         drop(done_tx);
+        // The feed is done, or no file task is left to take from it.
+        let no_file_can_come =
+            || feed.ended.load(Ordering::SeqCst) || batch.file_tasks.load(Ordering::SeqCst) == 0;
         let mut tick = tokio::time::interval(ADAPT_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -139,14 +142,13 @@ impl Downloader {
                 // can come, the growth's sender goes at once, so that the
                 // batch ends with its last file, not at the next tick.
                 Some(_) = running.join_next(), if grow_tx.is_some() => {
-                    if feed.ended.load(Ordering::SeqCst) || batch.file_tasks.load(Ordering::SeqCst) == 0 {
+                    if no_file_can_come() {
                         grow_tx = None;
                     }
                 }
                 _ = tick.tick(), if adaptive => {
                     batch.adapt_tick(Instant::now());
-                    let tasks = batch.file_tasks.load(Ordering::SeqCst);
-                    if feed.ended.load(Ordering::SeqCst) || tasks == 0 {
+                    if no_file_can_come() {
                         grow_tx = None;
                     }
                     if let Some(done_tx) = &grow_tx {
