@@ -385,6 +385,19 @@ pub trait Protocol: Send + Sync + Debug {
         true
     }
 
+    /// Whether a part may be cut while its request runs at little cost:
+    /// the protocol asks for the bytes as it goes (SFTP's reads, about a
+    /// link's worth in flight) and asks none past where the part now ends
+    /// (its [`PartEnd`]), so a cut wastes what is in flight at most, not
+    /// the rest of a range the server streams. Near the end of a file the
+    /// engine then gives an idle connection half of any part that would
+    /// take a few times longer than a request takes to answer, not only of
+    /// one far from done (the last part of a capped link kept its one
+    /// connection busy for half a second while seven idled).
+    fn cuts_cheaply(&self) -> bool {
+        false
+    }
+
     /// Closes the idle connections it keeps, politely (FTP `QUIT`), at the
     /// end of a batch: servers that count sessions free their places at
     /// once rather than when they notice the connection is gone.

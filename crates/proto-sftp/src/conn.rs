@@ -146,16 +146,25 @@ impl Lease {
     pub(crate) fn set_movable(&self, movable: bool) {
         if self.movable.swap(movable, Ordering::SeqCst) != movable {
             match movable {
-                true => self.slot.movable.fetch_add(1, Ordering::SeqCst),
-                false => self.slot.movable.fetch_sub(1, Ordering::SeqCst),
-            };
+                // The key's first part that could move: the growth looks
+                // now, not at the next tick of bytes arriving (on a long
+                // link the next chunk may be a round trip away, and a tick
+                // just taken skips it: a probe went 80 ms late at 40 ms).
+                true if self.slot.movable.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    self.slot.tick(true)
+                }
+                true => {}
+                false => {
+                    self.slot.movable.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
         }
     }
 
     /// Lets the pool grow or shrink (at most once per [`TICK`]): called as
     /// bytes arrive, so that a probe goes within a tick of bytes flowing.
     pub(crate) fn tick(&self) {
-        self.slot.tick();
+        self.slot.tick(false);
     }
 
     /// Another connection of the same key, less busy by two parts or more
@@ -251,12 +260,12 @@ impl Slot {
     }
 
     /// Measures the connections' rates and lets [`Growth`] decide, at
-    /// most once per [`TICK`].
-    fn tick(self: &Arc<Slot>) {
+    /// most once per [`TICK`] unless `now_anyway`.
+    fn tick(self: &Arc<Slot>, now_anyway: bool) {
         let now = Instant::now();
         {
             let mut last = self.last_tick.lock().expect("slot poisoned");
-            if last.is_some_and(|t| now.duration_since(t) < TICK) {
+            if !now_anyway && last.is_some_and(|t| now.duration_since(t) < TICK) {
                 return;
             }
             *last = Some(now);
@@ -428,7 +437,7 @@ impl Pool {
         if let Some((kind, msg)) = slot.failed.lock().expect("slot poisoned").clone() {
             return Err(Error::new(kind, msg).retryable(false));
         }
-        slot.tick();
+        slot.tick(false);
         if let Some(lease) = slot.least_busy() {
             return Ok(lease);
         }

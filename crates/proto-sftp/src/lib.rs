@@ -318,6 +318,12 @@ impl Protocol for SftpProtocol {
         Some(target::SSH_PORT)
     }
 
+    /// A part asks its reads as it goes, a link's worth in flight, and
+    /// none past where the part is cut (`read.rs`).
+    fn cuts_cheaply(&self) -> bool {
+        true
+    }
+
     async fn stat(&self, url: &Url) -> Result<RemoteMeta> {
         let target = self.target(url)?;
         let target = &target;

@@ -30,6 +30,13 @@ pub(super) const SPLIT_HORIZON: Duration = Duration::from_secs(1);
 /// other transfers, are its pace, not a stall.
 pub(super) const STALL_GAPS: u32 = 4;
 
+/// A part whose request its protocol cuts cheaply is split for an idle
+/// connection when its rest takes this many times as long as a request
+/// takes to answer: the back half then arrives at least half an answer
+/// sooner than the part would have got there (see
+/// `Span::cheap_cut_pays`).
+pub(super) const CHEAP_CUT_PAYS: u32 = 3;
+
 /// How long a part's request runs before its pace says anything.
 pub(super) const PACE_SEEN_AFTER: Duration = TAIL_POLL;
 
@@ -148,6 +155,10 @@ pub(super) struct PartTable<S> {
     /// The pace of the last request of any span that showed one (bytes per
     /// second), for the first request of a span that has none yet.
     pace: Option<f64>,
+    /// The quickest a request of the file was answered, by its protocol's
+    /// measure: how long an idle connection that takes half of a span
+    /// waits for its first byte (see `Span::cheap_cut_pays`).
+    answer: Option<Duration>,
 }
 
 impl<S: Default> PartTable<S> {
@@ -171,6 +182,7 @@ impl<S: Default> PartTable<S> {
             one_stream,
             rewound: false,
             pace: None,
+            answer: None,
         }
     }
 
@@ -205,13 +217,14 @@ impl<S: Default> PartTable<S> {
         // near the end is the idle connection's whole wait), or of the
         // request under way (it is no stall to wait on).
         let file_pace = self.pace.is_some();
+        let answer = self.answer;
         let unasked = |s: &Span<S>| {
             s.end.saturating_sub(s.asked) >= min && (file_pace || s.pace(now).is_some())
         };
         let victim = (self.spans.iter().enumerate())
             .filter(|(_, s)| s.active && s.left() >= 2 * min)
-            .filter(|(_, s)| s.worth_splitting(now) || unasked(s))
-            .filter_map(|(id, s)| Some((id, s.cut_at(min, now)?, s.left())))
+            .filter(|(_, s)| s.worth_splitting(now) || unasked(s) || s.cheap_cut_pays(now, answer))
+            .filter_map(|(id, s)| Some((id, s.cut_at(min, now, answer)?, s.left())))
             .max_by_key(|&(_, _, left)| left);
         if let Some((victim, at, _)) = victim {
             let v = &mut self.spans[victim];
@@ -389,6 +402,16 @@ impl<S> PartTable<S> {
     pub(super) fn ended_where_asked(&self, id: SpanId) -> bool {
         let s = &self.spans[id];
         s.pos == s.asked && s.pos < s.end
+    }
+
+    /// The request that fills `id` is one its protocol cuts cheaply (see
+    /// `Protocol::cuts_cheaply`), answered `answer` after it was made by
+    /// the protocol's measure, if it measured.
+    pub(super) fn cut_cheaply(&mut self, id: SpanId, cheap: bool, answer: Option<Duration>) {
+        self.spans[id].cheap_cuts = cheap;
+        if let Some(took) = answer {
+            self.answer = Some(self.answer.map_or(took, |a| a.min(took)));
+        }
     }
 
     /// The request that fills `id` is carried by a connection it shares

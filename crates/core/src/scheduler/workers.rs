@@ -302,7 +302,11 @@ impl FileJob {
             )
             .await?;
         self.same_version_at(mirror, &fetched.meta)?;
-        self.parts().carried_by(span, fetched.carrier);
+        let cheap = mirror.protocol.cuts_cheaply();
+        let mut parts = self.parts();
+        parts.carried_by(span, fetched.carrier);
+        parts.cut_cheaply(span, cheap, fetched.answer);
+        drop(parts);
         if fetched.offset != pos {
             // The server no longer serves ranges (or never did): the one
             // stream starts again from the beginning.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{PACE_SEEN_AFTER, Rules, SPLIT_HORIZON, STALL_GAPS};
+use super::{CHEAP_CUT_PAYS, PACE_SEEN_AFTER, Rules, SPLIT_HORIZON, STALL_GAPS};
 use crate::link::Carrier;
 use crate::protocol::PartEnd;
 
@@ -54,6 +54,9 @@ pub(super) struct Span<S> {
     /// The connection its current request shares with other fetches, when
     /// the protocol said (see [`Carrier`]).
     pub(super) carrier: Option<Carrier>,
+    /// Whether its current request's protocol cuts it cheaply
+    /// (`Protocol::cuts_cheaply`).
+    pub(super) cheap_cuts: bool,
 }
 
 impl<S: Default> Span<S> {
@@ -74,6 +77,7 @@ impl<S: Default> Span<S> {
             stop: S::default(),
             takeovers: 0,
             carrier: None,
+            cheap_cuts: false,
         }
     }
 }
@@ -120,7 +124,15 @@ impl<S> Span<S> {
     /// byte. (Waiting on the bandwidth cap, its pace says how far it is:
     /// several connections joining at once would otherwise halve it again
     /// and again, each cut nearer to where its bytes have got.)
-    pub(super) fn cut_at(&self, min_split: u64, now: Instant) -> Option<u64> {
+    ///
+    /// A request its protocol cuts cheaply is cut in the middle whenever
+    /// that pays ([`Span::cheap_cut_pays`]).
+    pub(super) fn cut_at(
+        &self,
+        min_split: u64,
+        now: Instant,
+        answer: Option<Duration>,
+    ) -> Option<u64> {
         let mid = self.pos + self.left() / 2;
         if self.asked < self.end && self.end - self.asked >= min_split {
             return Some(mid.max(self.asked));
@@ -128,8 +140,27 @@ impl<S> Span<S> {
         let far = (self.waiting && self.pos == self.began_pos)
             || self
                 .time_left(now)
-                .is_none_or(|left| left >= 2 * SPLIT_HORIZON);
+                .is_none_or(|left| left >= 2 * SPLIT_HORIZON)
+            || self.cheap_cut_pays(now, answer);
         far.then_some(mid)
+    }
+
+    /// Whether an idle connection gains by taking the back half of this
+    /// span, its request being one its protocol cuts cheaply: when the
+    /// rest, at the span's pace, takes at least [`CHEAP_CUT_PAYS`] times
+    /// `answer` (the quickest a request of the file was answered), the
+    /// back half arrives before the span would have got there (the half
+    /// takes half the time, after an answer's wait), and the cut wastes
+    /// only what is in flight past it.
+    pub(super) fn cheap_cut_pays(&self, now: Instant, answer: Option<Duration>) -> bool {
+        let elapsed = now.saturating_duration_since(self.began);
+        self.cheap_cuts
+            && !self.waiting
+            && elapsed >= PACE_SEEN_AFTER
+            && answer.is_some_and(|answer| {
+                self.time_left(now)
+                    .is_some_and(|left| left >= answer * CHEAP_CUT_PAYS)
+            })
     }
 
     /// The pace of its current request, in bytes per second, once it has

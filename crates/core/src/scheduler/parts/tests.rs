@@ -1011,3 +1011,43 @@ proptest! {
         model.finish();
     }
 }
+
+#[test]
+fn a_part_its_protocol_cuts_cheaply_is_split_when_the_half_comes_sooner() {
+    // The last part of a capped link: 4.9 MB left at 9.3 MB/s, its
+    // request asking to its end, answers in 80 ms. Its half arrives
+    // sooner on an idle connection (80 ms, then half the time) than the
+    // part would get there, and the cut costs no byte a server streams.
+    let t0 = Instant::now();
+    let at = t0 + 500 * MS;
+    let cheap = |cheap: bool, answer: Option<Duration>| {
+        let mut t = table(10_000_000, 1, 1 << 20, t0);
+        assert_eq!(t.begin_request(0, false, t0), (0, 10_000_000));
+        t.answered(0, t0);
+        t.cut_cheaply(0, cheap, answer);
+        deliver(&mut t, 0, 5_100_000, t0 + 250 * MS);
+        deliver(&mut t, 0, 0, at);
+        t
+    };
+    let mut t = cheap(true, Some(80 * MS));
+    assert_eq!(
+        t.next_for_idle(at),
+        Some(Given::Split {
+            span: 1,
+            at: 7_550_000
+        })
+    );
+    assert_eq!(t.end(0), 7_550_000);
+    // A protocol whose server streams to the request's end is not cut:
+    // the part is on course to finish within the horizon.
+    assert_eq!(cheap(false, Some(80 * MS)).next_for_idle(at), None);
+    // Nor where an answer takes longer than a third of the time left.
+    assert_eq!(cheap(true, Some(200 * MS)).next_for_idle(at), None);
+    // Nor before any answer was measured.
+    assert_eq!(cheap(true, None).next_for_idle(at), None);
+    // The quickest answer counts.
+    let mut t = cheap(true, Some(400 * MS));
+    t.cut_cheaply(0, true, Some(80 * MS));
+    t.cut_cheaply(0, true, Some(300 * MS));
+    assert!(t.next_for_idle(at).is_some());
+}
