@@ -20,6 +20,38 @@ use crate::input::{BadLine, Entry, Item, Lines};
 /// How many entries the list is read ahead of the downloads.
 pub(crate) const LOOK_AHEAD: usize = 256;
 
+/// How many places the reader waits for once the list is read
+/// [`LOOK_AHEAD`] ahead: it is woken once per so many requests taken, not
+/// at each (a wake-up of its thread per request, 2,000 of them for a list
+/// of small files on loopback, cost more CPU than their transfers).
+const ROOM: usize = LOOK_AHEAD / 4;
+
+/// Sends from the reader's thread, outside the runtime, taking places in
+/// the channel [`ROOM`] at a time. An entry is sent as soon as it is read,
+/// into a place already taken: none waits for others to fill a batch (a
+/// list on a slow pipe starts its downloads line by line).
+struct Feeder<'a> {
+    tx: &'a mpsc::Sender<Fed>,
+    runtime: tokio::runtime::Handle,
+    places: Option<mpsc::PermitIterator<'a, Fed>>,
+}
+
+impl Feeder<'_> {
+    /// Sends `fed`; `false` once nobody takes what is sent.
+    fn send(&mut self, fed: Fed) -> bool {
+        loop {
+            if let Some(place) = self.places.as_mut().and_then(Iterator::next) {
+                place.send(fed);
+                return true;
+            }
+            match self.runtime.block_on(self.tx.reserve_many(ROOM)) {
+                Ok(places) => self.places = Some(places),
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
 /// The input list being read.
 pub(crate) type List = Lines<Box<dyn BufRead + Send>>;
 
@@ -119,12 +151,20 @@ impl Source {
     ) -> std::io::Result<()> {
         let head = std::mem::take(&mut self.head);
         let list = self.list.take();
+        let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("pymatris-input".to_owned())
             .spawn(move || {
-                let send = |item| !stop.is_cancelled() && self.send(&tx, item, &on_bad);
+                let mut feeder = Feeder {
+                    tx: &tx,
+                    runtime,
+                    places: None,
+                };
+                let send = |feeder: &mut Feeder, item| {
+                    !stop.is_cancelled() && self.send(feeder, item, &on_bad)
+                };
                 for item in head {
-                    if !send(item) {
+                    if !send(&mut feeder, item) {
                         return;
                     }
                 }
@@ -136,30 +176,30 @@ impl Source {
                     let item = match next {
                         Ok(item) => item,
                         Err(e) => {
-                            let _ = tx.blocking_send(Fed::ReadError(format!(
+                            feeder.send(Fed::ReadError(format!(
                                 "cannot read the input file {name}: {e}"
                             )));
                             return;
                         }
                     };
-                    if !send(item) {
+                    if !send(&mut feeder, item) {
                         return;
                     }
                     // The position, for the progress bar, now and then.
                     if list.position() - told >= 64 {
                         told = list.position();
-                        if tx.blocking_send(Fed::Position(told)).is_err() {
+                        if !feeder.send(Fed::Position(told)) {
                             return;
                         }
                     }
                 }
-                let _ = tx.blocking_send(Fed::Position(list.position()));
+                feeder.send(Fed::Position(list.position()));
             })
             .map(drop)
     }
 
     /// Sends one entry; `false` once nobody takes them.
-    fn send(&self, tx: &mpsc::Sender<Fed>, item: Item, on_bad: &impl Fn(BadLine)) -> bool {
+    fn send(&self, feeder: &mut Feeder, item: Item, on_bad: &impl Fn(BadLine)) -> bool {
         if !self.mine(&item) {
             return true;
         }
@@ -185,7 +225,7 @@ impl Source {
                 return true;
             }
         };
-        tx.blocking_send(fed).is_ok()
+        feeder.send(fed)
     }
 }
 

@@ -102,7 +102,15 @@ where
         Ok(rt) => rt,
         Err(e) => return cannot_start(&e),
     };
-    runtime.block_on(run(plan))
+    // On the runtime's worker, not on this thread: the batch wakes the
+    // run for each file that ends, and a wake-up across threads is two
+    // system calls and two context switches (2,000 small files took 30 %
+    // more CPU).
+    runtime.block_on(async {
+        tokio::spawn(run(plan))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    })
 }
 
 /// Raises the soft limit of open files to the hard one, as servers do: a
@@ -236,22 +244,41 @@ async fn run(plan: Plan) -> u8 {
     {
         let interrupted = interrupted.clone();
         let cancel = cancel.clone();
-        // Listening starts here, before the first transfer, not when the
-        // task first runs.
-        let mut signals = StopSignals::listen();
-        tokio::spawn(async move {
-            let status = signals.recv().await;
-            interrupted.store(status, std::sync::atomic::Ordering::SeqCst);
-            cancel.cancel();
-            // What follows (parts removed or synced and their state saved,
-            // the account of failures written) can take long: on a slow
-            // disk, or to a paused pager. A second signal means "now".
-            // Final names are only ever given by a rename, so none holds a
-            // half-written file; a state file is at worst the last
-            // checkpoint's.
-            let status = signals.recv().await;
-            std::process::exit(i32::from(status));
-        });
+        // On a thread and a runtime of their own: the run's one worker
+        // may be held by a write to a pipe nobody reads (the account), and
+        // a second signal must still end the process.
+        let (listening_tx, listening) = std::sync::mpsc::channel();
+        let listener = std::thread::Builder::new()
+            .name("pymatris-signals".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let Ok(runtime) = runtime else {
+                    let _ = listening_tx.send(());
+                    return;
+                };
+                runtime.block_on(async move {
+                    let mut signals = StopSignals::listen();
+                    let _ = listening_tx.send(());
+                    let status = signals.recv().await;
+                    interrupted.store(status, std::sync::atomic::Ordering::SeqCst);
+                    cancel.cancel();
+                    // What follows (parts removed or synced and their state
+                    // saved, the account of failures written) can take
+                    // long: on a slow disk, or to a paused pager. A second
+                    // signal means "now". Final names are only ever given
+                    // by a rename, so none holds a half-written file; a
+                    // state file is at worst the last checkpoint's.
+                    let status = signals.recv().await;
+                    std::process::exit(i32::from(status));
+                });
+            });
+        if let Err(e) = listener {
+            return cannot_start(&e);
+        }
+        // Listening starts before the first transfer.
+        let _ = listening.recv();
     }
     let started = std::time::Instant::now();
     let account = Arc::new(Account::new(jsonl, json, show_errors));
