@@ -231,6 +231,35 @@ fn ssh_connections_over_a_capped_long_link_reach_the_ceiling_early() {
 }
 
 #[test]
+fn ssh_connections_over_a_capped_long_link_grow_past_eight() {
+    // Eight connections at 4 MB/s each are not the link's limit: the pool
+    // grows on to its ceiling (16), eight new connections at most at once
+    // (sshd's default `MaxStartups` refuses at random from ten not yet
+    // authenticated). At 40 ms and 6 MB/s per connection, eight were
+    // level with lftp's eight on the WAN bench.
+    let size: u64 = 96 << 20;
+    let shape = Shape::new()
+        .delay(Duration::from_millis(10))
+        .rate(Some(4_000_000));
+    let run = through(shape, 1, size, 59, &[], Some(9));
+    assert!(
+        run.at_watched.is_some(),
+        "no ninth SSH connection ({} in all, {:?}):\n{}",
+        run.counters.connections,
+        run.took,
+        run.growth_log()
+    );
+    assert!(
+        run.counters.connections <= 16,
+        "{} SSH connections ({:?}):\n{}",
+        run.counters.connections,
+        run.took,
+        run.growth_log()
+    );
+    run.assert_each_byte_sent_once(size);
+}
+
+#[test]
 fn small_files_over_a_capped_long_link_open_no_ssh_connection_for_parts() {
     // A small file's first read goes out with its size unknown, asked as
     // a large range: counted as a part that could move, it made the pool

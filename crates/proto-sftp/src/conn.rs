@@ -29,12 +29,16 @@ use crate::ssh::Client;
 use crate::target::Target;
 
 /// SSH connections per (host, port, user) at most when the engine sets no
-/// `max_per_host`: as many as the peers' usual eight, few enough to be
-/// polite to a server. How many of them are opened is measured
-/// (`growth.rs`): on loopback, where the CPU is the bound, one connection
-/// moves a file faster than several (every connection adds an sshd and a
-/// cipher stream to the same cores), and the pool stays at one.
-pub(crate) const CONNS_PER_KEY: usize = 8;
+/// `max_per_host`: the engine's own ceiling for a host
+/// (`pymatris_core::config::DEFAULT_GROWTH_CEILING`, 16), reached only
+/// where each connection added paid (a cap per connection: at 40 ms and 6
+/// MB/s per connection, eight connections were level with lftp's eight).
+/// How many of them are opened is measured (`growth.rs`), and they open
+/// at most [`growth::AT_ONCE`] at a time: on loopback, where the CPU is
+/// the bound, one connection moves a file faster than several (every
+/// connection adds an sshd and a cipher stream to the same cores), and
+/// the pool stays at one.
+pub(crate) const CONNS_PER_KEY: usize = 16;
 
 /// How often the pool's growth and the connections' rates are looked at.
 const TICK: Duration = Duration::from_millis(50);

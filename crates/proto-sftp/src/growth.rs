@@ -49,6 +49,13 @@ pub(crate) const SETTLE: Duration = Duration::from_millis(200);
 /// queued on the first connection draining at its rate.)
 pub(crate) const LONG_RTT: Duration = Duration::from_millis(10);
 
+/// The most connections a probe opens at once: sshd's default
+/// `MaxStartups 10:30:100` refuses new connections at random once ten are
+/// not yet authenticated, and a refused probe stops the growth. Eight
+/// new, beside the one up, stay under it; the next eight follow once the
+/// first paid (a window later).
+pub(crate) const AT_ONCE: usize = 8;
+
 /// How long a probe's connections may outnumber the parts before the
 /// surplus goes: the engine splits a file for new connections within a
 /// window or two of its own, so this is a few of them; where the parts
@@ -219,14 +226,15 @@ impl Growth {
                         // Parts share a connection and one could move (the
                         // server answered: the engine cut the file): the
                         // window before runs while the probe logs in, and
-                        // the probe goes to the ceiling (see `LONG_RTT`).
+                        // the probe goes to the ceiling (see `LONG_RTT`),
+                        // [`AT_ONCE`] at most.
                         // One such part is enough: the others of a large
                         // file are opened on the same connection, behind
                         // the first's reads (waiting for bytes to flow and
                         // for a second cost 0.3 s of a 3.6 s file at 40
                         // ms). Small files, which end before they could
                         // move, probe with one, after a window.
-                        let n = room;
+                        let n = room.min(AT_ONCE);
                         tracing::debug!(
                             n,
                             conns,
@@ -352,10 +360,16 @@ impl Growth {
                 if crowded && room > 0 {
                     // Each connection added as much as those before it
                     // (a cap per connection): double at once, as far as
-                    // parts and the cap allow.
+                    // parts and the cap allow. So on a long link whose
+                    // probe paid at all: its window after ends while parts
+                    // still move onto the probe's connections (at 40 ms a
+                    // probe of eight measured 27 of the 54 MB/s they were
+                    // about to carry), and one more at a time took a second
+                    // a step there.
                     let linear = after >= 0.9 * before * conns as f64 / had.max(1) as f64;
-                    let n = if linear { conns } else { 1 };
-                    let n = n.min(readers - conns).min(room).max(1);
+                    let long = self.rtt.is_some_and(|rtt| rtt >= LONG_RTT);
+                    let n = if linear || long { conns } else { 1 };
+                    let n = n.min(readers - conns).min(room).clamp(1, AT_ONCE);
                     self.state = State::Opening {
                         before: after,
                         from: None,
@@ -672,6 +686,35 @@ mod tests {
         for n in 0..40 {
             assert_eq!(g.tick(ms(50 * n), 800_000 * n, 1, 1, 7), Step::Wait);
         }
+    }
+
+    #[test]
+    fn a_long_link_grows_past_eight_in_waves_sshd_accepts() {
+        // 40 ms round trips, 6 MB/s per connection, sixteen parts and room
+        // for fifteen more: eight at once (sshd's default MaxStartups
+        // refuses at random from ten unauthenticated), then eight more
+        // once they paid.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 16);
+        let (conns, steps) = run(&mut g, |c| 6.0 * MB * c as f64, 16, 16, 20.0);
+        assert_eq!(steps, [Step::Open(8), Step::Open(7)]);
+        assert_eq!(conns, 16);
+        // The window after the first probe ends while parts still move
+        // onto it (half of what its nine connections carry a moment
+        // later): it paid, and the next goes to the ceiling all the same,
+        // not one at a time.
+        let mut g = Growth::default();
+        g.saw_link(Some(Duration::from_millis(40)), 16);
+        let half_at_nine = |c: usize| {
+            if c == 9 {
+                27.0 * MB
+            } else {
+                6.0 * MB * c as f64
+            }
+        };
+        let (conns, steps) = run(&mut g, half_at_nine, 16, 16, 20.0);
+        assert_eq!(steps, [Step::Open(8), Step::Open(7)]);
+        assert_eq!(conns, 16);
     }
 
     #[test]
