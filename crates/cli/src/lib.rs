@@ -254,13 +254,16 @@ async fn run(plan: Plan) -> u8 {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build();
-                let Ok(runtime) = runtime else {
-                    let _ = listening_tx.send(());
-                    return;
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = listening_tx.send(Err(e));
+                        return;
+                    }
                 };
                 runtime.block_on(async move {
                     let mut signals = StopSignals::listen();
-                    let _ = listening_tx.send(());
+                    let _ = listening_tx.send(Ok(()));
                     let status = signals.recv().await;
                     interrupted.store(status, std::sync::atomic::Ordering::SeqCst);
                     cancel.cancel();
@@ -274,11 +277,16 @@ async fn run(plan: Plan) -> u8 {
                     std::process::exit(i32::from(status));
                 });
             });
-        if let Err(e) = listener {
+        // Listening starts before the first transfer; a run that could not
+        // listen does not start (a Ctrl-C would leave its parts behind).
+        let listening = listener.and_then(|_| {
+            listening
+                .recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the signal thread ended")))
+        });
+        if let Err(e) = listening {
             return cannot_start(&e);
         }
-        // Listening starts before the first transfer.
-        let _ = listening.recv();
     }
     let started = std::time::Instant::now();
     let account = Arc::new(Account::new(jsonl, json, show_errors));

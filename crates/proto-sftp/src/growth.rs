@@ -220,7 +220,7 @@ impl Growth {
                     self.state = State::Measuring { from: None };
                     return Step::Wait;
                 }
-                let long = self.rtt.is_some_and(|rtt| rtt >= LONG_RTT);
+                let long = self.long();
                 match from {
                     _ if long && self.movable > 0 => {
                         // Parts share a connection and one could move (the
@@ -367,7 +367,7 @@ impl Growth {
                     // about to carry), and one more at a time took a second
                     // a step there.
                     let linear = after >= 0.9 * before * conns as f64 / had.max(1) as f64;
-                    let long = self.rtt.is_some_and(|rtt| rtt >= LONG_RTT);
+                    let long = self.long();
                     let n = if linear || long { conns } else { 1 };
                     let n = n.min(readers - conns).min(room).clamp(1, AT_ONCE);
                     self.state = State::Opening {
@@ -383,6 +383,11 @@ impl Growth {
                 }
             }
         }
+    }
+
+    /// Whether the key's connections are over a long link ([`LONG_RTT`]).
+    fn long(&self) -> bool {
+        self.rtt.is_some_and(|rtt| rtt >= LONG_RTT)
     }
 
     /// Whether the cores were busy enough over the window before a probe
