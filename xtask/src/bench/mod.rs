@@ -348,7 +348,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             meter: link.map(|(shaper, _)| shaper),
             ..ctx.clone()
         };
-        let runs = if args.wan { wan::runs(wl, runs) } else { runs };
         let result = run_workload(&ctx, wl, &files, &tools, runs, timeout, &wrapper)?;
         report.results.push(result);
     }

@@ -183,12 +183,6 @@ fn summary_rate(r: &WorkloadResult, tool: Tool) -> String {
     }
 }
 
-/// Runs per tool: the large single files, which take most of the time,
-/// once; the many small files `runs` times.
-pub(super) fn runs(wl: &Workload, runs: u32) -> u32 {
-    if wl.per_file { runs } else { 1 }
-}
-
 fn mb(rate: f64) -> Option<u64> {
     (rate > 0.0).then_some((rate * 1e6) as u64)
 }
@@ -385,8 +379,8 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
     let _ = writeln!(md, "### Latest WAN run\n");
     let _ = writeln!(
         md,
-        "`{}` on {}. Single large files: one run per tool; many small files: {} run(s) per \
-         tool (medians), tools alternating. Every file compared byte for byte with its source \
+        "`{}` on {}. {} run(s) per tool and workload (medians), tools alternating run by \
+         run. Every file compared byte for byte with its source \
          afterwards. Peers at {} connections; \"pymatris, peers' settings\" is `--max-parallel \
          N --max-splits N --max-per-host N` with the same N. Connections and bytes are the \
          proxy's counters; bytes per file byte counts what the server sent through the proxy \
@@ -479,14 +473,14 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
         );
         let _ = writeln!(
             md,
-            "| Tool | Settings | Wall, median (s) | {u} | / best peer | Connections | Bytes per file byte | Machine CPU busy (this run's) | CPU s: tool / server / proxy |"
+            "| Tool | Settings | Wall, median (s) | Spread | {u} | / best peer | Connections | Bytes per file byte | Machine CPU busy (this run's) | CPU s: tool / server / proxy |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
         for c in &r.cells {
             let Some(s) = r.stats(c) else {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | FAILED ({} of {} runs) | | | | | | |",
+                    "| {} | {} | FAILED ({} of {} runs) | | | | | | | |",
                     c.tool.name(),
                     c.settings,
                     c.failures.len(),
@@ -497,10 +491,11 @@ pub(super) fn markdown(report: &Report, links: &Links) -> String {
             let w = wire(r, c.tool);
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.2} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.2} | {:.0} % | {} | {} | {} | {} | {} |",
                 c.tool.name(),
                 c.settings,
                 s.median,
+                100.0 * s.spread,
                 num(s.rate),
                 best.map_or("n/a".to_owned(), |b| format!("{:.2}x", s.rate / b)),
                 w.map_or("n/a".to_owned(), |w| format!("{:.0}", w.connections)),
@@ -569,6 +564,74 @@ mod tests {
             failures: vec!["exit status 1".to_owned()],
         });
         assert_eq!(summary_rate(&r, Tool::PymatrisAt), "FAILED");
+    }
+
+    #[test]
+    fn every_row_of_a_wan_table_has_its_header_s_cells() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            wan: WanArgs,
+        }
+        let links = Links {
+            args: Cli::parse_from(["bench"]).wan,
+            shapers: HashMap::new(),
+        };
+        let sample = |secs: f64| super::super::measure::Sample {
+            wall: Duration::from_secs_f64(secs),
+            cpu: 0.5,
+            rss_kib: 1024,
+            server_cpu: Some(0.1),
+            link: None,
+            machine: None,
+            inner_wall: None,
+        };
+        let cell = |tool: Tool, samples, failures| super::super::report::Cell {
+            tool,
+            settings: "s".to_owned(),
+            command: String::new(),
+            inputs: Vec::new(),
+            samples,
+            failures,
+        };
+        let (wl, _) = table().swap_remove(0);
+        let report = Report {
+            command: "bench --wan".to_owned(),
+            runs: 3,
+            date: "today".to_owned(),
+            machine: Vec::new(),
+            versions: Vec::new(),
+            load_before: String::new(),
+            load_after: String::new(),
+            results: vec![WorkloadResult {
+                wl,
+                files: 1,
+                bytes: 1 << 20,
+                cells: vec![
+                    cell(
+                        Tool::Pymatris,
+                        vec![sample(1.0), sample(1.2), sample(0.9)],
+                        vec![],
+                    ),
+                    cell(Tool::Aria2c, vec![sample(2.0)], vec![]),
+                    cell(Tool::Curl, vec![], vec!["exit status 7".to_owned()]),
+                ],
+                notes: Vec::new(),
+            }],
+            skipped: Vec::new(),
+            notes: Vec::new(),
+        };
+        let md = markdown(&report, &links);
+        let mut tables = 0;
+        for table in md.split("\n\n").filter(|b| b.starts_with('|')) {
+            let widths: Vec<usize> = table.lines().map(|l| l.matches('|').count()).collect();
+            assert!(widths.iter().all(|&w| w == widths[0]), "{table}");
+            tables += 1;
+        }
+        // The links table, the summary and the workload's own.
+        assert!(tables >= 2, "{md}");
+        assert!(md.contains("| 1.00 | 30 % |"), "{md}");
     }
 
     #[test]
