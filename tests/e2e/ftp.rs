@@ -251,6 +251,7 @@ fn server_allowing_two_connections_with_eight_splits() {
         Which::ftp_only(),
         Options {
             ftp_max_per_ip: Some(2),
+            ..Options::default()
         },
     )
     .expect("starting vsftpd");

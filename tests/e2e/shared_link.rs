@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pymatris_core::{Config, Downloader, Request};
-use pymatris_harness::{Counters, Servers, Shape, Which};
+use pymatris_harness::{Counters, Options, Servers, Shape, Which};
 use pymatris_tests::fault_server::{Behaviour, FaultServer, Route};
 use pymatris_tests::{random_bytes, run_pymatris};
 
@@ -88,8 +88,21 @@ fn through(
     flags: &[&str],
     watch: Option<u64>,
 ) -> Run {
-    let servers =
-        Servers::start(Which::sftp_only()).expect("start sshd (apt-get install openssh-server)");
+    through_sshd(Options::default(), shape, files, size, seed, flags, watch)
+}
+
+/// [`through`], with sshd started with `options`.
+fn through_sshd(
+    options: Options,
+    shape: Shape,
+    files: u64,
+    size: u64,
+    seed: u64,
+    flags: &[&str],
+    watch: Option<u64>,
+) -> Run {
+    let servers = Servers::start_with(Which::sftp_only(), options)
+        .expect("start sshd (apt-get install openssh-server)");
     let names: Vec<String> = match files {
         1 => vec!["big.bin".to_owned()],
         n => (0..n).map(|i| format!("f{i}.bin")).collect(),
@@ -252,6 +265,42 @@ fn ssh_connections_over_a_capped_long_link_grow_past_eight() {
     assert!(
         run.counters.connections <= 16,
         "{} SSH connections ({:?}):\n{}",
+        run.counters.connections,
+        run.took,
+        run.growth_log()
+    );
+    run.assert_each_byte_sent_once(size);
+}
+
+#[test]
+fn an_sshd_with_default_max_startups_refuses_none_of_the_growth() {
+    // sshd's default `MaxStartups 10:30:100` drops new connections at
+    // random once ten are not yet authenticated; a refused probe stops
+    // the growth. The pool opens eight at most at once, so it reaches its
+    // ceiling past eight without a connection refused. (With sixteen at
+    // once, this test saw connections refused in two runs of three.)
+    let size: u64 = 96 << 20;
+    let shape = Shape::new()
+        .delay(Duration::from_millis(10))
+        .rate(Some(4_000_000));
+    let options = Options {
+        sshd_default_startups: true,
+        ..Options::default()
+    };
+    let run = through_sshd(options, shape, 1, size, 61, &[], Some(9));
+    let refused: Vec<&str> = (run.log.lines())
+        .filter(|l| l.contains("cannot open another SSH connection"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "connections refused ({} in all, {:?}):\n{}",
+        run.counters.connections,
+        run.took,
+        run.growth_log()
+    );
+    assert!(
+        run.at_watched.is_some(),
+        "no ninth SSH connection ({} in all, {:?}):\n{}",
         run.counters.connections,
         run.took,
         run.growth_log()

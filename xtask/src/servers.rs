@@ -76,6 +76,7 @@ fn start(args: StartArgs) -> Result<()> {
         which,
         Options {
             ftp_max_per_ip: args.ftp_max_per_ip,
+            ..Options::default()
         },
     )?;
     let elapsed = t.elapsed();

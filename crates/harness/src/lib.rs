@@ -113,6 +113,11 @@ pub struct Options {
     /// too many connections from your internet address". `None` means
     /// unlimited.
     pub ftp_max_per_ip: Option<u32>,
+    /// sshd keeps its default `MaxStartups` (10:30:100: from ten
+    /// connections not yet authenticated it drops new ones at random, all
+    /// from a hundred), as an sshd out there does. Without it the harness
+    /// allows 200, for tests that open many sessions at once.
+    pub sshd_default_startups: bool,
 }
 
 /// Running servers over one shared data directory.
@@ -199,7 +204,8 @@ impl Servers {
         }
         if which.sftp {
             let d = mkdir("sshd")?;
-            servers.sshd = Some(sshd::start(&d).context("starting sshd")?);
+            servers.sshd =
+                Some(sshd::start(&d, options.sshd_default_startups).context("starting sshd")?);
         }
         Ok(servers)
     }

@@ -18,7 +18,8 @@ pub(crate) struct Sshd {
     pub(crate) host_key_pub: String,
 }
 
-pub(crate) fn start(dir: &Path) -> Result<Sshd> {
+/// With `default_startups`, sshd keeps its default `MaxStartups`.
+pub(crate) fn start(dir: &Path, default_startups: bool) -> Result<Sshd> {
     let sshd = SSHD.check()?;
     SSH_KEYGEN.check()?;
     ensure_user(SFTP_USER)?;
@@ -37,8 +38,11 @@ pub(crate) fn start(dir: &Path) -> Result<Sshd> {
     with_port_retries(|| {
         let port = free_port()?;
         let conf = dir.join("sshd_config");
-        fs::write(&conf, config(dir, &host_key, &authorized_keys, port))
-            .map_err(anyhow::Error::from)?;
+        let mut text = config(dir, &host_key, &authorized_keys, port);
+        if default_startups {
+            text = text.replace("\nMaxStartups 200\n", "\n");
+        }
+        fs::write(&conf, text).map_err(anyhow::Error::from)?;
         let mut proc = Proc::spawn(
             "sshd",
             sshd,

@@ -160,6 +160,7 @@ fn ftp_max_per_ip_limits_clients() {
         Which::ftp_only(),
         Options {
             ftp_max_per_ip: Some(1),
+            ..Options::default()
         },
     )
     .unwrap();

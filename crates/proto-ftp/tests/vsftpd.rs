@@ -372,6 +372,7 @@ async fn a_server_allowing_two_connections_still_serves_eight_splits() {
         Which::ftp_only(),
         Options {
             ftp_max_per_ip: Some(2),
+            ..Options::default()
         },
     )
     .expect("starting vsftpd");

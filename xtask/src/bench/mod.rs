@@ -373,11 +373,24 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Shortens the temp paths of a command line for the docs.
+/// Shortens the paths of a command line for the docs: no path of the
+/// machine the bench ran on is printed.
 fn shorten(s: &str, ctx: &Ctx<'_>) -> String {
-    s.replace(&ctx.cli.display().to_string(), "pymatris")
-        .replace(&ctx.scratch.display().to_string(), "$TMP")
-        .replace(&ctx.servers.root_dir().display().to_string(), "$SRV")
+    let mut paths = vec![
+        (ctx.cli, "pymatris"),
+        (ctx.scratch, "$TMP"),
+        (ctx.servers.root_dir(), "$SRV"),
+    ];
+    paths.extend(ctx.baseline.map(|p| (p, "$BASELINE")));
+    paths.extend(ctx.python.map(|p| (p, "python")));
+    shorten_paths(s, &paths)
+}
+
+/// `s` with each of `paths` replaced by its short name.
+fn shorten_paths(s: &str, paths: &[(&Path, &str)]) -> String {
+    paths.iter().fold(s.to_owned(), |s, (path, short)| {
+        s.replace(&path.display().to_string(), short)
+    })
 }
 
 /// From this many files on, a run's output is set aside until the bench
@@ -584,3 +597,26 @@ page is kept.
 To be written: where the time goes for W1, W4 and W6, and the changes that
 followed.
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_line_in_the_docs_names_no_path_of_the_machine() {
+        let (base, py) = (
+            Path::new("/x/scratch/pre14"),
+            Path::new("/x/venv/bin/python"),
+        );
+        let line = "/x/scratch/pre14 --quiet -i /t/w3.list; /x/venv/bin/python /t/api.py";
+        let paths = [
+            (base, "$BASELINE"),
+            (py, "python"),
+            (Path::new("/t"), "$TMP"),
+        ];
+        assert_eq!(
+            shorten_paths(line, &paths),
+            "$BASELINE --quiet -i $TMP/w3.list; python $TMP/api.py"
+        );
+    }
+}
