@@ -78,10 +78,16 @@ pub(super) fn machine(scratch: &Path) -> Vec<(String, String)> {
         .unwrap_or_else(|| "unknown".to_owned());
     m.push((
         "disk".to_owned(),
-        format!(
-            "{fs}; data and outputs under {} (servers read from the page cache)",
-            std::env::temp_dir().display()
-        ),
+        // The docs name no path of the machine: the variable, when set.
+        match std::env::var_os("TMPDIR") {
+            Some(_) => {
+                format!("{fs}; data and outputs under `$TMPDIR` (servers read from the page cache)")
+            }
+            None => format!(
+                "{fs}; data and outputs under {} (servers read from the page cache)",
+                std::env::temp_dir().display()
+            ),
+        },
     ));
     m
 }
