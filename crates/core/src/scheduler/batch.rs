@@ -301,6 +301,7 @@ impl Batch {
             ranges: meta.ranges,
             resumed,
             slot,
+            sent: asked,
         };
         drop(opening);
         let mut expected: Vec<Expected> = (request.checksum.iter().cloned())

@@ -50,6 +50,8 @@ pub(super) struct Start {
     pub(super) resumed: Option<Vec<[u64; 3]>>,
     /// The first transfer's slot on the host (`--max-per-host`).
     pub(super) slot: Option<OwnedSemaphorePermit>,
+    /// When the first request was made.
+    pub(super) sent: Instant,
 }
 
 /// The settings of one file: the batch's, where its request sets none.
@@ -219,7 +221,9 @@ impl FileJob {
         let asked = body.as_ref().map(|_| (start.asked, start.told));
         let parts = self.plan(start.resumed, start.ranges, asked);
         if body.is_some() {
-            self.parts().carried_by(0, start.carrier);
+            let mut parts = self.parts();
+            parts.carried_by(0, start.carrier);
+            parts.asked_at(0, start.sent);
         }
         self.clone()
             .run_workers(&batch, &file, parts, body, start.slot, file_done)

@@ -361,6 +361,7 @@ impl<S> PartTable<S> {
         s.pos = s.on_disk;
         s.began = now;
         s.began_pos = s.pos;
+        s.asked_at = now;
         s.longest_gap = Duration::ZERO;
         s.carrier = None;
         s.asked = match bounded {
@@ -394,6 +395,12 @@ impl<S> PartTable<S> {
     /// the range).
     pub(super) fn asked_up_to(&mut self, id: SpanId, end: u64) {
         self.spans[id].asked = end;
+    }
+
+    /// The request that fills `id` was made at `at`, before the table
+    /// (the file's first request, made before its size was known).
+    pub(super) fn asked_at(&mut self, id: SpanId, at: Instant) {
+        self.spans[id].asked_at = at;
     }
 
     /// Whether the body of `id`'s request ended because it gave all that

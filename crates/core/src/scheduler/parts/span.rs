@@ -35,6 +35,9 @@ pub(super) struct Span<S> {
     /// the answer), and `pos` then: its pace.
     pub(super) began: Instant,
     pub(super) began_pos: u64,
+    /// When its current request was made (the answer's wait included):
+    /// what a request done in one burst is timed from.
+    pub(super) asked_at: Instant,
     /// The longest wait for a byte in its current request (from its
     /// answer, or from the byte before).
     pub(super) longest_gap: Duration,
@@ -72,6 +75,7 @@ impl<S: Default> Span<S> {
             progressed: now,
             began: now,
             began_pos: pos,
+            asked_at: now,
             longest_gap: Duration::ZERO,
             waiting: false,
             stop: S::default(),
@@ -177,10 +181,14 @@ impl<S> Span<S> {
     /// quick to show one while it ran, and its bytes over its time say how
     /// quick (else the next request, without a pace, asks for half of the
     /// rest, and so on: five requests for a file of 16 MiB on loopback).
+    /// That time runs from when the request was made: on a long link a
+    /// request smaller than the window comes in one burst a round trip
+    /// after it is made, and its bytes over the burst alone (2 MiB in 2
+    /// ms at 100 ms) would promise a pace no request can keep.
     pub(super) fn pace_when_done(&self, now: Instant) -> Option<f64> {
         self.pace(now).or_else(|| {
             let received = self.pos.saturating_sub(self.began_pos);
-            let elapsed = now.saturating_duration_since(self.began);
+            let elapsed = now.saturating_duration_since(self.asked_at);
             (self.pos == self.asked && received > 0)
                 .then(|| received as f64 / elapsed.max(Duration::from_micros(100)).as_secs_f64())
         })

@@ -156,6 +156,34 @@ fn a_request_done_before_its_pace_shows_gives_the_pace_it_ran_at() {
 }
 
 #[test]
+fn a_first_request_done_in_one_burst_on_a_long_link_is_timed_from_when_it_was_made() {
+    const MIB: u64 = 1 << 20;
+    let answer = Instant::now();
+    // 1 GiB in five parts at 50 ms one way: the first request was made
+    // 100 ms before its answer, and its 2 MiB (less than the window) came
+    // within 2 ms of the answer. Timed from the answer, that is 1 GB/s, a
+    // pace no request keeps on that link, and the rest of the first part
+    // (212 MB) went in one request that no idle connection could share:
+    // 0.4 s alone at the end of the file. Timed from when it was made, it
+    // asks for half.
+    let mut t = table(1 << 30, 5, MIB, answer);
+    let part = t.spans[0].end;
+    t.asked_up_to(0, 2 * MIB);
+    t.asked_at(0, answer - 100 * MS);
+    t.answered(0, answer);
+    deliver(&mut t, 0, 2 * MIB as usize, answer + 2 * MS);
+    assert!(t.ended_where_asked(0));
+    let (from, to) = t.begin_request(0, true, answer + 2 * MS);
+    assert_eq!(from, 2 * MIB);
+    assert!(
+        to - from <= (part - from) / 2,
+        "asked {} of the {} left",
+        to - from,
+        part - from
+    );
+}
+
+#[test]
 fn a_request_asks_for_half_of_a_long_rest_and_all_of_a_short_one() {
     let t0 = Instant::now();
     let mut t = table(100_000, 2, 100, t0);
