@@ -12,7 +12,7 @@
 //! connection.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pymatris_harness::{Options, PyftpdlibOptions, Server, Servers, Which, random_bytes};
@@ -433,6 +433,8 @@ struct FtpCutter {
     rests: Arc<Mutex<Vec<u64>>>,
     verbs: Arc<Mutex<Vec<String>>>,
     cut: Arc<AtomicBool>,
+    /// Control connections still relayed.
+    open: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -450,12 +452,15 @@ impl FtpCutter {
         let rests = Arc::new(Mutex::new(Vec::new()));
         let verbs = Arc::new(Mutex::new(Vec::new()));
         let cut = Arc::new(AtomicBool::new(false));
-        let (r, v, c) = (rests.clone(), verbs.clone(), cut.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (r, v, c, o) = (rests.clone(), verbs.clone(), cut.clone(), open.clone());
         rt.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (r, v, c) = (r.clone(), v.clone(), c.clone());
+                let (r, v, c, o) = (r.clone(), v.clone(), c.clone(), o.clone());
+                o.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = relay_control(client, upstream, cut_at, cut_control, r, v, c).await;
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -464,8 +469,20 @@ impl FtpCutter {
             rests,
             verbs,
             cut,
+            open,
             _rt: rt,
         }
+    }
+
+    /// The verbs relayed, once every control connection has ended (the
+    /// client gone, its last lines read): a busy machine may run the relay
+    /// behind the client, which has exited by then. Waits 10 s at most.
+    fn verbs_when_done(&self) -> Vec<String> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        self.verbs.lock().unwrap().clone()
     }
 }
 
@@ -608,7 +625,7 @@ fn every_session_ends_with_quit() {
     args.extend(urls.iter().map(String::as_str));
     let (code, json, stderr) = pymatris(out.path(), &args);
     assert_success(code, &json, &stderr);
-    let verbs = relay.verbs.lock().unwrap().clone();
+    let verbs = relay.verbs_when_done();
     let count = |verb: &str| verbs.iter().filter(|v| *v == verb).count();
     assert!(count("PASS") >= 1, "{verbs:?}");
     assert_eq!(count("QUIT"), count("PASS"), "{verbs:?}");

@@ -57,11 +57,12 @@ impl Run {
         let (c, took) = (&self.counters, self.took);
         assert!(
             c.to_client <= size + size / 50 + OVERHEAD,
-            "the server sent {} bytes for a file of {size} ({:.4} per byte; {} connections, {took:?}); take-overs:\n{}",
+            "the server sent {} bytes for a file of {size} ({:.4} per byte; {} connections, {took:?}); take-overs:\n{}\nconnections and parts:\n{}",
             c.to_client,
             c.to_client as f64 / size as f64,
             c.connections,
             self.takeovers().join("\n"),
+            self.growth_log(),
         );
     }
 }
