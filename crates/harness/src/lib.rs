@@ -113,11 +113,12 @@ pub struct Options {
     /// too many connections from your internet address". `None` means
     /// unlimited.
     pub ftp_max_per_ip: Option<u32>,
-    /// sshd keeps its default `MaxStartups` (10:30:100: from ten
-    /// connections not yet authenticated it drops new ones at random, all
-    /// from a hundred), as an sshd out there does. Without it the harness
-    /// allows 200, for tests that open many sessions at once.
-    pub sshd_default_startups: bool,
+    /// sshd's `MaxStartups`: how many connections not yet authenticated
+    /// it takes at once, refusing every one past them. sshd's default,
+    /// 10:30:100, refuses at random from ten; `Some(10)` refuses every one
+    /// from ten, what the default may do at worst. `None`: 200, for tests
+    /// that open many sessions at once.
+    pub sshd_max_startups: Option<u32>,
 }
 
 /// Running servers over one shared data directory.
@@ -205,7 +206,7 @@ impl Servers {
         if which.sftp {
             let d = mkdir("sshd")?;
             servers.sshd =
-                Some(sshd::start(&d, options.sshd_default_startups).context("starting sshd")?);
+                Some(sshd::start(&d, options.sshd_max_startups).context("starting sshd")?);
         }
         Ok(servers)
     }

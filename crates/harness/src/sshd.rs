@@ -18,8 +18,8 @@ pub(crate) struct Sshd {
     pub(crate) host_key_pub: String,
 }
 
-/// With `default_startups`, sshd keeps its default `MaxStartups`.
-pub(crate) fn start(dir: &Path, default_startups: bool) -> Result<Sshd> {
+/// `max_startups`: see `Options::sshd_max_startups`.
+pub(crate) fn start(dir: &Path, max_startups: Option<u32>) -> Result<Sshd> {
     let sshd = SSHD.check()?;
     SSH_KEYGEN.check()?;
     ensure_user(SFTP_USER)?;
@@ -38,10 +38,7 @@ pub(crate) fn start(dir: &Path, default_startups: bool) -> Result<Sshd> {
     with_port_retries(|| {
         let port = free_port()?;
         let conf = dir.join("sshd_config");
-        let mut text = config(dir, &host_key, &authorized_keys, port);
-        if default_startups {
-            text = text.replace("\nMaxStartups 200\n", "\n");
-        }
+        let text = config(dir, &host_key, &authorized_keys, port, max_startups);
         fs::write(&conf, text).map_err(anyhow::Error::from)?;
         let mut proc = Proc::spawn(
             "sshd",
@@ -93,9 +90,18 @@ fn key_without_comment(line: &str) -> String {
         .join(" ")
 }
 
-fn config(dir: &Path, host_key: &Path, authorized_keys: &Path, port: u16) -> String {
+fn config(
+    dir: &Path,
+    host_key: &Path,
+    authorized_keys: &Path,
+    port: u16,
+    max_startups: Option<u32>,
+) -> String {
     let (dir, host_key, authorized_keys) =
         (dir.display(), host_key.display(), authorized_keys.display());
+    // Tests open many sessions at once; the default (10:30:100) would drop
+    // some.
+    let startups = max_startups.unwrap_or(200);
     format!(
         "# Written by pymatris-harness.
 Port {port}
@@ -112,8 +118,8 @@ StrictModes no
 PermitRootLogin no
 AllowUsers {SFTP_USER}
 Subsystem sftp internal-sftp
-# Tests open many sessions at once; the defaults (10:30:100, 10) would drop some.
-MaxStartups 200
+# Tests open many sessions at once; the default MaxSessions (10) would drop some.
+MaxStartups {startups}
 MaxSessions 200
 MaxAuthTries 20
 UseDNS no

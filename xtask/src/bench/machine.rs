@@ -76,18 +76,14 @@ pub(super) fn machine(scratch: &Path) -> Vec<(String, String)> {
     let fs = first_line("findmnt", &["-n", "-o", "FSTYPE", "-T", &dir])
         .or_else(|| first_line("stat", &["-f", "-c", "%T", &dir]))
         .unwrap_or_else(|| "unknown".to_owned());
+    // The docs name no path of the machine: the variable, when set.
+    let place = match std::env::var_os("TMPDIR") {
+        Some(_) => "`$TMPDIR`".to_owned(),
+        None => std::env::temp_dir().display().to_string(),
+    };
     m.push((
         "disk".to_owned(),
-        // The docs name no path of the machine: the variable, when set.
-        match std::env::var_os("TMPDIR") {
-            Some(_) => {
-                format!("{fs}; data and outputs under `$TMPDIR` (servers read from the page cache)")
-            }
-            None => format!(
-                "{fs}; data and outputs under {} (servers read from the page cache)",
-                std::env::temp_dir().display()
-            ),
-        },
+        format!("{fs}; data and outputs under {place} (servers read from the page cache)"),
     ));
     m
 }
