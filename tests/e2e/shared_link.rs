@@ -19,7 +19,7 @@ use pymatris_harness::{Counters, Options, Servers, Shape, Which};
 use pymatris_tests::fault_server::{Behaviour, FaultServer, Route};
 use pymatris_tests::{random_bytes, run_pymatris};
 
-/// Bytes over the file's size a run may fetch besides 2 %: the SSH
+/// Bytes over the file's size a run may fetch besides 1 %: the SSH
 /// handshake and login, and the SFTP requests' answers.
 const OVERHEAD: u64 = 256 << 10;
 
@@ -67,11 +67,15 @@ impl Run {
         );
     }
 
-    /// Asserts the server sent at most 2 % over the file's `size`.
+    /// Asserts the server sent at most 1 % over the file's `size`. These
+    /// runs fetch 1.002-1.003 bytes per byte, on a busy machine too; a
+    /// fresh SSH connection that kept 4 MiB of reads in flight before its
+    /// rate was measured fetched up to 1.0275 there, when a part on it was
+    /// cut (`growth::sizing` in `crates/proto-sftp/src/growth.rs`).
     fn assert_each_byte_sent_once(&self, size: u64) {
         let (c, took) = (&self.counters, self.took);
         assert!(
-            c.to_client <= size + size / 50 + OVERHEAD,
+            c.to_client <= size + size / 100 + OVERHEAD,
             "the server sent {} bytes for a file of {size} ({:.4} per byte; {} connections, {took:?}); take-overs:\n{}\nconnections and parts:\n{}",
             c.to_client,
             c.to_client as f64 / size as f64,

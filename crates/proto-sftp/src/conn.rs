@@ -108,18 +108,6 @@ impl Conn {
             tracing::debug!(conn = self.id, "SSH connection marked dead");
         }
     }
-
-    /// Read requests in flight for each part on this connection: what its
-    /// rate and round trip need, shared by its parts, at most `max`.
-    pub(crate) fn read_depth(&self, max: usize) -> usize {
-        growth::read_depth(
-            self.meter.rate(),
-            self.meter.rtt(),
-            self.active(),
-            self.read_len,
-            max,
-        )
-    }
 }
 
 /// A connection in use by one transfer; the pool hands the least busy one.
@@ -163,6 +151,25 @@ impl Lease {
                 }
             }
         }
+    }
+
+    /// Read requests in flight for each part on this connection: what its
+    /// rate and round trip need (those of its measured siblings until its
+    /// own are measured, `growth::sizing`), shared by its parts, at most
+    /// `max`.
+    pub(crate) fn read_depth(&self, max: usize) -> usize {
+        let own = (self.meter.rate(), self.meter.rtt());
+        let (rate, rtt) = match own {
+            (Some(_), Some(_)) => own,
+            _ => {
+                let conns = self.slot.conns.lock().expect("slot poisoned");
+                let siblings = (conns.iter())
+                    .filter(|c| !Arc::ptr_eq(c, &self.conn) && c.alive())
+                    .map(|c| (c.meter.rate(), c.meter.rtt()));
+                growth::sizing(own, siblings)
+            }
+        };
+        growth::read_depth(rate, rtt, self.active(), self.read_len, max)
     }
 
     /// Lets the pool grow or shrink (at most once per [`TICK`]): called as
