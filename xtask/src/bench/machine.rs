@@ -72,10 +72,7 @@ pub(super) fn machine(scratch: &Path) -> Vec<(String, String)> {
     {
         m.push(("OS".to_owned(), os));
     }
-    let dir = scratch.display().to_string();
-    let fs = first_line("findmnt", &["-n", "-o", "FSTYPE", "-T", &dir])
-        .or_else(|| first_line("stat", &["-f", "-c", "%T", &dir]))
-        .unwrap_or_else(|| "unknown".to_owned());
+    let fs = fs_type(scratch).unwrap_or_else(|| "unknown".to_owned());
     // The docs name no path of the machine: the variable, when set.
     let place = match std::env::var_os("TMPDIR") {
         Some(_) => "`$TMPDIR`".to_owned(),
@@ -86,6 +83,13 @@ pub(super) fn machine(scratch: &Path) -> Vec<(String, String)> {
         format!("{fs}; data and outputs under {place} (servers read from the page cache)"),
     ));
     m
+}
+
+/// The type of the file system `dir` is on (`ext4`, `tmpfs`, ...).
+pub(super) fn fs_type(dir: &Path) -> Option<String> {
+    let dir = dir.display().to_string();
+    first_line("findmnt", &["-n", "-o", "FSTYPE", "-T", &dir])
+        .or_else(|| first_line("stat", &["-f", "-c", "%T", &dir]))
 }
 
 /// Versions of pymatris, the peers and the servers.

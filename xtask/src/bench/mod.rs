@@ -257,6 +257,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         baseline: baseline.as_deref(),
         defaults: &defaults,
         scratch: scratch.path(),
+        keep_outputs: machine::fs_type(scratch.path()).is_none_or(|fs| fs != "tmpfs"),
         host_key_sha256,
         extra_args: &args.pymatris_arg,
         python: python.as_deref(),
@@ -276,6 +277,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                     Ok(None) => "none (no page_reporting module)".to_owned(),
                     Err(e) => format!("left on: {e}"),
                 },
+            ));
+            m.push((
+                format!("outputs of {MANY_FILES} files or more"),
+                match ctx.keep_outputs {
+                    true => "set aside until the bench ends (a disk: no inode scan)",
+                    false => "deleted before the next run (in memory: pages used again)",
+                }
+                .to_owned(),
             ));
             m
         },
@@ -393,14 +402,25 @@ fn shorten_paths(s: &str, paths: &[(&Path, &str)]) -> String {
     })
 }
 
-/// From this many files on, a run's output is set aside until the bench
-/// ends instead of deleted before the next run. On ext4 without a journal
-/// (the disk of the recorded runs), creating a file scans past every inode
-/// of its block group freed in the last minute (five while the inode table
-/// is dirty), and the next run's directory lands in the same group: with
-/// each run's 2000 files deleted, W4's creates, whichever tool made them,
-/// became mostly that scan (`recently_deleted` in `perf`), slower run
-/// after run (`docs/benchmarks.md`, "Figures behind the code").
+/// From this many files on, a run's output on a disk is set aside until
+/// the bench ends instead of deleted before the next run. On ext4 without
+/// a journal (the disk of the recorded runs), creating a file scans past
+/// every inode of its block group freed in the last minute (five while
+/// the inode table is dirty), and the next run's directory lands in the
+/// same group: with each run's 2000 files deleted, W4's creates,
+/// whichever tool made them, became mostly that scan (`recently_deleted`
+/// in `perf`), slower run after run (`docs/benchmarks.md`, "Figures
+/// behind the code").
+///
+/// On a tmpfs there is no such scan, and outputs set aside cost more
+/// than they spare: each run's bytes then go to memory never written
+/// since the machine gave it back to the hypervisor (free page
+/// reporting, paused only for the bench), which backs it again page by
+/// page on first touch. On this machine a `cp` of the mirror tree (231.5
+/// MB) took 0.58 s into such memory and 0.19-0.27 s into memory a deleted
+/// copy had just used, and the mirror workloads' `cp` row took 0.86 s run
+/// after run: a cost of every tool alike, per byte, that hid their
+/// differences and moved with the memory the run happened to get.
 const MANY_FILES: usize = 100;
 
 /// Deletes a run's output, or sets it aside (see [`MANY_FILES`]).
@@ -411,7 +431,7 @@ fn keep_or_clean(
     out: &Path,
     tag: &str,
 ) -> anyhow::Result<()> {
-    if files.len() >= MANY_FILES {
+    if ctx.keep_outputs && files.len() >= MANY_FILES {
         let aside = ctx
             .scratch
             .join("kept")

@@ -194,6 +194,10 @@ pub(super) struct Ctx<'a> {
     pub(super) defaults: &'a Defaults,
     /// Where input files (URL lists, scripts) go.
     pub(super) scratch: &'a Path,
+    /// Whether the outputs of many files are set aside until the bench
+    /// ends rather than deleted between runs (`keep_or_clean` in
+    /// `mod.rs`): on a disk, not in memory.
+    pub(super) keep_outputs: bool,
     /// `--hostpubsha256` for curl, when the servers include sshd.
     pub(super) host_key_sha256: Option<String>,
     /// Extra arguments for pymatris (`--pymatris-arg`), for experiments.
