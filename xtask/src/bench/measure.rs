@@ -9,8 +9,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::data::DataFile;
+use super::data::{DataFile, Workload};
 use super::invocation::Invocation;
+use super::tools::Ctx;
 use crate::demo::same_file_contents;
 
 /// Set by the Ctrl-C handler: the current run is killed and the bench stops.
@@ -367,6 +368,47 @@ pub(super) fn verify(out: &Path, files: &[DataFile]) -> Result<(), String> {
         ));
     }
     Err(msg)
+}
+
+/// From this many files on, a run's output on a disk is set aside until
+/// the bench ends instead of deleted before the next run. On ext4 without
+/// a journal (the disk of the recorded runs), creating a file scans past
+/// every inode of its block group freed in the last minute (five while
+/// the inode table is dirty), and the next run's directory lands in the
+/// same group: with each run's 2000 files deleted, W4's creates,
+/// whichever tool made them, became mostly that scan (`recently_deleted`
+/// in `perf`), slower run after run (`docs/benchmarks.md`, "Figures
+/// behind the code").
+///
+/// On a tmpfs there is no such scan, and outputs set aside cost more
+/// than they spare: each run's bytes then go to memory never written
+/// since the machine gave it back to the hypervisor (free page
+/// reporting, paused only for the bench), which backs it again page by
+/// page on first touch. On this machine a `cp` of the mirror tree (231.5
+/// MB) took 0.58 s into such memory and 0.19-0.27 s into memory a deleted
+/// copy had just used, and the mirror workloads' `cp` row took 0.86 s run
+/// after run: a cost of every tool alike, per byte, that hid their
+/// differences and moved with the memory the run happened to get.
+pub(super) const MANY_FILES: usize = 100;
+
+/// Deletes a run's output, or sets it aside (see [`MANY_FILES`]).
+pub(super) fn keep_or_clean(
+    ctx: &Ctx<'_>,
+    wl: &Workload,
+    files: &[DataFile],
+    out: &Path,
+    tag: &str,
+) -> anyhow::Result<()> {
+    if ctx.keep_outputs && files.len() >= MANY_FILES {
+        let aside = ctx
+            .scratch
+            .join("kept")
+            .join(format!("{}-{tag}", wl.id.to_lowercase()));
+        set_aside(out, &aside)
+    } else {
+        clean(out);
+        Ok(())
+    }
 }
 
 /// An empty directory at `path` (removed first if there).

@@ -279,7 +279,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 },
             ));
             m.push((
-                format!("outputs of {MANY_FILES} files or more"),
+                format!("outputs of {} files or more", measure::MANY_FILES),
                 match ctx.keep_outputs {
                     true => "set aside until the bench ends (a disk: no inode scan)",
                     false => "deleted before the next run (in memory: pages used again)",
@@ -402,47 +402,6 @@ fn shorten_paths(s: &str, paths: &[(&Path, &str)]) -> String {
     })
 }
 
-/// From this many files on, a run's output on a disk is set aside until
-/// the bench ends instead of deleted before the next run. On ext4 without
-/// a journal (the disk of the recorded runs), creating a file scans past
-/// every inode of its block group freed in the last minute (five while
-/// the inode table is dirty), and the next run's directory lands in the
-/// same group: with each run's 2000 files deleted, W4's creates,
-/// whichever tool made them, became mostly that scan (`recently_deleted`
-/// in `perf`), slower run after run (`docs/benchmarks.md`, "Figures
-/// behind the code").
-///
-/// On a tmpfs there is no such scan, and outputs set aside cost more
-/// than they spare: each run's bytes then go to memory never written
-/// since the machine gave it back to the hypervisor (free page
-/// reporting, paused only for the bench), which backs it again page by
-/// page on first touch. On this machine a `cp` of the mirror tree (231.5
-/// MB) took 0.58 s into such memory and 0.19-0.27 s into memory a deleted
-/// copy had just used, and the mirror workloads' `cp` row took 0.86 s run
-/// after run: a cost of every tool alike, per byte, that hid their
-/// differences and moved with the memory the run happened to get.
-const MANY_FILES: usize = 100;
-
-/// Deletes a run's output, or sets it aside (see [`MANY_FILES`]).
-fn keep_or_clean(
-    ctx: &Ctx<'_>,
-    wl: &Workload,
-    files: &[DataFile],
-    out: &Path,
-    tag: &str,
-) -> anyhow::Result<()> {
-    if ctx.keep_outputs && files.len() >= MANY_FILES {
-        let aside = ctx
-            .scratch
-            .join("kept")
-            .join(format!("{}-{tag}", wl.id.to_lowercase()));
-        measure::set_aside(out, &aside)
-    } else {
-        measure::clean(out);
-        Ok(())
-    }
-}
-
 fn run_workload(
     ctx: &Ctx<'_>,
     wl: &Workload,
@@ -508,7 +467,7 @@ fn run_workload(
         .find_map(|(name, pid)| (Some(name) == server_name).then_some(pid));
     measure::fresh_dir(&out)?;
     measure::warm_up_disk(files, &out)?;
-    keep_or_clean(ctx, wl, files, &out, "warm-up")?;
+    measure::keep_or_clean(ctx, wl, files, &out, "warm-up")?;
     for run in 0..runs as usize {
         // Alternate: run r starts with the r-th tool, so no tool always
         // follows the same one.
@@ -548,7 +507,7 @@ fn run_workload(
                     });
                     s
                 });
-            keep_or_clean(
+            measure::keep_or_clean(
                 ctx,
                 wl,
                 files,

@@ -196,7 +196,7 @@ pub(super) struct Ctx<'a> {
     pub(super) scratch: &'a Path,
     /// Whether the outputs of many files are set aside until the bench
     /// ends rather than deleted between runs (`keep_or_clean` in
-    /// `mod.rs`): on a disk, not in memory.
+    /// `measure.rs`): on a disk, not in memory.
     pub(super) keep_outputs: bool,
     /// `--hostpubsha256` for curl, when the servers include sshd.
     pub(super) host_key_sha256: Option<String>,
