@@ -238,3 +238,64 @@ fn a_refused_rest_in_pipelined_commands_fetches_the_file_whole() {
         "no REST sent with the commands before it: {commands:#?}"
     );
 }
+
+/// Six small files of one listing, four asked at once over one session to
+/// a server that holds each `226` 100 ms after its data.
+fn behind_transfers(refuse: bool) -> (FakeFtp, Vec<(String, Vec<u8>)>, std::process::Output) {
+    let files: Vec<(String, Vec<u8>)> = (0..6u8)
+        .map(|i| (format!("f{i}.bin"), vec![b'a' + i; 1000 + usize::from(i)]))
+        .collect();
+    let listed: Vec<(&str, &[u8], usize)> = (files.iter())
+        .map(|(n, b)| (n.as_str(), b.as_slice(), b.len()))
+        .collect();
+    let mut tree = tree_of(&listed);
+    tree.hold_226 = Some(std::time::Duration::from_millis(100));
+    tree.refuse_during_transfers = refuse;
+    let server = FakeFtp::start(tree);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("dl");
+    let flags = ["--max-per-host", "1", "--max-parallel", "4"];
+    let out = mirror_into(&server, &dir, &flags);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let got = read_tree(&dir);
+    for (name, body) in &files {
+        assert!(got.get(name) == Some(body), "{name} differs: {v:#}");
+    }
+    (server, files, out)
+}
+
+/// On a server next door, a listed small file gives its session back as
+/// its transfer begins (`EARLY_MAX` in `crates/proto-ftp/src/pipeline.rs`):
+/// the next file's commands go out behind it, and the server finds them
+/// once it has sent the data, before its `226`, instead of waiting for
+/// the client between two files. The first file goes alone (the server
+/// has not yet shown that `EPSV` transfers work) and the last has none
+/// behind it; the four between each had the next file's commands behind.
+#[test]
+fn a_session_next_door_sends_the_next_files_commands_behind_a_transfer() {
+    let (server, _, _) = behind_transfers(false);
+    let behind = server.retrs_with_commands_behind();
+    assert!(
+        behind.len() >= 3,
+        "the next file's commands came behind {behind:?} only: {:#?}",
+        server.commands_waited_for()
+    );
+}
+
+/// A server that reads its control connection during a transfer and
+/// refuses the commands it finds there (`503`): the session whose
+/// commands went behind a transfer is closed, its file asked again on a
+/// session of its own, and no later file's commands go behind a transfer
+/// on that server. Every file arrives, with no error.
+#[test]
+fn a_server_refusing_commands_during_a_transfer_gets_each_file_after_the_one_before() {
+    let (server, files, _) = behind_transfers(true);
+    let behind = server.retrs_with_commands_behind();
+    assert_eq!(behind.len(), 1, "{:#?}", server.commands());
+    let retrs = server.retrs();
+    for (name, _) in &files {
+        let name = format!("t/{name}");
+        assert!(retrs.contains(&name), "no RETR {name}: {retrs:?}");
+    }
+}

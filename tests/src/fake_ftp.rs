@@ -22,6 +22,14 @@ pub struct FakeFtpTree {
     /// How long each login but the first takes (a server hashing
     /// passwords on a busy machine).
     pub slow_logins: Option<std::time::Duration>,
+    /// How long each `RETR` waits between its data and its `226` (a
+    /// server still sending): the client's next commands may arrive
+    /// meanwhile ([`FakeFtp::retrs_with_commands_behind`]).
+    pub hold_226: Option<std::time::Duration>,
+    /// Reads the commands that arrived during a transfer before its `226`
+    /// and answers each `503` (a server that reads its control connection
+    /// while it sends, and takes no command then).
+    pub refuse_during_transfers: bool,
 }
 
 /// A running fake server.
@@ -29,6 +37,7 @@ pub struct FakeFtpTree {
 pub struct FakeFtp {
     port: u16,
     log: Arc<Log>,
+    behind: Arc<Mutex<Vec<String>>>,
 }
 
 /// Each command, whether the server had to wait for it (it was not read
@@ -41,20 +50,28 @@ impl FakeFtp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
         let commands = Arc::new(Mutex::new(Vec::new()));
+        let behind = Arc::new(Mutex::new(Vec::new()));
         let tree = Arc::new(tree);
-        let log = commands.clone();
+        let (log, seen) = (commands.clone(), behind.clone());
         std::thread::spawn(move || {
             for (n, conn) in listener.incoming().flatten().enumerate() {
-                let (tree, log) = (tree.clone(), log.clone());
+                let (tree, log, seen) = (tree.clone(), log.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, n, &tree, &log);
+                    let _ = serve(conn, n, &tree, &log, &seen);
                 });
             }
         });
         FakeFtp {
             port,
             log: commands,
+            behind,
         }
+    }
+
+    /// Each path whose `RETR` found the client's next commands already
+    /// there when its data had been sent, before its `226`.
+    pub fn retrs_with_commands_behind(&self) -> Vec<String> {
+        self.behind.lock().unwrap().clone()
     }
 
     /// `ftp://127.0.0.1:PORT/rel`.
@@ -95,7 +112,13 @@ impl FakeFtp {
     }
 }
 
-fn serve(conn: TcpStream, n: usize, tree: &FakeFtpTree, log: &Log) -> std::io::Result<()> {
+fn serve(
+    conn: TcpStream,
+    n: usize,
+    tree: &FakeFtpTree,
+    log: &Log,
+    behind: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut out = conn.try_clone()?;
     let mut lines = BufReader::new(conn);
     let mut data: Option<TcpListener> = None;
@@ -149,6 +172,15 @@ fn serve(conn: TcpStream, n: usize, tree: &FakeFtpTree, log: &Log) -> std::io::R
                         let (mut d, _) = l.accept()?;
                         d.write_all(&body)?;
                         drop(d);
+                        if let Some(hold) = tree.hold_226 {
+                            std::thread::sleep(hold);
+                            if waiting(&lines, &out)? {
+                                behind.lock().unwrap().push(arg.to_owned());
+                            }
+                            if tree.refuse_during_transfers {
+                                refuse_waiting(&mut lines, &mut out, n, log)?;
+                            }
+                        }
                         "226 done\r\n".to_owned()
                     }
                     _ => "550 no\r\n".to_owned(),
@@ -162,4 +194,45 @@ fn serve(conn: TcpStream, n: usize, tree: &FakeFtpTree, log: &Log) -> std::io::R
         };
         out.write_all(reply.as_bytes())?;
     }
+}
+
+/// Whether the client's next bytes are already there (read into `lines`
+/// or waiting in the socket).
+fn waiting(lines: &BufReader<TcpStream>, out: &TcpStream) -> std::io::Result<bool> {
+    if !lines.buffer().is_empty() {
+        return Ok(true);
+    }
+    out.set_nonblocking(true)?;
+    let peeked = out.peek(&mut [0u8; 1]);
+    out.set_nonblocking(false)?;
+    match peeked {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Answers `503` to each whole command already there.
+fn refuse_waiting(
+    lines: &mut BufReader<TcpStream>,
+    out: &mut TcpStream,
+    n: usize,
+    log: &Log,
+) -> std::io::Result<()> {
+    while waiting(lines, out)? {
+        let mut line = String::new();
+        if lines.read_line(&mut line)? == 0 {
+            break;
+        }
+        let verb = line
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        log.lock()
+            .unwrap()
+            .push((format!("{verb} (refused during a transfer)"), false, n));
+        out.write_all(b"503 a transfer is under way\r\n")?;
+    }
+    Ok(())
 }

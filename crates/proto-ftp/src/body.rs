@@ -6,7 +6,10 @@
 //! has the bytes of its range: then the data connection is closed and
 //! the reply (`426` for the cut transfer, or `226` when the server had sent
 //! everything) is read by a background task, which pools the session
-//! again. Sending `ABOR` is not needed, and fails against vsftpd.
+//! again. Sending `ABOR` is not needed, and fails against vsftpd. A
+//! small listed file next door gave its session back when its transfer
+//! began (`EARLY_MAX` in `pipeline.rs`): its body holds the data connection
+//! alone, and the session's next user reads the final reply.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -84,10 +87,12 @@ impl tokio::io::AsyncRead for Data {
     }
 }
 
-/// A running transfer and the session it belongs to.
+/// A running transfer and the session it belongs to, unless the session
+/// went back to the pool when the transfer began (`early` in
+/// `FtpProtocol::fetch_pipelined`): its next user reads the final reply.
 struct Live {
     transfer: Data,
-    session: Session,
+    session: Option<Session>,
 }
 
 /// The body of a `RETR`.
@@ -118,7 +123,7 @@ impl Body {
 
     pub(crate) fn new(
         transfer: Data,
-        session: Session,
+        session: Option<Session>,
         tail: Option<Tail>,
         timeout: Duration,
         what: String,
@@ -141,8 +146,13 @@ impl Body {
 async fn finish(live: Live, timeout: Duration, what: String) -> Option<Error> {
     let Live {
         transfer,
-        mut session,
-    } = live;
+        session: Some(mut session),
+    } = live
+    else {
+        // The session's next user reads the reply; a short file is the
+        // engine's to see.
+        return None;
+    };
     match tokio::time::timeout(timeout, transfer.finish(&mut session)).await {
         Ok(Ok(())) => {
             session.release();
@@ -175,8 +185,11 @@ async fn drain(live: Live, timeout: Duration, draining: Draining) {
     let _draining = draining;
     let Live {
         transfer,
-        mut session,
-    } = live;
+        session: Some(mut session),
+    } = live
+    else {
+        return;
+    };
     match tokio::time::timeout(timeout, transfer.finish(&mut session)).await {
         Ok(Ok(())) => session.release(),
         Ok(Err(e)) if keeps_session(&e) => session.release(),
@@ -294,12 +307,17 @@ impl Drop for Body {
 /// Closes a transfer before its end, and pools its session once the
 /// server has answered for it.
 fn let_go(live: Live, timeout: Duration) {
+    let Some(session) = &live.session else {
+        // Only the data connection: its session's next user reads the
+        // server's answer.
+        return;
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             // Counted before the task runs, so that the next transfer
             // (often asked for right away) waits for this session rather
             // than log in anew.
-            let draining = Draining::new(&live.session);
+            let draining = Draining::new(session);
             rt.spawn(drain(live, timeout, draining));
         }
         // No runtime to finish it on: the connection is just closed.

@@ -45,6 +45,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod body;
+mod caps;
 mod error;
 mod listing;
 mod pipeline;
@@ -152,6 +153,21 @@ impl FtpProtocol {
     /// and, with hashed passwords, much of its CPU; a session is often
     /// free again sooner.
     async fn session(&self, host: &Arc<Host>, target: &Target) -> Result<Session, Error> {
+        loop {
+            let mut session = self.session_owing(host, target).await?;
+            match pipeline::settle(&mut session, self.timeout).await {
+                Ok(()) => return Ok(session),
+                Err(e) => {
+                    tracing::debug!(host = %host.id, error = %e, "a pooled session went stale");
+                }
+            }
+        }
+    }
+
+    /// [`FtpProtocol::session`], which may still owe the final reply of
+    /// its last transfer (`Session::settle`): for a caller that sends its
+    /// commands first.
+    async fn session_owing(&self, host: &Arc<Host>, target: &Target) -> Result<Session, Error> {
         let _waiting = host.waiting();
         match host.acquire(&target.login).await {
             Acquired::Idle(session) => Ok(*session),
@@ -436,75 +452,16 @@ impl FtpProtocol {
             meta,
             range.start,
             Box::pin(
-                Body::new(Data::Client(transfer), session, tail, self.timeout, what)
-                    .ending_at(listed),
+                Body::new(
+                    Data::Client(transfer),
+                    Some(session),
+                    tail,
+                    self.timeout,
+                    what,
+                )
+                .ending_at(listed),
             ),
         ))
-    }
-
-    /// A file's commands at once (`pipeline.rs`); `None` where the server
-    /// or the session must take them one at a time.
-    async fn fetch_pipelined(
-        &self,
-        host: &Arc<Host>,
-        target: &Target,
-        ask: &pipeline::Ask<'_>,
-        range: ByteRange,
-        listed: Option<u64>,
-        file: &FileOptions,
-    ) -> pymatris_core::Result<Option<Fetched>> {
-        let plain = !target.login.security.is_tls() && self.socks.is_none();
-        if !pipeline::usable_on(host, ask, plain) {
-            return Ok(None);
-        }
-        let what = format!("RETR {}", target.shown);
-        loop {
-            let mut session = self.session(host, target).await?;
-            if session.passive {
-                session.release();
-                return Ok(None);
-            }
-            let end = part_end(file, range, listed);
-            let plan = session
-                .window
-                .set(end.as_ref().map(|e| e.get().saturating_sub(range.start)));
-            match pipeline::exchange(&mut session, host, ask, self.timeout).await {
-                Ok((mut probe, data)) => {
-                    if listed.is_some() {
-                        probe.size = listed;
-                    }
-                    tracing::debug!(url = %target.shown, start = range.start, "transfer started (pipelined)");
-                    let tail = end.map(|end| Tail::new(end, range.start, plan, &data));
-                    let body = Body::new(Data::Own(data), session, tail, self.timeout, what);
-                    return Ok(Some(Fetched::new(
-                        meta(host, probe),
-                        range.start,
-                        Box::pin(body.ending_at(listed)),
-                    )));
-                }
-                Err(pipeline::Failed::Refused(e)) => {
-                    session.release();
-                    return Err(ftp_error(e, &what));
-                }
-                Err(pipeline::Failed::NoRest(e)) => {
-                    drop(session);
-                    let reply = match &e {
-                        FtpError::UnexpectedResponse(r) => reply_text(r),
-                        other => other.to_string(),
-                    };
-                    return Err(rest_refused(range.start, target, &reply));
-                }
-                Err(pipeline::Failed::Broken(e)) => {
-                    let reused = session.reused;
-                    drop(session);
-                    if reused && !keeps_session(&e) {
-                        tracing::debug!(host = %host.id, error = %e, "a pooled session went stale");
-                        continue;
-                    }
-                    return Err(ftp_error(e, &what));
-                }
-            }
-        }
     }
 
     /// `MLSD`, or `LIST` where the server does not know it.

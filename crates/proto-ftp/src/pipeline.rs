@@ -14,17 +14,28 @@
 //! whose `SIZE` answered (or a size known from the listing). A server that
 //! answers in a way the old path would retry, or breaks the exchange,
 //! makes the host go back to one command at a time.
+//!
+//! Next door, a session also takes the next file's commands while a
+//! small file's data still flows ([`EARLY_MAX`]): they wait at
+//! the server behind that transfer, whose final reply is read first
+//! ([`settle`]).
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pymatris_core::{ByteRange, Fetched, FileOptions};
 use suppaftp::{FtpError, FtpResult, Status};
 use tokio::net::TcpStream;
 
-use crate::error::{is_unsupported, reply_code, reply_text};
+use crate::body::{Body, Data};
+use crate::error::{ftp_error, is_unsupported, keeps_session, reply_code, reply_text};
 use crate::pool::{Caps, Host, Session};
 use crate::session::{Probe, parse_mdtm, within};
+use crate::target::Target;
+use crate::window::Tail;
+use crate::{FtpProtocol, meta, part_end, rest_refused};
 
 /// What to ask of a file.
 pub(crate) struct Ask<'a> {
@@ -57,6 +68,104 @@ pub(crate) fn usable_on(host: &Host, ask: &Ask<'_>, plain: bool) -> bool {
         && !ask.path.contains(['\r', '\n', '\0'])
 }
 
+/// A listed file up to this size, on a server next door, gives its
+/// session back to the pool as soon as its transfer begins: the next file
+/// sends its commands at once, behind it, and reads this one's final
+/// reply before its own (`pipeline::settle`). The server then goes from
+/// one file to the next without waiting for the client, and each session
+/// carries two files at once without another login. The bytes are checked
+/// against the listing as before; a file cut short is the engine's to
+/// retry. Larger files keep their session to the end: the next file
+/// would wait behind all of their bytes.
+const EARLY_MAX: u64 = 4 << 20;
+
+impl FtpProtocol {
+    /// A file's commands at once (`pipeline.rs`); `None` where the server
+    /// or the session must take them one at a time.
+    pub(crate) async fn fetch_pipelined(
+        &self,
+        host: &Arc<Host>,
+        target: &Target,
+        ask: &Ask<'_>,
+        range: ByteRange,
+        listed: Option<u64>,
+        file: &FileOptions,
+    ) -> pymatris_core::Result<Option<Fetched>> {
+        let plain = !target.login.security.is_tls() && self.socks.is_none();
+        if !usable_on(host, ask, plain) {
+            return Ok(None);
+        }
+        let what = format!("RETR {}", target.shown);
+        loop {
+            let mut session = self.session_owing(host, target).await?;
+            if session.passive {
+                session.release();
+                return Ok(None);
+            }
+            let end = part_end(file, range, listed);
+            let plan = session
+                .window
+                .set(end.as_ref().map(|e| e.get().saturating_sub(range.start)));
+            let behind = session.owed.is_some();
+            match exchange(&mut session, host, ask, self.timeout).await {
+                Ok((mut probe, data)) => {
+                    if listed.is_some() {
+                        probe.size = listed;
+                    }
+                    let tail = end.map(|end| Tail::new(end, range.start, plan, &data));
+                    let early = range.start == 0
+                        && listed.is_some_and(|size| size <= EARLY_MAX)
+                        && host.is_short_link()
+                        && !Caps::get(&host.caps.no_early);
+                    tracing::debug!(url = %target.shown, start = range.start, behind, early, "transfer started (pipelined)");
+                    let session = match early {
+                        true => {
+                            session.owed = Some(what.clone());
+                            session.release();
+                            None
+                        }
+                        false => Some(session),
+                    };
+                    let body = Body::new(Data::Own(data), session, tail, self.timeout, what);
+                    return Ok(Some(Fetched::new(
+                        meta(host, probe),
+                        range.start,
+                        Box::pin(body.ending_at(listed)),
+                    )));
+                }
+                Err(Failed::Refused(e)) => {
+                    session.release();
+                    return Err(ftp_error(e, &what));
+                }
+                Err(Failed::NoRest(e)) => {
+                    drop(session);
+                    let reply = match &e {
+                        FtpError::UnexpectedResponse(r) => reply_text(r),
+                        other => other.to_string(),
+                    };
+                    return Err(rest_refused(range.start, target, &reply));
+                }
+                Err(Failed::Broken(e)) => {
+                    let reused = session.reused;
+                    drop(session);
+                    if behind {
+                        // Maybe a server that reads commands during a
+                        // transfer and refuses them.
+                        tracing::debug!(host = %host.id, error = %e, "commands behind a transfer went wrong; files wait for the end of the one before");
+                        Caps::set(&host.caps.no_early, true);
+                        continue;
+                    }
+                    if reused && !keeps_session(&e) {
+                        tracing::debug!(host = %host.id, error = %e, "a pooled session went stale");
+                        continue;
+                    }
+                    return Err(ftp_error(e, &what));
+                }
+            }
+        }
+    }
+}
+
 /// Sends the file's commands at once and reads their replies, opening
 /// the data connection on `EPSV`'s port.
 pub(crate) async fn exchange(
@@ -81,6 +190,8 @@ pub(crate) async fn exchange(
     let peer = within(timeout, write_all(session, text.as_bytes()))
         .await
         .map_err(Failed::Broken)?;
+    // The previous file's final reply comes first.
+    settle(session, timeout).await.map_err(Failed::Broken)?;
 
     let ftp = &mut session.ftp;
     let caps = &host.caps;
@@ -157,6 +268,32 @@ pub(crate) async fn exchange(
             Err(Failed::Refused(e))
         }
         Err(e) => Err(Failed::Broken(e)),
+    }
+}
+
+/// Reads the final reply of the transfer this session still owes one
+/// for, if any. That transfer's data had ended with all its bytes, so
+/// a failing reply (a `451` after the end) is only logged, as the
+/// background drain of a cut transfer does; the session stays in step.
+/// An error is a control connection out of step or gone.
+pub(crate) async fn settle(session: &mut Session, timeout: Duration) -> FtpResult<()> {
+    let Some(what) = session.owed.take() else {
+        return Ok(());
+    };
+    let reply = session
+        .ftp
+        .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]);
+    match tokio::time::timeout(timeout, reply).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if keeps_session(&e) => {
+            tracing::debug!(transfer = %what, error = %e, "a failing reply after all the data");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(FtpError::ConnectionError(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{what}: no final reply"),
+        ))),
     }
 }
 

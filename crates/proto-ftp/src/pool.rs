@@ -1,13 +1,13 @@
 #![doc = include_str!("pool.md")]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use suppaftp::tokio::{AsyncRustlsStream, ImplAsyncFtpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 
+pub(crate) use crate::caps::Caps;
 use crate::target::{HostId, Login};
 use crate::window::{DataWindow, RoundTrip};
 
@@ -76,36 +76,6 @@ impl Pool {
             .entry(id.clone())
             .or_insert_with(|| Arc::new(Host::new(id.clone(), self.max_per_host)))
             .clone()
-    }
-}
-
-/// What a server turned out to support, learnt from its answers.
-#[derive(Debug, Default)]
-pub(crate) struct Caps {
-    /// `EPSV` is refused: use `PASV`.
-    pub(crate) no_epsv: AtomicBool,
-    /// A transfer over `EPSV` worked.
-    pub(crate) epsv_ok: AtomicBool,
-    pub(crate) no_size: AtomicBool,
-    pub(crate) no_mdtm: AtomicBool,
-    pub(crate) no_mlst: AtomicBool,
-    /// `MLSD` is unknown: list with `LIST`.
-    pub(crate) no_mlsd: AtomicBool,
-    /// `REST` is refused: no ranges.
-    pub(crate) no_rest: AtomicBool,
-    /// `SIZE` answered with a size.
-    pub(crate) size_ok: AtomicBool,
-    /// Commands sent before the previous reply went wrong: one at a time.
-    pub(crate) no_pipelining: AtomicBool,
-}
-
-impl Caps {
-    pub(crate) fn get(flag: &AtomicBool) -> bool {
-        flag.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set(flag: &AtomicBool, value: bool) {
-        flag.store(value, Ordering::Relaxed);
     }
 }
 
@@ -255,9 +225,12 @@ impl Host {
     /// many sessions as such a server gets, when the user set no limit of
     /// their own.
     fn at_short_link_cap(&self) -> bool {
-        !self.user_limit
-            && self.rtt.get().is_some_and(|rtt| rtt < SHORT_LINK)
-            && self.lock().slots >= SHORT_LINK_SESSIONS
+        !self.user_limit && self.is_short_link() && self.lock().slots >= SHORT_LINK_SESSIONS
+    }
+
+    /// Whether the server is next door ([`SHORT_LINK`]).
+    pub(crate) fn is_short_link(&self) -> bool {
+        self.rtt.get().is_some_and(|rtt| rtt < SHORT_LINK)
     }
 
     /// Whether the logins under way are as many as the requests waiting.
@@ -499,6 +472,12 @@ pub(crate) struct Session {
     pub(crate) passive: bool,
     /// The receive window of the next data connection.
     pub(crate) window: DataWindow,
+    /// The transfer (`RETR <url>`) whose final reply is still to be read:
+    /// its data ended with every byte its listing promised, and the
+    /// session went back to the pool at once, so that the next file's
+    /// commands reach the server with (or before) that reply
+    /// ([`Session::settle`]).
+    pub(crate) owed: Option<String>,
     idle_since: Instant,
     // Dropped after `ftp`: the permit is given back once the socket is
     // closed.
@@ -529,6 +508,7 @@ impl Session {
             reused: false,
             passive,
             window,
+            owed: None,
             idle_since: Instant::now(),
             slot,
         }
@@ -555,7 +535,11 @@ impl Session {
 
     /// `QUIT`, waiting a little for the server's `221`.
     pub(crate) async fn quit(mut self) {
-        let said = tokio::time::timeout(QUIT_WAIT, self.ftp.quit()).await;
+        let said = tokio::time::timeout(QUIT_WAIT, async {
+            crate::pipeline::settle(&mut self, QUIT_WAIT).await?;
+            self.ftp.quit().await
+        })
+        .await;
         tracing::debug!(login = %self.login.user, ok = matches!(said, Ok(Ok(()))), "QUIT");
     }
 
