@@ -165,7 +165,7 @@ impl FtpProtocol {
     }
 
     /// [`FtpProtocol::session`], which may still owe the final reply of
-    /// its last transfer (`Session::settle`): for a caller that sends its
+    /// its last transfer (`pipeline::settle`): for a caller that sends its
     /// commands first.
     async fn session_owing(&self, host: &Arc<Host>, target: &Target) -> Result<Session, Error> {
         let _waiting = host.waiting();

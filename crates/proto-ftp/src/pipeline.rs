@@ -71,7 +71,7 @@ pub(crate) fn usable_on(host: &Host, ask: &Ask<'_>, plain: bool) -> bool {
 /// A listed file up to this size, on a server next door, gives its
 /// session back to the pool as soon as its transfer begins: the next file
 /// sends its commands at once, behind it, and reads this one's final
-/// reply before its own (`pipeline::settle`). The server then goes from
+/// reply before its own ([`settle`]). The server then goes from
 /// one file to the next without waiting for the client, and each session
 /// carries two files at once without another login. The bytes are checked
 /// against the listing as before; a file cut short is the engine's to
@@ -272,10 +272,11 @@ pub(crate) async fn exchange(
 }
 
 /// Reads the final reply of the transfer this session still owes one
-/// for, if any. That transfer's data had ended with all its bytes, so
-/// a failing reply (a `451` after the end) is only logged, as the
-/// background drain of a cut transfer does; the session stays in step.
-/// An error is a control connection out of step or gone.
+/// for, if any, once that transfer ends. Its body judged its bytes
+/// against the listing by themselves, so a failing reply (`426` for a
+/// transfer cut, `451`) is only logged, as the background drain of a cut
+/// transfer does; the session stays in step. An error is a control
+/// connection out of step or gone.
 pub(crate) async fn settle(session: &mut Session, timeout: Duration) -> FtpResult<()> {
     let Some(what) = session.owed.take() else {
         return Ok(());

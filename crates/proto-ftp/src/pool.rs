@@ -473,10 +473,9 @@ pub(crate) struct Session {
     /// The receive window of the next data connection.
     pub(crate) window: DataWindow,
     /// The transfer (`RETR <url>`) whose final reply is still to be read:
-    /// its data ended with every byte its listing promised, and the
-    /// session went back to the pool at once, so that the next file's
-    /// commands reach the server with (or before) that reply
-    /// ([`Session::settle`]).
+    /// a small listed file's session goes back to the pool as its transfer
+    /// begins (`EARLY_MAX` in `pipeline.rs`), and its next user reads that
+    /// reply before its own (`pipeline::settle`).
     pub(crate) owed: Option<String>,
     idle_since: Instant,
     // Dropped after `ftp`: the permit is given back once the socket is
