@@ -281,7 +281,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             m.push((
                 format!("outputs of {} files or more", measure::MANY_FILES),
                 match ctx.keep_outputs {
-                    true => "set aside until the bench ends (a disk: no inode scan)",
+                    true => "set aside until the bench ends (a disk, where creates scan past files just deleted)",
                     false => "deleted before the next run (in memory: pages used again)",
                 }
                 .to_owned(),
