@@ -30,6 +30,10 @@ pub struct FakeFtpTree {
     /// and answers each `503` (a server that reads its control connection
     /// while it sends, and takes no command then).
     pub refuse_during_transfers: bool,
+    /// Answers an `MDTM` that arrived during a transfer before its `226`
+    /// (a server that takes commands while it sends, out of step with a
+    /// client that reads replies in order).
+    pub mdtm_during_transfers: bool,
 }
 
 /// A running fake server.
@@ -179,6 +183,18 @@ fn serve(
                             }
                             if tree.refuse_during_transfers {
                                 refuse_waiting(&mut lines, &mut out, n, log)?;
+                            }
+                            if tree.mdtm_during_transfers && waiting(&lines, &out)? {
+                                let mut next = String::new();
+                                lines.read_line(&mut next)?;
+                                let verb = next.split_whitespace().next().unwrap_or("");
+                                let verb = verb.to_ascii_uppercase();
+                                log.lock().unwrap().push((
+                                    format!("{verb} (answered during a transfer)"),
+                                    false,
+                                    n,
+                                ));
+                                out.write_all(b"213 20260101000000\r\n")?;
                             }
                         }
                         "226 done\r\n".to_owned()

@@ -286,8 +286,13 @@ pub(crate) async fn settle(session: &mut Session, timeout: Duration) -> FtpResul
         .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]);
     match tokio::time::timeout(timeout, reply).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if keeps_session(&e) => {
-            tracing::debug!(transfer = %what, error = %e, "a failing reply after all the data");
+        // A transfer's failure (`426`, `451`, ...). A positive reply other
+        // than the end of a transfer belongs to the commands behind it: a
+        // server that answered them during the transfer, out of step.
+        Ok(Err(FtpError::UnexpectedResponse(r)))
+            if (400..600).contains(&reply_code(&r)) && reply_code(&r) != 421 =>
+        {
+            tracing::debug!(transfer = %what, reply = %reply_text(&r), "a failing final reply");
             Ok(())
         }
         Ok(Err(e)) => Err(e),
