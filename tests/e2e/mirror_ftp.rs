@@ -293,14 +293,7 @@ fn a_session_next_door_sends_the_next_files_commands_behind_a_transfer() {
 /// on that server. Every file arrives, with no error.
 #[test]
 fn a_server_refusing_commands_during_a_transfer_gets_each_file_after_the_one_before() {
-    let (server, files, _) = behind_transfers(|t| t.refuse_during_transfers = true);
-    let behind = server.retrs_with_commands_behind();
-    assert_eq!(behind.len(), 1, "{:#?}", server.commands());
-    let retrs = server.retrs();
-    for (name, _) in &files {
-        let name = format!("t/{name}");
-        assert!(retrs.contains(&name), "no RETR {name}: {retrs:?}");
-    }
+    each_file_after_the_one_before_once_out_of_step(|t| t.refuse_during_transfers = true);
 }
 
 /// A server that answers the next file's `MDTM` during a transfer,
@@ -312,7 +305,14 @@ fn a_server_refusing_commands_during_a_transfer_gets_each_file_after_the_one_bef
 /// later file's commands go behind a transfer on that server.
 #[test]
 fn a_server_answering_commands_during_a_transfer_gets_each_file_after_the_one_before() {
-    let (server, files, _) = behind_transfers(|t| t.mdtm_during_transfers = true);
+    each_file_after_the_one_before_once_out_of_step(|t| t.mdtm_during_transfers = true);
+}
+
+/// [`behind_transfers`] with a server that `during` puts out of step with
+/// the commands behind a transfer: one transfer had commands behind it,
+/// none after, and every file was asked for (and arrived whole).
+fn each_file_after_the_one_before_once_out_of_step(during: fn(&mut FakeFtpTree)) {
+    let (server, files, _) = behind_transfers(during);
     let behind = server.retrs_with_commands_behind();
     assert_eq!(behind.len(), 1, "{:#?}", server.commands());
     let retrs = server.retrs();

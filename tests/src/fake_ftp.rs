@@ -181,20 +181,11 @@ fn serve(
                             if waiting(&lines, &out)? {
                                 behind.lock().unwrap().push(arg.to_owned());
                             }
+                            let early = (&mut lines, &mut out, n, log);
                             if tree.refuse_during_transfers {
-                                refuse_waiting(&mut lines, &mut out, n, log)?;
-                            }
-                            if tree.mdtm_during_transfers && waiting(&lines, &out)? {
-                                let mut next = String::new();
-                                lines.read_line(&mut next)?;
-                                let verb = next.split_whitespace().next().unwrap_or("");
-                                let verb = verb.to_ascii_uppercase();
-                                log.lock().unwrap().push((
-                                    format!("{verb} (answered during a transfer)"),
-                                    false,
-                                    n,
-                                ));
-                                out.write_all(b"213 20260101000000\r\n")?;
+                                answer_waiting(early, usize::MAX, "503 a transfer is under way")?;
+                            } else if tree.mdtm_during_transfers {
+                                answer_waiting(early, 1, "213 20260101000000")?;
                             }
                         }
                         "226 done\r\n".to_owned()
@@ -228,14 +219,17 @@ fn waiting(lines: &BufReader<TcpStream>, out: &TcpStream) -> std::io::Result<boo
     }
 }
 
-/// Answers `503` to each whole command already there.
-fn refuse_waiting(
-    lines: &mut BufReader<TcpStream>,
-    out: &mut TcpStream,
-    n: usize,
-    log: &Log,
+/// Answers `reply` to each whole command already there, `most` of them at
+/// most, and logs each as answered during a transfer.
+fn answer_waiting(
+    (lines, out, n, log): (&mut BufReader<TcpStream>, &mut TcpStream, usize, &Log),
+    most: usize,
+    reply: &str,
 ) -> std::io::Result<()> {
-    while waiting(lines, out)? {
+    for _ in 0..most {
+        if !waiting(lines, out)? {
+            break;
+        }
         let mut line = String::new();
         if lines.read_line(&mut line)? == 0 {
             break;
@@ -247,8 +241,8 @@ fn refuse_waiting(
             .to_ascii_uppercase();
         log.lock()
             .unwrap()
-            .push((format!("{verb} (refused during a transfer)"), false, n));
-        out.write_all(b"503 a transfer is under way\r\n")?;
+            .push((format!("{verb} (answered during a transfer)"), false, n));
+        out.write_all(format!("{reply}\r\n").as_bytes())?;
     }
     Ok(())
 }

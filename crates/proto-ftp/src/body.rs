@@ -61,17 +61,17 @@ impl Data {
             Data::Client(t) => t.finish().await,
             Data::Own(s) => {
                 drop(s);
-                session
-                    .ftp
-                    .read_response_in(&[
-                        Status::ClosingDataConnection,
-                        Status::RequestedFileActionOk,
-                    ])
-                    .await
-                    .map(|_| ())
+                final_reply(session).await
             }
         }
     }
+}
+
+/// Reads the final reply of a transfer whose commands this crate wrote
+/// itself (`pipeline.rs`): `226`, or `250` from some servers.
+pub(crate) async fn final_reply(session: &mut Session) -> FtpResult<()> {
+    let ok = [Status::ClosingDataConnection, Status::RequestedFileActionOk];
+    session.ftp.read_response_in(&ok).await.map(|_| ())
 }
 
 impl tokio::io::AsyncRead for Data {

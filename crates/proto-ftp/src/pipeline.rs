@@ -29,7 +29,7 @@ use pymatris_core::{ByteRange, Fetched, FileOptions};
 use suppaftp::{FtpError, FtpResult, Status};
 use tokio::net::TcpStream;
 
-use crate::body::{Body, Data};
+use crate::body::{Body, Data, final_reply};
 use crate::error::{ftp_error, is_unsupported, keeps_session, reply_code, reply_text};
 use crate::pool::{Caps, Host, Session};
 use crate::session::{Probe, parse_mdtm, within};
@@ -80,8 +80,8 @@ pub(crate) fn usable_on(host: &Host, ask: &Ask<'_>, plain: bool) -> bool {
 const EARLY_MAX: u64 = 4 << 20;
 
 impl FtpProtocol {
-    /// A file's commands at once (`pipeline.rs`); `None` where the server
-    /// or the session must take them one at a time.
+    /// A file's commands at once (see the module's notes); `None` where
+    /// the server or the session must take them one at a time.
     pub(crate) async fn fetch_pipelined(
         &self,
         host: &Arc<Host>,
@@ -281,25 +281,17 @@ pub(crate) async fn settle(session: &mut Session, timeout: Duration) -> FtpResul
     let Some(what) = session.owed.take() else {
         return Ok(());
     };
-    let reply = session
-        .ftp
-        .read_response_in(&[Status::ClosingDataConnection, Status::RequestedFileActionOk]);
-    match tokio::time::timeout(timeout, reply).await {
-        Ok(Ok(_)) => Ok(()),
+    match within(timeout, final_reply(session)).await {
         // A transfer's failure (`426`, `451`, ...). A positive reply other
         // than the end of a transfer belongs to the commands behind it: a
         // server that answered them during the transfer, out of step.
-        Ok(Err(FtpError::UnexpectedResponse(r)))
+        Err(FtpError::UnexpectedResponse(r))
             if (400..600).contains(&reply_code(&r)) && reply_code(&r) != 421 =>
         {
             tracing::debug!(transfer = %what, reply = %reply_text(&r), "a failing final reply");
             Ok(())
         }
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(FtpError::ConnectionError(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("{what}: no final reply"),
-        ))),
+        other => other,
     }
 }
 
