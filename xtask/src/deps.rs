@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 /// `libpython3-dev` lets cargo's own builds of `crates/py` (tests, the
 /// workspace's `cargo test`) link libpython, as pyo3 does outside maturin;
 /// `nftables` counts what servers put on the wire (the harness's
-/// `WireMeter`); microsocks is the SOCKS5 server the proxy tests go
+/// `WireMeter`), iproute2's `ss` what the kernel says it sent (the
+/// meter's own test); microsocks is the SOCKS5 server the proxy tests go
 /// through; rclone is a peer of the bench's mirror workloads.
 pub(crate) const PACKAGES: &[&str] = &[
     "nginx-light",
@@ -35,6 +36,7 @@ pub(crate) const PACKAGES: &[&str] = &[
     "procps",
     "util-linux",
     "nftables",
+    "iproute2",
 ];
 
 fn installed(package: &str) -> bool {
