@@ -308,6 +308,27 @@ fn a_server_answering_commands_during_a_transfer_gets_each_file_after_the_one_be
     each_file_after_the_one_before_once_out_of_step(|t| t.mdtm_during_transfers = true);
 }
 
+/// A server that reads the commands behind a transfer and answers one
+/// `500` for all of them before its `226` (pure-ftpd). The `500` answers
+/// the commands, not the transfer: taken for the transfer's failing final
+/// reply, it left the session one reply late and then waiting for replies
+/// the server never sends, a minute per session (`--timeouts`) before the
+/// file went again. Now the session is out of step at once: the file is
+/// asked again on a session of its own, and no later file's commands go
+/// behind a transfer on that server.
+#[test]
+fn a_server_losing_commands_during_a_transfer_gets_each_file_after_the_one_before() {
+    let started = std::time::Instant::now();
+    each_file_after_the_one_before_once_out_of_step(|t| t.swallow_during_transfers = true);
+    // The run takes well under a second; a wait for lost replies ends
+    // only with the 60 s timeout.
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "the run took {took:?}: it waited for replies the server never sent"
+    );
+}
+
 /// [`behind_transfers`] with a server that `during` puts out of step with
 /// the commands behind a transfer: one transfer had commands behind it,
 /// none after, and every file was asked for (and arrived whole).

@@ -34,6 +34,11 @@ pub struct FakeFtpTree {
     /// (a server that takes commands while it sends, out of step with a
     /// client that reads replies in order).
     pub mdtm_during_transfers: bool,
+    /// Reads what arrived during a transfer before its `226` and answers
+    /// one `500` for all of it, the rest lost (pure-ftpd 1.0.50 does so:
+    /// it looks for `ABOR` in each read of its control connection while it
+    /// sends, and the other commands of that read get no reply).
+    pub swallow_during_transfers: bool,
 }
 
 /// A running fake server.
@@ -186,6 +191,8 @@ fn serve(
                                 answer_waiting(early, usize::MAX, "503 a transfer is under way")?;
                             } else if tree.mdtm_during_transfers {
                                 answer_waiting(early, 1, "213 20260101000000")?;
+                            } else if tree.swallow_during_transfers {
+                                swallow_waiting(early)?;
                             }
                         }
                         "226 done\r\n".to_owned()
@@ -217,6 +224,31 @@ fn waiting(lines: &BufReader<TcpStream>, out: &TcpStream) -> std::io::Result<boo
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Reads every whole command already there and answers one `500` for
+/// them all, if there was any.
+fn swallow_waiting(
+    (lines, out, n, log): (&mut BufReader<TcpStream>, &mut TcpStream, usize, &Log),
+) -> std::io::Result<()> {
+    let mut any = false;
+    while waiting(lines, out)? {
+        let mut line = String::new();
+        if lines.read_line(&mut line)? == 0 {
+            break;
+        }
+        let verb = line.split_whitespace().next().unwrap_or("");
+        log.lock().unwrap().push((
+            format!("{} (lost during a transfer)", verb.to_ascii_uppercase()),
+            false,
+            n,
+        ));
+        any = true;
+    }
+    if any {
+        out.write_all(b"500 Unknown command\r\n")?;
+    }
+    Ok(())
 }
 
 /// Answers `reply` to each whole command already there, `most` of them at

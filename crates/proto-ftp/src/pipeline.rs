@@ -282,17 +282,25 @@ pub(crate) async fn settle(session: &mut Session, timeout: Duration) -> FtpResul
         return Ok(());
     };
     match within(timeout, final_reply(session)).await {
-        // A transfer's failure (`426`, `451`, ...). A positive reply other
-        // than the end of a transfer belongs to the commands behind it: a
-        // server that answered them during the transfer, out of step.
-        Err(FtpError::UnexpectedResponse(r))
-            if (400..600).contains(&reply_code(&r)) && reply_code(&r) != 421 =>
-        {
+        // A transfer's failure (`426`, `451`, ...). Any other reply belongs
+        // to the commands behind it, answered during the transfer: a
+        // positive one, or a `500` for commands the server read and dropped
+        // (pure-ftpd). Out of step.
+        Err(FtpError::UnexpectedResponse(r)) if ends_a_transfer(reply_code(&r)) => {
             tracing::debug!(transfer = %what, reply = %reply_text(&r), "a failing final reply");
             Ok(())
         }
         other => other,
     }
+}
+
+/// Whether `code` can be the failing final reply of a transfer, after its
+/// `150` (RFC 959): a `42x` of the data connection (`425`, `426`; `421`
+/// closes the session), a `45x` or `55x` of the file or the disk. Not a
+/// `50x` (a command's syntax) nor a `53x` (its login): those answer a
+/// command.
+fn ends_a_transfer(code: u32) -> bool {
+    matches!(code / 10, 42 | 45 | 55) && code != 421
 }
 
 /// Writes `bytes` on the (plain) control connection; the peer's address,
@@ -332,6 +340,16 @@ fn epsv_port(reply: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_transfer_failures_end_a_transfer() {
+        for code in [425, 426, 450, 451, 452, 550, 551, 552, 553] {
+            assert!(ends_a_transfer(code), "{code}");
+        }
+        for code in [213, 226, 229, 421, 500, 501, 502, 503, 504, 530, 532] {
+            assert!(!ends_a_transfer(code), "{code}");
+        }
+    }
 
     #[test]
     fn epsv_ports() {
