@@ -39,6 +39,9 @@ pub struct FakeFtpTree {
     /// it looks for `ABOR` in each read of its control connection while it
     /// sends, and the other commands of that read get no reply).
     pub swallow_during_transfers: bool,
+    /// Reads what arrived during a transfer before its `226` and answers
+    /// nothing at all: the commands are lost without a word.
+    pub drop_during_transfers: bool,
 }
 
 /// A running fake server.
@@ -192,7 +195,9 @@ fn serve(
                             } else if tree.mdtm_during_transfers {
                                 answer_waiting(early, 1, "213 20260101000000")?;
                             } else if tree.swallow_during_transfers {
-                                swallow_waiting(early)?;
+                                swallow_waiting(early, Some("500 Unknown command"))?;
+                            } else if tree.drop_during_transfers {
+                                swallow_waiting(early, None)?;
                             }
                         }
                         "226 done\r\n".to_owned()
@@ -226,10 +231,11 @@ fn waiting(lines: &BufReader<TcpStream>, out: &TcpStream) -> std::io::Result<boo
     }
 }
 
-/// Reads every whole command already there and answers one `500` for
+/// Reads every whole command already there and answers `reply` once for
 /// them all, if there was any.
 fn swallow_waiting(
     (lines, out, n, log): (&mut BufReader<TcpStream>, &mut TcpStream, usize, &Log),
+    reply: Option<&str>,
 ) -> std::io::Result<()> {
     let mut any = false;
     while waiting(lines, out)? {
@@ -245,8 +251,8 @@ fn swallow_waiting(
         ));
         any = true;
     }
-    if any {
-        out.write_all(b"500 Unknown command\r\n")?;
+    if let Some(reply) = reply.filter(|_| any) {
+        out.write_all(format!("{reply}\r\n").as_bytes())?;
     }
     Ok(())
 }

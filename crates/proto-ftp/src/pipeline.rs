@@ -79,6 +79,13 @@ pub(crate) fn usable_on(host: &Host, ask: &Ask<'_>, plain: bool) -> bool {
 /// would wait behind all of their bytes.
 const EARLY_MAX: u64 = 4 << 20;
 
+/// How long the first reply to commands sent behind a transfer may take
+/// once that transfer's final reply came: a server next door answers in
+/// milliseconds, and one that read the commands during the transfer and
+/// dropped them without a word never answers (the exchange is then out of
+/// step, as for the servers that answer them wrongly).
+const LOST_AFTER: Duration = Duration::from_secs(5);
+
 impl FtpProtocol {
     /// A file's commands at once (see the module's notes); `None` where
     /// the server or the session must take them one at a time.
@@ -191,14 +198,23 @@ pub(crate) async fn exchange(
         .await
         .map_err(Failed::Broken)?;
     // The previous file's final reply comes first.
+    let behind = session.owed.is_some();
     settle(session, timeout).await.map_err(Failed::Broken)?;
+    // Behind a transfer, the server has had the commands since before its
+    // final reply, and answers the first at once: if not, it lost them.
+    let mut wait = match behind {
+        true => timeout.min(LOST_AFTER),
+        false => timeout,
+    };
 
     let ftp = &mut session.ftp;
     let caps = &host.caps;
     let mut probe = Probe::default();
     let mut first = true;
     if ask.size {
-        match within(timeout, ftp.read_response_in(&[Status::File])).await {
+        let read = within(wait, ftp.read_response_in(&[Status::File])).await;
+        wait = timeout;
+        match read {
             Ok(reply) => {
                 probe.size = reply_text(&reply)
                     .strip_prefix("213")
@@ -219,7 +235,9 @@ pub(crate) async fn exchange(
         }
     }
     if ask.mtime {
-        match within(timeout, ftp.read_response_in(&[Status::File])).await {
+        let read = within(wait, ftp.read_response_in(&[Status::File])).await;
+        wait = timeout;
+        match read {
             Ok(reply) => probe.modified = parse_mdtm(&reply_text(&reply)),
             Err(e @ FtpError::UnexpectedResponse(_)) if is_unsupported(&e) => {
                 Caps::set(&caps.no_mdtm, true)
@@ -233,12 +251,9 @@ pub(crate) async fn exchange(
     }
     // Any other answer to `EPSV` (which worked before) leaves the replies
     // to what follows in doubt: the session is closed.
-    let epsv = within(
-        timeout,
-        ftp.read_response_in(&[Status::ExtendedPassiveMode]),
-    )
-    .await
-    .map_err(Failed::Broken)?;
+    let epsv = within(wait, ftp.read_response_in(&[Status::ExtendedPassiveMode]))
+        .await
+        .map_err(Failed::Broken)?;
     let port = epsv_port(&reply_text(&epsv)).ok_or(Failed::Broken(FtpError::BadResponse))?;
     let data = (session.window.builder(None))(SocketAddr::new(peer.ip(), port));
     let data = within(timeout, data).await.map_err(Failed::Broken)?;
