@@ -4,7 +4,7 @@
 //! server in all: no more sessions than the transfers it runs at once.
 
 use pymatris_harness::{Server, Servers, Which};
-use pymatris_tests::fake_ftp::{FakeFtp, FakeFtpTree};
+use pymatris_tests::fake_ftp::{DuringTransfers, FakeFtp, FakeFtpTree};
 use pymatris_tests::run_pymatris;
 
 use crate::mirror::{json, log_count, mirror as mirror_tree, read_tree, write_tree};
@@ -242,9 +242,7 @@ fn a_refused_rest_in_pipelined_commands_fetches_the_file_whole() {
 /// Six small files of one listing, four asked at once over one session to
 /// a server that holds each `226` 100 ms after its data, and then does
 /// what `during` says with the commands that came meanwhile.
-fn behind_transfers(
-    during: fn(&mut FakeFtpTree),
-) -> (FakeFtp, Vec<(String, Vec<u8>)>, std::process::Output) {
+fn behind_transfers(during: Option<DuringTransfers>) -> (FakeFtp, Vec<(String, Vec<u8>)>) {
     let files: Vec<(String, Vec<u8>)> = (0..6u8)
         .map(|i| (format!("f{i}.bin"), vec![b'a' + i; 1000 + usize::from(i)]))
         .collect();
@@ -253,7 +251,7 @@ fn behind_transfers(
         .collect();
     let mut tree = tree_of(&listed);
     tree.hold_226 = Some(std::time::Duration::from_millis(100));
-    during(&mut tree);
+    tree.during_transfers = during;
     let server = FakeFtp::start(tree);
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("dl");
@@ -265,7 +263,7 @@ fn behind_transfers(
     for (name, body) in &files {
         assert!(got.get(name) == Some(body), "{name} differs: {v:#}");
     }
-    (server, files, out)
+    (server, files)
 }
 
 /// On a server next door, a listed small file gives its session back as
@@ -277,7 +275,7 @@ fn behind_transfers(
 /// behind it; the four between each had the next file's commands behind.
 #[test]
 fn a_session_next_door_sends_the_next_files_commands_behind_a_transfer() {
-    let (server, _, _) = behind_transfers(|_| {});
+    let (server, _) = behind_transfers(None);
     let behind = server.retrs_with_commands_behind();
     assert!(
         behind.len() >= 3,
@@ -293,7 +291,7 @@ fn a_session_next_door_sends_the_next_files_commands_behind_a_transfer() {
 /// on that server. Every file arrives, with no error.
 #[test]
 fn a_server_refusing_commands_during_a_transfer_gets_each_file_after_the_one_before() {
-    each_file_after_the_one_before_once_out_of_step(|t| t.refuse_during_transfers = true);
+    each_file_after_the_one_before_once_out_of_step(DuringTransfers::Refuse);
 }
 
 /// A server that answers the next file's `MDTM` during a transfer,
@@ -305,7 +303,7 @@ fn a_server_refusing_commands_during_a_transfer_gets_each_file_after_the_one_bef
 /// later file's commands go behind a transfer on that server.
 #[test]
 fn a_server_answering_commands_during_a_transfer_gets_each_file_after_the_one_before() {
-    each_file_after_the_one_before_once_out_of_step(|t| t.mdtm_during_transfers = true);
+    each_file_after_the_one_before_once_out_of_step(DuringTransfers::AnswerMdtm);
 }
 
 /// A server that reads the commands behind a transfer and answers one
@@ -318,7 +316,7 @@ fn a_server_answering_commands_during_a_transfer_gets_each_file_after_the_one_be
 /// behind a transfer on that server.
 #[test]
 fn a_server_losing_commands_during_a_transfer_gets_each_file_after_the_one_before() {
-    promptly_each_file_after_the_one_before(|t| t.swallow_during_transfers = true);
+    each_file_after_the_one_before_once_out_of_step(DuringTransfers::LoseWith500);
 }
 
 /// A server that reads the commands behind a transfer and loses them
@@ -328,26 +326,22 @@ fn a_server_losing_commands_during_a_transfer_gets_each_file_after_the_one_befor
 /// file goes again as for the other servers out of step.
 #[test]
 fn a_server_dropping_commands_during_a_transfer_gets_each_file_after_the_one_before() {
-    promptly_each_file_after_the_one_before(|t| t.drop_during_transfers = true);
+    each_file_after_the_one_before_once_out_of_step(DuringTransfers::Lose);
 }
 
-/// [`each_file_after_the_one_before_once_out_of_step`], and the run ends
-/// long before the 60 s a wait for lost replies lasts.
-fn promptly_each_file_after_the_one_before(during: fn(&mut FakeFtpTree)) {
+/// [`behind_transfers`] with a server that `during` puts out of step with
+/// the commands behind a transfer: one transfer had commands behind it,
+/// none after, every file was asked for (and arrived whole), and the run
+/// ended long before the 60 s (`--timeouts`) a wait for lost replies
+/// lasts.
+fn each_file_after_the_one_before_once_out_of_step(during: DuringTransfers) {
     let started = std::time::Instant::now();
-    each_file_after_the_one_before_once_out_of_step(during);
+    let (server, files) = behind_transfers(Some(during));
     let took = started.elapsed();
     assert!(
         took < std::time::Duration::from_secs(30),
         "the run took {took:?}: it waited for replies the server never sent"
     );
-}
-
-/// [`behind_transfers`] with a server that `during` puts out of step with
-/// the commands behind a transfer: one transfer had commands behind it,
-/// none after, and every file was asked for (and arrived whole).
-fn each_file_after_the_one_before_once_out_of_step(during: fn(&mut FakeFtpTree)) {
-    let (server, files, _) = behind_transfers(during);
     let behind = server.retrs_with_commands_behind();
     assert_eq!(behind.len(), 1, "{:#?}", server.commands());
     let retrs = server.retrs();

@@ -26,22 +26,26 @@ pub struct FakeFtpTree {
     /// server still sending): the client's next commands may arrive
     /// meanwhile ([`FakeFtp::retrs_with_commands_behind`]).
     pub hold_226: Option<std::time::Duration>,
-    /// Reads the commands that arrived during a transfer before its `226`
-    /// and answers each `503` (a server that reads its control connection
-    /// while it sends, and takes no command then).
-    pub refuse_during_transfers: bool,
-    /// Answers an `MDTM` that arrived during a transfer before its `226`
-    /// (a server that takes commands while it sends, out of step with a
+    /// What the server does with the commands that arrived during a
+    /// transfer, before its `226` (with `hold_226`); `None`: it leaves them
+    /// for after, as vsftpd and ProFTPD do.
+    pub during_transfers: Option<DuringTransfers>,
+}
+
+/// What a server that reads its control connection while it sends does
+/// with the commands it finds there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuringTransfers {
+    /// Answers each `503`: it takes no command then.
+    Refuse,
+    /// Answers the first, an `MDTM`, with its `213` (out of step with a
     /// client that reads replies in order).
-    pub mdtm_during_transfers: bool,
-    /// Reads what arrived during a transfer before its `226` and answers
-    /// one `500` for all of it, the rest lost (pure-ftpd 1.0.50 does so:
-    /// it looks for `ABOR` in each read of its control connection while it
-    /// sends, and the other commands of that read get no reply).
-    pub swallow_during_transfers: bool,
-    /// Reads what arrived during a transfer before its `226` and answers
-    /// nothing at all: the commands are lost without a word.
-    pub drop_during_transfers: bool,
+    AnswerMdtm,
+    /// Answers one `500` for all of them, which are lost (pure-ftpd 1.0.50:
+    /// it looks for `ABOR` in each read while it sends).
+    LoseWith500,
+    /// Answers nothing: they are lost without a word.
+    Lose,
 }
 
 /// A running fake server.
@@ -190,14 +194,27 @@ fn serve(
                                 behind.lock().unwrap().push(arg.to_owned());
                             }
                             let early = (&mut lines, &mut out, n, log);
-                            if tree.refuse_during_transfers {
-                                answer_waiting(early, usize::MAX, "503 a transfer is under way")?;
-                            } else if tree.mdtm_during_transfers {
-                                answer_waiting(early, 1, "213 20260101000000")?;
-                            } else if tree.swallow_during_transfers {
-                                swallow_waiting(early, Some("500 Unknown command"))?;
-                            } else if tree.drop_during_transfers {
-                                swallow_waiting(early, None)?;
+                            let replies = match tree.during_transfers {
+                                Some(DuringTransfers::Refuse) => {
+                                    let k = read_waiting(early, usize::MAX, "refused")?;
+                                    vec!["503 a transfer is under way"; k]
+                                }
+                                Some(DuringTransfers::AnswerMdtm) => {
+                                    let k = read_waiting(early, 1, "answered")?;
+                                    vec!["213 20260101000000"; k]
+                                }
+                                Some(DuringTransfers::LoseWith500) => {
+                                    let k = read_waiting(early, usize::MAX, "lost")?;
+                                    vec!["500 Unknown command"; k.min(1)]
+                                }
+                                Some(DuringTransfers::Lose) => {
+                                    read_waiting(early, usize::MAX, "lost")?;
+                                    vec![]
+                                }
+                                None => vec![],
+                            };
+                            for reply in replies {
+                                out.write_all(format!("{reply}\r\n").as_bytes())?;
                             }
                         }
                         "226 done\r\n".to_owned()
@@ -231,43 +248,15 @@ fn waiting(lines: &BufReader<TcpStream>, out: &TcpStream) -> std::io::Result<boo
     }
 }
 
-/// Reads every whole command already there and answers `reply` once for
-/// them all, if there was any.
-fn swallow_waiting(
-    (lines, out, n, log): (&mut BufReader<TcpStream>, &mut TcpStream, usize, &Log),
-    reply: Option<&str>,
-) -> std::io::Result<()> {
-    let mut any = false;
-    while waiting(lines, out)? {
-        let mut line = String::new();
-        if lines.read_line(&mut line)? == 0 {
-            break;
-        }
-        let verb = line.split_whitespace().next().unwrap_or("");
-        log.lock().unwrap().push((
-            format!("{} (lost during a transfer)", verb.to_ascii_uppercase()),
-            false,
-            n,
-        ));
-        any = true;
-    }
-    if let Some(reply) = reply.filter(|_| any) {
-        out.write_all(format!("{reply}\r\n").as_bytes())?;
-    }
-    Ok(())
-}
-
-/// Answers `reply` to each whole command already there, `most` of them at
-/// most, and logs each as answered during a transfer.
-fn answer_waiting(
+/// Reads each whole command already there, `most` of them at most, and
+/// logs each as `how` during a transfer; how many it read.
+fn read_waiting(
     (lines, out, n, log): (&mut BufReader<TcpStream>, &mut TcpStream, usize, &Log),
     most: usize,
-    reply: &str,
-) -> std::io::Result<()> {
-    for _ in 0..most {
-        if !waiting(lines, out)? {
-            break;
-        }
+    how: &str,
+) -> std::io::Result<usize> {
+    let mut read = 0;
+    while read < most && waiting(lines, out)? {
         let mut line = String::new();
         if lines.read_line(&mut line)? == 0 {
             break;
@@ -279,8 +268,8 @@ fn answer_waiting(
             .to_ascii_uppercase();
         log.lock()
             .unwrap()
-            .push((format!("{verb} (answered during a transfer)"), false, n));
-        out.write_all(format!("{reply}\r\n").as_bytes())?;
+            .push((format!("{verb} ({how} during a transfer)"), false, n));
+        read += 1;
     }
-    Ok(())
+    Ok(read)
 }
